@@ -1,0 +1,42 @@
+"""The `lstm-diag` command line: thin. Parse, call, render, exit code.
+
+Only click is imported here; each command imports its work when it runs, so
+`lstm-diag --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from . import __version__
+from .commands.analyze import analyze_cmd
+from .commands.gradcheck import gradcheck_cmd
+
+EPILOG = """\b
+Examples:
+  lstm-diag analyze                          # the built-in default model
+  lstm-diag analyze configs/vanishing.yaml --format json > out.json
+  lstm-diag analyze cfg.yaml --set model.hidden_size=64 --set data.seq_len=500
+  lstm-diag gradcheck cfg.yaml
+
+Exit codes: 0 ok, 1 a --fail-on finding or failed check, 2 bad usage or input,
+3 internal error (a bug: rerun with --debug and report it).
+"""
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
+)
+@click.version_option(__version__, "--version", prog_name="lstm-diag")
+def main() -> None:
+    """Gradient-flow diagnostics for LSTMs.
+
+    Loads an LSTM described by a YAML config (CONFIG is optional: a built-in default
+    is used without it), runs the forward pass and backpropagation through time in
+    exact NumPy, and explains what it sees.
+    """
+
+
+main.add_command(analyze_cmd)
+main.add_command(gradcheck_cmd)

@@ -1,0 +1,101 @@
+"""Options and behaviour every command shares: CONFIG, --set, --format, --debug,
+exit codes (0 ok, 1 a --fail-on finding, 2 bad usage or input, 3 internal error)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+
+import click
+
+EXIT_OK, EXIT_FINDING, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class Finding(Exception):
+    """Raised by a command to exit 1 after its output is complete (--fail-on)."""
+
+
+def config_argument(fn):
+    return click.argument("config", required=False, type=click.Path(dir_okay=False))(fn)
+
+
+def set_option(fn):
+    return click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a config field, e.g. --set model.hidden_size=64 (repeatable).",
+    )(fn)
+
+
+def format_option(*choices: str, default: str = "table"):
+    def deco(fn):
+        return click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(choices),
+            default=default,
+            show_default=True,
+            help="table: rich, for people; json: one document on stdout, for machines"
+            + ("; markdown: for issues and notebooks." if "markdown" in choices else "."),
+        )(fn)
+
+    return deco
+
+
+def debug_option(fn):
+    return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(fn)
+
+
+def handle_errors(fn):
+    """Turn bad input into one line on stderr and exit 2; never a traceback unless --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, debug=False, **kwargs):
+        from ..config import ConfigError
+
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_INPUT)
+        except Finding:
+            sys.exit(EXIT_FINDING)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as e:  # a bug: say so in one line, details with --debug
+            if debug:
+                traceback.print_exc()
+            else:
+                click.echo(
+                    f"internal error: {e.__class__.__name__}: {e} (rerun with --debug for the traceback)",
+                    err=True,
+                )
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def load(config, overrides):
+    from ..config import load_config
+
+    return load_config(config, overrides)[0]

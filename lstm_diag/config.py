@@ -1,0 +1,222 @@
+"""Configuration: YAML in, a validated `Config` out. Inputs are checked here, once.
+
+Every error is a `ConfigError` whose message names the field and what would be
+valid, e.g. `model.hidden_size: must be a positive integer, got 0`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .init import SCHEMES
+
+
+class ConfigError(ValueError):
+    """Bad configuration or input: the CLI prints the message and exits 2."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class ModelConfig(_Section):
+    input_size: int = Field(8, gt=0)
+    hidden_size: int = Field(32, gt=0)
+    num_layers: int = Field(1, gt=0)
+    output_size: int = Field(1, gt=0)
+    init: str = "pytorch"
+    forget_bias: float | None = None
+    t_max: float | None = Field(None, gt=2)
+    gain: float = 1.0
+    recurrent_scale: float = 1.0
+    weights: str | None = None
+
+    @model_validator(mode="after")
+    def _known_scheme(self):
+        if self.init not in SCHEMES:
+            raise ValueError(_choice_message("init", self.init, SCHEMES))
+        return self
+
+
+class DataConfig(_Section):
+    task: Literal["random", "adding", "copy", "file"] = "random"
+    batch_size: int = Field(16, gt=0)
+    seq_len: int = Field(100, gt=0)
+    path: str | None = None
+
+
+class LossConfig(_Section):
+    type: Literal["mse", "cross_entropy"] = "mse"
+    target: Literal["last", "all"] = "last"
+
+
+class Config(_Section):
+    seed: int = Field(0, ge=0)
+    dtype: Literal["float32", "float64"] = "float64"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        m, d, lo = self.model, self.data, self.loss
+        if d.task == "adding":
+            _need("model.input_size", m.input_size, 2, "the adding task feeds (value, marker)")
+            _need("model.output_size", m.output_size, 1, "the adding task predicts one sum")
+            _need("loss.type", lo.type, "mse", "the adding task is a regression")
+            _need("loss.target", lo.target, "last", "the adding task has one target")
+        elif d.task == "copy":
+            _need("model.input_size", m.input_size, 10, "the copy task is one-hot over 10 symbols")
+            _need("model.output_size", m.output_size, 10, "the copy task predicts 10 symbols")
+            _need("loss.type", lo.type, "cross_entropy", "the copy task classifies symbols")
+            _need("loss.target", lo.target, "all", "the copy task has a target at every step")
+            if d.seq_len < 21:
+                raise ValueError(f"data.seq_len: the copy task needs at least 21 steps, got {d.seq_len}")
+        elif d.task == "file" and d.path is None:
+            raise ValueError("data.path: task 'file' needs the path of an .npz with x and y")
+        if lo.type == "cross_entropy" and m.output_size < 2:
+            raise ValueError(
+                f"model.output_size: cross_entropy needs at least 2 classes, got {m.output_size}"
+            )
+        if m.init == "chrono" and m.t_max is None and d.task == "file":
+            raise ValueError("model.t_max: chrono init with a data file needs t_max (in steps)")
+        return self
+
+    def chrono_t_max(self) -> float:
+        """Chrono's T_max: model.t_max, else the sequence length."""
+        return self.model.t_max if self.model.t_max is not None else float(self.data.seq_len)
+
+
+def _need(field, got, want, why):
+    if got != want:
+        raise ValueError(f"{field}: must be {want!r} ({why}), got {got!r}")
+
+
+def _choice_message(field, got, choices):
+    close = difflib.get_close_matches(str(got), list(choices), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"model.{field}: unknown scheme {got!r}{hint}; one of {', '.join(choices)}"
+
+
+PATH_FIELDS = (("model", "weights"), ("data", "path"))
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def default_config_path() -> Path:
+    return Path(__file__).with_name("default.yaml")
+
+
+def read_yaml(path: Path) -> dict:
+    """Parse a YAML file safely; syntax errors name the line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value); the value is read as YAML (1e-3, true, null)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.hidden_size=64")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_override(raw: dict, keys: list[str], value: Any) -> None:
+    node = raw
+    for depth, k in enumerate(keys[:-1]):
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: depth + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    for section, key in PATH_FIELDS:
+        sec = raw.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str):
+            p = Path(sec[key]).expanduser()
+            sec[key] = str(p if p.is_absolute() else (base / p).resolve())
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """The first problem as one line: `field.path: message, got value`."""
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    kind, msg, got = e["type"], e["msg"], e.get("input")
+    if kind == "extra_forbidden":
+        parent, _, key = loc.rpartition(".")
+        model = Config
+        for part in parent.split(".") if parent else []:
+            model = model.model_fields[part].annotation
+        close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(model.model_fields)
+        return f"{loc}: unknown key{hint}; known keys here: {known}"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind == "greater_than" and e.get("ctx", {}).get("gt") == 0 and isinstance(got, int):
+        return f"{loc}: must be a positive integer, got {got!r}"
+    if kind == "model_type":
+        return f"{loc}: must be a section (a mapping), got {got!r}"
+    msg = msg.replace("Input should be", "must be")
+    return f"{loc}: {msg[0].lower()}{msg[1:]}, got {got!r}"
+
+
+def load_config(
+    source: str | Path | Mapping | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> tuple[Config, Path | None]:
+    """Load and validate a config. Returns the config and the file it came from.
+
+    source: a YAML path, an already parsed mapping, or None for the built-in default.
+    Relative paths in a file resolve against its folder; in a mapping or in
+    overrides, against the working directory.
+    """
+    origin: Path | None = None
+    if source is None:
+        raw = read_yaml(default_config_path())
+    elif isinstance(source, Mapping):
+        raw = _deep_copy(source)
+    else:
+        origin = Path(source)
+        raw = read_yaml(origin)
+        _resolve_paths(raw, origin.resolve().parent)
+    for item in overrides:
+        apply_override(raw, *parse_override(item))
+    _resolve_paths(raw, Path.cwd())
+    try:
+        return Config.model_validate(raw), origin
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def _deep_copy(m: Mapping) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in m.items()}

@@ -1,0 +1,203 @@
+"""Initialization schemes (theory.md §2-§3), registered in one table.
+
+A scheme is one function `(rng, spec, options) -> params` decorated with
+`@scheme("name")`; it returns every LSTM and head parameter under PyTorch names.
+`options` carries `t_max` (chrono) and `gain` (identity); `forget_bias` and
+`recurrent_scale` are applied by `init_params` after any scheme.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .engine import Spec
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    t_max: float | None = None  # chrono: expected range of dependencies, in steps
+    gain: float = 1.0  # identity: scale of the recurrent identity blocks
+
+
+SchemeFn = Callable[[np.random.Generator, Spec, InitOptions], dict]
+SCHEMES: dict[str, SchemeFn] = {}
+DESCRIPTIONS: dict[str, str] = {}
+
+
+def scheme(name: str, description: str):
+    def register(fn: SchemeFn) -> SchemeFn:
+        SCHEMES[name] = fn
+        DESCRIPTIONS[name] = description
+        return fn
+
+    return register
+
+
+# ----------------------------------------------------------------- building blocks
+
+
+def _uniform(rng, shape, bound):
+    return rng.uniform(-bound, bound, shape)
+
+
+def _glorot_uniform(rng, shape):
+    fan_out, fan_in = shape  # PyTorch (out, in); the whole stacked matrix, theory.md §3
+    return _uniform(rng, shape, math.sqrt(6.0 / (fan_in + fan_out)))
+
+
+def _glorot_normal(rng, shape):
+    fan_out, fan_in = shape
+    return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+
+
+def _orthogonal(rng, n):
+    """An n x n orthogonal matrix, Haar-distributed (QR with the sign fix of Saxe et al.)."""
+    A = rng.normal(size=(n, n))
+    Q, R = np.linalg.qr(A)
+    return Q * np.sign(np.diag(R))
+
+
+def _orthonormal_columns(rng, rows, cols):
+    """(rows, cols), rows >= cols, with Q^T Q = I: PyTorch `orthogonal_` on (4H, H)."""
+    A = rng.normal(size=(rows, cols))
+    Q, R = np.linalg.qr(A)
+    return Q * np.sign(np.diag(R))
+
+
+def _per_gate(block_fn):
+    """Four H x H blocks stacked in gate order i, f, g, o: (4H, H)."""
+    return np.concatenate([block_fn() for _ in range(4)], axis=0)
+
+
+def _head(rng, spec: Spec, params: dict) -> dict:
+    """`nn.Linear` default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias."""
+    bound = 1.0 / math.sqrt(spec.hidden_size)
+    params["head.weight"] = _uniform(rng, (spec.output_size, spec.hidden_size), bound)
+    params["head.bias"] = _uniform(rng, (spec.output_size,), bound)
+    return params
+
+
+def _build(rng, spec: Spec, w_ih, w_hh, bias) -> dict:
+    """Fill every layer from per-tensor factories, then the head."""
+    params = {}
+    for name, shape in spec.param_shapes().items():
+        if name.startswith("head."):
+            continue
+        kind = name.split("_l")[0]
+        factory = {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": bias, "bias_hh": bias}[kind]
+        params[name] = factory(shape)
+    return _head(rng, spec, params)
+
+
+def _zeros(shape):
+    return np.zeros(shape)
+
+
+# ------------------------------------------------------------------------- schemes
+
+
+@scheme("pytorch", "U(-1/sqrt(H), 1/sqrt(H)) for every LSTM parameter (nn.LSTM default)")
+def pytorch(rng, spec, opts):
+    k = 1.0 / math.sqrt(spec.hidden_size)
+    u = lambda shape: _uniform(rng, shape, k)  # noqa: E731
+    return _build(rng, spec, u, u, u)
+
+
+@scheme("xavier_uniform", "Glorot uniform on each stacked matrix (fan_in I or H, fan_out 4H); biases 0")
+def xavier_uniform(rng, spec, opts):
+    gu = lambda shape: _glorot_uniform(rng, shape)  # noqa: E731
+    return _build(rng, spec, gu, gu, _zeros)
+
+
+@scheme("xavier_normal", "Glorot normal (untruncated) on each stacked matrix; biases 0")
+def xavier_normal(rng, spec, opts):
+    gn = lambda shape: _glorot_normal(rng, shape)  # noqa: E731
+    return _build(rng, spec, gn, gn, _zeros)
+
+
+@scheme("orthogonal", "Glorot-uniform input weights; each recurrent gate block H x H orthogonal; biases 0")
+def orthogonal(rng, spec, opts):
+    H = spec.hidden_size
+    return _build(
+        rng,
+        spec,
+        lambda shape: _glorot_uniform(rng, shape),
+        lambda shape: _per_gate(lambda: _orthogonal(rng, H)),
+        _zeros,
+    )
+
+
+@scheme("keras", "Keras LSTM: glorot-uniform input, orthogonal (4H, H) recurrent, bias 0 with forget 1")
+def keras(rng, spec, opts):
+    H = spec.hidden_size
+    params = _build(
+        rng,
+        spec,
+        lambda shape: _glorot_uniform(rng, shape),
+        lambda shape: _orthonormal_columns(rng, 4 * H, H),
+        _zeros,
+    )
+    for k in range(spec.num_layers):
+        params[f"bias_ih_l{k}"][H : 2 * H] = 1.0  # unit_forget_bias
+    return params
+
+
+@scheme("he", "He/Kaiming normal (untruncated, gain sqrt(2), fan_in) on each stacked matrix; biases 0")
+def he(rng, spec, opts):
+    kn = lambda shape: rng.normal(0.0, math.sqrt(2.0 / shape[1]), shape)  # noqa: E731
+    return _build(rng, spec, kn, kn, _zeros)
+
+
+@scheme("identity", "Glorot-uniform input; each recurrent gate block = gain * I (IRNN-style); biases 0")
+def identity(rng, spec, opts):
+    H = spec.hidden_size
+    return _build(
+        rng,
+        spec,
+        lambda shape: _glorot_uniform(rng, shape),
+        lambda shape: _per_gate(lambda: opts.gain * np.eye(H)),
+        _zeros,
+    )
+
+
+@scheme("chrono", "Weights as `pytorch`; b_f ~ log U[1, t_max - 1], b_i = -b_f (Tallec & Ollivier 2018)")
+def chrono(rng, spec, opts):
+    H = spec.hidden_size
+    params = pytorch(rng, spec, opts)
+    for k in range(spec.num_layers):
+        b_f = np.log(rng.uniform(1.0, opts.t_max - 1.0, H))
+        b = np.zeros(4 * H)
+        b[:H] = -b_f  # input gate
+        b[H : 2 * H] = b_f  # forget gate
+        params[f"bias_ih_l{k}"] = b
+        params[f"bias_hh_l{k}"] = np.zeros(4 * H)
+    return params
+
+
+def init_params(
+    name: str,
+    spec: Spec,
+    rng: np.random.Generator,
+    dtype: str = "float64",
+    options: InitOptions | None = None,
+    forget_bias: float | None = None,
+    recurrent_scale: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Draw parameters with a registered scheme, then apply the overrides.
+
+    forget_bias: the effective forget bias b_ih[f] + b_hh[f] is set to this value
+    (written into bias_ih, bias_hh's forget slice set to 0; theory.md §1.1).
+    recurrent_scale: multiplies every weight_hh after the scheme.
+    """
+    params = SCHEMES[name](rng, spec, options or InitOptions())
+    H = spec.hidden_size
+    for k in range(spec.num_layers):
+        if forget_bias is not None:
+            params[f"bias_ih_l{k}"][H : 2 * H] = forget_bias
+            params[f"bias_hh_l{k}"][H : 2 * H] = 0.0
+        params[f"weight_hh_l{k}"] = params[f"weight_hh_l{k}"] * recurrent_scale
+    return {name: np.ascontiguousarray(v, dtype=dtype) for name, v in params.items()}

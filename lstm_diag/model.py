@@ -1,0 +1,93 @@
+"""From a validated config to arrays: parameters (init scheme or weight file) and data.
+
+Seeds: `seed` is split into independent streams for initialization and data, so
+changing the init scheme never changes the data batch (compare relies on it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import data as data_mod
+from .config import Config
+from .engine import Spec
+from .init import InitOptions, init_params
+from .io import load_data, load_weights
+
+
+@dataclass
+class Problem:
+    """Everything one analysis runs on."""
+
+    config: Config
+    spec: Spec
+    params: dict[str, np.ndarray]
+    x: np.ndarray  # (B, T, I)
+    y: np.ndarray
+
+    @property
+    def loss(self) -> str:
+        return self.config.loss.type
+
+    @property
+    def target(self) -> str:
+        return self.config.loss.target
+
+
+def spec_of(config: Config) -> Spec:
+    m = config.model
+    return Spec(m.input_size, m.hidden_size, m.num_layers, m.output_size)
+
+
+def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """(init rng, data rng), independent streams of one seed."""
+    init_seq, data_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(init_seq), np.random.default_rng(data_seq)
+
+
+def make_params(config: Config, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    m, spec = config.model, spec_of(config)
+    if m.weights is not None:
+        return load_weights(m.weights, spec, config.dtype)
+    options = InitOptions(t_max=config.chrono_t_max(), gain=m.gain)
+    return init_params(
+        m.init,
+        spec,
+        rng,
+        config.dtype,
+        options,
+        forget_bias=m.forget_bias,
+        recurrent_scale=m.recurrent_scale,
+    )
+
+
+def make_data(config: Config, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    d, spec = config.data, spec_of(config)
+    if d.task == "file":
+        return load_data(d.path, spec, config.loss.type, config.loss.target, config.dtype)
+    x, y = data_mod.generate(
+        d.task,
+        rng,
+        d.batch_size,
+        d.seq_len,
+        spec.input_size,
+        spec.output_size,
+        config.loss.type,
+        config.loss.target,
+    )
+    y = y.astype(config.dtype) if config.loss.type == "mse" else y.astype(np.int64)
+    return x.astype(config.dtype), y
+
+
+def build(config: Config) -> Problem:
+    """Parameters and data for a config (file sizes win over data.batch_size/seq_len)."""
+    init_rng, data_rng = rngs(config.seed)
+    x, y = make_data(config, data_rng)
+    params = make_params(config, init_rng)
+    if config.data.task == "file":
+        config = config.model_copy(
+            update={"data": config.data.model_copy(update={"batch_size": x.shape[0], "seq_len": x.shape[1]})}
+        )
+    return Problem(config=config, spec=spec_of(config), params=params, x=x, y=y)

@@ -1,0 +1,45 @@
+"""JSON that is always valid (RFC 8259 has no NaN/Infinity).
+
+Non-finite floats become `null`, and the document gains `"nonfinite"`: the JSON
+paths of those values with what they were (`"nan"`, `"inf"`, `"-inf"`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+
+def _clean(obj: Any, path: str, marks: dict[str, str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _clean(v, f"{path}.{k}" if path else k, marks) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v, f"{path}[{i}]", marks) for i, v in enumerate(obj)]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist(), path, marks)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        if math.isfinite(v):
+            return v
+        marks[path] = "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return None
+    return obj
+
+
+def to_jsonable(doc: dict) -> dict:
+    marks: dict[str, str] = {}
+    clean = _clean(doc, "", marks)
+    if marks:
+        clean["nonfinite"] = marks
+    return clean
+
+
+def dumps(doc: dict, indent: int | None = 2) -> str:
+    return json.dumps(to_jsonable(doc), indent=indent, allow_nan=False) + "\n"
