@@ -1,0 +1,117 @@
+"""The CLI as users run it: stdout holds only the document, exit codes mean something."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lstm_diag import __version__, analyze
+from lstm_diag.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_analyze_json_is_the_whole_stdout_and_matches_the_api():
+    r = run("analyze", "--format", "json", "--set", "data.seq_len=30")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["schema_version"] == 1
+    assert len(doc["layers"][0]["grad_c_norm"]) == 30 and len(doc["layers"][0]["grad_h_norm"]) == 30
+    assert set(doc["parameters"]) == {
+        "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "head.weight", "head.bias"
+    }
+    assert doc["parameters"]["weight_hh_l0"]["shape"] == [128, 32]
+    api = analyze({"data": {"seq_len": 30}}).to_dict()
+    assert doc["loss"] == api["loss"]
+    assert doc["layers"][0]["grad_c_norm"] == api["layers"][0]["grad_c_norm"]
+    assert doc["config"]["data"]["seq_len"] == 30
+
+
+def test_same_config_same_numbers():
+    a = json.loads(run("analyze", "--format", "json").stdout)
+    b = json.loads(run("analyze", "--format", "json").stdout)
+    assert a == b
+    c = json.loads(run("analyze", "--format", "json", "--set", "seed=1").stdout)
+    assert c["loss"] != a["loss"]
+
+
+def test_table_output_names_loss_and_norms():
+    r = run("analyze", "--set", "data.seq_len=20")
+    assert r.exit_code == 0
+    for needle in ("mse", "dL/dc_t", "dL/dh_t", "weight_hh_l0", "Frobenius"):
+        assert needle in r.stdout
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    r = run("analyze", "--set", "model.hidden_size=0")
+    assert r.exit_code == 2
+    assert r.stderr.strip() == "error: model.hidden_size: must be a positive integer, got 0"
+    assert r.stdout == ""
+    r = run("analyze", tmp_path / "missing.yaml")
+    assert r.exit_code == 2 and "missing.yaml: no such config file" in r.stderr
+
+
+def test_save_weights_round_trip(tmp_path):
+    out = tmp_path / "w" / "init.npz"
+    r = run("analyze", "--format", "json", "--save-weights", out, "--set", "model.num_layers=2")
+    assert r.exit_code == 0
+    with np.load(out) as z:
+        names = sorted(z.files)
+    assert "lstm.weight_ih_l1" in names and "head.weight" in names
+    again = run("analyze", "--format", "json", "--set", "model.num_layers=2", "--set", f"model.weights={out}")
+    assert json.loads(again.stdout)["loss"] == json.loads(r.stdout)["loss"]
+
+
+def test_weight_file_with_a_wrong_shape_names_array_and_shapes(tmp_path):
+    cfg = FIXTURES / "l1_T1_mse_last" / "config.yaml"
+    r = run("analyze", cfg, "--set", "model.hidden_size=5")
+    assert r.exit_code == 2
+    assert "weights.npz: lstm.weight_ih_l0 has shape (16, 3), expected (20, 3)" in r.stderr
+
+
+def test_gradcheck_passes_on_the_default_and_fails_on_a_wrong_gradient(monkeypatch):
+    r = run("gradcheck", "--format", "json", "--samples", "6", "--set", "data.seq_len=20")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["passed"] and doc["tolerance"] == 1e-6
+    assert {t["name"] for t in doc["tensors"]} >= {"weight_hh_l0", "x"}
+    assert max(t["max_rel_error"] for t in doc["tensors"]) < 1e-6
+
+    import lstm_diag.engine as engine
+
+    real = engine.backward
+
+    def broken(*a, **k):
+        b = real(*a, **k)
+        b.params["weight_hh_l0"] = b.params["weight_hh_l0"] * 1.001
+        return b
+
+    monkeypatch.setattr(engine, "backward", broken)
+    r = run("gradcheck", "--samples", "4", "--set", "data.seq_len=10")
+    assert r.exit_code == 1
+    assert "FAIL" in r.stdout and "weight_hh_l0" in r.stdout
+
+
+def test_gradcheck_float32_widens_the_tolerance_with_a_warning():
+    r = run("gradcheck", "--samples", "4", "--set", "dtype=float32", "--set", "data.seq_len=10")
+    assert r.exit_code == 0, r.output
+    assert "tolerance widened to 0.001" in r.stderr
+
+
+def test_version_and_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "lstm_diag", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+@pytest.mark.parametrize("cmd", ["analyze", "gradcheck"])
+def test_help_teaches_with_an_example(cmd):
+    r = run(cmd, "--help")
+    assert r.exit_code == 0 and f"lstm-diag {cmd}" in r.stdout and "--set" in r.stdout

@@ -1,0 +1,80 @@
+"""Config loading: defaults, overrides, path resolution, one-line errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lstm_diag.config import ConfigError, default_config_path, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_builtin_default_is_configs_default_yaml():
+    builtin = yaml.safe_load(default_config_path().read_text())
+    shipped = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    assert builtin == shipped
+    cfg, origin = load_config(None)
+    assert origin is None
+    assert (cfg.model.input_size, cfg.model.hidden_size, cfg.model.num_layers) == (8, 32, 1)
+    assert (cfg.data.task, cfg.data.batch_size, cfg.data.seq_len) == ("random", 16, 100)
+    assert (cfg.loss.type, cfg.loss.target, cfg.dtype, cfg.seed) == ("mse", "last", "float64", 0)
+
+
+def test_every_section_is_optional(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {hidden_size: 7}\n")
+    cfg, _ = load_config(p)
+    assert cfg.model.hidden_size == 7 and cfg.data.seq_len == 100
+
+
+def test_set_overrides_parse_yaml_values():
+    cfg, _ = load_config(None, ["model.hidden_size=64", "dtype=float32", "model.forget_bias=1e0", "seed=3"])
+    assert cfg.model.hidden_size == 64 and cfg.dtype == "float32"
+    assert cfg.model.forget_bias == 1.0 and cfg.seed == 3
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch):
+    sub = tmp_path / "cfgs"
+    sub.mkdir()
+    p = sub / "c.yaml"
+    p.write_text("model: {weights: w.npz}\ndata: {task: file, path: ../d/data.npz}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = load_config(p)
+    assert cfg.model.weights == str(sub / "w.npz")
+    assert cfg.data.path == str(tmp_path / "d" / "data.npz")
+    # --set paths are the user's own: relative to the working directory
+    cfg, _ = load_config(p, ["model.weights=other.npz"])
+    assert cfg.model.weights == str(tmp_path / "other.npz")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.hidden_size=0"], "model.hidden_size: must be a positive integer, got 0"),
+        (["model.hiden_size=3"], "model.hiden_size: unknown key (did you mean 'hidden_size'?)"),
+        (["dtype=float16"], "dtype: must be 'float32' or 'float64', got 'float16'"),
+        (["model.init=xavier"], "model.init: unknown scheme 'xavier' (did you mean"),
+        (["data.task=adding"], "model.input_size: must be 2 (the adding task feeds (value, marker)), got 8"),
+        (["loss.type=cross_entropy"], "model.output_size: cross_entropy needs at least 2 classes, got 1"),
+        (["data.task=file"], "data.path: task 'file' needs the path"),
+        (["modelhidden"], "--set 'modelhidden': expected KEY=VALUE"),
+    ],
+)
+def test_errors_are_one_line_naming_the_field(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("model:\n  hidden_size: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+:\d+: invalid YAML"):
+        load_config(p)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config("/nonexistent/c.yaml")
