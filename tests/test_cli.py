@@ -26,7 +26,12 @@ def test_analyze_json_is_the_whole_stdout_and_matches_the_api():
     assert doc["schema_version"] == 1
     assert len(doc["layers"][0]["grad_c_norm"]) == 30 and len(doc["layers"][0]["grad_h_norm"]) == 30
     assert set(doc["parameters"]) == {
-        "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "head.weight", "head.bias"
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "bias_ih_l0",
+        "bias_hh_l0",
+        "head.weight",
+        "head.bias",
     }
     assert doc["parameters"]["weight_hh_l0"]["shape"] == [128, 32]
     api = analyze({"data": {"seq_len": 30}}).to_dict()

@@ -23,7 +23,16 @@ def blocks(W):
 
 
 def test_registry_has_the_required_schemes():
-    required = {"pytorch", "xavier_uniform", "xavier_normal", "orthogonal", "keras", "he", "identity", "chrono"}
+    required = {
+        "pytorch",
+        "xavier_uniform",
+        "xavier_normal",
+        "orthogonal",
+        "keras",
+        "he",
+        "identity",
+        "chrono",
+    }
     assert required <= set(SCHEMES)
 
 
@@ -112,6 +121,8 @@ def test_copy_task_matches_the_arjovsky_definition():
     ids = x.argmax(-1)
     assert x.shape == (5, T + 20, 10) and y.shape == (5, T + 20)
     assert np.all(ids[:, :10] < 8)
-    assert np.all(ids[:, 10 : 10 + T - 1] == 8) and np.all(ids[:, T + 9] == 9) and np.all(ids[:, T + 10 :] == 8)
+    assert (
+        np.all(ids[:, 10 : 10 + T - 1] == 8) and np.all(ids[:, T + 9] == 9) and np.all(ids[:, T + 10 :] == 8)
+    )
     assert np.all(y[:, : T + 10] == 8)
     np.testing.assert_array_equal(y[:, T + 10 :], ids[:, :10])
