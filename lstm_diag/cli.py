@@ -10,6 +10,7 @@ import click
 
 from . import __version__
 from .commands.analyze import analyze_cmd
+from .commands.codes import codes_cmd
 from .commands.gradcheck import gradcheck_cmd
 
 EPILOG = """\b
@@ -17,7 +18,9 @@ Examples:
   lstm-diag analyze                          # the built-in default model
   lstm-diag analyze configs/vanishing.yaml --format json > out.json
   lstm-diag analyze cfg.yaml --set model.hidden_size=64 --set data.seq_len=500
+  lstm-diag analyze cfg.yaml --fail-on LD101          # exit 1 if the gradient vanishes
   lstm-diag gradcheck cfg.yaml
+  lstm-diag codes
 
 Exit codes: 0 ok, 1 a --fail-on finding or failed check, 2 bad usage or input,
 3 internal error (a bug: rerun with --debug and report it).
@@ -40,3 +43,4 @@ def main() -> None:
 
 main.add_command(analyze_cmd)
 main.add_command(gradcheck_cmd)
+main.add_command(codes_cmd)

@@ -56,12 +56,29 @@ class LossConfig(_Section):
     target: Literal["last", "all"] = "last"
 
 
+class DiagnosticsConfig(_Section):
+    saturation_threshold: float = Field(0.1, gt=0, lt=0.5)
+    vanishing_ratio: float = Field(1e-3, gt=0, lt=1)
+    exploding_ratio: float = Field(1e3, gt=1)
+    stuck_fraction: float = Field(0.9, gt=0, le=1)
+    saturated_gate_fraction: float = Field(0.5, gt=0, le=1)
+
+
+class ClippingConfig(_Section):
+    mode: Literal["none", "norm", "value", "agc"] = "none"
+    max_norm: float = Field(1.0, gt=0)
+    clip_value: float = Field(1.0, gt=0)
+    clipping: float = Field(0.01, gt=0)
+
+
 class Config(_Section):
     seed: int = Field(0, ge=0)
     dtype: Literal["float32", "float64"] = "float64"
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     loss: LossConfig = LossConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    clipping: ClippingConfig = ClippingConfig()
 
     @model_validator(mode="after")
     def _consistent(self):

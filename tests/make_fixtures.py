@@ -17,6 +17,14 @@ with submodules `lstm` = nn.LSTM(batch_first=True) and `head` = nn.Linear),
                             unrolled copy of the same network with retain_grad
     dx                      (B, T, I) dL/dx
     gates                   (L, T, B, 4H) gate activations [i|f|g|o] (unrolled copy)
+    clip.max_norm, clip.total_norm, clip.norm.<name>
+                            torch.nn.utils.clip_grad_norm_ on those gradients: its return
+                            value and the clipped gradients
+    clip.clip_value, clip.value.<name>
+                            torch.nn.utils.clip_grad_value_
+    clip.agc_factor, clip.agc.<name>
+                            adaptive gradient clipping written here in torch (Brock et al.
+                            2021, unit-wise: rows of weights, whole bias vectors)
 """
 
 from __future__ import annotations
@@ -88,6 +96,38 @@ def loss_fn(y_hat, y, loss, O):
     return torch.nn.functional.cross_entropy(y_hat.reshape(-1, O), y.reshape(-1))
 
 
+def clip_references(net: Net, grads: dict) -> dict:
+    """Clip copies of the gradients the three ways, with torch's own functions where they exist."""
+    out = {}
+    names = [k for k, _ in net.named_parameters()]
+    total = torch.sqrt(sum((g.double() ** 2).sum() for g in grads.values())).item()
+    for mode, arg in (("norm", 0.3 * total), ("value", None), ("agc", 0.05)):
+        for k, p in net.named_parameters():
+            p.grad = grads[k].clone()
+        params = list(net.parameters())
+        if mode == "norm":
+            out["clip.max_norm"] = np.array(arg)
+            out["clip.total_norm"] = np.array(torch.nn.utils.clip_grad_norm_(params, arg).item())
+        elif mode == "value":
+            v = float(torch.cat([g.abs().flatten() for g in grads.values()]).median())
+            out["clip.clip_value"] = np.array(v)
+            torch.nn.utils.clip_grad_value_(params, v)
+        else:
+            out["clip.agc_factor"] = np.array(arg)
+            with torch.no_grad():
+                for p in params:
+                    dims = tuple(range(1, p.ndim)) if p.ndim > 1 else None
+                    pn = p.norm(dim=dims, keepdim=True) if dims else p.norm()
+                    gn = p.grad.norm(dim=dims, keepdim=True) if dims else p.grad.norm()
+                    max_n = arg * pn.clamp(min=1e-3)
+                    scale = torch.where(gn >= max_n, max_n / gn.clamp(min=1e-6), torch.ones_like(gn))
+                    p.grad.mul_(scale)
+        for k, p in zip(names, params, strict=True):
+            out[f"clip.{mode}.{k.removeprefix('lstm.')}"] = p.grad.detach().numpy().copy()
+    net.zero_grad()
+    return out
+
+
 def make_case(name, I, H, L, O, B, T, loss, target, scale, dtype, seed):
     torch.manual_seed(seed)
     tdt = torch.float64 if dtype == "float64" else torch.float32
@@ -119,6 +159,8 @@ def make_case(name, I, H, L, O, B, T, loss, target, scale, dtype, seed):
     for k, p in net.named_parameters():  # the two references agree
         torch.testing.assert_close(p.grad, grads[k], rtol=tol, atol=tol)
 
+    clip = clip_references(net, grads)
+
     folder = HERE / name
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / "weights.npz", **{k: v.detach().numpy() for k, v in net.state_dict().items()})
@@ -131,6 +173,7 @@ def make_case(name, I, H, L, O, B, T, loss, target, scale, dtype, seed):
         "gates": gates.numpy(),
     }
     ref.update({f"grad.{k.removeprefix('lstm.')}": v.numpy() for k, v in grads.items()})
+    ref.update(clip)
     np.savez(folder / "reference.npz", **ref)
     config = {
         "seed": seed,

@@ -120,3 +120,59 @@ def test_version_and_module_entry_point():
 def test_help_teaches_with_an_example(cmd):
     r = run(cmd, "--help")
     assert r.exit_code == 0 and f"lstm-diag {cmd}" in r.stdout and "--set" in r.stdout
+
+
+def test_fail_on_gates_exit_codes():
+    vanishing = Path(__file__).resolve().parents[1] / "configs" / "vanishing.yaml"
+    r = run("analyze", vanishing, "--fail-on", "LD101", "--format", "json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["verdict"] == "vanishing"
+    assert "LD101" in r.stderr
+    assert run("analyze", vanishing, "--fail-on", "LD102").exit_code == 0
+    assert run("analyze", vanishing, "--fail-on", "error").exit_code == 1
+    bad = run("analyze", "--fail-on", "LD999")
+    assert bad.exit_code == 2 and "LD999" in bad.stderr
+
+
+def test_markdown_report_has_the_sections():
+    r = run("analyze", "--format", "markdown", "--set", "data.seq_len=40")
+    assert r.exit_code == 0
+    for needle in (
+        "## lstm-diag analyze",
+        "### Layer 0: vanishing",
+        "| forget (f) |",
+        "### Clipping snapshot",
+        "### Findings",
+        "**LD101**",
+        "*Remedy:*",
+    ):
+        assert needle in r.stdout
+
+
+def test_table_fits_80_columns_without_colour():
+    env = {"NO_COLOR": "1", "COLUMNS": "80", "TERM": "xterm"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lstm_diag",
+            "analyze",
+            str(Path(__file__).resolve().parents[1] / "configs" / "exploding.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, **env},
+    )
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "\x1b[" not in out.stdout  # no escape codes
+    assert "EXPLODING" in out.stdout and "LD102" in out.stdout
+
+
+def test_codes_lists_every_code():
+    from lstm_diag.codes import CODES
+
+    r = run("codes", "--format", "json")
+    assert [c["code"] for c in json.loads(r.stdout)["codes"]] == list(CODES)
+    assert "LD101" in run("codes").stdout
+    assert "LD2" not in run("codes", "LD1", "--format", "json").stdout

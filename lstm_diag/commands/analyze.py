@@ -5,12 +5,15 @@ from __future__ import annotations
 import click
 
 from .common import (
+    Finding,
     config_argument,
     debug_option,
+    fail_on_option,
     format_option,
     handle_errors,
     load,
     set_option,
+    stderr_console,
     stdout_console,
 )
 
@@ -18,7 +21,10 @@ EPILOG = """\b
 Examples:
   lstm-diag analyze
   lstm-diag analyze configs/vanishing.yaml
-  lstm-diag analyze cfg.yaml --format json | jq '.layers[0].grad_c_norm[0]'
+  lstm-diag analyze cfg.yaml --format json | jq '.layers[0].flow.horizon'
+  lstm-diag analyze cfg.yaml --format markdown > report.md
+  lstm-diag analyze cfg.yaml --fail-on LD101,LD102     # exit 1 if found (CI gate)
+  lstm-diag analyze cfg.yaml --set clipping.mode=norm --set clipping.max_norm=1
   lstm-diag analyze cfg.yaml --save-weights init.npz
 """
 
@@ -26,7 +32,8 @@ Examples:
 @click.command("analyze", epilog=EPILOG)
 @config_argument
 @set_option
-@format_option("table", "json")
+@format_option("table", "json", "markdown")
+@fail_on_option
 @click.option(
     "--save-weights",
     type=click.Path(dir_okay=False),
@@ -34,14 +41,15 @@ Examples:
 )
 @debug_option
 @handle_errors
-def analyze_cmd(config, overrides, fmt, save_weights):
-    """Run the LSTM on CONFIG and report gradient flow through time.
+def analyze_cmd(config, overrides, fmt, fail_on, save_weights):
+    """Run the LSTM on CONFIG and diagnose gradient flow through time.
 
-    Prints the loss, the norms of dL/dc_t and dL/dh_t at every step and layer,
-    and each parameter's norm and gradient norm.
+    Reports the loss; per layer the norms of dL/dc_t, dL/dh_t and dL/dz per gate at
+    every step, the decay rate and gradient horizon, gate saturation; what the
+    configured clipping would do; and findings with codes, messages and remedies.
     """
     from ..analysis import analyze
-    from ..io import save_weights as write_weights
+    from ..diagnostics import matches
 
     result = analyze(load(config, overrides))
     doc = result.to_dict()
@@ -49,10 +57,22 @@ def analyze_cmd(config, overrides, fmt, save_weights):
         from ..report.jsonout import dumps
 
         click.echo(dumps(doc), nl=False)
+    elif fmt == "markdown":
+        from ..report.analysis_md import render_markdown
+
+        click.echo(render_markdown(doc), nl=False)
     else:
         from ..report.analysis_table import render
 
         render(doc, stdout_console())
     if save_weights:
+        from ..io import save_weights as write_weights
+
         path = write_weights(save_weights, result.problem.params)
-        click.echo(f"weights written to {path}", err=True)
+        stderr_console().print(f"weights written to {path}")
+    if fail_on:
+        hit = [f for f in result.findings if matches(f, fail_on)]
+        if hit:
+            codes = ", ".join(sorted({f.code for f in hit}))
+            stderr_console().print(f"--fail-on: found {codes}")
+            raise Finding()

@@ -45,6 +45,33 @@ def format_option(*choices: str, default: str = "table"):
     return deco
 
 
+def _parse_fail_on(ctx, param, value):
+    if value is None:
+        return None
+    from ..codes import CODES
+
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    for v in items:
+        if v.lower() in ("error", "warning", "info"):
+            continue
+        if not any(code.startswith(v.upper()) for code in CODES):
+            raise click.BadParameter(
+                f"{v!r} is not a finding code, code prefix or severity (error, warning, info); "
+                "see `lstm-diag codes`"
+            )
+    return items
+
+
+def fail_on_option(fn):
+    return click.option(
+        "--fail-on",
+        callback=_parse_fail_on,
+        metavar="CODES|warning|error",
+        help="Exit 1 if a finding matches: codes or prefixes (LD101,LD2) or a severity "
+        "(warning = warning or error).",
+    )(fn)
+
+
 def debug_option(fn):
     return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(fn)
 

@@ -1,4 +1,8 @@
-"""Rich rendering of an analysis document (the dict of `AnalysisResult.to_dict()`)."""
+"""Rich rendering of an analysis document (the dict of `AnalysisResult.to_dict()`).
+
+Everything shown is read from the document; nothing is computed here beyond layout.
+Fits 80 columns; without colour (NO_COLOR, not a TTY) the verdicts still read as words.
+"""
 
 from __future__ import annotations
 
@@ -10,41 +14,125 @@ from rich.text import Text
 
 from .text import fmt, sparkline, table
 
+VERDICT_STYLE = {"healthy": "bold green", "vanishing": "bold yellow", "exploding": "bold red"}
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 
-def header(doc: dict) -> Panel:
+
+def _sat_style(frac: float) -> str:
+    return "red" if frac > 0.5 else "yellow" if frac > 0.2 else ""
+
+
+def describe_config(doc: dict) -> list[str]:
     c = doc["config"]
     m, d, lo = c["model"], c["data"], c["loss"]
     init = m["init"] if m["weights"] is None else f"weights {m['weights']}"
-    if m.get("forget_bias") is not None:
-        init += f", forget_bias={m['forget_bias']}"
-    lines = [
-        f"[bold]model[/]  LSTM {m['input_size']}→{m['hidden_size']}×{m['num_layers']} layer(s)"
-        f"→{m['output_size']}, init {init}, {c['dtype']}",
-        f"[bold]data[/]   {d['task']}"
-        + (f" {d['path']}" if d["task"] == "file" else "")
-        + f", batch {d['batch_size']}, {d['seq_len']} steps, seed {c['seed']}",
-        f"[bold]loss[/]   {lo['type']} on target '{lo['target']}' = {fmt(doc['loss'], 6)}",
+    extras = [f"{k}={m[k]}" for k in ("forget_bias",) if m.get(k) is not None]
+    extras += [f"{k}={m[k]}" for k in ("recurrent_scale",) if m.get(k, 1.0) != 1.0]
+    if extras:
+        init += " (" + ", ".join(extras) + ")"
+    data = d["task"] + (f" {d['path']}" if d["task"] == "file" else "")
+    return [
+        f"model  LSTM {m['input_size']}→{m['hidden_size']}, {m['num_layers']} layer(s), "
+        f"head →{m['output_size']}; init {init}; {c['dtype']}",
+        f"data   {data}; batch {d['batch_size']}, {d['seq_len']} steps; seed {c['seed']}",
+        f"loss   {lo['type']} on target '{lo['target']}' = {fmt(doc['loss'], 6)}",
     ]
-    return Panel("\n".join(lines), title="lstm-diag analyze", title_align="left", box=box.ROUNDED)
 
 
-def gradient_flow_table(doc: dict) -> Table:
-    t = table("Gradient flow: ‖dL/dc_t‖, ‖dL/dh_t‖ (Frobenius over batch × hidden)")
-    t.add_column("layer", justify="right")
-    t.add_column("tensor")
+def header(doc: dict) -> Panel:
+    lines = [Text(line) for line in describe_config(doc)]
+    v = doc["verdict"]
+    verdict = Text("verdict ", style="bold")
+    verdict.append(v.upper(), style=VERDICT_STYLE[v])
+    n = len(doc["findings"])
+    verdict.append(f"  ({n} finding{'s' * (n != 1)})")
+    return Panel(Group(*lines, verdict), title="lstm-diag analyze", title_align="left", box=box.ROUNDED)
+
+
+def flow_table(layer: dict, T: int) -> Table:
+    t = table(None)
+    t.add_column("Frobenius norm", no_wrap=True)
     t.add_column("t=1", justify="right")
-    t.add_column(f"t={len(doc['layers'][0]['grad_c_norm'])}", justify="right")
-    t.add_column("log-norm over t (1 → T)", no_wrap=True)
-    for layer in doc["layers"]:
-        for key, label in (("grad_c_norm", "dL/dc_t"), ("grad_h_norm", "dL/dh_t")):
-            v = layer[key]
-            t.add_row(str(layer["layer"]), label, fmt(v[0]), fmt(v[-1]), sparkline(v, 28))
+    t.add_column(f"t={T}", justify="right")
+    t.add_column("log scale, t = 1 → T", no_wrap=True)
+    rows = [("‖dL/dc_t‖", layer["grad_c_norm"]), ("‖dL/dh_t‖", layer["grad_h_norm"])]
+    if "flow_grad_c_norm" in layer:
+        rows.append(("‖dL/dc_t‖ last term", layer["flow_grad_c_norm"]))
+    rows += [(f"‖dL/dz^{GATE_SYMBOL[g]}‖ ({g})", v) for g, v in layer["grad_z_norm"].items()]
+    for label, v in rows:
+        t.add_row(label, fmt(v[0]), fmt(v[-1]), sparkline(v, 30))
     return t
 
 
+def flow_line(layer: dict, T: int, ratio: float) -> Text:
+    fl = layer["flow"]
+    reach = "reaches t=1" if fl["horizon_reaches_start"] else f"{fl['horizon']} of {T} steps"
+    src = "  (measured on the last step's loss term)" if fl["source"] == "last_step_loss_term" else ""
+    txt = Text()
+    txt.append("decay ", style="bold")
+    txt.append(f"{fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} per step back)")
+    txt.append("   horizon ", style="bold")
+    txt.append(f"{reach} (until < {ratio:g}× its value at the loss)")
+    txt.append("\n‖dL/dc_1‖/‖dL/dc_T‖ ", style="bold")
+    txt.append(fmt(fl["ratio_first_last"]))
+    txt.append("   forget retention ", style="bold")
+    txt.append(f"{fmt(fl['forget_retention'])}/step (τ≈{fmt(fl['forget_time_constant'])})")
+    txt.append(src)
+    return txt
+
+
+def gate_table(layer: dict, eps: float) -> Table:
+    t = table(f"Gates: activations over (time, batch, unit); saturated = < {eps:g} or > {1 - eps:g}")
+    for col in ("gate", "mean", "std", "sat. low", "sat. high", "stuck", "saturation over t"):
+        t.add_column(col, justify="left" if col in ("gate", "saturation over t") else "right", no_wrap=True)
+    H = len(layer["gates"]["input"]["unit_saturated_low"])
+    for name, g in layer["gates"].items():
+        label = f"{name} ({GATE_SYMBOL[name]})"
+        sat_t = g["saturation_over_time"]
+        t.add_row(
+            label,
+            f"{g['mean']:.3f}",
+            f"{g['std']:.3f}",
+            Text(f"{g['saturated_low']:.1%}", style=_sat_style(g["saturated_low"])),
+            Text(f"{g['saturated_high']:.1%}", style=_sat_style(g["saturated_high"])),
+            f"{g['stuck_units']}/{H}",
+            _bar_line(sat_t, 20),
+        )
+    return t
+
+
+def _bar_line(values: list[float], width: int) -> str:
+    """Fractions in [0, 1] as bars on a fixed scale (not rescaled like sparkline)."""
+    n = len(values)
+    width = min(width, n)
+    bars = " ▁▂▃▄▅▆▇█"
+    out = []
+    for b in range(width):
+        chunk = values[b * n // width : max((b + 1) * n // width, b * n // width + 1)]
+        v = max(chunk)
+        out.append(bars[min(int(v * 8 + 0.999), 8)])
+    return "".join(out)
+
+
+def layer_panel(layer: dict, doc: dict) -> Panel:
+    T = doc["config"]["data"]["seq_len"]
+    d = doc["config"]["diagnostics"]
+    v = layer["verdict"]
+    title = Text(f"layer {layer['layer']}: ")
+    title.append(v.upper(), style=VERDICT_STYLE[v])
+    body = Group(
+        flow_table(layer, T),
+        flow_line(layer, T, d["vanishing_ratio"]),
+        Text(""),
+        gate_table(layer, d["saturation_threshold"]),
+    )
+    return Panel(body, title=title, title_align="left", box=box.ROUNDED)
+
+
 def parameter_table(doc: dict) -> Table:
-    t = table("Parameters (L2 / Frobenius norms)")
-    t.add_column("name")
+    t = table("Parameters (L2 norms)")
+    t.add_column("name", no_wrap=True)
     t.add_column("shape", justify="right")
     t.add_column("‖θ‖", justify="right")
     t.add_column("‖dL/dθ‖", justify="right")
@@ -53,5 +141,47 @@ def parameter_table(doc: dict) -> Table:
     return t
 
 
+def clipping_table(clip: dict) -> Table:
+    mode = clip["mode"]
+    param = {"norm": "max_norm", "value": "clip_value", "agc": "clipping"}.get(mode)
+    setting = f"{mode}, {param}={clip[param]:g}" if param else "none (showing the raw gradient)"
+    t = table(f"Clipping snapshot: {setting}")
+    t.add_column("global L2 norm", justify="right")
+    t.add_column("coef", justify="right")
+    t.add_column("after", justify="right")
+    t.add_column("entries changed", justify="right")
+    t.add_column("cos(clipped, raw)", justify="right")
+    t.add_row(
+        fmt(clip["total_norm"]),
+        fmt(clip["clip_coef"]),
+        fmt(clip["norm_after"]),
+        f"{clip['changed_fraction']:.1%}",
+        f"{clip['cosine']:.4f}" if clip["cosine"] is not None else "—",
+    )
+    return t
+
+
+def findings_view(findings: list[dict]) -> Group:
+    if not findings:
+        return Group(Text("Findings: none", style="bold green"))
+    grid = Table.grid(padding=(0, 1, 0, 0))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for f in findings:
+        code = Text(f"{f['code']}\n", style="bold")
+        code.append(f["severity"], style=SEVERITY_STYLE[f["severity"]])
+        body = Text(f"layer {f['layer']}: " if f["layer"] is not None else "")
+        body.append(f["message"])
+        body.append(f"\n→ {f['remedy']}", style="dim")
+        if grid.row_count:
+            grid.add_row("", "")
+        grid.add_row(code, body)
+    note = Text("Each code is explained by `lstm-diag codes` and in docs/codes.md.", style="dim")
+    return Group(Text("Findings", style="bold"), grid, note)
+
+
 def render(doc: dict, console: Console) -> None:
-    console.print(Group(header(doc), gradient_flow_table(doc), parameter_table(doc), Text("")))
+    parts = [header(doc)]
+    parts += [layer_panel(layer, doc) for layer in doc["layers"]]
+    parts += [parameter_table(doc), clipping_table(doc["clipping"]), findings_view(doc["findings"])]
+    console.print(Group(*parts))

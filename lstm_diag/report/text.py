@@ -7,28 +7,18 @@ import math
 from rich import box
 from rich.table import Table
 
+from ..numfmt import fmt
+
+__all__ = ["fmt", "sparkline", "table"]
+
 BARS = "▁▂▃▄▅▆▇█"
-
-
-def fmt(v: float | None, digits: int = 3) -> str:
-    """A number people can read: 0.0123, 1.23e-07, nan, inf."""
-    if v is None:
-        return "—"
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if v == 0:
-        return "0"
-    a = abs(v)
-    if 1e-3 <= a < 1e4:
-        return f"{v:.{digits}g}"
-    return f"{v:.{max(digits - 1, 1)}e}"
 
 
 def sparkline(values: list[float | None], width: int = 32) -> str:
     """log10 of positive values as bars, min/max-bucketed to `width` characters.
 
     Each character covers a run of steps and shows the bucket's log-mean; a
-    non-finite or zero value in a bucket shows as `×`.
+    non-finite value in a bucket shows as `×`, an exact zero as `·`.
     """
     n = len(values)
     if n == 0:
@@ -38,16 +28,21 @@ def sparkline(values: list[float | None], width: int = 32) -> str:
     for b in range(width):
         lo, hi = b * n // width, max((b + 1) * n // width, b * n // width + 1)
         chunk = values[lo:hi]
-        if any(v is None or not math.isfinite(v) or v <= 0 for v in chunk):
+        if any(v is None or not math.isfinite(v) for v in chunk):
             logs.append(None)
+        elif any(v <= 0 for v in chunk):
+            logs.append(-math.inf)
         else:
             logs.append(sum(math.log10(v) for v in chunk) / len(chunk))
-    finite = [v for v in logs if v is not None]
+    finite = [v for v in logs if v is not None and v != -math.inf]
     if not finite:
         return "×" * width
     lo, hi = min(finite), max(finite)
     span = hi - lo or 1.0
-    return "".join("×" if v is None else BARS[min(int((v - lo) / span * 7.999), 7)] for v in logs)
+    return "".join(
+        "×" if v is None else "·" if v == -math.inf else BARS[min(int((v - lo) / span * 7.999), 7)]
+        for v in logs
+    )
 
 
 def table(title: str | None = None, **kwargs) -> Table:

@@ -1,0 +1,251 @@
+"""Findings: measured numbers judged against stated thresholds. Pure; codes in codes.py.
+
+Each rule reads the plain per-layer data built by analysis.py and returns `Finding`s whose
+message cites the numbers and whose remedy is concrete.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .codes import CODES
+from .diagnostics import Finding
+from .numfmt import fmt
+
+
+def _f(code: str, layer: int | None, message: str, remedy: str, severity: str | None = None) -> Finding:
+    return Finding(code, severity or CODES[code].severity, layer, message, remedy)
+
+
+def flow_findings(layer: dict, T: int, cfg) -> list[Finding]:
+    k, fl = layer["layer"], layer["flow"]
+    d = cfg.diagnostics
+    out = []
+    src = " (from the last step's loss term)" if fl["source"] == "last_step_loss_term" else ""
+    if layer["verdict"] == "vanishing":
+        per_step = fl["factor_per_step"]
+        out.append(
+            _f(
+                "LD101",
+                k,
+                f"||dL/dc_t|| falls below {d.vanishing_ratio:g} of its value at the loss after "
+                f"{fl['horizon']} of {T} steps{src}; typical factor per step back "
+                f"×{fmt(per_step)} (decay rate {fmt(fl['decay_rate'])}/step), "
+                f"||dL/dc_1|| / ||dL/dc_T|| = {fmt(fl['ratio_first_last'])}.",
+                "Keep the cell path open: raise the forget bias (--set model.forget_bias=1, "
+                f"f≈0.73, τ≈3.7 steps; or 3, τ≈21) or use chrono init with t_max≈{T} "
+                f"(--set model.init=chrono); or truncate BPTT to ~{max(fl['horizon'], 1)} steps, "
+                "which is what the gradient reaches now.",
+            )
+        )
+    if layer["verdict"] == "exploding":
+        growth = fl["ratio_first_last"]
+        what = (
+            f"gradients overflow at t={fl['first_nonfinite_step']}"
+            if fl["first_nonfinite_step"]
+            else f"||dL/dc_1|| / ||dL/dc_T|| = {fmt(growth)} (> {d.exploding_ratio:g})"
+        )
+        out.append(
+            _f(
+                "LD102",
+                k,
+                f"the gradient grows going back in time{src}: {what}; typical factor per step back "
+                f"×{fmt(fl['factor_per_step'])}.",
+                "Clip the global gradient norm (clipping.mode=norm; start max_norm near the typical "
+                "unclipped norm, see the clipping section), shrink the recurrent weights "
+                "(model.init=orthogonal, or a smaller model.recurrent_scale), or shorten the sequence.",
+            )
+        )
+    if fl["cell_path_horizon"] < T and fl["forget_retention"] > 0:
+        out.append(
+            _f(
+                "LD103",
+                k,
+                f"forget gates retain e^(mean ln f) = {fmt(fl['forget_retention'])} per step "
+                f"(τ = 1/(1-f) ≈ {fmt(fl['forget_time_constant'])} steps): along the cell path the "
+                f"product of f falls below {d.vanishing_ratio:g} after "
+                f"{fmt(fl['cell_path_horizon'])} steps, fewer than the {T} in the sequence.",
+                f"A forget bias b_f gives f≈σ(b_f): b_f=1 → 0.73, b_f=3 → 0.95, b_f=5 → 0.993 "
+                f"(--set model.forget_bias=3), or chrono init (model.init=chrono, t_max≈{T}).",
+            )
+        )
+    return out
+
+
+def gate_findings(layer: dict, cfg) -> list[Finding]:
+    k, d = layer["layer"], cfg.diagnostics
+    eps = d.saturation_threshold
+    out = []
+    for name, g in layer["gates"].items():
+        # an open forget gate is memory, not a fault (LD203 reports it)
+        sat = g["saturated_low"] + (g["saturated_high"] if name != "forget" else 0.0)
+        if sat > d.saturated_gate_fraction:
+            side = "closed (< eps)" if g["saturated_low"] >= g["saturated_high"] else "open (> 1 - eps)"
+            if name == "cell":
+                side = "at ±1"
+            out.append(
+                _f(
+                    "LD201",
+                    k,
+                    f"{name} gate: {sat:.0%} of activations saturated, mostly {side} "
+                    f"(eps = {eps:g}; mean {g['mean']:.3f}).",
+                    "Saturation comes from large pre-activations: scale down the weights feeding this "
+                    "gate (a smaller init gain, xavier/orthogonal init), normalise the inputs, or "
+                    "revisit the gate's bias.",
+                )
+            )
+    stuck = []
+    for name, g in layer["gates"].items():
+        if name == "forget":
+            if g["stuck_low"]:
+                stuck.append(f"{g['stuck_low']} forget (closed)")
+        elif g["stuck_units"]:
+            stuck.append(f"{g['stuck_units']} {name}")
+    if stuck:
+        H = len(layer["gates"]["input"]["unit_saturated_low"])
+        out.append(
+            _f(
+                "LD202",
+                k,
+                f"units saturated more than {d.stuck_fraction:.0%} of the time: {', '.join(stuck)} "
+                f"(of {H} per gate); they pass almost no gradient to their pre-activations.",
+                "Check the weights of those units (lstm-diag plot shows them in the saturation "
+                "scatter); re-initialise them or lower the input scale.",
+            )
+        )
+    f = layer["gates"]["forget"]
+    if f["stuck_high"]:
+        out.append(
+            _f(
+                "LD203",
+                k,
+                f"{f['stuck_high']} forget-gate unit(s) are open (f > {1 - eps:g}) more than "
+                f"{d.stuck_fraction:.0%} of the time: near-perfect integrators.",
+                "Often what long memory needs; if the task is short-range, a smaller forget bias "
+                "lets these units reset.",
+            )
+        )
+    cs = layer["cell_state"]
+    if cs["tanh_saturated"] > d.saturated_gate_fraction:
+        out.append(
+            _f(
+                "LD204",
+                k,
+                f"tanh(c_t) is saturated (|tanh c| > 0.99, |c| > 2.65) for {cs['tanh_saturated']:.0%} "
+                f"of entries (max |c_t| = {fmt(cs['max_abs'])}): the path dL/dh_t → dL/dc_t is "
+                "nearly closed there.",
+                "The cell accumulates without forgetting: lower the input-gate drive or the forget "
+                "bias, or normalise the inputs.",
+            )
+        )
+    return out
+
+
+def layer_balance_findings(layers: list[dict]) -> list[Finding]:
+    if len(layers) < 2:
+        return []
+    bottom = np.asarray(layers[0]["grad_h_norm"], dtype=float)
+    top = np.asarray(layers[-1]["grad_h_norm"], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(np.nanmedian(np.where(top > 0, bottom / top, np.nan)))
+    if math.isfinite(ratio) and ratio < 1e-2:
+        return [
+            _f(
+                "LD104",
+                0,
+                f"median over t of ||dL/dh_t|| in layer 0 / layer {len(layers) - 1} = {fmt(ratio)}: "
+                "the lower layers get almost no gradient.",
+                "Fewer layers, residual connections between layers, or an init that keeps "
+                "||W_ih|| near 1 per layer (xavier/orthogonal).",
+            )
+        ]
+    return []
+
+
+def clipping_findings(clip: dict, verdicts: list[str]) -> list[Finding]:
+    out = []
+    mode = clip["mode"]
+    if mode != "none" and clip["clipped"]:
+        if mode == "norm":
+            msg = (
+                f"global gradient norm {fmt(clip['total_norm'])} > max_norm {clip['max_norm']:g}: "
+                f"every gradient is scaled by {fmt(clip['clip_coef'])}."
+            )
+        else:
+            msg = (
+                f"{mode} clipping changes {clip['changed_fraction']:.1%} of gradient entries; "
+                f"the norm goes {fmt(clip['total_norm'])} → {fmt(clip['norm_after'])}."
+            )
+        severe = mode == "norm" and clip["clip_coef"] < 0.1
+        out.append(
+            _f(
+                "LD301",
+                None,
+                msg,
+                "If this happens on most steps, clipping acts as a learning-rate cap rather than a "
+                "spike guard: `lstm-diag train --clip` shows how often it binds over training.",
+                severity="warning" if severe else None,
+            )
+        )
+    if mode in ("value", "agc") and math.isfinite(clip["cosine"]) and clip["cosine"] < 0.99:
+        out.append(
+            _f(
+                "LD302",
+                None,
+                f"{mode} clipping turns the gradient by "
+                f"{math.degrees(math.acos(min(clip['cosine'], 1))):.1f}° "
+                f"(cosine {clip['cosine']:.4f}).",
+                "Global-norm clipping (clipping.mode=norm) rescales without changing direction.",
+            )
+        )
+    if mode == "none" and "exploding" in verdicts:
+        out.append(
+            _f(
+                "LD303",
+                None,
+                f"gradients explode (global norm {fmt(clip['total_norm'])}) and no clipping is configured.",
+                f"Try clipping.mode=norm with max_norm≈{fmt(max(clip['total_norm'] / 10, 1e-3))} "
+                "(Pascanu et al. 2013 suggest 0.5-10x the average unclipped norm over many updates).",
+            )
+        )
+    return out
+
+
+def numerics_findings(numerics: dict) -> list[Finding]:
+    out = []
+    nf = numerics.get("first_nonfinite_forward")
+    if nf:
+        out.append(
+            _f(
+                "LD401",
+                nf["layer"],
+                f"c_t or h_t became non-finite at layer {nf['layer']}, step t={nf['step']} "
+                f"(max |c| before: {fmt(nf['max_abs_c_before'])}).",
+                "The weights or inputs are too large: check the weight file for blown-up values, "
+                "normalise the inputs, or scale the weights down.",
+            )
+        )
+    nb = numerics.get("first_nonfinite_backward")
+    if nb:
+        out.append(
+            _f(
+                "LD402",
+                nb["layer"],
+                f"dL/dc_t became non-finite at layer {nb['layer']}, step t={nb['step']} "
+                "(the first one met going back from the loss).",
+                "Exploding gradients overflowed: clip (clipping.mode=norm) and reduce the recurrent "
+                "weights; in float32 try float64 to see the magnitudes.",
+            )
+        )
+    if not numerics.get("loss_finite", True):
+        out.append(
+            _f(
+                "LD403",
+                None,
+                "the loss is not finite.",
+                "Look for LD401 above; check targets and data for NaN/Inf.",
+            )
+        )
+    return out

@@ -1,0 +1,83 @@
+"""Markdown rendering of an analysis document, for pasting into an issue or a notebook."""
+
+from __future__ import annotations
+
+from .analysis_table import GATE_SYMBOL, describe_config
+from .text import fmt, sparkline
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def render_markdown(doc: dict) -> str:
+    T = doc["config"]["data"]["seq_len"]
+    d = doc["config"]["diagnostics"]
+    eps = d["saturation_threshold"]
+    out = ["## lstm-diag analyze", ""]
+    out += [f"- {line.split(None, 1)[0]}: {line.split(None, 1)[1]}" for line in describe_config(doc)]
+    out += [f"- **verdict: {doc['verdict']}** ({len(doc['findings'])} findings)", ""]
+    for layer in doc["layers"]:
+        fl = layer["flow"]
+        out += [f"### Layer {layer['layer']}: {layer['verdict']}", ""]
+        out += [
+            _row("Frobenius norm", "t=1", f"t={T}", "log scale, t = 1 → T"),
+            _row("---", "---:", "---:", "---"),
+        ]
+        rows = [("‖dL/dc_t‖", layer["grad_c_norm"]), ("‖dL/dh_t‖", layer["grad_h_norm"])]
+        if "flow_grad_c_norm" in layer:
+            rows.append(("‖dL/dc_t‖ (last step's loss term)", layer["flow_grad_c_norm"]))
+        rows += [(f"‖dL/dz^{GATE_SYMBOL[g]}‖ ({g})", v) for g, v in layer["grad_z_norm"].items()]
+        out += [_row(label, fmt(v[0]), fmt(v[-1]), f"`{sparkline(v, 30)}`") for label, v in rows]
+        reach = "reaches t=1" if fl["horizon_reaches_start"] else f"{fl['horizon']} of {T} steps"
+        src = " Measured on the last step's loss term." if fl["source"] == "last_step_loss_term" else ""
+        out += [
+            "",
+            f"Decay rate {fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} per step back); "
+            f"horizon {reach} (until < {d['vanishing_ratio']:g}× its value at the loss); "
+            f"‖dL/dc_1‖/‖dL/dc_T‖ = {fmt(fl['ratio_first_last'])}; forget retention "
+            f"{fmt(fl['forget_retention'])}/step (τ≈{fmt(fl['forget_time_constant'])}).{src}",
+            "",
+            f"Gates (saturated = < {eps:g} or > {1 - eps:g}):",
+            "",
+            _row("gate", "mean", "std", "sat. low", "sat. high", "stuck units"),
+            _row("---", "---:", "---:", "---:", "---:", "---:"),
+        ]
+        H = len(layer["gates"]["input"]["unit_saturated_low"])
+        for name, g in layer["gates"].items():
+            out.append(
+                _row(
+                    f"{name} ({GATE_SYMBOL[name]})",
+                    f"{g['mean']:.3f}",
+                    f"{g['std']:.3f}",
+                    f"{g['saturated_low']:.1%}",
+                    f"{g['saturated_high']:.1%}",
+                    f"{g['stuck_units']}/{H}",
+                )
+            )
+        out.append("")
+    c = doc["clipping"]
+    out += [
+        f"### Clipping snapshot ({c['mode']})",
+        "",
+        _row("global L2 norm", "coef", "after", "entries changed", "cos(clipped, raw)"),
+        _row("---:", "---:", "---:", "---:", "---:"),
+        _row(
+            fmt(c["total_norm"]),
+            fmt(c["clip_coef"]),
+            fmt(c["norm_after"]),
+            f"{c['changed_fraction']:.1%}",
+            f"{c['cosine']:.4f}" if c["cosine"] is not None else "—",
+        ),
+        "",
+        "### Findings",
+        "",
+    ]
+    if not doc["findings"]:
+        out.append("None.")
+    for f in doc["findings"]:
+        where = f" (layer {f['layer']})" if f["layer"] is not None else ""
+        out.append(f"- **{f['code']}** {f['severity']}{where}: {f['message']}  ")
+        out.append(f"  *Remedy:* {f['remedy']}")
+    out.append("")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,232 @@
+"""Diagnostics against independent references and the configs built to vanish, explode, be healthy."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_diag import analyze
+from lstm_diag.analysis import analyze_problem
+from lstm_diag.clipping import clip, snapshot
+from lstm_diag.config import load_config
+from lstm_diag.diagnostics import GateAccumulator, matches, theil_sen_slope
+from lstm_diag.model import build
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+GATES = ("input", "forget", "cell", "output")
+
+
+def reference(case):
+    with np.load(FIXTURES / case / "reference.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gate_statistics_match_torch_gates(case):
+    """Means exactly; saturation fractions to within one element (the threshold comparison of a
+    value within round-off of 0.1 may go either way)."""
+    result = analyze(FIXTURES / case / "config.yaml")
+    ref = reference(case)
+    eps = 0.1
+    for k, layer in enumerate(result.to_dict()["layers"]):
+        T, B, H4 = ref["gates"][k].shape
+        a = ref["gates"][k].reshape(T, B, 4, H4 // 4).astype(np.float64)
+        n = T * B * (H4 // 4)
+        for j, name in enumerate(GATES):
+            v = a[:, :, j]
+            if name == "cell":
+                v = (v + 1) / 2
+            got = layer["gates"][name]
+            rtol = 1e-12 if "float32" not in case else 1e-6
+            np.testing.assert_allclose(got["mean"], a[:, :, j].mean(), rtol=rtol, atol=1e-15)
+            np.testing.assert_allclose(got["std"], a[:, :, j].std(), rtol=1e-9 if rtol < 1e-9 else 1e-5)
+            assert abs(got["saturated_low"] - np.mean(v < eps)) <= 1 / n
+            assert abs(got["saturated_high"] - np.mean(v > 1 - eps)) <= 1 / n
+            per_step = ((v < eps) | (v > 1 - eps)).mean(axis=(1, 2))
+            assert np.all(np.abs(np.array(got["saturation_over_time"]) - per_step) <= 1 / (B * H4 // 4))
+
+
+def test_gate_statistics_are_the_same_accumulated_in_segments():
+    r = analyze({"data": {"seq_len": 60}, "model": {"forget_bias": 2.5}})
+    gates = r.fwd.layers[0].gates
+    whole = GateAccumulator(32, 0.1)
+    whole.add(gates)
+    parts = GateAccumulator(32, 0.1)
+    for s in (slice(0, 7), slice(7, 33), slice(33, 60)):
+        parts.add(gates[s])
+    a, b = whole.result(), parts.result()
+    for g in GATES:
+        np.testing.assert_allclose(b[g]["mean"], a[g]["mean"], rtol=1e-13)
+        np.testing.assert_allclose(b[g]["std"], a[g]["std"], rtol=1e-10)
+        assert b[g]["saturation_over_time"] == a[g]["saturation_over_time"]
+        assert b[g]["unit_saturated_high"] == a[g]["unit_saturated_high"]
+    np.testing.assert_allclose(parts.forget_log_mean(), whole.forget_log_mean(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_clipping_matches_torch(case):
+    """Our clipping applied to PyTorch's gradients equals torch's clipping of the same gradients."""
+    result = analyze(FIXTURES / case / "config.yaml")
+    ref = reference(case)
+    params = result.problem.params
+    grads = {name: ref[f"grad.{name}"] for name in params}
+    rtol = 1e-12 if "float32" not in case else 1e-6
+    snap = snapshot(grads, params, "norm", max_norm=float(ref["clip.max_norm"]))
+    np.testing.assert_allclose(snap["total_norm"], ref["clip.total_norm"], rtol=rtol)
+    assert snap["clipped"] and snap["clip_coef"] < 1
+    np.testing.assert_allclose(
+        snap["clip_coef"], ref["clip.max_norm"] / (ref["clip.total_norm"] + 1e-6), rtol=rtol
+    )
+    for mode, kw in (
+        ("norm", {"max_norm": float(ref["clip.max_norm"])}),
+        ("value", {"clip_value": float(ref["clip.clip_value"])}),
+        ("agc", {"clipping": float(ref["clip.agc_factor"])}),
+    ):
+        clipped, _ = clip(grads, params, mode, **kw)
+        for name, g in clipped.items():
+            np.testing.assert_allclose(
+                g, ref[f"clip.{mode}.{name}"], rtol=rtol, atol=1e-300, err_msg=f"{mode} {name}"
+            )
+
+
+def test_clipping_snapshot_fields():
+    snap = analyze({"clipping": {"mode": "value", "clip_value": 0.001}}).to_dict()["clipping"]
+    assert snap["mode"] == "value" and snap["clipped"]
+    assert 0 < snap["changed_fraction"] < 1 and snap["cosine"] < 1
+    assert snap["norm_after"] < snap["total_norm"]
+    for p in snap["parameters"].values():
+        assert p["norm_after"] <= p["norm_before"] + 1e-15
+    none = analyze(None).to_dict()["clipping"]
+    assert none["clip_coef"] == 1.0 and not none["clipped"] and none["norm_after"] == none["total_norm"]
+
+
+def test_theil_sen_is_robust_to_a_spike():
+    y = 0.5 * np.arange(50.0)
+    y[10] = 1e6
+    assert theil_sen_slope(y) == pytest.approx(0.5)
+
+
+# --- verdicts on the three configs built for them (numbers seen when written, float64, seed 0):
+#   vanishing.yaml  decay 0.916/step, horizon 7 of 200, forget retention 0.266
+#   exploding.yaml  ||dL/dc_1|| / ||dL/dc_T|| = 4.2e25, growth x1.34 per step back
+#   healthy.yaml    decay 0.0013/step, horizon reaches t=1 of 100, retention 0.951
+
+
+def test_vanishing_config():
+    doc = analyze(ROOT / "configs" / "vanishing.yaml").to_dict()
+    fl = doc["layers"][0]["flow"]
+    assert doc["layers"][0]["verdict"] == "vanishing" and doc["verdict"] == "vanishing"
+    assert 0.8 < fl["decay_rate"] < 1.0 and fl["horizon"] < 10 and not fl["horizon_reaches_start"]
+    codes = {f["code"] for f in doc["findings"]}
+    assert {"LD101", "LD103"} <= codes and "LD102" not in codes
+
+
+def test_exploding_config():
+    doc = analyze(ROOT / "configs" / "exploding.yaml").to_dict()
+    fl = doc["layers"][0]["flow"]
+    assert doc["layers"][0]["verdict"] == "exploding"
+    assert fl["ratio_first_last"] > 1e20 and fl["decay_rate"] < -0.2
+    codes = {f["code"] for f in doc["findings"]}
+    assert {"LD102", "LD303"} <= codes and "LD101" not in codes
+
+
+def test_healthy_config():
+    doc = analyze(ROOT / "configs" / "healthy.yaml").to_dict()
+    fl = doc["layers"][0]["flow"]
+    assert doc["layers"][0]["verdict"] == "healthy" and fl["horizon_reaches_start"]
+    assert abs(fl["decay_rate"]) < 0.01 and 0.94 < fl["forget_retention"] < 0.96
+    assert not any(f["severity"] in ("error", "warning") for f in doc["findings"])
+
+
+def test_target_all_measures_flow_on_the_last_step_loss_term():
+    doc = analyze({"loss": {"target": "all"}, "data": {"seq_len": 80}}).to_dict()
+    layer = doc["layers"][0]
+    assert layer["flow"]["source"] == "last_step_loss_term"
+    flow = np.array(layer["flow_grad_c_norm"])
+    full = np.array(layer["grad_c_norm"])
+    assert flow[-1] == pytest.approx(full[-1], rel=1e-12)  # at t = T only the last term acts
+    assert flow[0] < 1e-10 * full[0]  # earlier terms keep the full gradient alive
+
+
+# --- every finding code, each from a situation built for it
+
+
+def problem_with(mapping, edit):
+    problem = build(load_config(mapping)[0])
+    edit(problem.params)
+    return analyze_problem(problem)
+
+
+def codes_of(result):
+    return {f.code for f in result.findings}
+
+
+def test_ld104_lower_layers_starved():
+    def shrink(p):
+        p["weight_ih_l1"] *= 1e-3
+
+    r = problem_with({"model": {"num_layers": 2}, "data": {"seq_len": 30}}, shrink)
+    assert "LD104" in codes_of(r)
+
+
+def test_ld201_ld202_stuck_and_saturated_units():
+    def stick(p):
+        H = 32
+        p["bias_ih_l0"][:H] = 12.0  # every input gate open
+        p["bias_ih_l0"][3 * H : 3 * H + 5] = -12.0  # five output units shut
+
+    r = problem_with({"data": {"seq_len": 30}}, stick)
+    codes = codes_of(r)
+    assert {"LD201", "LD202"} <= codes
+    gates = r.to_dict()["layers"][0]["gates"]
+    assert gates["input"]["stuck_high"] == 32 and gates["output"]["stuck_low"] == 5
+
+
+def test_ld203_ld204_integrators_and_cell_saturation():
+    codes = codes_of(analyze({"model": {"forget_bias": 5}, "data": {"seq_len": 200}}))
+    assert {"LD203", "LD204"} <= codes
+
+
+def test_ld301_ld302_clipping():
+    assert "LD301" in codes_of(analyze({"clipping": {"mode": "norm", "max_norm": 0.01}}))
+    codes = codes_of(analyze({"clipping": {"mode": "value", "clip_value": 0.001}}))
+    assert {"LD301", "LD302"} <= codes
+
+
+def test_ld4xx_non_finite_numbers_are_findings_not_crashes():
+    def blow_up(p):  # a weight file with infinities: +inf - inf = NaN in z_t
+        p["weight_ih_l0"][:] *= np.inf
+
+    r = problem_with({"data": {"seq_len": 20}}, blow_up)
+    codes = codes_of(r)
+    assert {"LD401", "LD403"} <= codes
+    nf = r.to_dict()["numerics"]["first_nonfinite_forward"]
+    assert nf["layer"] == 0 and 1 <= nf["step"] <= 20
+
+
+def test_ld402_non_finite_gradient():
+    def blow_up_head(p):
+        p["head.weight"][:] = 1e308
+        p["head.bias"][:] = 1e308
+
+    r = problem_with({"data": {"seq_len": 10}}, blow_up_head)
+    assert "LD402" in codes_of(r)
+
+
+def test_every_code_has_a_test_above():
+    from lstm_diag.codes import CODES
+
+    source = Path(__file__).read_text()
+    for code in CODES:
+        assert code.lower() in source.lower(), code
+
+
+def test_fail_on_selectors():
+    from lstm_diag.diagnostics import Finding
+
+    f = Finding("LD203", "info", 0, "m", "r")
+    w = Finding("LD103", "warning", 0, "m", "r")
+    assert matches(f, ["LD203"]) and matches(f, ["LD2"]) and not matches(f, ["warning"])
+    assert matches(w, ["warning"]) and not matches(w, ["error"]) and matches(w, ["info"])
