@@ -88,13 +88,44 @@ def last_term_backward(problem: Problem, fwd: engine.Forward) -> engine.Backward
     return engine.backward(problem.params, problem.spec, dataclasses.replace(fwd, dy_hat=dy), problem.target)
 
 
-def _first_nonfinite_forward(fwd: engine.Forward) -> dict | None:
+def _preactivation_overflow(problem: Problem, k: int, cache: engine.LayerCache) -> int | None:
+    """0-based first step whose pre-activation z_t (eq. 1) is not finite, or None.
+
+    On ±inf the gates saturate to exactly 0 or 1, so c_t and h_t can stay finite while z_t
+    overflowed. z is recomputed only when the bound |z| <= ||W_ih||_∞ max|x| + ||W_hh||_∞ + max|b|
+    (|h| <= 1) says overflow is possible at all.
+    """
+    p = problem.params
+    W_ih, W_hh = p[f"weight_ih_l{k}"], p[f"weight_hh_l{k}"]
+    b = p[f"bias_ih_l{k}"] + p[f"bias_hh_l{k}"]
+    bound = (
+        np.abs(W_ih).sum(axis=1).max() * np.abs(cache.x).max()
+        + np.abs(W_hh).sum(axis=1).max()
+        + np.abs(b).max()
+    )
+    if np.isfinite(bound) and bound < np.finfo(W_ih.dtype).max:
+        return None
+    z = cache.x @ W_ih.T + b + cache.h[:-1] @ W_hh.T  # (T, B, 4H), only for this check
+    ok = np.isfinite(z).all(axis=(1, 2))
+    return None if ok.all() else int(np.argmin(ok))
+
+
+def _first_nonfinite_forward(problem: Problem, fwd: engine.Forward) -> dict | None:
+    """The first layer and step where z_t, c_t or h_t stopped being finite."""
     for k, cache in enumerate(fwd.layers):
         ok = np.isfinite(cache.c[1:]).all(axis=(1, 2)) & np.isfinite(cache.h[1:]).all(axis=(1, 2))
-        if not ok.all():
-            t = int(np.argmin(ok))  # 0-based index of the first bad step
-            before = np.abs(cache.c[: t + 1])
-            return {"layer": k, "step": t + 1, "max_abs_c_before": float(before.max()) if t else 0.0}
+        t_state = None if ok.all() else int(np.argmin(ok))
+        t_z = _preactivation_overflow(problem, k, cache)
+        hits = [(t, q) for t, q in ((t_z, "z_t"), (t_state, "c_t/h_t")) if t is not None]
+        if hits:
+            t, quantity = min(hits)
+            before = np.abs(cache.c[1 : t + 1])
+            return {
+                "layer": k,
+                "step": t + 1,
+                "quantity": quantity,
+                "max_abs_c_before": float(before.max()) if t else 0.0,
+            }
     return None
 
 
@@ -132,6 +163,13 @@ def _layer(k: int, problem: Problem, fwd, bwd, flow_bwd) -> LayerResult:
 
 
 def analyze_problem(problem: Problem) -> AnalysisResult:
+    """Engine, diagnostics and findings for one problem. Floating-point trouble (overflow,
+    NaN) is measured and reported as LD4xx findings, so NumPy's warnings are silenced here."""
+    with np.errstate(all="ignore"):
+        return _analyze_problem(problem)
+
+
+def _analyze_problem(problem: Problem) -> AnalysisResult:
     cfg = problem.config
     fwd, bwd = engine.run(problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target)
     flow_bwd = bwd if problem.target == "last" else last_term_backward(problem, fwd)
@@ -148,7 +186,7 @@ def analyze_problem(problem: Problem) -> AnalysisResult:
     clip = clipping.snapshot(bwd.params, problem.params, c.mode, c.max_norm, c.clip_value, c.clipping)
     numerics = {
         "loss_finite": bool(np.isfinite(fwd.loss)),
-        "first_nonfinite_forward": _first_nonfinite_forward(fwd),
+        "first_nonfinite_forward": _first_nonfinite_forward(problem, fwd),
         "first_nonfinite_backward": _first_nonfinite_backward(bwd),
     }
     docs = [layer.to_dict() for layer in layers]

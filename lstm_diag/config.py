@@ -7,6 +7,7 @@ valid, e.g. `model.hidden_size: must be a positive integer, got 0`.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class ModelConfig(_Section):
@@ -84,6 +85,8 @@ class Config(_Section):
     def _consistent(self):
         m, d, lo = self.model, self.data, self.loss
         if d.task == "adding":
+            if d.seq_len < 2:
+                raise ValueError(f"data.seq_len: the adding task needs at least 2 steps, got {d.seq_len}")
             _need("model.input_size", m.input_size, 2, "the adding task feeds (value, marker)")
             _need("model.output_size", m.output_size, 1, "the adding task predicts one sum")
             _need("loss.type", lo.type, "mse", "the adding task is a regression")
@@ -101,8 +104,13 @@ class Config(_Section):
             raise ValueError(
                 f"model.output_size: cross_entropy needs at least 2 classes, got {m.output_size}"
             )
-        if m.init == "chrono" and m.t_max is None and d.task == "file":
-            raise ValueError("model.t_max: chrono init with a data file needs t_max (in steps)")
+        if m.init == "chrono" and m.t_max is None:
+            if d.task == "file":
+                raise ValueError("model.t_max: chrono init with a data file needs t_max (in steps)")
+            if d.seq_len <= 2:
+                raise ValueError(
+                    f"model.t_max: chrono init needs t_max > 2; data.seq_len is {d.seq_len}, set t_max"
+                )
         return self
 
     def chrono_t_max(self) -> float:
@@ -127,6 +135,28 @@ PATH_FIELDS = (("model", "weights"), ("data", "path"))
 # ---------------------------------------------------------------------------- loading
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading 1e-3 as a float as YAML 1.2 does (1.1 needs 1.0e-3)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
+
+
 def default_config_path() -> Path:
     return Path(__file__).with_name("default.yaml")
 
@@ -140,7 +170,7 @@ def read_yaml(path: Path) -> dict:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -159,7 +189,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.hidden_size=64")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = yaml_load(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
     return key.strip().split("."), parsed
@@ -204,6 +234,7 @@ def format_validation_error(err: ValidationError) -> str:
     if kind == "model_type":
         return f"{loc}: must be a section (a mapping), got {got!r}"
     msg = msg.replace("Input should be", "must be")
+    msg = msg.split(", got ")[0]  # we say what we got ourselves
     return f"{loc}: {msg[0].lower()}{msg[1:]}, got {got!r}"
 
 

@@ -149,7 +149,9 @@ def layer_balance_findings(layers: list[dict]) -> list[Finding]:
     bottom = np.asarray(layers[0]["grad_h_norm"], dtype=float)
     top = np.asarray(layers[-1]["grad_h_norm"], dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = float(np.nanmedian(np.where(top > 0, bottom / top, np.nan)))
+        r = np.where(top > 0, bottom / top, np.nan)
+    r = r[np.isfinite(r)]
+    ratio = float(np.median(r)) if r.size else math.nan
     if math.isfinite(ratio) and ratio < 1e-2:
         return [
             _f(
@@ -221,8 +223,13 @@ def numerics_findings(numerics: dict) -> list[Finding]:
             _f(
                 "LD401",
                 nf["layer"],
-                f"c_t or h_t became non-finite at layer {nf['layer']}, step t={nf['step']} "
-                f"(max |c| before: {fmt(nf['max_abs_c_before'])}).",
+                f"{nf['quantity']} became non-finite at layer {nf['layer']}, step t={nf['step']} "
+                f"(max |c| before: {fmt(nf['max_abs_c_before'])})"
+                + (
+                    "; the gates saturate to exactly 0 or 1 on ±inf, so everything after is unreliable."
+                    if nf["quantity"] == "z_t"
+                    else "."
+                ),
                 "The weights or inputs are too large: check the weight file for blown-up values, "
                 "normalise the inputs, or scale the weights down.",
             )

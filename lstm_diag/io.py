@@ -18,25 +18,42 @@ from .engine import Spec
 
 
 def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
-    """All arrays of an .npz, with pickles refused."""
+    """All arrays of an .npz, with pickles refused and every failure a one-line ConfigError."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, expected a {what} .npz file")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise ConfigError(f"{p}: {what} must be an .npz archive (np.savez), not a single .npy")
-            return {k: z[k] for k in z.files}
+        loaded = np.load(p, allow_pickle=False)
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such {what} file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a folder, expected a {what} .npz file") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: cannot read the {what} file (permission denied)") from None
     except ValueError as e:
         if "pickle" in str(e).lower():
             raise ConfigError(
-                f"{p}: {what} holds pickled objects, which are refused; save plain arrays"
+                f"{p}: {what} file holds pickled data, which is refused; save plain arrays"
             ) from None
         raise ConfigError(f"{p}: not a valid {what} .npz file ({e})") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise ConfigError(f"{p}: not a valid {what} .npz file ({e.__class__.__name__})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ConfigError(
+            f"{p}: {what} must be an .npz archive of named arrays (np.savez), not a single .npy"
+        )
+    try:
+        with loaded as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise ConfigError(f"{p}: {what} file holds object (pickled) arrays, which are refused") from None
+        raise ConfigError(f"{p}: not a valid {what} .npz file ({e})") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ConfigError(f"{p}: not a valid {what} .npz file ({e.__class__.__name__})") from None
+
+
+def _numeric(a: np.ndarray, p: Path, name: str, what: str = "a numeric array") -> None:
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+        raise ConfigError(f"{p}: {name} has dtype {a.dtype}, expected {what}")
 
 
 def _match_names(found: list[str], expected: list[str], path: Path) -> dict[str, str]:
@@ -72,8 +89,7 @@ def load_weights(path: str | Path, spec: Spec, dtype: str) -> dict[str, np.ndarr
         a = arrays[mapping[name]]
         if a.shape != shape:
             raise ConfigError(f"{p}: {mapping[name]} has shape {a.shape}, expected {shape} from the config")
-        if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
-            raise ConfigError(f"{p}: {mapping[name]} has dtype {a.dtype}, expected a float array")
+        _numeric(a, p, mapping[name], "a float array")
         params[name] = np.ascontiguousarray(a, dtype=dtype)
     return params
 
@@ -86,6 +102,8 @@ def load_data(path: str | Path, spec: Spec, loss: str, target: str, dtype: str):
         if key not in arrays:
             raise ConfigError(f"{p}: missing array {key!r} (found: {', '.join(arrays) or 'none'})")
     x, y = arrays["x"], arrays["y"]
+    _numeric(x, p, "x")
+    _numeric(y, p, "y")
     if x.ndim != 3 or x.shape[2] != spec.input_size:
         raise ConfigError(
             f"{p}: x has shape {x.shape}, expected (B, T, {spec.input_size}) (model.input_size)"
@@ -123,17 +141,31 @@ def load_data(path: str | Path, spec: Spec, loss: str, target: str, dtype: str):
 # ---------------------------------------------------------------------------- writing
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write to a temporary file beside `path`, then rename: never a partial file."""
     p = Path(path)
-    if p.parent and not p.parent.exists():
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, cannot write a file there")
+    try:
         p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except (FileExistsError, NotADirectoryError):
+        parent = next(a for a in p.parents if a.exists())
+        raise ConfigError(f"{p}: cannot create the folder: {parent} is a file, not a folder") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot write here ({e.strerror or e.__class__.__name__})") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

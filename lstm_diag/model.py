@@ -6,12 +6,13 @@ changing the init scheme never changes the data batch (compare relies on it).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import data as data_mod
-from .config import Config
+from .config import Config, ConfigError
 from .engine import Spec
 from .init import InitOptions, init_params
 from .io import load_data, load_weights
@@ -81,12 +82,51 @@ def make_data(config: Config, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return x.astype(config.dtype), y
 
 
+def estimated_bytes(config: Config) -> int:
+    """Rough peak memory of one analysis: caches and gradients of every layer, and the data.
+
+    Per layer and step the forward keeps 4H gates and c, h, tanh c (H each); backward adds
+    4H for dL/dz and about 4H more of dL/dc, dL/dh and temporaries; diagnostics add one
+    more gate-sized temporary: ~20 (T B H) numbers per layer.
+    """
+    m, d = config.model, config.data
+    itemsize = 4 if config.dtype == "float32" else 8
+    T, B, H = d.seq_len, d.batch_size, m.hidden_size
+    return itemsize * (20 * T * B * H * m.num_layers + 3 * T * B * max(m.input_size, m.output_size))
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config: Config) -> None:
+    need, have = estimated_bytes(config), physical_memory()
+    if have and need > 0.8 * have:
+        raise ConfigError(
+            f"data.batch_size x data.seq_len x model.hidden_size x model.num_layers: this analysis "
+            f"needs about {need / 2**30:.1f} GiB, more than 80% of this machine's "
+            f"{have / 2**30:.1f} GiB; make one of them smaller"
+        )
+
+
 def build(config: Config) -> Problem:
     """Parameters and data for a config (file sizes win over data.batch_size/seq_len)."""
+    if config.data.task != "file":
+        check_memory(config)
     init_rng, data_rng = rngs(config.seed)
     x, y = make_data(config, data_rng)
     params = make_params(config, init_rng)
     if config.data.task == "file":
+        check_memory(
+            config.model_copy(
+                update={
+                    "data": config.data.model_copy(update={"batch_size": x.shape[0], "seq_len": x.shape[1]})
+                }
+            )
+        )
         config = config.model_copy(
             update={"data": config.data.model_copy(update={"batch_size": x.shape[0], "seq_len": x.shape[1]})}
         )

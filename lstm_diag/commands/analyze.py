@@ -9,6 +9,7 @@ from .common import (
     config_argument,
     debug_option,
     fail_on_option,
+    file_console,
     format_option,
     handle_errors,
     load,
@@ -35,13 +36,19 @@ Examples:
 @format_option("table", "json", "markdown")
 @fail_on_option
 @click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the report to this file instead of stdout (atomically: a temporary file, then a rename).",
+)
+@click.option(
     "--save-weights",
     type=click.Path(dir_okay=False),
     help="Write the model's weights (PyTorch names) to this .npz.",
 )
 @debug_option
 @handle_errors
-def analyze_cmd(config, overrides, fmt, fail_on, save_weights):
+def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights):
     """Run the LSTM on CONFIG and diagnose gradient flow through time.
 
     Reports the loss; per layer the norms of dL/dc_t, dL/dh_t and dL/dz per gate at
@@ -56,15 +63,23 @@ def analyze_cmd(config, overrides, fmt, fail_on, save_weights):
     if fmt == "json":
         from ..report.jsonout import dumps
 
-        click.echo(dumps(doc), nl=False)
+        text = dumps(doc)
     elif fmt == "markdown":
         from ..report.analysis_md import render_markdown
 
-        click.echo(render_markdown(doc), nl=False)
+        text = render_markdown(doc)
     else:
         from ..report.analysis_table import render
 
-        render(doc, stdout_console())
+        console = stdout_console() if output is None else file_console()
+        render(doc, console)
+        text = None if output is None else console.export_text()
+    if output is not None:
+        from ..io import atomic_write_text
+
+        stderr_console().print(f"report written to {atomic_write_text(output, text)}")
+    elif text is not None:
+        click.echo(text, nl=False)
     if save_weights:
         from ..io import save_weights as write_weights
 

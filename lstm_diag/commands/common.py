@@ -76,22 +76,40 @@ def debug_option(fn):
     return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(fn)
 
 
+def one_line(text: str) -> str:
+    """Control characters (a newline in a file name...) shown escaped, so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def handle_errors(fn):
     """Turn bad input into one line on stderr and exit 2; never a traceback unless --debug."""
 
     @functools.wraps(fn)
     def wrapper(*args, debug=False, **kwargs):
+        import warnings
+
+        import numpy as np
+
         from ..config import ConfigError
 
         try:
-            return fn(*args, **kwargs)
+            # Floating-point trouble is reported as findings (LD4xx), never as warnings.
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return fn(*args, **kwargs)
         except ConfigError as e:
             if debug:
                 traceback.print_exc()
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(str(e))}", err=True)
             sys.exit(EXIT_INPUT)
         except Finding:
             sys.exit(EXIT_FINDING)
+        except MemoryError:
+            click.echo(
+                "error: out of memory: reduce data.batch_size, data.seq_len or model.hidden_size",
+                err=True,
+            )
+            sys.exit(EXIT_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -114,6 +132,15 @@ def stdout_console():
     from rich.console import Console
 
     return Console(highlight=False)
+
+
+def file_console():
+    """A console that records plain text (no colour) for writing to a file, 100 columns."""
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), record=True, width=100, no_color=True, highlight=False)
 
 
 def stderr_console():

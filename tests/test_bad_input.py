@@ -1,0 +1,164 @@
+"""Bad input gets one clear line and exit 2; outputs are written atomically; loading is safe."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lstm_diag.cli import main
+from lstm_diag.config import ConfigError
+from lstm_diag.engine import Spec
+from lstm_diag.io import atomic_write_text, load_data, read_npz, save_weights
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CASE = FIXTURES / "l1_T1_mse_last"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_error_line(r, *needles):
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    assert "Traceback" not in r.output and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_yaml_syntax_error(tmp_path):
+    p = write(tmp_path, "c.yaml", "model:\n  hidden_size: 4\n   input_size: 3\n")
+    one_error_line(run("analyze", p), "c.yaml:3:", "invalid YAML")
+
+
+def test_unknown_key_did_you_mean(tmp_path):
+    p = write(tmp_path, "c.yaml", "data:\n  seqlen: 10\n")
+    one_error_line(run("analyze", p), "data.seqlen: unknown key (did you mean 'seq_len'?)")
+
+
+def test_yaml_never_executes_code(tmp_path):
+    p = write(tmp_path, "c.yaml", "seed: !!python/object/apply:os.system ['touch pwned']\n")
+    one_error_line(run("analyze", p), "c.yaml")
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_missing_weight_file_and_missing_arrays(tmp_path):
+    one_error_line(
+        run("analyze", "--set", f"model.weights={tmp_path / 'w.npz'}"), "w.npz: no such weights file"
+    )
+    with np.load(CASE / "weights.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.pop("lstm.bias_hh_l0")
+    arrays["lstm.extra"] = np.zeros(3)
+    np.savez(tmp_path / "w.npz", **arrays)
+    cfg = write(tmp_path, "c.yaml", (CASE / "config.yaml").read_text().replace("weights.npz", "w.npz"))
+    cfg.write_text(cfg.read_text().replace("data.npz", str(CASE / "data.npz")))
+    one_error_line(run("analyze", cfg), "w.npz: missing bias_hh_l0")
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    p = tmp_path / "w.npz"
+    p.write_bytes(pickle.dumps({"weight_ih_l0": [1, 2]}))
+    one_error_line(run("analyze", "--set", f"model.weights={p}"), "w.npz")
+    np.savez(tmp_path / "o.npz", weight_ih_l0=np.array([object()], dtype=object))
+    with pytest.raises(ConfigError, match="refused"):
+        read_npz(tmp_path / "o.npz", "weights")
+
+
+def test_single_npy_and_garbage_are_refused(tmp_path):
+    np.save(tmp_path / "w.npy", np.zeros(3))
+    one_error_line(run("analyze", "--set", f"model.weights={tmp_path / 'w.npy'}"), "not a single .npy")
+    (tmp_path / "g.npz").write_bytes(b"PK\x03\x04garbage")
+    one_error_line(run("analyze", "--set", f"model.weights={tmp_path / 'g.npz'}"), "not a valid weights .npz")
+
+
+def test_data_file_problems(tmp_path):
+    spec = Spec(3, 4, 1, 2)
+    cases = {
+        "shape.npz": (
+            dict(x=np.zeros((2, 5, 4)), y=np.zeros((2, 2))),
+            "x has shape (2, 5, 4), expected (B, T, 3)",
+        ),
+        "nan.npz": (dict(x=np.full((2, 5, 3), np.nan), y=np.zeros((2, 2))), "x holds non-finite values"),
+        "y.npz": (dict(x=np.zeros((2, 5, 3)), y=np.zeros((2, 3))), "y has shape (2, 3), expected (2, 2)"),
+        "noy.npz": (dict(x=np.zeros((2, 5, 3))), "missing array 'y'"),
+        "str.npz": (dict(x=np.array([["a"]]), y=np.zeros(2)), "x has dtype <U1"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(ConfigError, match=None) as e:
+            load_data(tmp_path / name, spec, "mse", "last", "float64")
+        assert message in str(e.value), (name, str(e.value))
+    np.savez(tmp_path / "ids.npz", x=np.zeros((2, 5, 3)), y=np.array([0, 2]))
+    with pytest.raises(ConfigError, match=r"class ids in \[0, 2\], expected 0..1"):
+        load_data(tmp_path / "ids.npz", spec, "cross_entropy", "last", "float64")
+
+
+def test_data_file_class_ids_via_cli(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 5, 8)), y=np.array([0, 7]))
+    r = run("analyze", "--set", "data.task=file", "--set", f"data.path={tmp_path / 'd.npz'}",
+            "--set", "loss.type=cross_entropy", "--set", "model.output_size=3")  # fmt: skip
+    one_error_line(r, "d.npz: y has class ids in [0, 7], expected 0..2 (model.output_size)")
+
+
+def test_debug_shows_the_traceback():
+    r = run("analyze", "--set", "model.hidden_size=0", "--debug")
+    assert r.exit_code == 2 and "Traceback" in r.stderr
+
+
+def test_output_in_a_missing_folder_is_created_and_a_file_as_folder_refused(tmp_path):
+    out = tmp_path / "a" / "b" / "r.json"
+    assert run("analyze", "--format", "json", "-o", out, "--set", "data.seq_len=5").exit_code == 0
+    assert json.loads(out.read_text())["schema_version"] == 1
+    one_error_line(run("analyze", "--format", "json", "-o", out / "x.json"), "is a file, not a folder")
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    target.write_text('{"good": true}')
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(target, '{"half": ')
+    assert target.read_text() == '{"good": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
+
+
+def test_killed_writer_never_leaves_a_partial_file(tmp_path):
+    """A process rewriting a 20 MB weight file in a loop is killed at random moments; whatever
+    is on disk afterwards always loads completely."""
+    target = tmp_path / "w.npz"
+    save_weights(target, {"weight_ih_l0": np.zeros(10)})
+    code = (
+        "import numpy as np, sys\n"
+        "from lstm_diag.io import save_weights\n"
+        "big = {f'weight_ih_l{k}': np.random.rand(500, 500) for k in range(10)}\n"
+        "while True: save_weights(sys.argv[1], big)\n"
+    )
+    for delay in (0.3, 0.55, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(target)])
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with np.load(target) as z:
+            for k in z.files:
+                assert np.all(np.isfinite(z[k]))

@@ -1,0 +1,101 @@
+"""Property-based tests (hypothesis): bad input gives a clean exit 2, never a traceback; any
+weights and data of valid shapes, of any magnitude, give a complete, valid report."""
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lstm_diag.analysis import analyze_problem
+from lstm_diag.cli import main
+from lstm_diag.config import ConfigError, load_config
+from lstm_diag.model import build
+from lstm_diag.report.jsonout import dumps
+
+SMALL = ["--set", "data.seq_len=4", "--set", "data.batch_size=2", "--set", "model.hidden_size=3"]
+FIELDS = [
+    "seed", "dtype", "model", "model.input_size", "model.hidden_size", "model.num_layers",
+    "model.output_size", "model.init", "model.forget_bias", "model.t_max", "model.gain",
+    "model.recurrent_scale", "model.weights", "data", "data.task", "data.batch_size", "data.seq_len",
+    "data.path", "loss", "loss.type", "loss.target", "diagnostics.saturation_threshold",
+    "diagnostics.vanishing_ratio", "clipping.mode", "clipping.max_norm", "clipping.clip_value",
+    "model.hiden_size", "nonsense", "model.init.x", "data.seq_len.y",
+]  # fmt: skip
+VALUES = st.one_of(
+    st.sampled_from(["0", "-1", "1", "2", "3", "7", "1000000000000", "true", "null", "2.5", "1e-3", "-inf",
+                     ".nan", "x", "[1, 2]", "{a: 1}", "float32", "float16", "chrono", "keras", "adding",
+                     "copy", "file", "all", "last", "cross_entropy", "norm", "agc", "/nonexistent.npz", "''",
+                     "'", "[", "]: :"]),
+    st.text(max_size=8),
+)  # fmt: skip
+
+
+def reject(token):
+    raise AssertionError(f"non-standard JSON token {token}")
+
+
+def invoke(args):
+    return CliRunner().invoke(main, args)
+
+
+def assert_clean(r):
+    assert r.exit_code in (0, 1, 2), (r.exit_code, r.output, r.exception)
+    assert "Traceback" not in r.output
+    if r.exit_code == 2:
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert lines and (lines[-1].startswith("error: ") or lines[-1].startswith("Error: ")), r.stderr
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(FIELDS), VALUES), min_size=1, max_size=3))
+def test_mutated_configs_give_a_result_or_a_clean_exit_2(sets):
+    args = ["analyze", "--format", "json", *SMALL]
+    for key, value in sets:
+        args += ["--set", f"{key}={value}"]
+    r = invoke(args)
+    assert_clean(r)
+    if r.exit_code == 0:
+        json.loads(r.stdout, parse_constant=reject)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=80))
+def test_any_yaml_text_loads_or_says_why(tmp_path_factory, text):
+    p = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    p.write_text(text, encoding="utf-8")
+    try:
+        load_config(p)
+    except ConfigError as e:
+        assert "\n" not in str(e) and str(e)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    scale=st.sampled_from([0.0, 1e-300, 1e-30, 1e-3, 1.0, 30.0, 1e5, 1e30, 1e150, 1e300, 1e308]),
+    xscale=st.sampled_from([0.0, 1e-200, 1.0, 1e10, 1e200, 1e308]),
+    dtype=st.sampled_from(["float64", "float32"]),
+    layers=st.integers(1, 2),
+    target=st.sampled_from(["last", "all"]),
+    loss=st.sampled_from(["mse", "cross_entropy"]),
+    seed=st.integers(0, 10),
+)
+def test_engine_never_crashes_and_json_stays_valid(scale, xscale, dtype, layers, target, loss, seed):
+    cfg = load_config(
+        None,
+        [f"dtype={dtype}", f"model.num_layers={layers}", f"loss.target={target}", f"loss.type={loss}",
+         "model.output_size=3", "data.seq_len=6", "data.batch_size=3", "model.hidden_size=4", f"seed={seed}"],
+    )[0]  # fmt: skip
+    problem = build(cfg)
+    with np.errstate(all="ignore"):
+        for k in problem.params:
+            problem.params[k] = (problem.params[k] * scale).astype(dtype)
+        problem.x = (problem.x * xscale).astype(dtype)
+    result = analyze_problem(problem)
+    text = dumps(result.to_dict())
+    doc = json.loads(text, parse_constant=reject)  # strict JSON: no NaN/Infinity tokens
+    assert len(doc["layers"]) == layers and len(doc["layers"][0]["grad_c_norm"]) == 6
+    assert doc["verdict"] in ("healthy", "vanishing", "exploding")
+    if not doc["numerics"]["loss_finite"]:
+        assert "LD403" in {f["code"] for f in doc["findings"]}
