@@ -12,18 +12,11 @@ import numpy as np
 
 from . import clipping, engine, findings
 from .config import Config, load_config
-from .diagnostics import (
-    Finding,
-    flow_summary,
-    frob_over_time,
-    gate_grad_norms,
-    gate_statistics,
-    verdict,
-)
-from .model import Problem, build
+from .diagnostics import GATE_NAMES, Finding, flow_summary, frob_over_time, verdict
+from .model import Problem, build, estimated_bytes
+from .trace import LayerTrace, Trace, trace_checkpointed, trace_full
 
 SCHEMA_VERSION = 1
-TANH_SATURATED = 0.99  # |tanh c| above this: 1 - tanh^2 c < 0.02
 
 
 def frobenius_over_time(a: np.ndarray) -> np.ndarray:
@@ -64,8 +57,9 @@ class AnalysisResult:
     layers: list[LayerResult]
     parameters: dict[str, ParamResult]
     problem: Problem
-    fwd: engine.Forward
-    bwd: engine.Backward
+    fwd: engine.Forward | None  # full caches; None when analysed with checkpointing
+    bwd: engine.Backward | None
+    grads: dict[str, np.ndarray] = field(default_factory=dict)  # dL/dθ under PyTorch names
     findings: list[Finding] = field(default_factory=list)
     sections: dict[str, Any] = field(default_factory=dict)  # top-level diagnostics
 
@@ -88,78 +82,62 @@ def last_term_backward(problem: Problem, fwd: engine.Forward) -> engine.Backward
     return engine.backward(problem.params, problem.spec, dataclasses.replace(fwd, dy_hat=dy), problem.target)
 
 
-def _preactivation_overflow(problem: Problem, k: int, cache: engine.LayerCache) -> int | None:
-    """0-based first step whose pre-activation z_t (eq. 1) is not finite, or None.
-
-    On ±inf the gates saturate to exactly 0 or 1, so c_t and h_t can stay finite while z_t
-    overflowed. z is recomputed only when the bound |z| <= ||W_ih||_∞ max|x| + ||W_hh||_∞ + max|b|
-    (|h| <= 1) says overflow is possible at all.
-    """
-    p = problem.params
-    W_ih, W_hh = p[f"weight_ih_l{k}"], p[f"weight_hh_l{k}"]
-    b = p[f"bias_ih_l{k}"] + p[f"bias_hh_l{k}"]
-    bound = (
-        np.abs(W_ih).sum(axis=1).max() * np.abs(cache.x).max()
-        + np.abs(W_hh).sum(axis=1).max()
-        + np.abs(b).max()
-    )
-    if np.isfinite(bound) and bound < np.finfo(W_ih.dtype).max:
-        return None
-    z = cache.x @ W_ih.T + b + cache.h[:-1] @ W_hh.T  # (T, B, 4H), only for this check
-    ok = np.isfinite(z).all(axis=(1, 2))
-    return None if ok.all() else int(np.argmin(ok))
-
-
-def _first_nonfinite_forward(problem: Problem, fwd: engine.Forward) -> dict | None:
+def _first_nonfinite_forward(trace: Trace) -> dict | None:
     """The first layer and step where z_t, c_t or h_t stopped being finite."""
-    for k, cache in enumerate(fwd.layers):
-        ok = np.isfinite(cache.c[1:]).all(axis=(1, 2)) & np.isfinite(cache.h[1:]).all(axis=(1, 2))
-        t_state = None if ok.all() else int(np.argmin(ok))
-        t_z = _preactivation_overflow(problem, k, cache)
-        hits = [(t, q) for t, q in ((t_z, "z_t"), (t_state, "c_t/h_t")) if t is not None]
+    for k, lt in enumerate(trace.layers):
+        hits = [(t, q) for t, q in ((lt.first_nonfinite_z, "z_t"), (lt.first_nonfinite_state, "c_t/h_t"))]
+        hits = [(t, q) for t, q in hits if t is not None]
         if hits:
             t, quantity = min(hits)
-            before = np.abs(cache.c[1 : t + 1])
-            return {
-                "layer": k,
-                "step": t + 1,
-                "quantity": quantity,
-                "max_abs_c_before": float(before.max()) if t else 0.0,
-            }
+            return {"layer": k, "step": t + 1, "quantity": quantity, "max_abs_c_before": lt.max_abs_c_before}
     return None
 
 
-def _first_nonfinite_backward(bwd: engine.Backward) -> dict | None:
-    for k in range(len(bwd.layers) - 1, -1, -1):
-        ok = np.isfinite(bwd.layers[k].dc).all(axis=(1, 2))
-        if not ok.all():
-            return {"layer": k, "step": int(np.nonzero(~ok)[0].max()) + 1}
+def _first_nonfinite_backward(trace: Trace) -> dict | None:
+    """Top layer first; the first non-finite ||dL/dc_t|| met going back from the loss."""
+    for k in range(len(trace.layers) - 1, -1, -1):
+        bad = ~np.isfinite(trace.layers[k].grad_c_norm)
+        if bad.any():
+            return {"layer": k, "step": int(np.nonzero(bad)[0].max()) + 1}
     return None
 
 
-def _layer(k: int, problem: Problem, fwd, bwd, flow_bwd) -> LayerResult:
-    d = problem.config.diagnostics
-    cache, grads = fwd.layers[k], bwd.layers[k]
-    gates, acc = gate_statistics(cache.gates, d.saturation_threshold, d.stuck_fraction)
-    grad_c = frob_over_time(grads.dc)
-    source = "loss" if flow_bwd is bwd else "last_step_loss_term"
-    flow_c = grad_c if flow_bwd is bwd else frob_over_time(flow_bwd.layers[k].dc)
-    flow = flow_summary(flow_c, acc.forget_log_mean(), d.vanishing_ratio, source)
-    T = len(grad_c)
-    with np.errstate(invalid="ignore"):
-        tanh_sat = float(np.mean(np.abs(cache.tanh_c) > TANH_SATURATED))
-        max_c = float(np.max(np.abs(cache.c[1:])))
+def _layer(k: int, lt: LayerTrace, cfg: Config) -> LayerResult:
+    d = cfg.diagnostics
+    gates = lt.gates.result(d.stuck_fraction)
+    source = "loss" if lt.flow_grad_c_norm is None else "last_step_loss_term"
+    flow_c = lt.grad_c_norm if lt.flow_grad_c_norm is None else lt.flow_grad_c_norm
+    flow = flow_summary(flow_c, lt.gates.forget_log_mean(), d.vanishing_ratio, source)
     extra = {
-        "grad_z_norm": gate_grad_norms(grads.dz),
+        "grad_z_norm": {name: lt.grad_z_norm[:, j].tolist() for j, name in enumerate(GATE_NAMES)},
         "gates": gates,
-        "forget_histogram": acc.forget_histogram(),
-        "cell_state": {"max_abs": max_c, "tanh_saturated": tanh_sat},
+        "forget_histogram": lt.gates.forget_histogram(),
+        "cell_state": {"max_abs": lt.max_abs_c, "tanh_saturated": lt.tanh_saturated / max(lt.entries, 1)},
         "flow": flow.to_dict(),
-        "verdict": verdict(flow, T, d.exploding_ratio),
+        "verdict": verdict(flow, lt.T, d.exploding_ratio),
     }
     if source != "loss":
         extra["flow_grad_c_norm"] = flow_c.tolist()
-    return LayerResult(k, grad_c, frob_over_time(grads.dh), extra)
+    return LayerResult(k, lt.grad_c_norm, lt.grad_h_norm, extra)
+
+
+def memory_plan(cfg: Config, T: int, B: int) -> dict:
+    """full or checkpoint, and why (diagnostics.memory, .memory_budget_mb)."""
+    d = cfg.diagnostics
+    full = estimated_bytes(cfg, T, B)
+    budget = d.memory_budget_mb * 2**20
+    if d.memory == "auto":
+        mode = "checkpoint" if full > budget else "full"
+        reason = (
+            f"auto: the full cache would need ~{full / 2**20:.0f} MB, over the "
+            f"{d.memory_budget_mb:g} MB budget (diagnostics.memory_budget_mb)"
+            if mode == "checkpoint"
+            else f"auto: the full cache needs ~{full / 2**20:.0f} MB, "
+            f"within the {d.memory_budget_mb:g} MB budget"
+        )
+    else:
+        mode, reason = d.memory, f"diagnostics.memory = {d.memory}"
+    return {"mode": mode, "reason": reason, "estimated_full_mb": full / 2**20}
 
 
 def analyze_problem(problem: Problem) -> AnalysisResult:
@@ -171,26 +149,39 @@ def analyze_problem(problem: Problem) -> AnalysisResult:
 
 def _analyze_problem(problem: Problem) -> AnalysisResult:
     cfg = problem.config
-    fwd, bwd = engine.run(problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target)
-    flow_bwd = bwd if problem.target == "last" else last_term_backward(problem, fwd)
-    layers = [_layer(k, problem, fwd, bwd, flow_bwd) for k in range(problem.spec.num_layers)]
+    eps = cfg.diagnostics.saturation_threshold
+    B, T = problem.x.shape[:2]
+    plan = memory_plan(cfg, T, B)
+    fwd = bwd = None
+    if plan["mode"] == "full":
+        fwd, bwd = engine.run(
+            problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target
+        )
+        flow_bwd = last_term_backward(problem, fwd) if problem.target == "all" else None
+        trace = trace_full(problem.params, problem.spec, fwd, bwd, eps, flow_bwd)
+    else:
+        trace = trace_checkpointed(
+            problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target, eps
+        )
+    plan.update(trace.memory)
+    layers = [_layer(k, lt, cfg) for k, lt in enumerate(trace.layers)]
+    grads = trace.grads
     parameters = {
         name: ParamResult(
             shape=p.shape,
             norm=clipping.global_norm({name: p}),
-            grad_norm=clipping.global_norm({name: bwd.params[name]}),
+            grad_norm=clipping.global_norm({name: grads[name]}),
         )
         for name, p in problem.params.items()
     }
     c = cfg.clipping
-    clip = clipping.snapshot(bwd.params, problem.params, c.mode, c.max_norm, c.clip_value, c.clipping)
+    clip = clipping.snapshot(grads, problem.params, c.mode, c.max_norm, c.clip_value, c.clipping)
     numerics = {
-        "loss_finite": bool(np.isfinite(fwd.loss)),
-        "first_nonfinite_forward": _first_nonfinite_forward(problem, fwd),
-        "first_nonfinite_backward": _first_nonfinite_backward(bwd),
+        "loss_finite": bool(np.isfinite(trace.loss)),
+        "first_nonfinite_forward": _first_nonfinite_forward(trace),
+        "first_nonfinite_backward": _first_nonfinite_backward(trace),
     }
     docs = [layer.to_dict() for layer in layers]
-    T = problem.x.shape[1]
     found: list[Finding] = findings.numerics_findings(numerics)
     for doc in docs:
         found += findings.flow_findings(doc, T, cfg)
@@ -200,17 +191,19 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     found += findings.clipping_findings(clip, verdicts)
     return AnalysisResult(
         config=problem.config,
-        loss=fwd.loss,
+        loss=trace.loss,
         layers=layers,
         parameters=parameters,
         problem=problem,
         fwd=fwd,
         bwd=bwd,
+        grads=grads,
         findings=found,
         sections={
             "verdict": _overall(verdicts),
             "clipping": clip,
             "numerics": numerics,
+            "memory": plan,
         },
     )
 

@@ -82,17 +82,22 @@ def make_data(config: Config, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return x.astype(config.dtype), y
 
 
-def estimated_bytes(config: Config) -> int:
-    """Rough peak memory of one analysis: caches and gradients of every layer, and the data.
+def estimated_bytes(config: Config, T: int | None = None, B: int | None = None, mode: str = "full") -> int:
+    """Rough peak memory of one analysis, in bytes.
 
-    Per layer and step the forward keeps 4H gates and c, h, tanh c (H each); backward adds
-    4H for dL/dz and about 4H more of dL/dc, dL/dh and temporaries; diagnostics add one
-    more gate-sized temporary: ~20 (T B H) numbers per layer.
+    full: per layer and step the forward keeps 4H gates and c, h, tanh c (H each); backward
+    adds 4H for dL/dz and about 4H more of dL/dc, dL/dh and temporaries; diagnostics one
+    more gate-sized temporary: ~20 (T B H) numbers per layer. checkpoint: the same for one
+    segment of ~sqrt(T) steps, plus the states at segment starts. Both: the data, 3 (T B I).
     """
     m, d = config.model, config.data
     itemsize = 4 if config.dtype == "float32" else 8
-    T, B, H = d.seq_len, d.batch_size, m.hidden_size
-    return itemsize * (20 * T * B * H * m.num_layers + 3 * T * B * max(m.input_size, m.output_size))
+    T = d.seq_len if T is None else T
+    B = d.batch_size if B is None else B
+    H = m.hidden_size
+    data = 3 * T * B * max(m.input_size, m.output_size)
+    steps = T if mode == "full" else 2 * (int(T**0.5) + 1)
+    return itemsize * (20 * steps * B * H * m.num_layers + data)
 
 
 def physical_memory() -> int | None:
@@ -103,7 +108,8 @@ def physical_memory() -> int | None:
 
 
 def check_memory(config: Config) -> None:
-    need, have = estimated_bytes(config), physical_memory()
+    mode = "full" if config.diagnostics.memory == "full" else "checkpoint"
+    need, have = estimated_bytes(config, mode=mode), physical_memory()
     if have and need > 0.8 * have:
         raise ConfigError(
             f"data.batch_size x data.seq_len x model.hidden_size x model.num_layers: this analysis "

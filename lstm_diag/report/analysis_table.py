@@ -32,12 +32,19 @@ def describe_config(doc: dict) -> list[str]:
     if extras:
         init += " (" + ", ".join(extras) + ")"
     data = d["task"] + (f" {d['path']}" if d["task"] == "file" else "")
-    return [
+    lines = [
         f"model  LSTM {m['input_size']}→{m['hidden_size']}, {m['num_layers']} layer(s), "
         f"head →{m['output_size']}; init {init}; {c['dtype']}",
         f"data   {data}; batch {d['batch_size']}, {d['seq_len']} steps; seed {c['seed']}",
         f"loss   {lo['type']} on target '{lo['target']}' = {fmt(doc['loss'], 6)}",
     ]
+    mem = doc.get("memory", {})
+    if mem.get("mode") == "checkpoint":
+        lines.append(
+            f"memory checkpointed BPTT, {mem['segments']} segments of {mem['segment']} steps "
+            f"({mem['reason']})"
+        )
+    return lines
 
 
 def header(doc: dict) -> Panel:
