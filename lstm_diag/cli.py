@@ -11,6 +11,7 @@ import click
 from . import __version__
 from .commands.analyze import analyze_cmd
 from .commands.codes import codes_cmd
+from .commands.explain import explain_cmd
 from .commands.gradcheck import gradcheck_cmd
 
 EPILOG = """\b
@@ -44,3 +45,4 @@ def main() -> None:
 main.add_command(analyze_cmd)
 main.add_command(gradcheck_cmd)
 main.add_command(codes_cmd)
+main.add_command(explain_cmd)

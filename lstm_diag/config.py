@@ -63,6 +63,8 @@ class DiagnosticsConfig(_Section):
     exploding_ratio: float = Field(1e3, gt=1)
     stuck_fraction: float = Field(0.9, gt=0, le=1)
     saturated_gate_fraction: float = Field(0.5, gt=0, le=1)
+    memory: Literal["auto", "full", "checkpoint"] = "auto"
+    memory_budget_mb: float = Field(2048, gt=0)
 
 
 class ClippingConfig(_Section):

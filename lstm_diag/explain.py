@@ -1,0 +1,946 @@
+"""`explain`: the LSTM equations at one time step, symbolically and with the engine's numbers.
+
+Pure: builds plain data, prints nothing (renderers are in report/explain_render.py).
+Each `Equation` holds its symbolic form (plain text with Unicode sub/superscripts,
+and LaTeX), a template into which a renderer substitutes the numbers of its
+operands, and its value. Equation numbers (1)-(16) are theory.md's (§1.1, §4.1).
+
+Where the numbers come from:
+- forward values (i, f, g, o, c_t, h_t, tanh c_t, x_t) are the engine's caches
+  (`LayerCache.gates/c/h/tanh_c/x`);
+- every gradient value (δh_t, δc_t, δz_t, δh_0, δc_0, ∂L/∂θ, the loss and ∂L/∂ŷ)
+  is the engine's (`LayerGrads.dh/dc/dz/dh0/dc0`, `Backward.params`, `Forward`);
+- computed here, for display only, are decompositions of those numbers: the
+  pre-activations z_t (eq. (1) from the cached x_t, h_{t-1}), the gate derivative
+  factors σ'(z) = y(1-y) and tanh'(z) = 1-y², the parts of eq. (8), and the
+  per-step shares of eqs. (14)-(16). Tests check that they recombine to the
+  engine's values.
+
+Time steps are 1-based as in theory.md (t = 1..T; t = 0 is the initial state);
+layers, samples and units are 0-based, as PyTorch indexes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import engine
+from .analysis import AnalysisResult, analyze_problem
+from .config import Config, ConfigError
+from .engine import GATES
+from .gradcheck import STEP
+from .model import Problem
+
+SCHEMA_VERSION = 1
+DEFAULT_UNITS = 2  # units shown when --units is not given
+MAX_COLS = 2  # columns of W_ih and W_hh shown in the contribution tables
+
+_SUB = str.maketrans("0123456789+-t", "₀₁₂₃₄₅₆₇₈₉₊₋ₜ")
+_SUP = str.maketrans("0123456789()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁽⁾")
+GATE_SUP = {"i": "ⁱ", "f": "ᶠ", "g": "ᵍ", "o": "ᵒ"}
+GATE_FN = {"i": "σ", "f": "σ", "g": "tanh", "o": "σ"}
+GATE_FN_TEX = {"i": r"\sigma", "f": r"\sigma", "g": r"\tanh", "o": r"\sigma"}
+
+
+# ------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Form:
+    """One piece of math, as plain text and as LaTeX."""
+
+    text: str
+    tex: str
+
+
+@dataclass
+class Equation:
+    """lhs = rhs, symbolically, then for each shown unit: subst(operands) = value.
+
+    `subst` is a template over the operands, `{0}`, `{1}`, ... in `operands` order;
+    a renderer formats the numbers. An equation without operands is symbolic only.
+    """
+
+    key: str  # stable id, e.g. "c", "dz_f", "dh_prev"
+    ref: str  # theory.md equation number(s), e.g. "6", "8 at t-1"; "" for a definition
+    lhs: Form
+    rhs: Form
+    subst: Form | None = None
+    operands: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (name, (n,))
+    value: np.ndarray | None = None  # (n,) one value per shown unit (or entry)
+    rows: list[Form] = field(default_factory=list)  # left side of each numeric row
+    source: str = ""  # where `value` comes from
+
+    def to_dict(self) -> dict:
+        d = {
+            "key": self.key,
+            "equation": self.ref,
+            "lhs": self.lhs.text,
+            "rhs": self.rhs.text,
+            "latex": f"{self.lhs.tex} = {self.rhs.tex}",
+        }
+        if self.value is not None:
+            d["rows"] = [r.text for r in self.rows]
+            d["operands"] = {name: v.tolist() for name, v in self.operands}
+            d["value"] = self.value.tolist()
+            d["source"] = self.source
+        return d
+
+
+@dataclass
+class Contribution:
+    """One step's share of the parameter gradients, eqs. (14)-(16), at chosen entries.
+
+    Rows are rows r of W_ih, W_hh, b (r = gate·H + unit, gate order i, f, g, o);
+    columns are inputs j of x_t (W_ih) and units v of h_{t-1} (W_hh).
+    """
+
+    t: int
+    layer: int
+    sample_index: int  # b
+    rows: list[int]
+    row_labels: list[str]  # "i[0]", or "i" when H = 1
+    x_cols: list[int]
+    h_cols: list[int]
+    dz: np.ndarray  # (n,)       this sample's δz_t[r] (engine)
+    x: np.ndarray  # (nx,)       this sample's x_t[j] (cache)
+    h_prev: np.ndarray  # (nh,)  this sample's h_{t-1}[v] (cache)
+    sample: dict[str, np.ndarray]  # this sample at step t: W_ih (n, nx), W_hh (n, nh), b (n,)
+    batch: dict[str, np.ndarray]  # Σ over the batch at step t, same shapes
+    total: dict[str, np.ndarray]  # the engine's ∂L/∂θ at the same entries (all steps)
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.t,
+            "sample_index": self.sample_index,
+            "rows": self.rows,
+            "row_labels": self.row_labels,
+            "x_cols": self.x_cols,
+            "h_cols": self.h_cols,
+            "dz": self.dz,
+            "x": self.x,
+            "h_prev": self.h_prev,
+            "sample": self.sample,
+            "batch": self.batch,
+            "total": self.total,
+        }
+
+
+@dataclass
+class StepView:
+    """Everything shown for one time step t (1-based) of one layer and sample."""
+
+    t: int
+    forward: list[Equation]  # eqs. (1)-(7)
+    backward: list[Equation]  # eqs. (8), (9), gate derivatives, (10)-(13)
+    contributions: Contribution  # eqs. (14)-(16)
+    previous: list[Equation]  # eqs. (8), (9) at t-1: what flows on to step t-1
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.t,
+            "forward": [e.to_dict() for e in self.forward],
+            "backward": [e.to_dict() for e in self.backward],
+            "contributions": self.contributions.to_dict(),
+            "previous": [e.to_dict() for e in self.previous],
+        }
+
+
+@dataclass
+class View:
+    """The validated selection: step t (1-based), layer, sample, units (0-based)."""
+
+    step: int
+    layer: int
+    sample: int
+    units: list[int]
+
+
+@dataclass
+class Explanation:
+    """`lstm-diag explain CONFIG`: one step of one layer, for one sample and a few units."""
+
+    config: Config
+    view: View
+    loss: float
+    sizes: dict[str, int]  # T, B, I, H, L, O
+    step: StepView
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "mode": "step",
+            "config": self.config.model_dump(mode="json"),
+            "sizes": self.sizes,
+            "view": {
+                "step": self.view.step,
+                "layer": self.view.layer,
+                "sample": self.view.sample,
+                "units": self.view.units,
+            },
+            "loss": self.loss,
+            **self.step.to_dict(),
+        }
+
+
+@dataclass
+class FDCheck:
+    """One parameter entry: the engine's gradient against a finite difference."""
+
+    name: str
+    index: tuple[int, ...]
+    label: str  # "Wᵢₕ[f]"
+    label_tex: str  # "W_{ih}[f]"
+    analytic: float  # Backward.params (engine)
+    summed: float | None  # Σ over steps of the printed per-step contributions (LSTM params)
+    numeric: float  # 4th-order central difference of the engine's loss, step gradcheck.STEP
+    rel_error: float
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "index": list(self.index),
+            "label": self.label,
+            "label_tex": self.label_tex,
+            "analytic": self.analytic,
+            "summed_contributions": self.summed,
+            "numeric": self.numeric,
+            "rel_error": self.rel_error,
+        }
+
+
+@dataclass
+class Toy:
+    """`lstm-diag explain --toy`: a scalar LSTM walked through every step."""
+
+    params: dict[str, np.ndarray]
+    x: np.ndarray  # (T,)
+    y: float
+    loss: float
+    steps: list[StepView]  # t = 1..T
+    head: list[Equation]  # ŷ, L, ∂L/∂ŷ, ∂ℓ_T/∂h_T, head gradients
+    checks: list[FDCheck]
+    tol: float
+
+    @property
+    def passed(self) -> bool:
+        return all(c.rel_error <= self.tol for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "mode": "toy",
+            "params": self.params,
+            "x": self.x,
+            "y": self.y,
+            "loss": self.loss,
+            "steps": [s.to_dict() for s in self.steps],
+            "head": [e.to_dict() for e in self.head],
+            "gradcheck": {
+                "tolerance": self.tol,
+                "passed": self.passed,
+                "entries": [c.to_dict() for c in self.checks],
+            },
+        }
+
+
+# ---------------------------------------------------------------------- symbols
+
+
+def sub(label: str | int) -> str:
+    """A time label as Unicode subscript: 't-1' -> 'ₜ₋₁', 12 -> '₁₂'."""
+    return str(label).translate(_SUB)
+
+
+def sup(label: str | int) -> str:
+    return str(label).translate(_SUP)
+
+
+def shift(label: str | int, k: int) -> str | int:
+    """Time label moved by k: 't' +1 -> 't+1', 't-1' +1 -> 't', 3 +1 -> 4."""
+    if isinstance(label, int):
+        return label + k
+    base, _, off = label.replace("+", " +").replace("-", " -").partition(" ")
+    n = (int(off) if off else 0) + k
+    return base if n == 0 else f"{base}{n:+d}"
+
+
+def sym(text: str, tex: str, time: str | int | None = None, gate: str | None = None) -> Form:
+    """A symbol with optional gate superscript and time subscript: zⁱₜ, z^{i}_{t}."""
+    t_text = (GATE_SUP[gate] if gate else "") + (sub(time) if time is not None else "")
+    t_tex = (f"^{{{gate}}}" if gate else "") + (f"_{{{time}}}" if time is not None else "")
+    return Form(text + t_text, tex + t_tex)
+
+
+def at_unit(form: Form, unit: int | None) -> Form:
+    """c₃ -> c₃[u]; a function's argument takes the index: σ′(zⁱ₃) -> σ′(zⁱ₃[u])."""
+    if unit is None:
+        return form
+    if form.text.endswith(")"):
+        return Form(f"{form.text[:-1]}[{unit}])", f"{form.tex[:-1]}[{unit}])")
+    return Form(f"{form.text}[{unit}]", f"{form.tex}[{unit}]")
+
+
+class _Operands:
+    """Collects operands and hands out their template placeholders, in order."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.items: list[tuple[str, np.ndarray]] = []
+
+    def __call__(self, name: str, values) -> str:
+        v = np.broadcast_to(np.asarray(values, dtype=np.float64), (self.n,)).copy()
+        self.items.append((name, v))
+        return "{" + str(len(self.items) - 1) + "}"
+
+
+# ----------------------------------------------------------------- one time step
+
+
+class _Step:
+    """Builds the equations of one layer and sample; `s` is a 0-based step index."""
+
+    def __init__(self, result: AnalysisResult, layer: int, sample: int, units: list[int]):
+        p = result.problem
+        self.P, self.spec, self.target = p.params, p.spec, p.target
+        self.fwd, self.bwd = result.fwd, result.bwd
+        self.k, self.b = layer, sample
+        self.units = np.asarray(units)
+        self.n = len(units)
+        self.cache = result.fwd.layers[layer]
+        self.grads = result.bwd.layers[layer]
+        self.T, _, self.H = self.cache.tanh_c.shape
+        self.I_k = self.cache.x.shape[2]
+        self.W_ih = self.P[f"weight_ih_l{layer}"]  # (4H, I_k)
+        self.W_hh = self.P[f"weight_hh_l{layer}"]  # (4H, H)
+        self.bias = self.P[f"bias_ih_l{layer}"] + self.P[f"bias_hh_l{layer}"]  # (4H,)
+        self.top = layer == self.spec.num_layers - 1
+
+    # helpers --------------------------------------------------------------
+    def rows_of(self, gate: str) -> np.ndarray:
+        return GATES.index(gate) * self.H + self.units  # rows of W_ih, W_hh, b, z
+
+    def act(self, gate: str, tau: int) -> np.ndarray:
+        """A gate's activations at step tau (1-based), (n,); zero past the end (f_{T+1} := 0)."""
+        if tau > self.T:
+            return np.zeros(self.n)
+        return self.cache.gate(gate)[tau - 1, self.b, self.units]
+
+    def numeric_rows(self, form: Form) -> list[Form]:
+        unit = (lambda u: None) if self.H == 1 else (lambda u: int(u))
+        return [at_unit(form, unit(u)) for u in self.units]
+
+    def dz_at(self, tau: int) -> np.ndarray:
+        """δz at step tau (1-based) for this sample, (4H,); zero past the end (δz_{T+1} = 0)."""
+        if tau > self.T:
+            return np.zeros(4 * self.H)
+        return self.grads.dz[tau - 1, self.b]
+
+    def direct(self, tau: int) -> np.ndarray:
+        """The non-recurrent part of eq. (8) at step tau, (n,): from the head or the layer above."""
+        if not self.top:
+            above = self.bwd.layers[self.k + 1].dz[tau - 1, self.b]  # (4H',)
+            W_up = self.P[f"weight_ih_l{self.k + 1}"]  # (4H', H)
+            return above @ W_up[:, self.units]  # (4H',) @ (4H', n)
+        W_head = self.P["head.weight"][:, self.units]  # (O, n)
+        if self.target == "last":
+            if tau != self.T:
+                return np.zeros(self.n)
+            return self.fwd.dy_hat[self.b] @ W_head  # (O,) @ (O, n)
+        return self.fwd.dy_hat[self.b, tau - 1] @ W_head
+
+    # forward, eqs. (1)-(7) -------------------------------------------------
+    def forward(self, tau: int) -> list[Equation]:
+        s, b = tau - 1, self.b
+        x = self.cache.x[s, b]  # (I_k,)
+        h_prev = self.cache.h[s, b]  # (H,)  h_{t-1}
+        t_ = "t"
+        x_name = "xₜ" if self.k == 0 else f"hₜ{sup(f'({self.k - 1})')}"
+        x_tex = "x_t" if self.k == 0 else f"h_t^{{({self.k - 1})}}"
+        eqs = [
+            Equation(
+                "z",
+                "1",
+                sym("z", "z", t_),
+                Form(
+                    f"Wᵢₕ {x_name} + bᵢₕ + Wₕₕ hₜ₋₁ + bₕₕ",
+                    rf"W_{{ih}} {x_tex} + b_{{ih}} + W_{{hh}} h_{{t-1}} + b_{{hh}}",
+                ),
+            )
+        ]
+        z_all = {}
+        for gate in GATES:
+            r = self.rows_of(gate)
+            wx = self.W_ih[r] @ x  # (n, I_k) @ (I_k,)
+            uh = self.W_hh[r] @ h_prev  # (n, H) @ (H,)
+            z = wx + self.bias[r] + uh  # eq. (1), for display: the cache holds activations
+            z_all[gate] = z
+            op = _Operands(self.n)
+            gs = GATE_SUP[gate]
+            if self.I_k == 1:
+                in_txt = in_tex = f"{op(f'Wᵢₕ[{gate}]', self.W_ih[r, 0])} · {op(x_name, x[0])}"
+                in_tex = in_txt.replace("·", r"\cdot")
+            else:
+                in_txt = in_tex = op(f"(Wᵢₕ {x_name}){gs}", wx)
+            b_ph = op(f"b{gs}", self.bias[r])
+            if self.H == 1:
+                rec_txt = f"{op(f'Wₕₕ[{gate}]', self.W_hh[r, 0])} · {op('hₜ₋₁', h_prev[0])}"
+                rec_tex = rec_txt.replace("·", r"\cdot")
+            else:
+                rec_txt = rec_tex = op(f"(Wₕₕ hₜ₋₁){gs}", uh)
+            if self.I_k == 1 and self.H == 1:
+                rhs = Form(
+                    f"Wᵢₕ[{gate}] {x_name} + b{gs} + Wₕₕ[{gate}] hₜ₋₁",
+                    rf"W_{{ih}}[{gate}]\, {x_tex} + b^{{{gate}}} + W_{{hh}}[{gate}]\, h_{{t-1}}",
+                )
+            else:
+                rhs = Form(
+                    f"(Wᵢₕ {x_name}){gs} + b{gs} + (Wₕₕ hₜ₋₁){gs}",
+                    rf"(W_{{ih}} {x_tex})^{{{gate}}} + b^{{{gate}}} + (W_{{hh}} h_{{t-1}})^{{{gate}}}",
+                )
+            eqs.append(
+                Equation(
+                    f"z_{gate}",
+                    "1",
+                    sym("z", "z", t_, gate),
+                    rhs,
+                    Form(f"{in_txt} + {b_ph} + {rec_txt}", f"{in_tex} + {b_ph} + {rec_tex}"),
+                    op.items,
+                    z,
+                    self.numeric_rows(sym("z", "z", tau, gate)),
+                    "recomputed by eq. (1) from cached x_t, h_{t-1} (display only)",
+                )
+            )
+            op = _Operands(self.n)
+            fn, fn_tex = GATE_FN[gate], GATE_FN_TEX[gate]
+            ph = op(f"z{gs}ₜ", z)
+            eqs.append(
+                Equation(
+                    gate,
+                    str(2 + GATES.index(gate)),
+                    sym(gate, gate, t_),
+                    Form(f"{fn}(z{gs}ₜ)", rf"{fn_tex}(z^{{{gate}}}_t)"),
+                    Form(f"{fn}({ph})", rf"{fn_tex}({ph})"),
+                    op.items,
+                    self.act(gate, tau),
+                    self.numeric_rows(sym(gate, gate, tau)),
+                    "LayerCache.gates",
+                )
+            )
+        i, f, g, o = (self.act(q, tau) for q in GATES)
+        c_prev = self.cache.c[s, b, self.units]
+        op = _Operands(self.n)
+        ph = [op("fₜ", f), op("cₜ₋₁", c_prev), op("iₜ", i), op("gₜ", g)]
+        eqs.append(
+            Equation(
+                "c",
+                "6",
+                sym("c", "c", t_),
+                Form("fₜ ⊙ cₜ₋₁ + iₜ ⊙ gₜ", r"f_t \odot c_{t-1} + i_t \odot g_t"),
+                Form(
+                    f"{ph[0]} · {ph[1]} + {ph[2]} · {ph[3]}",
+                    rf"{ph[0]} \cdot {ph[1]} + {ph[2]} \cdot {ph[3]}",
+                ),
+                op.items,
+                self.cache.c[s + 1, b, self.units],
+                self.numeric_rows(sym("c", "c", tau)),
+                "LayerCache.c",
+            )
+        )
+        op = _Operands(self.n)
+        ph = [op("oₜ", o), op("cₜ", self.cache.c[s + 1, b, self.units]), op("tanh cₜ", self.tanh_c(tau))]
+        eqs.append(
+            Equation(
+                "h",
+                "7",
+                sym("h", "h", t_),
+                Form("oₜ ⊙ tanh(cₜ)", r"o_t \odot \tanh(c_t)"),
+                Form(
+                    f"{ph[0]} · tanh({ph[1]}) = {ph[0]} · {ph[2]}",
+                    rf"{ph[0]} \cdot \tanh({ph[1]}) = {ph[0]} \cdot {ph[2]}",
+                ),
+                op.items,
+                self.cache.h[s + 1, b, self.units],
+                self.numeric_rows(sym("h", "h", tau)),
+                "LayerCache.h",
+            )
+        )
+        return eqs
+
+    def tanh_c(self, tau: int) -> np.ndarray:
+        return self.cache.tanh_c[tau - 1, self.b, self.units]
+
+    # backward, eqs. (8)-(13) -----------------------------------------------
+    def dh_equations(self, tau: int, label: str | int, key: str, ref: str) -> list[Equation]:
+        """Eq. (8) at step tau (0 = the initial state), symbol time `label`."""
+        nxt = shift(label, 1)
+        dz_next = self.dz_at(tau + 1)  # (4H,)
+        rec = dz_next @ self.W_hh[:, self.units]  # (4H,) @ (4H, n): (W_hhᵀ δz_{t+1})[u]
+        rec_sym = Form(f"Wₕₕᵀ δz{sub(nxt)}", rf"W_{{hh}}^\top \delta z_{{{nxt}}}")
+        eqs = []
+        if self.H == 1 and tau < self.T:  # spell out the sum over the four gate rows
+            op = _Operands(self.n)
+            terms = [
+                f"{op(f'Wₕₕ[{q}]', self.W_hh[j, 0])} · {op(f'δz{GATE_SUP[q]}{sub(tau + 1)}', dz_next[j])}"
+                for j, q in enumerate(GATES)
+            ]
+            txt = " + ".join(terms)
+            eqs.append(
+                Equation(
+                    f"{key}_rec",
+                    ref,
+                    rec_sym,
+                    Form(
+                        " + ".join(f"Wₕₕ[{q}] δz{GATE_SUP[q]}{sub(nxt)}" for q in GATES),
+                        " + ".join(rf"W_{{hh}}[{q}]\, \delta z^{{{q}}}_{{{nxt}}}" for q in GATES),
+                    ),
+                    Form(txt, txt.replace("·", r"\cdot")),
+                    op.items,
+                    rec,
+                    [Form(f"Wₕₕᵀ δz{sub(tau + 1)}", rf"W_{{hh}}^\top \delta z_{{{tau + 1}}}")],
+                    "W_hhᵀ times LayerGrads.dz of the next step (display only)",
+                )
+            )
+        op = _Operands(self.n)
+        lhs = sym("δh", r"\delta h", label)
+        value = self.grads.dh[tau - 1, self.b, self.units] if tau >= 1 else self.grads.dh0[self.b, self.units]
+        source = "LayerGrads.dh" if tau >= 1 else "LayerGrads.dh0"
+        if tau == 0:  # δh_0 = W_hhᵀ δz_1
+            rhs, subst = rec_sym, op(rec_sym.text, rec)
+            subst = Form(subst, subst)
+        else:
+            if self.top:
+                d_txt, d_tex = (
+                    f"∂ℓ{sub(label)}/∂h{sub(label)}",
+                    rf"\partial \ell_{{{label}}}/\partial h_{{{label}}}",
+                )
+            else:
+                k1 = self.k + 1
+                d_txt = f"Wᵢₕ{sup(f'({k1})')}ᵀ δz{sub(label)}{sup(f'({k1})')}"
+                d_tex = rf"W_{{ih}}^{{({k1})\top}} \delta z_{{{label}}}^{{({k1})}}"
+            d_ph = op(d_txt, self.direct(tau))
+            r_ph = op(rec_sym.text, rec) if tau < self.T else "0"
+            rhs = Form(f"{d_txt} + {rec_sym.text}", f"{d_tex} + {rec_sym.tex}")
+            subst = Form(f"{d_ph} + {r_ph}", f"{d_ph} + {r_ph}")
+        eqs.append(
+            Equation(
+                key,
+                ref,
+                lhs,
+                rhs,
+                subst,
+                op.items,
+                value,
+                self.numeric_rows(sym("δh", r"\delta h", tau)),
+                source,
+            )
+        )
+        return eqs
+
+    def dc_equation(self, tau: int, label: str | int, key: str, ref: str) -> Equation:
+        """Eq. (9) at step tau (0 = the initial state), symbol time `label`."""
+        nxt = shift(label, 1)
+        op = _Operands(self.n)
+        parts_txt, parts_tex, sub_parts = [], [], []
+        if tau >= 1:
+            dh = self.grads.dh[tau - 1, self.b, self.units]
+            o = self.act("o", tau)
+            tc = self.tanh_c(tau)
+            L = sub(label)
+            parts_txt.append(f"δh{L} ⊙ o{L} ⊙ (1 - tanh² c{L})")
+            parts_tex.append(rf"\delta h_{{{label}}} \odot o_{{{label}}} \odot (1 - \tanh^2 c_{{{label}}})")
+            ph = [op(f"δh{L}", dh), op(f"o{L}", o), op(f"1 - tanh² c{L}", 1.0 - tc * tc)]
+            sub_parts.append(f"{ph[0]} · {ph[1]} · {ph[2]}")
+        N = sub(nxt)
+        parts_txt.append(f"δc{N} ⊙ f{N}")
+        parts_tex.append(rf"\delta c_{{{nxt}}} \odot f_{{{nxt}}}")
+        if tau < self.T:
+            ph = [op(f"δc{N}", self.grads.dc[tau, self.b, self.units]), op(f"f{N}", self.act("f", tau + 1))]
+            sub_parts.append(f"{ph[0]} · {ph[1]}")
+        else:
+            sub_parts.append("0")
+        txt = " + ".join(sub_parts)
+        value = self.grads.dc[tau - 1, self.b, self.units] if tau >= 1 else self.grads.dc0[self.b, self.units]
+        return Equation(
+            key,
+            ref,
+            sym("δc", r"\delta c", label),
+            Form(" + ".join(parts_txt), " + ".join(parts_tex)),
+            Form(txt, txt.replace("·", r"\cdot")),
+            op.items,
+            value,
+            self.numeric_rows(sym("δc", r"\delta c", tau)),
+            "LayerGrads.dc" if tau >= 1 else "LayerGrads.dc0",
+        )
+
+    def backward(self, tau: int) -> list[Equation]:
+        i, f, g, o = (self.act(q, tau) for q in GATES)
+        tc = self.tanh_c(tau)
+        c_prev = self.cache.c[tau - 1, self.b, self.units]
+        dh = self.grads.dh[tau - 1, self.b, self.units]
+        dc = self.grads.dc[tau - 1, self.b, self.units]
+        dz = self.grads.dz[tau - 1, self.b]  # (4H,)
+        eqs = self.dh_equations(tau, "t", "dh", "8")
+        op = _Operands(self.n)
+        ph = op("tanh cₜ", tc)
+        eqs.append(
+            Equation(
+                "dtanh_c",
+                "",
+                Form("tanh′(cₜ)", r"\tanh'(c_t)"),
+                Form("1 - tanh² cₜ", r"1 - \tanh^2 c_t"),
+                Form(f"1 - {ph}²", rf"1 - {ph}^2"),
+                op.items,
+                1.0 - tc * tc,
+                self.numeric_rows(Form(f"tanh′(c{sub(tau)})", rf"\tanh'(c_{{{tau}}})")),
+                "computed from LayerCache.tanh_c",
+            )
+        )
+        eqs.append(self.dc_equation(tau, "t", "dc", "9"))
+        # each gate's local derivative: σ'(z) = y(1 - y), tanh'(z) = 1 - y²
+        local = {"i": i * (1.0 - i), "f": f * (1.0 - f), "g": 1.0 - g * g, "o": o * (1.0 - o)}
+        local_eqs: dict[str, Equation] = {}
+        for q, y in zip(GATES, (i, f, g, o), strict=True):
+            op = _Operands(self.n)
+            ph = op(f"{q}ₜ", y)
+            gs = GATE_SUP[q]
+            if q == "g":
+                lhs = Form(f"tanh′(z{gs}ₜ)", r"\tanh'(z^{g}_t)")
+                rhs, subst = Form("1 - gₜ²", "1 - g_t^2"), Form(f"1 - {ph}²", f"1 - {ph}^2")
+                row = Form(f"tanh′(z{gs}{sub(tau)})", rf"\tanh'(z^{{g}}_{{{tau}}})")
+            else:
+                lhs = Form(f"σ′(z{gs}ₜ)", rf"\sigma'(z^{{{q}}}_t)")
+                rhs = Form(f"{q}ₜ(1 - {q}ₜ)", rf"{q}_t(1 - {q}_t)")
+                subst = Form(f"{ph} · (1 - {ph})", rf"{ph} \cdot (1 - {ph})")
+                row = Form(f"σ′(z{gs}{sub(tau)})", rf"\sigma'(z^{{{q}}}_{{{tau}}})")
+            local_eqs[q] = Equation(
+                f"d{q}",
+                "",
+                lhs,
+                rhs,
+                subst,
+                op.items,
+                local[q],
+                self.numeric_rows(row),
+                "computed from LayerCache.gates",
+            )
+        # eqs. (10)-(13): δz = (upstream δ) ⊙ (what the gate multiplies) ⊙ (gate derivative)
+        spec = {
+            "i": ("10", ("δcₜ", dc, r"\delta c_t"), ("gₜ", g, "g_t")),
+            "f": ("11", ("δcₜ", dc, r"\delta c_t"), ("cₜ₋₁", c_prev, "c_{t-1}")),
+            "g": ("12", ("δcₜ", dc, r"\delta c_t"), ("iₜ", i, "i_t")),
+            "o": ("13", ("δhₜ", dh, r"\delta h_t"), ("tanh cₜ", tc, r"\tanh c_t")),
+        }
+        for q, (ref, (n1, v1, t1), (n2, v2, t2)) in spec.items():
+            gs = GATE_SUP[q]
+            d_txt = f"tanh′(z{gs}ₜ)" if q == "g" else f"σ′(z{gs}ₜ)"
+            d_tex = r"\tanh'(z^{g}_t)" if q == "g" else rf"\sigma'(z^{{{q}}}_t)"
+            op = _Operands(self.n)
+            ph = [op(n1, v1), op(n2, v2), op(d_txt, local[q])]
+            eqs.append(local_eqs[q])  # the gate's derivative, then its δz
+            eqs.append(
+                Equation(
+                    f"dz_{q}",
+                    ref,
+                    sym("δz", r"\delta z", "t", q),
+                    Form(f"{n1} ⊙ {n2} ⊙ {d_txt}", rf"{t1} \odot {t2} \odot {d_tex}"),
+                    Form(" · ".join(ph), r" \cdot ".join(ph)),
+                    op.items,
+                    dz[self.rows_of(q)],
+                    self.numeric_rows(sym("δz", r"\delta z", tau, q)),
+                    "LayerGrads.dz",
+                )
+            )
+        return eqs
+
+    def previous(self, tau: int) -> list[Equation]:
+        """Eqs. (8), (9) at t-1: what this step sends back to step t-1 (or to h_0, c_0)."""
+        label: str | int = "t-1" if tau > 1 else 0
+        ref8, ref9 = ("8 at t-1", "9 at t-1") if tau > 1 else ("", "")
+        eqs = self.dh_equations(tau - 1, label, "dh_prev", ref8)
+        eqs.append(self.dc_equation(tau - 1, label, "dc_prev", ref9))
+        return eqs
+
+    # eqs. (14)-(16) ----------------------------------------------------------
+    def contributions(self, tau: int) -> Contribution:
+        s, b, k, H = tau - 1, self.b, self.k, self.H
+        rows = [int(GATES.index(q) * H + u) for q in GATES for u in self.units]
+        labels = [q if H == 1 else f"{q}[{int(u)}]" for q in GATES for u in self.units]
+        x_cols = list(range(min(self.I_k, MAX_COLS)))
+        h_cols = [int(u) for u in self.units[:MAX_COLS]]
+        dz = self.grads.dz[s]  # (B, 4H)
+        x = self.cache.x[s]  # (B, I_k)
+        h_prev = self.cache.h[s]  # (B, H)  h_{t-1}
+        names = (f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}")
+        dz_r = dz[:, rows]  # (B, n)
+        sample = {
+            names[0]: np.outer(dz_r[b], x[b, x_cols]),  # eq. (14): δz_t x_tᵀ
+            names[1]: np.outer(dz_r[b], h_prev[b, h_cols]),  # eq. (15): δz_t h_{t-1}ᵀ
+            names[2]: dz_r[b].copy(),  # eq. (16): δz_t
+        }
+        batch = {
+            names[0]: dz_r.T @ x[:, x_cols],  # (n, B) @ (B, nx)
+            names[1]: dz_r.T @ h_prev[:, h_cols],  # (n, B) @ (B, nh)
+            names[2]: dz_r.sum(axis=0),
+        }
+        grads = self.bwd.params
+        total = {
+            names[0]: grads[names[0]][np.ix_(rows, x_cols)],
+            names[1]: grads[names[1]][np.ix_(rows, h_cols)],
+            names[2]: grads[names[2]][rows],
+        }
+        return Contribution(
+            t=tau,
+            layer=k,
+            sample_index=b,
+            rows=rows,
+            row_labels=labels,
+            x_cols=x_cols,
+            h_cols=h_cols,
+            dz=dz_r[b].copy(),
+            x=x[b, x_cols].copy(),
+            h_prev=h_prev[b, h_cols].copy(),
+            sample=sample,
+            batch=batch,
+            total=total,
+        )
+
+    def view(self, tau: int) -> StepView:
+        return StepView(
+            t=tau,
+            forward=self.forward(tau),
+            backward=self.backward(tau),
+            contributions=self.contributions(tau),
+            previous=self.previous(tau),
+        )
+
+
+# ------------------------------------------------------------------ selection
+
+
+def _index(option: str, value, lo: int, hi: int, what: str) -> int:
+    """An integer option in lo..hi, else a one-line ConfigError naming the option and range."""
+    try:
+        v = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{option}: expected an integer in {lo}..{hi} ({what}), got {value!r}") from None
+    if not lo <= v <= hi:
+        raise ConfigError(f"{option}: must be in {lo}..{hi} ({what}), got {v}")
+    return v
+
+
+def select(
+    problem: Problem,
+    step: int | str | None = None,
+    layer: int | str | None = None,
+    sample: int | str | None = None,
+    units: str | list[int] | None = None,
+) -> View:
+    """Validate the requested view against the model's sizes (CLI option names in errors)."""
+    spec = problem.spec
+    B, T = problem.x.shape[0], problem.x.shape[1]
+    H = spec.hidden_size
+    t = T if step is None else _index("--step", step, 1, T, "time steps, 1-based")
+    k = 0 if layer is None else _index("--layer", layer, 0, spec.num_layers - 1, "layers, 0-based")
+    b = 0 if sample is None else _index("--sample", sample, 0, B - 1, "samples in the batch, 0-based")
+    if units is None:
+        us = list(range(min(H, DEFAULT_UNITS)))
+    else:
+        items = units.split(",") if isinstance(units, str) else list(units)
+        if not [u for u in items if str(u).strip()]:
+            raise ConfigError(f"--units: expected unit indices in 0..{H - 1}, e.g. 0,3, got {units!r}")
+        us = [_index("--units", u, 0, H - 1, "hidden units, 0-based") for u in items if str(u).strip()]
+        us = list(dict.fromkeys(us))  # keep the order, drop repeats
+    return View(step=t, layer=k, sample=b, units=us)
+
+
+def explain(result: AnalysisResult, view: View) -> Explanation:
+    """The equations of `view.step` for one layer, sample and a few units, with the engine's numbers."""
+    p = result.problem
+    B, T, I = p.x.shape
+    sizes = {
+        "T": int(T),
+        "B": int(B),
+        "I": int(I),
+        "H": p.spec.hidden_size,
+        "L": p.spec.num_layers,
+        "O": p.spec.output_size,
+    }
+    step = _Step(result, view.layer, view.sample, view.units).view(view.step)
+    return Explanation(config=p.config, view=view, loss=result.loss, sizes=sizes, step=step)
+
+
+# ------------------------------------------------------------------------ toy
+
+# A scalar LSTM (I = H = O = 1), hand-chosen so that no gate saturates and every
+# number can be followed with a pocket calculator. Rows in the gate order i, f, g, o.
+TOY_PARAMS = {
+    "weight_ih_l0": [[0.5], [0.6], [0.9], [0.4]],
+    "weight_hh_l0": [[-0.4], [0.5], [0.8], [0.3]],
+    "bias_ih_l0": [0.1, 1.0, 0.0, -0.1],  # b_f = 1 (Jozefowicz et al. 2015)
+    "bias_hh_l0": [0.0, 0.0, 0.0, 0.0],
+    "head.weight": [[1.5]],
+    "head.bias": [0.2],
+}
+TOY_X = [1.0, -0.5, 0.8]  # x_1, x_2, x_3
+TOY_Y = 0.5  # the target of the last step; loss (ŷ - y)²
+TOY_TOL = 1e-6  # gradcheck's float64 tolerance
+
+
+def toy_problem() -> Problem:
+    """The toy as an ordinary lstm-diag problem (mse on the last step, float64)."""
+    T = len(TOY_X)
+    config = Config.model_validate(
+        {
+            "model": {"input_size": 1, "hidden_size": 1, "num_layers": 1, "output_size": 1},
+            "data": {"batch_size": 1, "seq_len": T},
+            "loss": {"type": "mse", "target": "last"},
+        }
+    )
+    spec = engine.Spec(1, 1, 1, 1)
+    params = {k: np.array(v, dtype=np.float64) for k, v in TOY_PARAMS.items()}
+    x = np.array(TOY_X, dtype=np.float64).reshape(1, T, 1)  # (B, T, I)
+    y = np.array([[TOY_Y]])  # (B, O)
+    return Problem(config=config, spec=spec, params=params, x=x, y=y)
+
+
+def _head_equations(result: AnalysisResult) -> list[Equation]:
+    """ŷ, L and their derivatives for the toy (B = O = 1), from the engine's Forward/Backward."""
+    p, fwd, bwd = result.problem, result.fwd, result.bwd
+    T = p.x.shape[1]
+    v, c = p.params["head.weight"][0, 0], p.params["head.bias"][0]
+    h_T = fwd.layers[-1].h[-1, 0, 0]
+    y_hat, y, dy = fwd.y_hat[0, 0], p.y[0, 0], fwd.dy_hat[0, 0]
+
+    def eq(key, lhs, rhs, subst, operands, value, row, source):
+        op = _Operands(1)
+        ph = [op(n, val) for n, val in operands]
+        txt = subst.format(*ph)
+        tex = txt.replace("·", r"\cdot").replace("²", "^2")
+        return Equation(key, "", lhs, rhs, Form(txt, tex), op.items, np.array([value]), [row], source)
+
+    Ts = sub(T)
+    return [
+        eq(
+            "y_hat",
+            Form("ŷ", r"\hat y"),
+            Form("W_head h_T + b_head", r"W_{\text{head}}\, h_T + b_{\text{head}}"),
+            "{} · {} + {}",
+            [("W_head", v), (f"h{Ts}", h_T), ("b_head", c)],
+            y_hat,
+            Form("ŷ", r"\hat y"),
+            "Forward.y_hat",
+        ),
+        eq(
+            "loss",
+            Form("L", "L"),
+            Form("(ŷ - y)²", r"(\hat y - y)^2"),
+            "({} - {})²",
+            [("ŷ", y_hat), ("y", y)],
+            fwd.loss,
+            Form("L", "L"),
+            "Forward.loss",
+        ),
+        eq(
+            "dy_hat",
+            Form("∂L/∂ŷ", r"\partial L/\partial \hat y"),
+            Form("2 (ŷ - y)", r"2 (\hat y - y)"),
+            "2 · ({} - {})",
+            [("ŷ", y_hat), ("y", y)],
+            dy,
+            Form("∂L/∂ŷ", r"\partial L/\partial \hat y"),
+            "Forward.dy_hat",
+        ),
+        eq(
+            "dl_dh",
+            Form("∂ℓ_T/∂h_T", r"\partial \ell_T/\partial h_T"),
+            Form("W_headᵀ ∂L/∂ŷ", r"W_{\text{head}}^\top\, \partial L/\partial \hat y"),
+            "{} · {}",
+            [("W_head", v), ("∂L/∂ŷ", dy)],
+            dy * v,
+            Form(f"∂ℓ{Ts}/∂h{Ts}", rf"\partial \ell_{{{T}}}/\partial h_{{{T}}}"),
+            "the head's part of eq. (8) at t = T (display only)",
+        ),
+        eq(
+            "dW_head",
+            Form("∂L/∂W_head", r"\partial L/\partial W_{\text{head}}"),
+            Form("∂L/∂ŷ · h_Tᵀ", r"\partial L/\partial \hat y\; h_T^\top"),
+            "{} · {}",
+            [("∂L/∂ŷ", dy), (f"h{Ts}", h_T)],
+            bwd.params["head.weight"][0, 0],
+            Form("∂L/∂W_head", r"\partial L/\partial W_{\text{head}}"),
+            "Backward.params['head.weight']",
+        ),
+        eq(
+            "db_head",
+            Form("∂L/∂b_head", r"\partial L/\partial b_{\text{head}}"),
+            Form("∂L/∂ŷ", r"\partial L/\partial \hat y"),
+            "{}",
+            [("∂L/∂ŷ", dy)],
+            bwd.params["head.bias"][0],
+            Form("∂L/∂b_head", r"\partial L/\partial b_{\text{head}}"),
+            "Backward.params['head.bias']",
+        ),
+    ]
+
+
+TOY_LABELS = {  # text, LaTeX
+    "weight_ih_l0": ("Wᵢₕ", "W_{ih}"),
+    "weight_hh_l0": ("Wₕₕ", "W_{hh}"),
+    "bias_ih_l0": ("bᵢₕ", "b_{ih}"),
+    "bias_hh_l0": ("bₕₕ", "b_{hh}"),
+    "head.weight": ("W_head", r"W_{\text{head}}"),
+    "head.bias": ("b_head", r"b_{\text{head}}"),
+}
+
+
+def _finite_difference(problem: Problem, name: str, j: int, step: float = STEP) -> float:
+    """gradcheck's 4th-order central difference of the engine's loss in one flat entry."""
+    params = {k: v.copy() for k, v in problem.params.items()}
+    flat = params[name].reshape(-1)  # a view into params[name]
+    orig = flat[j]
+
+    def L(delta: float) -> float:
+        flat[j] = orig + delta
+        return engine.loss_only(params, problem.spec, problem.x, problem.y, problem.loss, problem.target)
+
+    return (-L(2 * step) + 8 * L(step) - 8 * L(-step) + L(-2 * step)) / (12 * step)
+
+
+def toy() -> Toy:
+    """Run the toy through `analyze` and explain every step, ending with a gradient check."""
+    problem = toy_problem()
+    result = analyze_problem(problem)
+    builder = _Step(result, layer=0, sample=0, units=[0])
+    T = problem.x.shape[1]
+    steps = [builder.view(tau) for tau in range(1, T + 1)]
+    L0 = result.loss
+    floor = 1e-6 * max(abs(L0), 1.0)
+    checks = []
+    for name, arr in problem.params.items():
+        grad = result.bwd.params[name]
+        for j in range(arr.size):
+            idx = tuple(int(v) for v in np.unravel_index(j, arr.shape))
+            a = float(grad.reshape(-1)[j])
+            n = _finite_difference(problem, name, j)
+            label, label_tex = TOY_LABELS[name]
+            if name.startswith("head"):
+                summed = None
+            else:
+                key = "bias_ih_l0" if name == "bias_hh_l0" else name  # b_ih, b_hh: same gradient (16)
+                summed = float(sum(np.asarray(s.contributions.batch[key]).reshape(-1)[j] for s in steps))
+                label, label_tex = f"{label}[{GATES[idx[0]]}]", f"{label_tex}[{GATES[idx[0]]}]"
+            rel = abs(a - n) / max(abs(a), abs(n), floor)
+            checks.append(FDCheck(name, idx, label, label_tex, a, summed, n, rel))
+    return Toy(
+        params=problem.params,
+        x=problem.x[0, :, 0].copy(),
+        y=float(problem.y[0, 0]),
+        loss=L0,
+        steps=steps,
+        head=_head_equations(result),
+        checks=checks,
+        tol=TOY_TOL,
+    )
