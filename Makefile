@@ -18,11 +18,11 @@ demo: $(STAMP)
 	$(BIN)/lstm-diag analyze
 
 test: $(STAMP)
-	$(BIN)/ruff check lstm_diag tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check lstm_diag tests benchmarks
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
