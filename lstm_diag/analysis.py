@@ -121,6 +121,31 @@ def _layer(k: int, lt: LayerTrace, cfg: Config) -> LayerResult:
     return LayerResult(k, lt.grad_c_norm, lt.grad_h_norm, extra)
 
 
+def _dynamics(problem: Problem, fwd, bwd, flow_bwd, layers: list[LayerResult]) -> dict:
+    """`layers[k].dynamics`: state Jacobians and Lyapunov spectrum (docs/dynamics.md)."""
+    d = problem.config.diagnostics
+    if not d.dynamics:
+        return {"computed": False, "reason": "diagnostics.dynamics is off (--no-dynamics)"}
+    if fwd is None:
+        return {"computed": False, "reason": "needs the full caches; skipped with checkpointed BPTT"}
+    from .dynamics import layer_dynamics
+
+    H, T = problem.spec.hidden_size, problem.x.shape[1]
+    grads = bwd if flow_bwd is None else flow_bwd  # the same loss term the flow verdict uses
+    for k, layer in enumerate(layers):
+        layer.extra["dynamics"] = layer_dynamics(
+            fwd.layers[k],
+            problem.params[f"weight_hh_l{k}"],
+            k=min(d.lyapunov_k, 2 * H),
+            window=min(d.window, T),
+            window_k=min(d.window_k, 2 * H),
+            norm_samples=2,
+            seed=problem.config.seed,
+            grad_c=grads.layers[k].dc,
+        )
+    return {"computed": True}
+
+
 def memory_plan(cfg: Config, T: int, B: int) -> dict:
     """full or checkpoint, and why (diagnostics.memory, .memory_budget_mb)."""
     d = cfg.diagnostics
@@ -152,7 +177,7 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     eps = cfg.diagnostics.saturation_threshold
     B, T = problem.x.shape[:2]
     plan = memory_plan(cfg, T, B)
-    fwd = bwd = None
+    fwd = bwd = flow_bwd = None
     if plan["mode"] == "full":
         fwd, bwd = engine.run(
             problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target
@@ -165,6 +190,7 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
         )
     plan.update(trace.memory)
     layers = [_layer(k, lt, cfg) for k, lt in enumerate(trace.layers)]
+    dyn_note = _dynamics(problem, fwd, bwd, flow_bwd if fwd is not None else None, layers)
     grads = trace.grads
     parameters = {
         name: ParamResult(
@@ -204,6 +230,7 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
             "clipping": clip,
             "numerics": numerics,
             "memory": plan,
+            "dynamics": dyn_note,
         },
     )
 

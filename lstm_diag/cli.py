@@ -13,6 +13,9 @@ from .commands.analyze import analyze_cmd
 from .commands.codes import codes_cmd
 from .commands.explain import explain_cmd
 from .commands.gradcheck import gradcheck_cmd
+from .commands.plot import plot_cmd
+from .commands.report import report_cmd
+from .commands.train import train_cmd
 
 EPILOG = """\b
 Examples:
@@ -46,3 +49,6 @@ main.add_command(analyze_cmd)
 main.add_command(gradcheck_cmd)
 main.add_command(codes_cmd)
 main.add_command(explain_cmd)
+main.add_command(train_cmd)
+main.add_command(plot_cmd)
+main.add_command(report_cmd)

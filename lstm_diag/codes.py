@@ -48,6 +48,13 @@ CODES = {
             "layer's at the median step.",
         ),
         Code(
+            "LD105",
+            "chaotic-dynamics",
+            "warning",
+            "The largest Lyapunov exponent of the state (c_t, h_t) is positive: nearby trajectories "
+            "diverge and backpropagated gradients grow like e^{λ1 k} (docs/dynamics.md).",
+        ),
+        Code(
             "LD201",
             "saturated-gate",
             "warning",

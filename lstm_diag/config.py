@@ -65,6 +65,10 @@ class DiagnosticsConfig(_Section):
     saturated_gate_fraction: float = Field(0.5, gt=0, le=1)
     memory: Literal["auto", "full", "checkpoint"] = "auto"
     memory_budget_mb: float = Field(2048, gt=0)
+    dynamics: bool = True
+    lyapunov_k: int = Field(8, gt=0)
+    window: int = Field(20, gt=0)
+    window_k: int = Field(4, ge=0)
 
 
 class ClippingConfig(_Section):
@@ -72,6 +76,35 @@ class ClippingConfig(_Section):
     max_norm: float = Field(1.0, gt=0)
     clip_value: float = Field(1.0, gt=0)
     clipping: float = Field(0.01, gt=0)
+
+
+class TrainConfig(_Section):
+    """`lstm-diag train` (docs/train.md); CLI flags override these."""
+
+    steps: int = Field(200, gt=0)
+    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    clip: str | list[str] = "none,norm:1.0,value:0.1,agc:0.01"
+    log_every: int = Field(10, gt=0)
+    metrics: str | None = None
+    save_weights: str | None = None
+    plots: str | None = None
+
+    @model_validator(mode="after")
+    def _valid(self):
+        from .train import parse_clip  # lazy: train imports this module
+
+        try:
+            parse_clip(self.clip)
+        except ValueError as e:
+            raise ValueError(f"train.clip: {e}") from None
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
+        return self
 
 
 class Config(_Section):
@@ -82,6 +115,7 @@ class Config(_Section):
     loss: LossConfig = LossConfig()
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     clipping: ClippingConfig = ClippingConfig()
+    train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -131,7 +165,14 @@ def _choice_message(field, got, choices):
     return f"model.{field}: unknown scheme {got!r}{hint}; one of {', '.join(choices)}"
 
 
-PATH_FIELDS = (("model", "weights"), ("data", "path"))
+PATH_FIELDS = (
+    ("model", "weights"),
+    ("data", "path"),
+    ("train", "metrics"),
+    ("train", "save_weights"),
+    ("train", "plots"),
+    ("compare", "plots"),
+)
 
 
 # ---------------------------------------------------------------------------- loading

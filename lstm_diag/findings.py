@@ -58,6 +58,25 @@ def flow_findings(layer: dict, T: int, cfg) -> list[Finding]:
                 "(model.init=orthogonal, or a smaller model.recurrent_scale), or shorten the sequence.",
             )
         )
+    dyn = layer.get("dynamics")
+    if dyn and dyn["lyapunov"] and math.isfinite(dyn["lyapunov"][0]) and dyn["lyapunov"][0] > 0:
+        lam, sd = dyn["lyapunov"][0], dyn["lyapunov_std"][0]
+        g = dyn.get("gradient") or {}
+        measured = (
+            f"; measured growth of ||dL/dc_t|| {fmt(g['measured_rate'])}/step"
+            if g.get("measured_rate") is not None and math.isfinite(g["measured_rate"])
+            else ""
+        )
+        out.append(
+            _f(
+                "LD105",
+                k,
+                f"largest Lyapunov exponent {lam:+.3g} ± {fmt(sd)}/step: chaotic regime, gradients grow "
+                f"~e^({lam:.3g} k) over k steps back{measured}.",
+                "Contract the dynamics: smaller recurrent weights (model.recurrent_scale, orthogonal "
+                "init), and clip the gradient norm (clipping.mode=norm) while training.",
+            )
+        )
     if fl["cell_path_horizon"] < T and fl["forget_retention"] > 0:
         out.append(
             _f(

@@ -230,3 +230,28 @@ def test_fail_on_selectors():
     w = Finding("LD103", "warning", 0, "m", "r")
     assert matches(f, ["LD203"]) and matches(f, ["LD2"]) and not matches(f, ["warning"])
     assert matches(w, ["warning"]) and not matches(w, ["error"]) and matches(w, ["info"])
+
+
+def test_ld105_chaotic_dynamics_and_the_dynamics_section():
+    """exploding.yaml: λ1 = +0.229/step against a measured growth of ||dL/dc_t|| of +0.234/step
+    (numbers seen when written); vanishing.yaml: λ1 = -0.923 against -0.923."""
+    exploding = analyze(ROOT / "configs" / "exploding.yaml").to_dict()
+    dyn = exploding["layers"][0]["dynamics"]
+    assert dyn["lyapunov"] == sorted(dyn["lyapunov"], reverse=True) and len(dyn["lyapunov"]) == 8
+    assert 0.15 < dyn["lyapunov"][0] < 0.3
+    assert abs(dyn["gradient"]["measured_rate"] - dyn["lyapunov"][0]) < 0.05
+    assert "LD105" in {f["code"] for f in exploding["findings"]}
+    vanishing = analyze(ROOT / "configs" / "vanishing.yaml").to_dict()
+    vd = vanishing["layers"][0]["dynamics"]
+    assert (
+        vd["lyapunov"][0] < -0.8
+        and abs(vd["lyapunov"][0] + vanishing["layers"][0]["flow"]["decay_rate"]) < 0.05
+    )
+    assert "LD105" not in {f["code"] for f in vanishing["findings"]}
+
+
+def test_dynamics_can_be_skipped_and_is_skipped_when_checkpointing():
+    off = analyze(None, ["diagnostics.dynamics=false", "data.seq_len=20"]).to_dict()
+    assert not off["dynamics"]["computed"] and "dynamics" not in off["layers"][0]
+    ck = analyze(None, ["diagnostics.memory=checkpoint", "data.seq_len=20"]).to_dict()
+    assert not ck["dynamics"]["computed"] and "checkpoint" in ck["dynamics"]["reason"]

@@ -26,7 +26,8 @@ Examples:
   lstm-diag analyze cfg.yaml --format markdown > report.md
   lstm-diag analyze cfg.yaml --fail-on LD101,LD102     # exit 1 if found (CI gate)
   lstm-diag analyze cfg.yaml --set clipping.mode=norm --set clipping.max_norm=1
-  lstm-diag analyze cfg.yaml --save-weights init.npz
+  lstm-diag analyze cfg.yaml --save-weights init.npz --plots figs/
+  lstm-diag analyze long.yaml --no-dynamics      # skip Jacobians/Lyapunov (faster)
 """
 
 
@@ -46,9 +47,19 @@ Examples:
     type=click.Path(dir_okay=False),
     help="Write the model's weights (PyTorch names) to this .npz.",
 )
+@click.option(
+    "--plots",
+    type=click.Path(file_okay=False),
+    help="Also write the figures of `lstm-diag plot` (png) to this folder.",
+)
+@click.option(
+    "--no-dynamics",
+    is_flag=True,
+    help="Skip the state Jacobians and Lyapunov spectrum (diagnostics.dynamics=false).",
+)
 @debug_option
 @handle_errors
-def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights):
+def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no_dynamics):
     """Run the LSTM on CONFIG and diagnose gradient flow through time.
 
     Reports the loss; per layer the norms of dL/dc_t, dL/dh_t and dL/dz per gate at
@@ -58,6 +69,8 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights):
     from ..analysis import analyze
     from ..diagnostics import matches
 
+    if no_dynamics:
+        overrides = (*overrides, "diagnostics.dynamics=false")
     result = analyze(load(config, overrides))
     doc = result.to_dict()
     if fmt == "json":
@@ -85,6 +98,11 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights):
 
         path = write_weights(save_weights, result.problem.params)
         stderr_console().print(f"weights written to {path}")
+    if plots:
+        from ..plots import source_label, write_figures
+
+        for path in write_figures(result, plots, label=source_label(config, overrides)):
+            click.echo(f"figure written to {path}", err=True)
     if fail_on:
         hit = [f for f in result.findings if matches(f, fail_on)]
         if hit:

@@ -38,6 +38,22 @@ def render_markdown(doc: dict) -> str:
             f"‖dL/dc_1‖/‖dL/dc_T‖ = {fmt(fl['ratio_first_last'])}; forget retention "
             f"{fmt(fl['forget_retention'])}/step (τ≈{fmt(fl['forget_time_constant'])}).{src}",
             "",
+        ]
+        dyn = layer.get("dynamics")
+        if dyn and dyn["lyapunov"]:
+            g = dyn.get("gradient") or {}
+            measured = (
+                f" (gradient measured {g['measured_rate']:+.3f}/step)"
+                if g.get("measured_rate") is not None
+                else ""
+            )
+            out += [
+                f"Lyapunov exponents (natural log per step, largest first): "
+                f"{', '.join(f'{v:+.3f}' for v in dyn['lyapunov'])}; λ₁ ± {fmt(dyn['lyapunov_std'][0])}"
+                f"{measured}.",
+                "",
+            ]
+        out += [
             f"Gates (saturated = < {eps:g} or > {1 - eps:g}):",
             "",
             _row("gate", "mean", "std", "sat. low", "sat. high", "stuck units"),

@@ -89,6 +89,28 @@ def flow_line(layer: dict, T: int, ratio: float) -> Text:
     return txt
 
 
+def dynamics_line(layer: dict) -> Text | None:
+    dyn = layer.get("dynamics")
+    if not dyn or not dyn["lyapunov"]:
+        return None
+    lam, sd = dyn["lyapunov"][0], dyn["lyapunov_std"][0]
+    txt = Text()
+    txt.append("Lyapunov λ₁ ", style="bold")
+    txt.append(f"{lam:+.3f} ± {fmt(sd)}/step", style="red" if lam > 0 else "")
+    g = dyn.get("gradient") or {}
+    if g.get("measured_rate") is not None:
+        txt.append(f" (gradient measured {g['measured_rate']:+.3f}/step)")
+    norms = [v for v in dyn["spectral_norm"] if v is not None]
+    if norms:
+        txt.append("\nmedian ‖∂s_t/∂s_t-1‖₂ ", style="bold")
+        txt.append(fmt(sorted(norms)[len(norms) // 2]))
+    if dyn["window_singular_values"]:
+        w = dyn["settings"]["window"]
+        txt.append(f"   top σ of the last {w}-step product ", style="bold")
+        txt.append(fmt(dyn["window_singular_values"][0]))
+    return txt
+
+
 def gate_table(layer: dict, eps: float) -> Table:
     t = table(f"Gates: activations over (time, batch, unit); saturated = < {eps:g} or > {1 - eps:g}")
     for col in ("gate", "mean", "std", "sat. low", "sat. high", "stuck", "saturation over t"):
@@ -104,7 +126,7 @@ def gate_table(layer: dict, eps: float) -> Table:
             Text(f"{g['saturated_low']:.1%}", style=_sat_style(g["saturated_low"])),
             Text(f"{g['saturated_high']:.1%}", style=_sat_style(g["saturated_high"])),
             f"{g['stuck_units']}/{H}",
-            _bar_line(sat_t, 20),
+            _bar_line(sat_t, 18),
         )
     return t
 
@@ -128,12 +150,12 @@ def layer_panel(layer: dict, doc: dict) -> Panel:
     v = layer["verdict"]
     title = Text(f"layer {layer['layer']}: ")
     title.append(v.upper(), style=VERDICT_STYLE[v])
-    body = Group(
-        flow_table(layer, T),
-        flow_line(layer, T, d["vanishing_ratio"]),
-        Text(""),
-        gate_table(layer, d["saturation_threshold"]),
-    )
+    parts = [flow_table(layer, T), flow_line(layer, T, d["vanishing_ratio"])]
+    dyn = dynamics_line(layer)
+    if dyn is not None:
+        parts.append(dyn)
+    parts += [Text(""), gate_table(layer, d["saturation_threshold"])]
+    body = Group(*parts)
     return Panel(body, title=title, title_align="left", box=box.ROUNDED)
 
 

@@ -1,0 +1,52 @@
+"""`lstm-diag report`: one self-contained HTML file with the analysis and its figures."""
+
+from __future__ import annotations
+
+import click
+
+from .common import config_argument, debug_option, handle_errors, load, set_option
+from .plot import dpi_option
+
+EPILOG = """\b
+Examples:
+  lstm-diag report -o report.html                 # the built-in default model
+  lstm-diag report configs/vanishing.yaml -o vanishing.html
+  lstm-diag report cfg.yaml -o report.html --set data.seq_len=1000 --dpi 90
+
+The file embeds its figures (PNG) and CSS and loads nothing from the network:
+attach it to an issue or a PR. Its path is printed on stdout.
+"""
+
+
+@click.command("report", epilog=EPILOG)
+@config_argument
+@set_option
+@click.option(
+    "-o",
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False),
+    default="lstm-diag-report.html",
+    show_default=True,
+    help="The HTML file to write (its folder is created if missing).",
+)
+@dpi_option
+@debug_option
+@handle_errors
+def report_cmd(config, overrides, out_file, dpi):
+    """Write a shareable HTML report of the analysis of CONFIG.
+
+    The same summary, per-layer tables, gate statistics, clipping snapshot and
+    findings (codes, messages, remedies) as `analyze`, with every figure of
+    `lstm-diag plot` embedded.
+    """
+    from ..analysis import analyze
+    from ..io import atomic_write_text
+    from ..plots import figure_bytes, figures, source_label
+    from ..report.html import render_html
+
+    result = analyze(load(config, overrides))
+    label = source_label(config, overrides)
+    images = {name: figure_bytes(fig, "png", dpi) for name, fig in figures(result, label)}
+    path = atomic_write_text(out_file, render_html(result.to_dict(), images, label))
+    click.echo(str(path))

@@ -1,0 +1,221 @@
+"""`lstm-diag train`: train small LSTMs under several clip settings and compare what clipping did."""
+
+from __future__ import annotations
+
+import click
+
+from .common import (
+    config_argument,
+    debug_option,
+    format_option,
+    handle_errors,
+    load,
+    set_option,
+    stderr_console,
+    stdout_console,
+)
+
+EPILOG = """\b
+Examples:
+  lstm-diag train configs/adding.yaml --steps 300
+  lstm-diag train cfg.yaml --optimizer sgd --lr 1.0 --clip none,norm:1.0
+  lstm-diag train cfg.yaml --clip none,norm:1.0,value:0.1,agc:0.01 --metrics run.jsonl
+  lstm-diag train cfg.yaml --metrics run.csv --plots figs/ --save-weights final.npz
+  lstm-diag train cfg.yaml --format json > train.json
+
+Clip settings: none | norm:MAX_NORM | value:CLIP_VALUE | agc:LAMBDA (a bare mode takes
+the clipping: section's value). Every setting trains from the same initial weights on
+the same batches. Ctrl-C stops after the current step and still writes everything
+measured so far (exit 130). Details: docs/train.md.
+"""
+
+EXIT_INTERRUPTED = 130
+
+
+def _parse_clip_option(ctx, param, value):
+    if value is None:
+        return None
+    from ..train import parse_clip
+
+    try:
+        parse_clip(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+def _with_flags(cfg, flags: dict):
+    """The config with CLI flags over its train: section (flags win over YAML and --set)."""
+    from pydantic import ValidationError
+
+    from ..config import Config, ConfigError, format_validation_error
+
+    if not flags:
+        return cfg
+    raw = cfg.model_dump()
+    raw["train"].update(flags)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+class _Progress:
+    """A rich progress bar on stderr (steps, it/s, each setting's loss) and the Ctrl-C flag."""
+
+    def __init__(self, total: int, labels: list[str]):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.labels = labels
+        self.progress = Progress(
+            TextColumn("[bold]train[/]"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[loss]}"),
+            console=stderr_console(),
+            transient=False,
+        )
+        self.task = self.progress.add_task("train", total=total, rate="", loss="")
+        self.stop_requested = False
+
+    def update(self, event) -> None:
+        from ..numfmt import fmt
+
+        task = self.progress.tasks[0]
+        elapsed = task.elapsed or 0.0
+        rate = f"{event.step / elapsed:.1f} it/s" if elapsed > 0 else ""
+        loss = "loss " + " ".join(fmt(event.losses[k], 2) if k in event.losses else "×" for k in self.labels)
+        self.progress.update(self.task, completed=event.step, rate=rate, loss=loss)
+        for d in event.diverged:
+            self.progress.console.print(
+                f"[red]{d['setting']}[/] stopped at step {d['step']}: {d['code']} {d['cause']}"
+            )
+
+    def on_sigint(self, signum, frame) -> None:
+        import signal
+
+        self.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts now
+        self.progress.console.print("stopping after this step (Ctrl-C again to abort)")
+
+
+@click.command("train", epilog=EPILOG)
+@config_argument
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps per setting [train.steps: 200].")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "momentum", "adam"]),
+    help="sgd, momentum (SGD, train.momentum 0.9) or adam [train.optimizer: sgd].",
+)
+@click.option("--lr", type=float, help="Learning rate [train.lr: 0.1].")
+@click.option(
+    "--clip",
+    callback=_parse_clip_option,
+    metavar="SETTINGS",
+    help="Comma-separated clip settings to compare [train.clip: none,norm:1.0,value:0.1,agc:0.01].",
+)
+@click.option(
+    "--log-every",
+    type=click.IntRange(min=1),
+    metavar="K",
+    help="Record full metrics every K steps (and at the first and last) [train.log_every: 10].",
+)
+@click.option(
+    "--metrics",
+    type=click.Path(dir_okay=False),
+    help="Stream the logged metrics to FILE.jsonl or FILE.csv, one line per logged step and setting.",
+)
+@click.option(
+    "--save-weights",
+    type=click.Path(dir_okay=False),
+    help="Write each setting's final weights: OUT.npz -> OUT.<setting>.npz (PyTorch names).",
+)
+@click.option("--plots", type=click.Path(file_okay=False), help="Write loss, norm and horizon figures here.")
+@set_option
+@format_option("table", "json")
+@debug_option
+@handle_errors
+def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weights, plots, overrides, fmt):
+    """Train CONFIG's LSTM under several gradient-clipping settings and compare them.
+
+    Each setting (--clip) trains from the same initial weights on the same batches, with
+    the exact NumPy engine and a NumPy optimizer (torch.optim semantics). Reports per
+    setting the loss, how often clipping bound, pre-clip gradient norms, divergence, and a
+    verdict on what clipping did; suggests a max_norm from the unclipped run (Pascanu et
+    al. 2013). Everything can also be set in the config's train: section.
+    """
+    import signal
+
+    from ..train import settings_of, train
+
+    flags = {
+        "steps": steps,
+        "optimizer": optimizer,
+        "lr": lr,
+        "clip": clip,
+        "log_every": log_every,
+        "metrics": metrics,
+        "save_weights": save_weights,
+        "plots": plots,
+    }
+    cfg = _with_flags(load(config, overrides), {k: v for k, v in flags.items() if v is not None})
+    tc = cfg.train
+    labels = [s.label for s in settings_of(cfg)]
+    writer = None
+    if tc.metrics:
+        from ..report.train_render import MetricsWriter
+
+        writer = MetricsWriter(tc.metrics, cfg.model.num_layers)
+    bar = _Progress(tc.steps, labels)
+
+    def on_step(event):
+        if writer is not None:
+            writer.write(event.records)
+        bar.update(event)
+
+    try:
+        previous = signal.signal(signal.SIGINT, bar.on_sigint)
+    except ValueError:  # not the main thread: Ctrl-C raises KeyboardInterrupt, which train() catches
+        previous = None
+    try:
+        with bar.progress:
+            result = train(cfg, on_step, lambda: bar.stop_requested)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if writer is not None:
+            writer.close()
+    err = stderr_console()
+    if result.interrupted:
+        err.print(f"interrupted: results cover steps 1..{result.steps_run} of {result.steps}")
+    if writer is not None:
+        err.print(f"metrics: {writer.lines} lines written to {writer.path}")
+    if tc.save_weights:
+        from pathlib import Path
+
+        from ..io import save_weights as write_weights
+
+        out = Path(tc.save_weights)
+        for run in result.runs:
+            path = write_weights(
+                out.with_name(f"{out.stem}.{run.setting.slug}{out.suffix or '.npz'}"), run.params
+            )
+            err.print(f"weights ({run.setting.label}, after {run.steps_done} steps) written to {path}")
+    doc = result.to_dict()
+    if tc.plots:
+        from ..report.train_plots import draw
+
+        for path in draw(doc, tc.plots):
+            err.print(f"figure written to {path}")
+    if fmt == "json":
+        from ..report.jsonout import dumps
+
+        click.echo(dumps(doc), nl=False)
+    else:
+        from ..report.train_render import render
+
+        render(doc, stdout_console())
+    if result.interrupted:
+        raise SystemExit(EXIT_INTERRUPTED)

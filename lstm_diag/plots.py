@@ -1,0 +1,762 @@
+"""Figures of an analysis: where the gradient dies through time, and why.
+
+Renderers only: every number drawn is read from the analysis document
+(`AnalysisResult.to_dict()`, docs/json-schema.md) or, for the gate heatmaps, from the
+forward cache's activations (averaged over the batch for display). Nothing here
+measures a diagnostic, and drawing never changes a computed number.
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through
+pyplot: no display, no GUI backend and no global figure state are involved, so this
+works on a headless server whatever MPLBACKEND says. File names (docs/plots.md):
+
+    grad_flow.<fmt>            ||dL/dc_t||, ||dL/dh_t|| over t, one panel per layer
+    gate_heatmaps_l<k>.<fmt>   batch-mean gate activations, units x time, per gate
+    saturation_l<k>.<fmt>      per unit: fraction of time left- vs right-saturated
+    forget_gate_l<k>.<fmt>     histogram of f_t with tau = 1 / (1 - f)
+    gate_grads_l<k>.<fmt>      ||dL/dz_t|| per gate over t
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import blended_transform_factory
+
+from .numfmt import fmt
+
+# Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+}
+GREY = "#6E6E6E"
+VERDICT_COLOR = {
+    "healthy": OKABE_ITO["bluish_green"],
+    "vanishing": OKABE_ITO["orange"],
+    "exploding": OKABE_ITO["vermillion"],
+}
+GATES = ("input", "forget", "cell", "output")  # i, f, g, o: the order of docs and of the engine's cache
+GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
+GATE_COLOR = {
+    "input": OKABE_ITO["blue"],
+    "forget": OKABE_ITO["bluish_green"],
+    "cell": OKABE_ITO["reddish_purple"],
+    "output": OKABE_ITO["orange"],
+}
+SERIES_COLOR = {"c": OKABE_ITO["blue"], "h": OKABE_ITO["sky_blue"], "flow": OKABE_ITO["reddish_purple"]}
+NONFINITE_COLOR = OKABE_ITO["vermillion"]
+
+FORMATS = ("png", "svg", "pdf")
+DPI = 110
+MAX_POINTS = 1200  # steps drawn per line; longer series are drawn as a min/max envelope
+MAX_UNITS = 64  # heatmap rows; more units are averaged in bins of consecutive units
+MAX_COLUMNS = 600  # heatmap columns; more steps are averaged in bins of consecutive steps
+FIGURE_NAMES = ("grad_flow", "gate_heatmaps", "saturation", "forget_gate", "gate_grads")
+
+STYLE = {
+    "font.size": 9.5,
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 9.5,
+    "legend.fontsize": 8.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "grid.linewidth": 0.6,
+}
+
+
+# ------------------------------------------------------------------------ labels
+
+
+def source_label(config: str | Path | None, overrides: Sequence[str] = ()) -> str:
+    """What the titles call the run: the config's file name (or "built-in default") and any --set."""
+    name = "built-in default" if config is None else Path(config).name
+    extra = " ".join(f"--set {o}" for o in overrides)
+    label = f"{name} {extra}".strip()
+    return label if len(label) <= 90 else label[:89] + "…"
+
+
+def describe(doc: dict) -> str:
+    """One line: model, data, loss (all from the document)."""
+    c = doc["config"]
+    m, d, lo = c["model"], c["data"], c["loss"]
+    init = m["init"] if m.get("weights") is None else "weights from file"
+    if m.get("forget_bias") is not None:
+        init += f", forget_bias={m['forget_bias']:g}"
+    if m.get("recurrent_scale", 1.0) != 1.0:
+        init += f", recurrent_scale={m['recurrent_scale']:g}"
+    layers = f"{m['num_layers']} layer{'s' * (m['num_layers'] != 1)}"
+    T = len(doc["layers"][0]["grad_c_norm"])
+    return (
+        f"LSTM {m['input_size']}→{m['hidden_size']}, {layers} ({init}) · {d['task']} data, "
+        f"B={d['batch_size']}, T={T} · {lo['type']} on target '{lo['target']}', loss = {fmt(doc['loss'], 4)}"
+    )
+
+
+def _header(
+    fig: Figure,
+    title: str,
+    doc: dict,
+    label: str | None,
+    verdict: str,
+    note: str = "",
+    layer: int | None = None,
+) -> None:
+    """Title (what + which run), a subtitle (model, data, loss) and the verdict as a coloured badge."""
+    lines = [title, f"config: {label}" if label else None, describe(doc), note or None]
+    fig.suptitle(
+        "\n".join(x for x in lines if x),
+        x=0.01,
+        ha="left",
+        fontsize=9.5,
+        linespacing=1.5,
+        fontweight="normal",
+    )
+    fig.text(
+        0.995,
+        0.995,
+        f" {verdict.upper()} " if layer is None else f" layer {layer}: {verdict.upper()} ",
+        ha="right",
+        va="top",
+        fontsize=12,
+        fontweight="bold",
+        color="white",
+        bbox={"boxstyle": "round,pad=0.35", "facecolor": VERDICT_COLOR[verdict], "edgecolor": "none"},
+    )
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _style(fn):
+    """Apply the shared style while a figure is built (fonts and grid are fixed at creation)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with mpl.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _layer_codes(doc: dict, k: int, prefixes: tuple[str, ...]) -> str:
+    codes = sorted({f["code"] for f in doc["findings"] if f["layer"] == k and f["code"].startswith(prefixes)})
+    return ("findings: " + ", ".join(codes)) if codes else "no findings"
+
+
+# ------------------------------------------------------------------ long series
+
+
+def envelope(y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray, int]:
+    """Points to draw for a series over t = 1..T: (t, y, steps per bucket).
+
+    Up to `max_points` steps are drawn as they are. Longer series are split into
+    max_points // 2 buckets of consecutive steps, and each bucket keeps its minimum and
+    its maximum, in time order (plus t = 1 and t = T), so a one-step spike survives.
+    NaN entries count as missing; a bucket with nothing finite breaks the line.
+    Every point drawn is an original (t, y) pair; no value is interpolated.
+    """
+    y = np.asarray(y, np.float64)
+    T = len(y)
+    t = np.arange(1, T + 1, dtype=np.float64)
+    if T <= max_points:
+        return t, y, 1
+    n_buckets = max_points // 2
+    edges = np.linspace(0, T, n_buckets + 1).round().astype(int)
+    keep: list[int] = [0]  # indices into y; -1 breaks the line (a bucket with nothing finite)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        idx = lo + np.nonzero(np.isfinite(y[lo:hi]))[0]
+        if idx.size == 0:
+            keep.append(-1)
+            continue
+        keep += sorted({int(idx[np.argmin(y[idx])]), int(idx[np.argmax(y[idx])])})
+    keep.append(T - 1)
+    keep = [i for j, i in enumerate(keep) if j == 0 or i != keep[j - 1]]  # no repeated point
+    x = np.array([t[i] if i >= 0 else np.nan for i in keep])
+    v = np.array([y[i] if i >= 0 else np.nan for i in keep])
+    return x, v, math.ceil(T / n_buckets)
+
+
+def _positive(y) -> np.ndarray:
+    """Values for a log axis: finite positive ones; zeros and non-finite become NaN (marked apart)."""
+    y = np.asarray(y, np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(y) & (y > 0), y, np.nan)
+
+
+def _log_series(ax, y, *, label: str, color: str, lw: float = 1.6, ls: str = "-", z: int = 3) -> Line2D:
+    """A norm over t on a log axis, min/max-enveloped when long."""
+    x, v, _ = envelope(_positive(y))
+    marker = "o" if len(x) <= 3 else None  # a line needs two points: show very short series as dots
+    (line,) = ax.plot(x, v, color=color, lw=lw, ls=ls, marker=marker, ms=4, label=label, zorder=z)
+    return line
+
+
+def _runs(steps: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted 1-based steps -> (first, last) of each run of consecutive steps."""
+    if steps.size == 0:
+        return []
+    breaks = np.nonzero(np.diff(steps) > 1)[0]
+    starts = np.concatenate([[steps[0]], steps[breaks + 1]])
+    ends = np.concatenate([steps[breaks], [steps[-1]]])
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def _span_text(steps: np.ndarray) -> str:
+    runs = _runs(steps)
+    parts = [f"{a}" if a == b else f"{a}..{b}" for a, b in runs[:3]]
+    return "t = " + ", ".join(parts) + (", …" if len(runs) > 3 else "")
+
+
+def _mark_special(ax, series: dict[str, np.ndarray]) -> None:
+    """Steps a log axis cannot show, marked rather than dropped: non-finite values (× at the top,
+    shaded) and exact zeros (▾ at the bottom)."""
+    edge = blended_transform_factory(ax.transData, ax.transAxes)
+    bad_names, zero_names = [], []
+    bad = np.zeros(0, int)
+    zero = np.zeros(0, int)
+    for name, y in series.items():
+        y = np.asarray(y, np.float64)
+        b = np.nonzero(~np.isfinite(y))[0] + 1
+        with np.errstate(invalid="ignore"):
+            z = np.nonzero(y == 0)[0] + 1
+        if b.size:
+            bad_names.append(name)
+            bad = np.union1d(bad, b)
+        if z.size:
+            zero_names.append(name)
+            zero = np.union1d(zero, z)
+    if bad.size:
+        for a, b in _runs(bad):
+            ax.axvspan(a - 0.5, b + 0.5, color=NONFINITE_COLOR, alpha=0.12, lw=0)
+        ax.scatter(
+            bad,
+            np.full(bad.size, 0.97),
+            transform=edge,
+            marker="x",
+            s=22,
+            color=NONFINITE_COLOR,
+            lw=1.2,
+            clip_on=False,
+            zorder=5,
+            label=f"non-finite (NaN/Inf), {', '.join(bad_names)}:\n{bad.size} steps, {_span_text(bad)}",
+        )
+    if zero.size:
+        ax.scatter(
+            zero,
+            np.full(zero.size, 0.03),
+            transform=edge,
+            marker="v",
+            s=22,
+            color=GREY,
+            clip_on=False,
+            zorder=5,
+            label=f"exactly 0 (off the log axis), {', '.join(zero_names)}: {_span_text(zero)}",
+        )
+
+
+def _set_time_axis(ax, T: int) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.5, T + 0.5) if T < 50 else ax.set_xlim(1 - 0.01 * T, T + 0.01 * T)
+    ax.set_xlabel("time step t (steps; t = 1 is the first input, t = T the last)")
+
+
+def _downsample_note(T: int) -> str:
+    _, _, k = envelope(np.zeros(T))
+    if k == 1:
+        return ""
+    return (
+        f"{T} steps drawn as a min/max envelope: each bucket of ≤{k} steps keeps its minimum and maximum, "
+        "so spikes stay visible"
+    )
+
+
+# ----------------------------------------------------------------------- figures
+
+
+def _flow_title(layer: dict, T: int, ratio: float, exploding_ratio: float) -> str:
+    fl, v = layer["flow"], layer["verdict"]
+    head = f"layer {layer['layer']}: {v.upper()}"
+    if v == "exploding":
+        if fl["first_nonfinite_step"] is not None:
+            return f"{head} — dL/dc_t is non-finite at t ≤ {fl['first_nonfinite_step']} (overflow)"
+        return (
+            f"{head} — ‖dL/dc_1‖ / ‖dL/dc_T‖ = {fmt(fl['ratio_first_last'])} (> {exploding_ratio:g}): "
+            "the gradient grows going back"
+        )
+    if v == "vanishing":
+        return (
+            f"{head} — ‖dL/dc_t‖ falls below {ratio:g}× its value at the loss "
+            f"after {fl['horizon']} of {T} steps"
+        )
+    return f"{head} — the gradient reaches t = 1 (‖dL/dc_1‖ / ‖dL/dc_T‖ = {fmt(fl['ratio_first_last'])})"
+
+
+@_style
+def grad_flow(doc: dict, label: str | None = None) -> Figure:
+    """||dL/dc_t|| and ||dL/dh_t|| against t (log), one panel per layer, with the flow measurements.
+
+    Drawn per panel: the loss position, the vanishing threshold (vanishing_ratio x the flow
+    series at t = T), the horizon, the fitted decay rate (a line of that slope through the
+    value at the loss), and for target "all" the last step's loss term the verdict is based on.
+    """
+    d = doc["config"]["diagnostics"]
+    target = doc["config"]["loss"]["target"]
+    L = len(doc["layers"])
+    T = len(doc["layers"][0]["grad_c_norm"])
+    fig = _new_figure(12.0, 1.3 + 3.4 * L)
+    axes = fig.subplots(L, 1, sharex=True, squeeze=False)[:, 0]
+    note = _downsample_note(T)
+    _header(
+        fig, "Gradient flow back through time: where does the gradient die?", doc, label, doc["verdict"], note
+    )
+    for ax, layer in zip(axes, doc["layers"], strict=True):
+        fl = layer["flow"]
+        flow_series = np.asarray(layer.get("flow_grad_c_norm", layer["grad_c_norm"]), np.float64)
+        c = np.asarray(layer["grad_c_norm"], np.float64)
+        h = np.asarray(layer["grad_h_norm"], np.float64)
+        _log_series(ax, c, label="‖dL/dc_t‖  cell state, total (eq. 9)", color=SERIES_COLOR["c"], lw=2.0)
+        _log_series(ax, h, label="‖dL/dh_t‖  hidden state, total (eq. 8)", color=SERIES_COLOR["h"], lw=1.3)
+        special = {"‖dL/dc_t‖": c, "‖dL/dh_t‖": h}
+        if "flow_grad_c_norm" in layer:
+            _log_series(
+                ax,
+                flow_series,
+                label="‖dL/dc_t‖ of the last step's loss term alone\n(what the verdict measures)",
+                color=SERIES_COLOR["flow"],
+                lw=2.0,
+                z=4,
+            )
+            special["last-term ‖dL/dc_t‖"] = flow_series
+        _mark_special(ax, special)
+        ref = flow_series[-1]
+        lo, hi = _ylim(np.concatenate([c, h, flow_series]), ref * d["vanishing_ratio"])
+        ax.set_yscale("log")
+        ax.set_ylim(lo, hi)
+        # the loss: every step for target "all", the last step for "last"
+        where = "loss terms at every t; the last at t = T" if target == "all" else f"loss at t = T = {T}"
+        ax.axvline(T, color=OKABE_ITO["black"], lw=1.4, label=where, zorder=2)
+        if np.isfinite(ref) and ref > 0:
+            thr = d["vanishing_ratio"] * ref
+            ax.axhline(
+                thr,
+                color=GREY,
+                ls="--",
+                lw=1.1,
+                label=f"vanishing threshold {d['vanishing_ratio']:g} × {'last-term ' * (target == 'all')}"
+                f"value at t = T = {fmt(thr)}",
+            )
+            _draw_decay(ax, fl, ref, T, lo, hi)
+        if fl["horizon_reaches_start"]:
+            ax.plot([], [], " ", label=f"horizon: reaches t = 1 (all {T} steps)")
+        else:
+            t_h = T - fl["horizon"]
+            ax.axvline(
+                t_h,
+                color=VERDICT_COLOR["vanishing"],
+                ls=":",
+                lw=2.0,
+                zorder=2,
+                label=f"horizon: {fl['horizon']} steps back "
+                f"({'below threshold' if np.isfinite(flow_series[t_h - 1]) else 'non-finite'} at t = {t_h})",
+            )
+            if layer["verdict"] == "vanishing":
+                ax.axvspan(
+                    0,
+                    t_h,
+                    color=VERDICT_COLOR["vanishing"],
+                    alpha=0.10,
+                    lw=0,
+                    label=f"beyond the horizon (t < {t_h}): below the threshold,\n"
+                    "these steps barely move the weights",
+                )
+        ax.set_title(
+            _flow_title(layer, T, d["vanishing_ratio"], d["exploding_ratio"]),
+            loc="left",
+            color=VERDICT_COLOR[layer["verdict"]],
+            fontweight="bold",
+        )
+        ax.set_ylabel("Frobenius norm over\n(batch, units), log scale")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0)
+    _set_time_axis(axes[-1], T)
+    return fig
+
+
+def _ylim(values: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Log-axis limits covering the finite positive values and the threshold, with margins."""
+    v = _positive(values)
+    pts = v[np.isfinite(v)]
+    if np.isfinite(threshold) and threshold > 0:
+        pts = np.append(pts, threshold)
+    if pts.size == 0:
+        return 1e-3, 1.0
+    lo, hi = float(pts.min()), float(pts.max())
+    span = max(math.log10(hi) - math.log10(lo), 1.0)
+    return 10 ** (math.log10(lo) - 0.08 * span), 10 ** (math.log10(hi) + 0.12 * span)
+
+
+def _draw_decay(ax, fl: dict, ref: float, T: int, lo: float, hi: float) -> None:
+    """The fitted decay rate as a line of that slope through the value at the loss."""
+    rate = fl["decay_rate"]
+    if rate is None or not np.isfinite(rate):
+        return
+    t = np.linspace(1, T, 200)
+    with np.errstate(over="ignore", under="ignore"):
+        log10_y = math.log10(ref) - rate * (T - t) / math.log(10)  # ln n falls by `rate` per step back
+        y = np.where((log10_y > math.log10(lo)) & (log10_y < math.log10(hi)), 10**log10_y, np.nan)
+    ax.plot(
+        t,
+        y,
+        color=OKABE_ITO["black"],
+        lw=0.9,
+        ls="-.",
+        alpha=0.7,
+        label=f"fitted decay rate {fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} per step back;"
+        "\nTheil–Sen slope, drawn through the value at t = T)",
+    )
+
+
+def _bin_mean(a: np.ndarray, axis: int, max_bins: int) -> tuple[np.ndarray, int]:
+    """Mean over bins of k consecutive entries along `axis` when it is longer than max_bins."""
+    n = a.shape[axis]
+    k = math.ceil(n / max_bins)
+    if k == 1:
+        return a, 1
+    starts = np.arange(0, n, k)
+    sums = np.add.reduceat(a, starts, axis=axis)
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    shape = [1] * a.ndim
+    shape[axis] = len(starts)
+    return sums / counts.reshape(shape), k
+
+
+@_style
+def gate_heatmaps(doc: dict, gates: np.ndarray, layer: int = 0, label: str | None = None) -> Figure:
+    """Per gate, the batch-mean activation as a units x time heatmap, and the saturated fraction beneath.
+
+    gates: the layer's cached activations (T, B, 4H) in gate order i, f, g, o
+    (`result.fwd.layers[layer].gates`). Colour scales are fixed: 0..1 for the sigmoid
+    gates, -1..1 for the tanh candidate g.
+    """
+    L = doc["layers"][layer]
+    eps = doc["config"]["diagnostics"]["saturation_threshold"]
+    T, B, H4 = gates.shape
+    H = H4 // 4
+    mean = gates.reshape(T, B, 4, H).mean(axis=1)  # (T, 4, H): batch mean, for display
+    notes = []
+    fig = _new_figure(12.0, 13.0)
+    grid = fig.add_gridspec(8, 1, height_ratios=[3.2, 1.0] * 4)
+    ax_prev = None
+    for k, name in enumerate(GATES):
+        img = mean[:, k, :].T  # (H, T): units x time
+        img, k_units = _bin_mean(img, 0, MAX_UNITS)
+        img, k_steps = _bin_mean(img, 1, MAX_COLUMNS)
+        ax = fig.add_subplot(grid[2 * k], sharex=ax_prev)
+        strip = fig.add_subplot(grid[2 * k + 1], sharex=ax)
+        ax_prev = ax
+        rows, cols = img.shape
+        vmin, vmax, cmap = (-1.0, 1.0, "PuOr_r") if name == "cell" else (0.0, 1.0, "cividis")
+        im = ax.imshow(
+            img,
+            aspect="auto",
+            origin="lower",
+            interpolation="nearest",
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            extent=(0.5, cols * k_steps + 0.5, -0.5, rows * k_units - 0.5),
+        )
+        ax.set_ylim(-0.5, H - 0.5)
+        ax.grid(False)
+        sym = GATE_SYMBOL[name]
+        g = L["gates"][name]
+        ax.set_title(
+            f"{name} gate {sym}_t: batch mean · mean {g['mean']:.3f}, std {g['std']:.3f}, "
+            f"saturated low {g['saturated_low']:.1%}, high {g['saturated_high']:.1%}",
+            loc="left",
+            color=GATE_COLOR[name],
+            fontweight="bold",
+        )
+        ax.set_ylabel("hidden unit")
+        ax.tick_params(labelbottom=False)
+        cb = fig.colorbar(im, ax=[ax, strip], fraction=0.025, pad=0.01, aspect=12)
+        cb.set_label(f"{sym} (tanh)" if name == "cell" else f"{sym} (sigmoid)")
+        sat = np.asarray(g["saturation_over_time"], np.float64)
+        x, v, _ = envelope(sat)
+        strip.fill_between(x, 0, v, color=GATE_COLOR[name], alpha=0.35, lw=0, step=None)
+        strip.plot(x, v, color=GATE_COLOR[name], lw=1.0)
+        strip.set_ylim(0, 1)
+        strip.set_yticks([0, 0.5, 1])
+        rule = "|g| > " + f"{1 - 2 * eps:g}" if name == "cell" else f"< {eps:g} or > {1 - eps:g}"
+        strip.set_ylabel(f"saturated\n({rule})", fontsize=8)
+        if k < 3:
+            strip.tick_params(labelbottom=False)
+    if k_units > 1:
+        notes.append(
+            f"{H} units shown in {math.ceil(H / k_units)} rows: "
+            f"each row is the mean of {k_units} consecutive units"
+        )
+    if k_steps > 1:
+        notes.append(
+            f"{T} steps shown in {math.ceil(T / k_steps)} columns: each column is the mean of {k_steps} steps"
+        )
+    sat_note = _downsample_note(T)
+    if sat_note:
+        notes.append("saturation strips: " + sat_note.split(": ", 1)[1])
+    notes.insert(0, f"layer {layer}: gate activations, mean over the batch of {B}; fixed colour scales")
+    _header(
+        fig, f"Gate activations over time — layer {layer}", doc, label, L["verdict"], "\n".join(notes), layer
+    )
+    _set_time_axis(strip, T)
+    return fig
+
+
+@_style
+def saturation(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
+    """Karpathy, Johnson & Fei-Fei (2015), Fig. 3: per unit, the fraction of time each gate is
+    left-saturated (x) against right-saturated (y); one panel per gate."""
+    L = doc["layers"][layer]
+    dcfg = doc["config"]["diagnostics"]
+    eps, stuck = dcfg["saturation_threshold"], dcfg["stuck_fraction"]
+    fig = _new_figure(13.0, 4.9)
+    axes = fig.subplots(1, 4)
+    for ax, name in zip(axes, GATES, strict=True):
+        g = L["gates"][name]
+        x = np.asarray(g["unit_saturated_low"], np.float64)
+        y = np.asarray(g["unit_saturated_high"], np.float64)
+        H = len(x)
+        ax.plot([0, 1], [1, 0], color=GREY, lw=0.8)  # x + y <= 1: a unit cannot be both at once
+        ax.plot(
+            [0, stuck],
+            [stuck, 0],
+            color=OKABE_ITO["vermillion"],
+            ls="--",
+            lw=1.0,
+            label=f"saturated > {stuck:g} of the time",
+        )
+        ax.scatter(
+            x,
+            y,
+            s=28,
+            color=GATE_COLOR[name],
+            alpha=0.65,
+            edgecolor="black",
+            linewidth=0.4,
+            label=f"{H} units",
+            zorder=3,
+        )
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_aspect("equal")
+        sym = GATE_SYMBOL[name]
+        if name == "cell":
+            ax.set_xlabel(f"fraction of time left-saturated\n({sym} < {2 * eps - 1:g})")
+            ax.set_ylabel(f"fraction of time right-saturated ({sym} > {1 - 2 * eps:g})")
+        else:
+            ax.set_xlabel(f"fraction of time left-saturated\n({sym} < {eps:g})")
+            ax.set_ylabel(f"fraction of time right-saturated ({sym} > {1 - eps:g})")
+        if name == "forget":
+            status = f"closed {g['stuck_low']}/{H} · open (integrators) {g['stuck_high']}/{H}"
+        else:
+            status = f"stuck units: {g['stuck_units']}/{H}"
+        flagged = [
+            f["code"]
+            for f in doc["findings"]
+            if f["layer"] == layer
+            and (
+                (f["code"] == "LD201" and f["message"].startswith(f"{name} gate"))
+                or (f["code"] == "LD202" and (g["stuck_low"] if name == "forget" else g["stuck_units"]))
+            )
+        ]
+        if flagged:
+            status += " · " + ", ".join(flagged)
+        ax.set_title(
+            f"{name} ({sym})\n{status}",
+            color=OKABE_ITO["vermillion"] if flagged else "black",
+            fontweight="bold" if flagged else "normal",
+        )
+        at_origin = int(np.sum((x == 0) & (y == 0)))
+        if at_origin:
+            ax.annotate(
+                f"{at_origin} of {H} units at (0, 0):\nnever saturated",
+                (0, 0),
+                xytext=(0.12, 0.12),
+                textcoords="data",
+                fontsize=8,
+                arrowprops={"arrowstyle": "->", "color": GREY, "lw": 0.8},
+            )
+    axes[0].legend(loc="upper right", frameon=False, fontsize=7.5)
+    note = (
+        f"each dot is one unit: fraction of its (time × batch) entries saturated, per side · "
+        f"{_layer_codes(doc, layer, ('LD2',))}"
+    )
+    title = f"Gate saturation per unit (Karpathy et al. 2015) — layer {layer}"
+    _header(fig, title, doc, label, L["verdict"], note, layer)
+    return fig
+
+
+@_style
+def forget_gate(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
+    """Histogram of forget-gate values f_t with the time constant tau = 1 / (1 - f) on a top axis."""
+    L = doc["layers"][layer]
+    fl = L["flow"]
+    eps = doc["config"]["diagnostics"]["saturation_threshold"]
+    T = len(L["grad_c_norm"])
+    edges = np.asarray(L["forget_histogram"]["edges"], np.float64)
+    counts = np.asarray(L["forget_histogram"]["counts"], np.float64)
+    fig = _new_figure(11.0, 5.2)
+    ax = fig.add_subplot()
+    ax.axvspan(0, eps, color=GREY, alpha=0.12, lw=0)
+    ax.axvspan(1 - eps, 1, color=GREY, alpha=0.12, lw=0)
+    ax.bar(
+        edges[:-1],
+        counts,
+        width=np.diff(edges),
+        align="edge",
+        color=GATE_COLOR["forget"],
+        edgecolor="white",
+        linewidth=0.4,
+        label="f_t entries (time × batch × unit)",
+    )
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"forget gate value f_t (sigmoid; shaded: saturated, < {eps:g} closed, > {1 - eps:g} open)")
+    ax.set_ylabel("count of f_t entries")
+    ret = fl["forget_retention"]
+    ax.axvline(
+        ret,
+        color=OKABE_ITO["black"],
+        lw=1.6,
+        label=f"retention e^(mean ln f) = {fmt(ret)}: τ ≈ {fmt(fl['forget_time_constant'])} steps,"
+        f"\ncell-path horizon {fmt(fl['cell_path_horizon'])} steps",
+    )
+    if T > 1:
+        f_T = 1 - 1 / T
+        ax.axvline(
+            f_T,
+            color=OKABE_ITO["vermillion"],
+            ls="--",
+            lw=1.3,
+            label=f"τ = T = {T} steps (f = {f_T:.4g}): memory as long as the sequence",
+        )
+    ax.legend(loc="upper left", frameon=True, framealpha=0.9)
+    # the time constant on a top axis: tau = 1 / (1 - f), in steps
+    top = ax.twiny()
+    top.set_xlim(ax.get_xlim())
+    taus = (1, 1.25, 1.5, 2, 3, 5, 10, 20, 100)  # ticks at f = 1 - 1/tau, spaced to stay legible
+    top.set_xticks([1 - 1 / t for t in taus])
+    top.set_xticklabels([f"{t:g}" for t in taus], fontsize=8)
+    top.set_xlabel("forget time constant τ = 1 / (1 − f)  (steps)")
+    top.grid(False)
+    top.spines["top"].set_visible(True)
+    short = fl["cell_path_horizon"] < T
+    verdict_txt = (
+        f"cell-path horizon {fmt(fl['cell_path_horizon'])} < T = {T} steps: the forget gates alone erase the "
+        "gradient"
+        if short
+        else f"cell-path horizon {fmt(fl['cell_path_horizon'])} ≥ T = {T} steps"
+    )
+    ax.set_title(
+        f"layer {layer}: {verdict_txt}",
+        loc="left",
+        fontweight="bold",
+        color=OKABE_ITO["vermillion"] if short else OKABE_ITO["bluish_green"],
+        pad=34,
+    )
+    codes = _layer_codes(doc, layer, ("LD103", "LD2"))
+    _header(
+        fig, f"Forget gate and memory time constant — layer {layer}", doc, label, L["verdict"], codes, layer
+    )
+    return fig
+
+
+@_style
+def gate_grads(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
+    """||dL/dz_t|| per gate (eqs. 10-13) against t, log axis: which gate carries the gradient."""
+    L = doc["layers"][layer]
+    T = len(L["grad_c_norm"])
+    target = doc["config"]["loss"]["target"]
+    fig = _new_figure(12.0, 5.0)
+    ax = fig.add_subplot()
+    eq = {"input": 10, "forget": 11, "cell": 12, "output": 13}
+    series = {}
+    for name in GATES:
+        y = np.asarray(L["grad_z_norm"][name], np.float64)
+        sym = GATE_SYMBOL[name]
+        _log_series(ax, y, label=f"‖dL/dz^{sym}_t‖  {name} (eq. {eq[name]})", color=GATE_COLOR[name], lw=1.5)
+        series[f"dL/dz^{sym}"] = y
+    _mark_special(ax, series)
+    lo, hi = _ylim(np.concatenate(list(series.values())), math.nan)
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    where = "loss terms at every t; the last at t = T" if target == "all" else f"loss at t = T = {T}"
+    ax.axvline(T, color=OKABE_ITO["black"], lw=1.4, label=where, zorder=2)
+    ax.set_ylabel("Frobenius norm over (batch, units), log scale")
+    ax.set_title(
+        f"layer {layer}: {L['verdict'].upper()} — gradient reaching each gate's pre-activation",
+        loc="left",
+        color=VERDICT_COLOR[L["verdict"]],
+        fontweight="bold",
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0)
+    _set_time_axis(ax, T)
+    title = f"Gradient per gate over time — layer {layer}"
+    _header(fig, title, doc, label, L["verdict"], _downsample_note(T), layer)
+    return fig
+
+
+# ------------------------------------------------------------------------- files
+
+
+def figures(result, label: str | None = None) -> Iterator[tuple[str, Figure]]:
+    """(file stem, Figure) for every figure of an `AnalysisResult`, in the documented order."""
+    doc = result.to_dict()
+    yield "grad_flow", grad_flow(doc, label)
+    for k, cache in enumerate(result.fwd.layers):
+        yield f"gate_heatmaps_l{k}", gate_heatmaps(doc, cache.gates, k, label)
+        yield f"saturation_l{k}", saturation(doc, k, label)
+        yield f"forget_gate_l{k}", forget_gate(doc, k, label)
+        yield f"gate_grads_l{k}", gate_grads(doc, k, label)
+
+
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
+    """The figure encoded as png, svg or pdf, without a timestamp (same input, same bytes)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    meta = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
+    buf = io.BytesIO()
+    with mpl.rc_context({"svg.hashsalt": "lstm-diag"}):  # stable SVG element ids
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
+    return buf.getvalue()
+
+
+def write_figures(
+    result, out_dir: str | Path, fmt: str = "png", dpi: int = DPI, label: str | None = None
+) -> list[Path]:
+    """Write every figure to out_dir/<name>.<fmt> (folder created if missing; atomic writes)."""
+    from .io import atomic_write_bytes
+
+    out = Path(out_dir)  # atomic_write_bytes creates it, or raises ConfigError naming the path
+    paths = []
+    for name, fig in figures(result, label):
+        paths.append(atomic_write_bytes(out / f"{name}.{fmt}", figure_bytes(fig, fmt, dpi)))
+    return paths

@@ -1,0 +1,630 @@
+"""Train a small LSTM under several gradient-clipping settings and record what clipping does.
+
+Every clip setting (`none`, `norm:1.0`, `value:0.1`, `agc:0.01`, ...) trains from the same
+initial weights on the same batches: the initial weights come from the config's init
+stream, the batches from its data stream (`model.rngs(seed)`), re-seeded for every setting.
+With a synthetic task each step draws a new batch from the task generator; with
+`data.task: file` the runs go through the file in epochs of minibatches of
+`data.batch_size`, shuffled by the data stream. The runs advance in lock-step (step k of
+every setting, then step k + 1), so an interruption leaves them equally far.
+
+At every step each run records the loss, the pre-clip global norm ||g||, the post-clip
+norm, the clip coefficient (norm mode: torch's min(1, max_norm / (||g|| + 1e-6)); other
+modes: post / pre), whether clipping changed the gradient, and cos(clipped, raw). Every
+`log_every` steps (and at the first and last) it also records, per layer, the gradient
+horizon and decay rate of ||dL/dc_t|| (diagnostics.flow_summary, as analyze computes
+them), the forget-gate mean and the fraction of saturated gate activations.
+
+A non-finite forward pass, loss or gradient stops that run before the update and records
+the step and the cause with its finding code (LD401, LD403, LD402); the others go on.
+
+Pure: no printing, no files. Progress goes to a callback; a KeyboardInterrupt (raised by
+the callback or arriving during a step) or `should_stop()` returning True ends training
+cleanly with what was measured.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import clipping, engine
+from .diagnostics import flow_summary, frob_over_time, gate_statistics
+from .optim import make_optimizer
+
+if TYPE_CHECKING:
+    from .config import Config
+
+CLIP_MODES = ("none", "norm", "value", "agc")
+THRESHOLD_NAME = {"norm": "max_norm", "value": "clip_value", "agc": "clipping"}
+
+# Verdict rules (docs/train.md): share of steps on which clipping changed the gradient.
+BINDS_MOSTLY = 0.9  # at or above: clipping acts on (almost) every step
+BINDS_RARELY = 0.1  # below (and above 0): clipping tames rare spikes
+BENDS_COSINE = 0.99  # median cos(clipped, raw) below this on clipped steps: direction bent (LD302)
+SPIKY_RATIO = 10.0  # max / median pre-clip norm above this: the unclipped run has spikes
+FINAL_SHARE = 0.1  # "final loss (mean)" averages the last 10% of steps
+GREW_FACTOR = 2.0  # that mean above this x the first loss: the run is unstable
+
+# The suggested max_norm (docs/train.md): Pascanu et al. 2013 recommend a threshold of
+# "half to ten times" the average gradient norm over many updates.
+PASCANU_RANGE = (0.5, 10.0)
+SUGGEST_FACTOR = 2.0  # our choice inside that range: 2 x the median unclipped norm
+
+
+# ------------------------------------------------------------------------ clip settings
+
+
+@dataclass(frozen=True)
+class ClipSetting:
+    """One way to clip: a mode of clipping.clip and its threshold (None for 'none')."""
+
+    mode: str
+    threshold: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.mode if self.threshold is None else f"{self.mode}:{self.threshold:g}"
+
+    @property
+    def slug(self) -> str:
+        """The label as a file-name part: norm:1 -> norm-1."""
+        return self.label.replace(":", "-")
+
+    def clip(self, grads: dict, params: dict) -> tuple[dict, dict]:
+        t = self.threshold
+        return clipping.clip(
+            grads,
+            params,
+            self.mode,
+            max_norm=t if self.mode == "norm" else 1.0,
+            clip_value=t if self.mode == "value" else 1.0,
+            clipping=t if self.mode == "agc" else 0.01,
+        )
+
+
+def parse_clip(spec: str | list[str], defaults: dict[str, float] | None = None) -> list[ClipSetting]:
+    """'none,norm:1.0,value:0.1,agc:0.01' (or a list of items) -> settings, in order.
+
+    A bare mode takes its threshold from `defaults` (the config's clipping section:
+    max_norm, clip_value, clipping). Raises ValueError with a message for people.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    defaults = defaults or {"norm": 1.0, "value": 1.0, "agc": 0.01}
+    example = "e.g. none,norm:1.0,value:0.1,agc:0.01"
+    if not items or all(not str(i).strip() for i in items):
+        raise ValueError(f"no clip settings given; {example}")
+    settings: list[ClipSetting] = []
+    for raw in items:
+        item = str(raw).strip()
+        if not item:
+            raise ValueError(f"empty entry in {spec!r}; {example}")
+        mode, sep, value = (s.strip() for s in item.partition(":"))
+        mode = mode.lower()
+        if mode not in CLIP_MODES:
+            close = difflib.get_close_matches(mode, CLIP_MODES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown clip mode {mode!r}{hint}; one of {', '.join(CLIP_MODES)}; {example}")
+        if mode == "none":
+            if sep:
+                raise ValueError(f"{item!r}: 'none' takes no threshold")
+            threshold = None
+        elif not sep:
+            threshold = float(defaults[mode])
+        else:
+            try:
+                threshold = float(value)
+            except ValueError:
+                threshold = float("nan")
+            if not (math.isfinite(threshold) and threshold > 0):
+                what = THRESHOLD_NAME[mode]
+                raise ValueError(f"{item!r}: the {what} after ':' must be a positive number, got {value!r}")
+        s = ClipSetting(mode, threshold)
+        if s in settings:
+            raise ValueError(f"{s.label!r} is listed twice")
+        settings.append(s)
+    return settings
+
+
+def settings_of(config: Config) -> list[ClipSetting]:
+    c = config.clipping
+    return parse_clip(config.train.clip, {"norm": c.max_norm, "value": c.clip_value, "agc": c.clipping})
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def batch_stream(config: Config, data: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator:
+    """Batches (x, y), one per step, from the config's data stream (a fresh, seeded copy).
+
+    Synthetic tasks: a new batch from the task generator each step (the first is the batch
+    `analyze` sees for the same config). File data: epochs over `data` = (x, y) in
+    minibatches of data.batch_size, each epoch in a new order from the data stream.
+    """
+    from .model import make_data, rngs
+
+    rng = rngs(config.seed)[1]
+    if data is None:
+        while True:
+            yield make_data(config, rng)
+    x, y = data
+    n, bs = x.shape[0], min(config.data.batch_size, x.shape[0])
+    while True:
+        order = rng.permutation(n)
+        for lo in range(0, n, bs):
+            idx = order[lo : lo + bs]
+            yield x[idx], y[idx]
+
+
+# --------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class StepEvent:
+    """What the callback sees after each step of all runs."""
+
+    step: int  # 1-based, the step just finished
+    total: int  # steps requested
+    losses: dict[str, float]  # label -> this step's loss (runs still going)
+    records: list[dict]  # metrics records logged at this step (one per run, or none)
+    diverged: list[dict]  # runs that stopped at this step: {"setting", "step", "code", "cause"}
+
+
+@dataclass
+class Run:
+    """One clip setting's training: its weights, optimizer and history."""
+
+    setting: ClipSetting
+    params: dict[str, np.ndarray]
+    optimizer: Any
+    batches: Iterator
+    loss: list[float] = field(default_factory=list)  # per completed step
+    grad_norm: list[float] = field(default_factory=list)  # pre-clip ||g||
+    clipped_norm: list[float] = field(default_factory=list)  # post-clip
+    clip_coef: list[float] = field(default_factory=list)
+    clipped: list[bool] = field(default_factory=list)
+    cosine: list[float] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)  # the logged steps
+    diverged: dict | None = None
+    wall_time: float = 0.0
+
+    @property
+    def steps_done(self) -> int:
+        return len(self.loss)
+
+    @property
+    def live(self) -> bool:
+        return self.diverged is None
+
+
+def _forward_cause(fwd: engine.Forward) -> tuple[str, str] | None:
+    """(code, cause) if the forward pass or the loss is not finite."""
+    for k, cache in enumerate(fwd.layers):
+        if not (np.isfinite(cache.c).all() and np.isfinite(cache.h).all()):
+            return "LD401", f"non-finite c_t or h_t in layer {k} (forward overflow)"
+    if not math.isfinite(fwd.loss):
+        return "LD403", f"non-finite loss ({fwd.loss})"
+    return None
+
+
+def _gradient_cause(grads: dict[str, np.ndarray]) -> tuple[str, str]:
+    """(code, cause) for a gradient whose global norm is not finite."""
+    bad = [k for k, g in grads.items() if not np.isfinite(g).all()]
+    if bad:
+        more = " ..." if len(bad) > 3 else ""
+        return "LD402", f"non-finite gradient in {', '.join(bad[:3])}{more}"
+    return "LD402", "the global gradient norm overflows float64"
+
+
+def _flow_metrics(config: Config, spec: engine.Spec, params, fwd, bwd) -> dict[str, float]:
+    """Per layer k: horizon_lk, decay_rate_lk (of ||dL/dc_t||), forget_mean_lk, saturation_lk.
+
+    As analyze: with target 'all' the flow is measured on the last step's loss term alone.
+    """
+    d = config.diagnostics
+    flow_bwd = bwd
+    if config.loss.target == "all":
+        dy = np.zeros_like(fwd.dy_hat)
+        dy[:, -1] = fwd.dy_hat[:, -1]  # (B, T, O): only the last step's term
+        flow_bwd = engine.backward(params, spec, _with_dy(fwd, dy), "all")
+    source = "loss" if flow_bwd is bwd else "last_step_loss_term"
+    out: dict[str, float] = {}
+    for k, cache in enumerate(fwd.layers):
+        gates, acc = gate_statistics(cache.gates, d.saturation_threshold, d.stuck_fraction)
+        flow = flow_summary(
+            frob_over_time(flow_bwd.layers[k].dc), acc.forget_log_mean(), d.vanishing_ratio, source
+        )
+        out[f"horizon_l{k}"] = flow.horizon
+        out[f"decay_rate_l{k}"] = flow.decay_rate
+        out[f"forget_mean_l{k}"] = gates["forget"]["mean"]
+        sat = [gates[g]["saturated_low"] + gates[g]["saturated_high"] for g in gates]
+        out[f"saturation_l{k}"] = float(np.mean(sat))  # over the four gates' activations
+    return out
+
+
+def _with_dy(fwd: engine.Forward, dy: np.ndarray) -> engine.Forward:
+    return engine.Forward(layers=fwd.layers, y_hat=fwd.y_hat, loss=fwd.loss, dy_hat=dy)
+
+
+def _step(run: Run, config: Config, spec: engine.Spec, step: int, log: bool, t0: float) -> dict | None:
+    """One training step of one run. Returns the metrics record if this step is logged."""
+    start = time.perf_counter()
+    x, y = next(run.batches)
+    fwd = engine.forward(run.params, spec, x, y, config.loss.type, config.loss.target)
+    cause = _forward_cause(fwd)
+    if cause is None:
+        bwd = engine.backward(run.params, spec, fwd, config.loss.target)
+        raw = bwd.params
+        pre = clipping.global_norm(raw)
+        if not math.isfinite(pre):
+            cause = _gradient_cause(raw)
+    if cause is not None:
+        code, text = cause
+        run.diverged = {"setting": run.setting.label, "step": step, "code": code, "cause": text}
+        run.wall_time += time.perf_counter() - start
+        return {
+            "step": step,
+            "setting": run.setting.label,
+            "status": "diverged",
+            "code": code,
+            "loss": fwd.loss,
+            "time": time.perf_counter() - t0,
+        }
+    if run.setting.mode == "none":
+        g, post, coef, hit, cos = raw, pre, 1.0, False, 1.0
+    else:
+        g, info = run.setting.clip(raw, run.params)
+        post = clipping.global_norm(g)
+        coef = info["clip_coef"] if run.setting.mode == "norm" else post / pre if pre > 0 else 1.0
+        hit = info["changed_fraction"] > 0
+        cos = clipping.cosine(g, raw) if hit else 1.0
+    record = None
+    run.loss.append(fwd.loss)
+    run.grad_norm.append(pre)
+    run.clipped_norm.append(post)
+    run.clip_coef.append(coef)
+    run.clipped.append(bool(hit))
+    run.cosine.append(cos)
+    if log:
+        record = {
+            "step": step,
+            "setting": run.setting.label,
+            "status": "ok",
+            "code": None,
+            "loss": fwd.loss,
+            "grad_norm": pre,
+            "clipped_norm": post,
+            "clip_coef": coef,
+            "clipped": bool(hit),
+            "clipped_fraction": sum(run.clipped) / len(run.clipped),
+            "cosine": cos,
+            **_flow_metrics(config, spec, run.params, fwd, bwd),
+            "time": time.perf_counter() - t0,
+        }
+        run.records.append(record)
+    run.optimizer.step(run.params, g)  # in place
+    run.wall_time += time.perf_counter() - start
+    return record
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclass
+class TrainResult:
+    config: Config
+    settings: list[ClipSetting]
+    runs: list[Run]
+    steps: int  # requested
+    steps_run: int  # lock-step steps started (the last may be partial if interrupted)
+    interrupted: bool
+    initial_params: dict[str, np.ndarray]
+    summaries: list[dict] = field(default_factory=list)
+    suggestion: dict | None = None
+    findings: list[dict] = field(default_factory=list)
+
+    def to_dict(self, history: bool = True) -> dict:
+        doc = {
+            "config": self.config.model_dump(mode="json"),
+            "steps": self.steps,
+            "steps_run": self.steps_run,
+            "interrupted": self.interrupted,
+            "settings": [s.label for s in self.settings],
+            "summary": self.summaries,
+            "suggested_max_norm": self.suggestion,
+            "findings": self.findings,
+        }
+        if history:
+            doc["runs"] = [
+                {
+                    "setting": r.setting.label,
+                    "history": {
+                        "loss": r.loss,
+                        "grad_norm": r.grad_norm,
+                        "clipped_norm": r.clipped_norm,
+                        "clip_coef": r.clip_coef,
+                        "clipped": r.clipped,
+                        "cosine": r.cosine,
+                    },
+                    "logged": r.records,
+                }
+                for r in self.runs
+            ]
+        return doc
+
+
+def train(
+    config: Config,
+    callback: Callable[[StepEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train one run per clip setting of `config.train.clip`; see the module docstring."""
+    from .io import load_data
+    from .model import make_params, rngs, spec_of
+
+    tc = config.train
+    settings = settings_of(config)
+    spec = spec_of(config)
+    data = None
+    if config.data.task == "file":
+        data = load_data(config.data.path, spec, config.loss.type, config.loss.target, config.dtype)
+    initial = make_params(config, rngs(config.seed)[0])
+    runs = [
+        Run(
+            setting=s,
+            params={k: v.copy() for k, v in initial.items()},
+            optimizer=make_optimizer(tc.optimizer, tc.lr, tc.momentum, tc.betas, tc.eps, tc.weight_decay),
+            batches=batch_stream(config, data),
+        )
+        for s in settings
+    ]
+    t0 = time.perf_counter()
+    step, interrupted = 0, False
+    pending: list[dict] = []
+    try:
+        for step in range(1, tc.steps + 1):
+            log = step == 1 or step % tc.log_every == 0 or step == tc.steps
+            for run in runs:
+                if run.live:
+                    rec = _step(run, config, spec, step, log, t0)
+                    if rec is not None:
+                        pending.append(rec)
+            event = StepEvent(
+                step=step,
+                total=tc.steps,
+                losses={r.setting.label: r.loss[-1] for r in runs if r.live and r.loss},
+                records=pending,
+                diverged=[r.diverged for r in runs if r.diverged and r.diverged["step"] == step],
+            )
+            pending = []
+            if callback is not None:
+                callback(event)
+            if not any(r.live for r in runs) or (should_stop is not None and should_stop()):
+                interrupted = step < tc.steps and any(r.live for r in runs)
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        if pending and callback is not None:  # records of a step cut short: deliver them once
+            try:
+                callback(StepEvent(step, tc.steps, {}, pending, []))
+            except KeyboardInterrupt:
+                pass
+    result = TrainResult(
+        config=config,
+        settings=settings,
+        runs=runs,
+        steps=tc.steps,
+        steps_run=step,
+        interrupted=interrupted,
+        initial_params=initial,
+    )
+    summarize(result)
+    return result
+
+
+# ------------------------------------------------------------------------------ summary
+
+
+def _finite(a: list[float]) -> np.ndarray:
+    v = np.asarray(a, np.float64)
+    return v[np.isfinite(v)]
+
+
+def run_summary(run: Run) -> dict:
+    """The numbers of one run's summary line (verdicts are added by `summarize`)."""
+    n = run.steps_done
+    loss, norms = _finite(run.loss), _finite(run.grad_norm)
+    tail = max(1, math.ceil(FINAL_SHARE * n)) if n else 0
+    clipped = np.asarray(run.clipped, bool)
+    cos = np.asarray(run.cosine, np.float64)[clipped] if n else np.array([])
+    coef = np.asarray(run.clip_coef, np.float64)[clipped] if n else np.array([])
+    nan = float("nan")
+    return {
+        "setting": run.setting.label,
+        "mode": run.setting.mode,
+        "threshold": run.setting.threshold,
+        "steps_done": n,
+        "initial_loss": run.loss[0] if n else nan,
+        "final_loss": run.loss[-1] if n else nan,
+        "final_loss_mean": float(np.mean(run.loss[-tail:])) if n else nan,
+        "best_loss": float(loss.min()) if loss.size else nan,
+        "best_step": int(np.nanargmin(run.loss)) + 1 if loss.size else None,
+        "clipped_steps": int(clipped.sum()),
+        "clipped_percent": 100.0 * float(clipped.mean()) if n else 0.0,
+        "grad_norm_median": float(np.median(norms)) if norms.size else nan,
+        "grad_norm_mean": float(np.mean(norms)) if norms.size else nan,
+        "grad_norm_max": float(norms.max()) if norms.size else nan,
+        "clip_coef_median": float(np.median(coef)) if coef.size else None,
+        "cosine_median": float(np.median(cos)) if cos.size else None,
+        "cosine_min": float(cos.min()) if cos.size else None,
+        "diverged": run.diverged,
+        "wall_time": run.wall_time,
+    }
+
+
+def suggest_max_norm(run: Run) -> dict | None:
+    """Pascanu et al. (2013): a threshold of 0.5-10x the average norm; we suggest 2x the median.
+
+    From the finite pre-clip norms of the unclipped run. The point suggestion (2 x the
+    median, robust to the spikes clipping should catch, clamped into Pascanu's range and
+    rounded to two significant digits) is lstm-diag's choice, stated as such. If that run diverged or
+    its loss grew, its norms measure the instability, not training: a caveat says so.
+    """
+    v = _finite(run.grad_norm)
+    if v.size == 0:
+        return None
+    mean, median = float(v.mean()), float(np.median(v))
+    lo, hi = PASCANU_RANGE[0] * mean, PASCANU_RANGE[1] * mean
+    value = float(f"{min(max(SUGGEST_FACTOR * median, lo), hi):.2g}")
+    caveat = None
+    s = run_summary(run)
+    if run.diverged:
+        caveat = f"the unclipped run diverged at step {run.diverged['step']}"
+    elif s["final_loss_mean"] > GREW_FACTOR * s["initial_loss"]:
+        caveat = f"the unclipped run's loss grew from {_g(s['initial_loss'])} to {_g(s['final_loss_mean'])}"
+    if caveat:
+        caveat += ": its norms measure the instability, not training; rerun with a lower lr for a suggestion"
+    return {
+        "max_norm": None if caveat else value,
+        "from_setting": run.setting.label,
+        "steps": int(v.size),
+        "mean_norm": mean,
+        "median_norm": median,
+        "pascanu_range": [lo, hi],
+        "would_clip_percent": None if caveat else 100.0 * float(np.mean(v > value)),
+        "rule": (
+            "Pascanu et al. 2013 suggest a threshold of 0.5-10x the average gradient norm over many "
+            f"updates; lstm-diag's rule (its own choice in that range): {SUGGEST_FACTOR:g}x the median "
+            f"unclipped norm, so that clipping binds only where the norm is {SUGGEST_FACTOR:g}x its "
+            "typical size (moved into Pascanu's range if outside; 2 significant digits)"
+        ),
+        "caveat": caveat,
+    }
+
+
+def _g(v: float | None) -> str:
+    from .numfmt import fmt
+
+    return fmt(v)
+
+
+def verdict(s: dict, reference: dict | None, optimizer: str) -> tuple[str, str]:
+    """(kind, sentence) on what clipping did in one run; `reference` is the unclipped run."""
+    mode, p = s["mode"], s["clipped_percent"] / 100.0
+    div = s["diverged"]
+    if mode == "none":
+        if div:
+            return "diverged", f"no clipping: diverged at step {div['step']} ({div['code']}: {div['cause']})"
+        med, mx = s["grad_norm_median"], s["grad_norm_max"]
+        spiky = med > 0 and mx / med > SPIKY_RATIO
+        shape = f"spiky: max {_g(mx)} = {mx / med:.0f}x the median" if spiky else f"max {_g(mx)}"
+        text = f"no clipping: median norm {_g(med)}, {shape}"
+        if s["final_loss_mean"] > GREW_FACTOR * s["initial_loss"]:
+            text += f"; loss grew from {_g(s['initial_loss'])} to {_g(s['final_loss_mean'])}: unstable"
+            return "unstable", text
+        return ("spiky" if spiky else "steady"), text
+    thr = s["threshold"]
+    parts = []
+    if div:
+        kind = "diverged"
+        parts.append(f"diverged at step {div['step']} ({div['code']}: {div['cause']}) despite clipping")
+    elif p == 0:
+        kind = "idle"
+        if mode == "norm":
+            parts.append(f"never binds: max norm {_g(s['grad_norm_max'])} < threshold {_g(thr)}; no effect")
+        elif mode == "value":
+            parts.append(f"never binds: no gradient entry beyond ±{_g(thr)}; no effect")
+        else:
+            parts.append(f"never binds: no unit's gradient reached {_g(thr)} x its weight norm; no effect")
+    elif p >= BINDS_MOSTLY:
+        kind = "cap"
+        pct = f"binds on {100 * p:.0f}% of steps"
+        if mode == "norm":
+            text = (
+                f"{pct}: acts as a learning-rate cap; threshold {_g(thr)} vs median norm "
+                f"{_g(s['grad_norm_median'])}"
+            )
+            if optimizer == "adam":
+                text += " (Adam divides by sqrt(v): a uniform rescale largely cancels)"
+            else:
+                text += f" (step scaled by a median {_g(s['clip_coef_median'])})"
+            parts.append(text)
+        else:
+            parts.append(f"{pct}: reshapes every update")
+    elif p >= BINDS_RARELY:
+        kind = "frequent"
+        parts.append(
+            f"binds on {100 * p:.0f}% of steps: shapes many updates; threshold {_g(thr)} "
+            f"vs median norm {_g(s['grad_norm_median'])}"
+            if mode == "norm"
+            else f"binds on {100 * p:.0f}% of steps: shapes many updates"
+        )
+    else:
+        kind = "spikes"
+        pct = f"{100 * p:.1f}" if p < 0.01 else f"{100 * p:.0f}"
+        parts.append(
+            f"clips {pct}% of steps: tames rare spikes (max norm {_g(s['grad_norm_max'])} "
+            f"vs threshold {_g(thr)})"
+            if mode == "norm"
+            else f"clips {pct}% of steps: tames rare spikes"
+        )
+    if mode in ("value", "agc") and s["cosine_median"] is not None:
+        c = s["cosine_median"]
+        bent = "bends the direction" if c < BENDS_COSINE else "keeps the direction"
+        parts.append(f"{bent} (median cosine {c:.3f} on clipped steps)")
+    if not div and s["final_loss_mean"] > GREW_FACTOR * s["initial_loss"]:
+        parts.append(f"but the loss grew from {_g(s['initial_loss'])} to {_g(s['final_loss_mean'])}")
+    if reference is not None and not div:
+        rdiv = reference["diverged"]
+        if rdiv:
+            parts.append(f"without clipping the run diverged at step {rdiv['step']}; this one did not")
+        elif s["steps_done"] and reference["steps_done"]:
+            mine, theirs = _g(s["final_loss_mean"]), _g(reference["final_loss_mean"])
+            parts.append(f"loss (last 10%) {mine} vs {theirs} unclipped")
+    return kind, "; ".join(parts)
+
+
+def _finding(code: str, setting: str, step: int | None, message: str) -> dict:
+    from .codes import CODES
+
+    return {
+        "code": code,
+        "severity": CODES[code].severity,
+        "setting": setting,
+        "step": step,
+        "message": message,
+    }
+
+
+def summarize(result: TrainResult) -> None:
+    """Fill in summaries, verdicts, findings and the suggested max_norm."""
+    summaries = [run_summary(r) for r in result.runs]
+    ref = next((s for s in summaries if s["mode"] == "none"), None)
+    optimizer = result.config.train.optimizer
+    findings = []
+    for s in summaries:
+        name, cos = s["setting"], s["cosine_median"]
+        s["verdict_kind"], s["verdict"] = verdict(s, ref, optimizer)
+        if s["diverged"]:
+            d = s["diverged"]
+            findings.append(
+                _finding(d["code"], name, d["step"], f"{name}: stopped at step {d['step']}: {d['cause']}")
+            )
+        if s["clipped_steps"]:
+            n, of = s["clipped_steps"], s["steps_done"]
+            findings.append(
+                _finding("LD301", name, None, f"{name}: clipping changed the gradient on {n} of {of} steps")
+            )
+        if s["mode"] in ("value", "agc") and cos is not None and cos < BENDS_COSINE:
+            text = f"{name}: median cosine(clipped, raw) {cos:.3f} on clipped steps (< {BENDS_COSINE})"
+            findings.append(_finding("LD302", name, None, text))
+    result.summaries = summaries
+    result.findings = findings
+    none_run = next((r for r in result.runs if r.setting.mode == "none"), None)
+    result.suggestion = suggest_max_norm(none_run) if none_run else None
