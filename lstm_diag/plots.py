@@ -67,7 +67,7 @@ DPI = 110
 MAX_POINTS = 1200  # steps drawn per line; longer series are drawn as a min/max envelope
 MAX_UNITS = 64  # heatmap rows; more units are averaged in bins of consecutive units
 MAX_COLUMNS = 600  # heatmap columns; more steps are averaged in bins of consecutive steps
-FIGURE_NAMES = ("grad_flow", "gate_heatmaps", "saturation", "forget_gate", "gate_grads")
+FIGURE_NAMES = ("grad_flow", "gate_heatmaps", "saturation", "forget_gate", "gate_grads", "dynamics")
 
 STYLE = {
     "font.size": 9.5,
@@ -724,6 +724,69 @@ def gate_grads(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
     return fig
 
 
+@_style
+def dynamics(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
+    """Lyapunov spectrum (exponent against index, ± spread over samples) and the spectral norm
+    of the one-step state Jacobian over time, beside the cell path (max f_t) and dc_t/dc_{t-1}."""
+    L = doc["layers"][layer]
+    dyn = L["dynamics"]
+    T = len(L["grad_c_norm"])
+    fig = _new_figure(12.0, 5.2)
+    left, right = fig.subplots(1, 2, width_ratios=(1, 1.6))
+    lam = np.asarray(dyn["lyapunov"], np.float64)
+    sd = np.asarray(dyn["lyapunov_std"], np.float64)
+    idx = np.arange(1, len(lam) + 1)
+    colors = [OKABE_ITO["vermillion"] if v > 0 else OKABE_ITO["blue"] for v in lam]
+    left.axhline(0.0, color=OKABE_ITO["black"], lw=1.0)
+    left.errorbar(idx, lam, yerr=sd, fmt="none", ecolor=GREY, elinewidth=1.2, capsize=3, zorder=2)
+    left.scatter(idx, lam, c=colors, s=36, zorder=3, label="λ_i, mean over samples (± std)")
+    g = dyn.get("gradient") or {}
+    if g.get("measured_rate") is not None and math.isfinite(g["measured_rate"]):
+        left.axhline(
+            g["measured_rate"],
+            color=OKABE_ITO["bluish_green"],
+            ls="--",
+            lw=1.3,
+            label=f"measured growth of ‖dL/dc_t‖ per step back: {g['measured_rate']:+.3f}",
+        )
+    left.set_xlabel("exponent index i (largest first)")
+    left.set_ylabel("Lyapunov exponent λ_i (natural log per step)")
+    left.set_xticks(idx)
+    sign = (
+        "positive: chaotic, gradients grow"
+        if lam.size and lam[0] > 0
+        else "negative: contracting, gradients vanish"
+    )
+    left.set_title(
+        f"λ₁ = {lam[0]:+.3f}/step ({sign})" if lam.size else "no exponents",
+        loc="left",
+        fontweight="bold",
+        color=OKABE_ITO["vermillion"] if lam.size and lam[0] > 0 else OKABE_ITO["blue"],
+        fontsize=10,
+    )
+    left.legend(loc="lower left", frameon=True, framealpha=0.9, fontsize=8)
+    series = {}
+    for key, name, color in (
+        ("spectral_norm", "‖∂s_t/∂s_t-1‖₂, state (c, h), 2H × 2H", OKABE_ITO["blue"]),
+        ("dcdc_norm", "‖dc_t/dc_t-1‖₂, all paths", OKABE_ITO["orange"]),
+        ("cell_path_norm", "max f_t: the cell path alone (eq. 9)", GATE_COLOR["forget"]),
+    ):
+        y = np.asarray([np.nan if v is None else v for v in dyn[key]], np.float64)
+        if y.size:
+            _log_series(right, y, label=name, color=color, lw=1.4)
+            series[key] = y
+    right.axhline(1.0, color=OKABE_ITO["black"], lw=1.0, ls=":", label="norm 1: neither grows nor shrinks")
+    right.set_yscale("log")
+    right.set_ylabel(f"spectral norm, median over {dyn['settings'].get('norm_samples', '?')} samples")
+    right.set_title("one-step Jacobians over time", loc="left", fontweight="bold", fontsize=10)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False, fontsize=8)
+    _set_time_axis(right, T)
+    codes = _layer_codes(doc, layer, ("LD105", "LD101", "LD102"))
+    _header(fig, f"State dynamics: Jacobians and Lyapunov spectrum — layer {layer}", doc, label, L["verdict"],
+            codes, layer)  # fmt: skip
+    return fig
+
+
 # ------------------------------------------------------------------------- files
 
 
@@ -731,11 +794,14 @@ def figures(result, label: str | None = None) -> Iterator[tuple[str, Figure]]:
     """(file stem, Figure) for every figure of an `AnalysisResult`, in the documented order."""
     doc = result.to_dict()
     yield "grad_flow", grad_flow(doc, label)
-    for k, cache in enumerate(result.fwd.layers):
-        yield f"gate_heatmaps_l{k}", gate_heatmaps(doc, cache.gates, k, label)
+    for k in range(len(doc["layers"])):
+        if result.fwd is not None:  # heatmaps need the full gate cache (not kept when checkpointing)
+            yield f"gate_heatmaps_l{k}", gate_heatmaps(doc, result.fwd.layers[k].gates, k, label)
         yield f"saturation_l{k}", saturation(doc, k, label)
         yield f"forget_gate_l{k}", forget_gate(doc, k, label)
         yield f"gate_grads_l{k}", gate_grads(doc, k, label)
+        if "dynamics" in doc["layers"][k]:
+            yield f"dynamics_l{k}", dynamics(doc, k, label)
 
 
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:

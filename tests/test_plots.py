@@ -387,3 +387,17 @@ def test_plot_command_prints_paths_and_analyze_plots_writes_the_same_files(tmp_p
     )
     bad = runner.invoke(main, ["plot", "-o", str(tmp_path), "--format", "jpg"])
     assert bad.exit_code == 2
+
+
+def test_dynamics_figure_plots_the_reported_exponents():
+    from lstm_diag import analyze
+    from lstm_diag.plots import dynamics
+
+    doc = analyze(None, ["data.seq_len=40"]).to_dict()
+    fig = dynamics(doc, 0)
+    left, right = fig.axes[:2]
+    offsets = left.collections[-1].get_offsets()
+    np.testing.assert_allclose(offsets[:, 1], doc["layers"][0]["dynamics"]["lyapunov"])
+    lines = {line.get_label(): line for line in right.get_lines()}
+    spectral = next(v for k, v in lines.items() if k.startswith("‖∂s_t"))
+    np.testing.assert_allclose(spectral.get_ydata(), doc["layers"][0]["dynamics"]["spectral_norm"])
