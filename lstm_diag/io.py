@@ -116,6 +116,8 @@ def load_data(path: str | Path, spec: Spec, loss: str, target: str, dtype: str):
     lead = (B,) if target == "last" else (B, T)
     if loss == "mse":
         want = lead + (spec.output_size,)
+        if spec.output_size == 1 and y.shape == lead:
+            y = y[..., None]  # one output: (B,) or (B, T) reads as (B, 1) or (B, T, 1)
         if y.shape != want:
             raise ConfigError(f"{p}: y has shape {y.shape}, expected {want} for mse with target {target}")
         if not np.all(np.isfinite(y)):

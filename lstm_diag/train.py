@@ -523,7 +523,7 @@ def verdict(s: dict, reference: dict | None, optimizer: str) -> tuple[str, str]:
             return "diverged", f"no clipping: diverged at step {div['step']} ({div['code']}: {div['cause']})"
         med, mx = s["grad_norm_median"], s["grad_norm_max"]
         spiky = med > 0 and mx / med > SPIKY_RATIO
-        shape = f"spiky: max {_g(mx)} = {mx / med:.0f}x the median" if spiky else f"max {_g(mx)}"
+        shape = f"spiky: max {_g(mx)} = {_g(mx / med)}x the median" if spiky else f"max {_g(mx)}"
         text = f"no clipping: median norm {_g(med)}, {shape}"
         if s["final_loss_mean"] > GREW_FACTOR * s["initial_loss"]:
             text += f"; loss grew from {_g(s['initial_loss'])} to {_g(s['final_loss_mean'])}: unstable"

@@ -162,3 +162,12 @@ def test_killed_writer_never_leaves_a_partial_file(tmp_path):
         with np.load(target) as z:
             for k in z.files:
                 assert np.all(np.isfinite(z[k]))
+
+
+def test_single_output_targets_may_omit_the_last_axis(tmp_path):
+    spec = Spec(3, 4, 1, 1)
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 5, 3)), y=np.ones(2))
+    x, y = load_data(tmp_path / "d.npz", spec, "mse", "last", "float64")
+    assert y.shape == (2, 1)
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 5, 3)), y=np.ones((2, 5)))
+    assert load_data(tmp_path / "d.npz", spec, "mse", "all", "float64")[1].shape == (2, 5, 1)
