@@ -11,6 +11,7 @@ import click
 from . import __version__
 from .commands.analyze import analyze_cmd
 from .commands.codes import codes_cmd
+from .commands.compare import compare_cmd
 from .commands.explain import explain_cmd
 from .commands.gradcheck import gradcheck_cmd
 from .commands.plot import plot_cmd
@@ -52,3 +53,4 @@ main.add_command(explain_cmd)
 main.add_command(train_cmd)
 main.add_command(plot_cmd)
 main.add_command(report_cmd)
+main.add_command(compare_cmd)

@@ -107,6 +107,32 @@ class TrainConfig(_Section):
         return self
 
 
+class CompareConfig(_Section):
+    """`lstm-diag compare` (docs/compare.md); CLI flags override these."""
+
+    init: str | list[str] = "pytorch,keras,orthogonal,chrono"
+    seeds: int = Field(5, gt=0)
+    jobs: int = Field(1, gt=0)
+    seq_lens: int | str | list[int] | None = None
+    train_steps: int = Field(0, ge=0)
+    plots: str | None = None
+
+    @model_validator(mode="after")
+    def _valid(self):
+        from .compare import parse_init_specs, parse_seq_lens  # lazy: compare imports this module
+
+        try:
+            parse_init_specs(self.init)
+        except ValueError as e:
+            raise ValueError(f"compare.init: {e}") from None
+        if self.seq_lens is not None:
+            try:
+                parse_seq_lens(self.seq_lens)
+            except ValueError as e:
+                raise ValueError(f"compare.seq_lens: {e}") from None
+        return self
+
+
 class Config(_Section):
     seed: int = Field(0, ge=0)
     dtype: Literal["float32", "float64"] = "float64"
@@ -116,6 +142,7 @@ class Config(_Section):
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     clipping: ClippingConfig = ClippingConfig()
     train: TrainConfig = TrainConfig()
+    compare: CompareConfig = CompareConfig()
 
     @model_validator(mode="after")
     def _consistent(self):

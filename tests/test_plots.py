@@ -265,7 +265,9 @@ def test_write_figures_png_names_and_magic(tmp_path, stacked_all):
     paths = plots.write_figures(stacked_all, out, "png", dpi=40)
     names = sorted(p.name for p in paths)
     expected = ["grad_flow.png"] + [
-        f"{n}_l{k}.png" for k in (0, 1) for n in ("gate_heatmaps", "saturation", "forget_gate", "gate_grads")
+        f"{n}_l{k}.png"
+        for k in (0, 1)
+        for n in ("gate_heatmaps", "saturation", "forget_gate", "gate_grads", "dynamics")
     ]
     assert names == sorted(expected)
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no temp files left behind
@@ -375,6 +377,7 @@ def test_plot_command_prints_paths_and_analyze_plots_writes_the_same_files(tmp_p
         "saturation_l0.svg",
         "forget_gate_l0.svg",
         "gate_grads_l0.svg",
+        "dynamics_l0.svg",
     ]
     assert all(p.is_file() for p in listed)
     r = runner.invoke(

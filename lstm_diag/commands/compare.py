@@ -1,0 +1,179 @@
+"""`lstm-diag compare`: init schemes (and sequence lengths) side by side, over seeds."""
+
+from __future__ import annotations
+
+import click
+
+from .common import (
+    config_argument,
+    debug_option,
+    format_option,
+    handle_errors,
+    load,
+    set_option,
+    stderr_console,
+    stdout_console,
+)
+
+EPILOG = """\b
+Examples:
+  lstm-diag compare                                  # pytorch,keras,orthogonal,chrono x 5 seeds
+  lstm-diag compare cfg.yaml --init pytorch,keras,chrono --seeds 10 --jobs 4
+  lstm-diag compare cfg.yaml --init pytorch,xavier_uniform:forget_bias=1,chrono:t_max=500
+  lstm-diag compare cfg.yaml --seq-lens 50,200,1000 --plots figs/
+  lstm-diag compare cfg.yaml --train-steps 100 --format markdown > compare.md
+  lstm-diag compare cfg.yaml --format json | jq '.ranking'
+
+\b
+Init specs: SCHEME[:OPTION=VALUE[:OPTION=VALUE]]. Options: forget_bias,
+recurrent_scale (any scheme), t_max (chrono), gain (identity). Flags override
+the compare: section of CONFIG. Details: docs/compare.md.
+"""
+
+FLAG_NAMES = {"init": "--init", "seeds": "--seeds", "jobs": "--jobs", "seq_lens": "--seq-lens"}
+FLAG_NAMES |= {"train_steps": "--train-steps", "plots": "--plots"}
+
+
+def _settings(cfg, flags: dict):
+    """The compare: section with the CLI flags over it, validated (errors name the flag)."""
+    from pydantic import ValidationError
+
+    from ..config import CompareConfig, ConfigError, format_validation_error
+
+    raw = cfg.compare.model_dump()
+    given = {k: v for k, v in flags.items() if v is not None}
+    raw.update(given)
+    try:
+        return CompareConfig.model_validate(raw)
+    except ValidationError as err:
+        msg = format_validation_error(err)
+        for key, flag in FLAG_NAMES.items():
+            if key in given and msg.startswith((f"compare.{key}:", f"{key}:")):
+                return _raise(ConfigError, flag + ":" + msg.split(":", 1)[1])
+        raise ConfigError(msg) from None
+
+
+def _raise(kind, msg):
+    raise kind(msg) from None
+
+
+class _Progress:
+    """A rich progress bar on stderr over all runs."""
+
+    def __init__(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = stderr_console()
+        self.progress = Progress(
+            TextColumn("[bold]compare[/]"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self.task = self.progress.add_task("compare", total=total, last="")
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def done(self, run: dict) -> None:
+        last = f"{run['scheme']} seed {run['seed']} T={run['seq_len']}: horizon {run['horizon']}"
+        self.progress.update(self.task, advance=1, last=last)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+@click.command("compare", epilog=EPILOG)
+@config_argument
+@click.option(
+    "--init",
+    "init",
+    metavar="SPECS",
+    help="Comma-separated init specs to compare [compare.init: pytorch,keras,orthogonal,chrono].",
+)
+@click.option("--seeds", type=int, metavar="N", help="Seeds per scheme [compare.seeds: 5].")
+@click.option(
+    "-j", "--jobs", type=int, metavar="J", help="Worker processes; never changes a result [compare.jobs: 1]."
+)
+@click.option(
+    "--seq-lens",
+    metavar="T1,T2,...",
+    help="Sweep the sequence length too, e.g. 50,200,1000 [compare.seq_lens: data.seq_len].",
+)
+@click.option(
+    "--train-steps",
+    type=int,
+    metavar="K",
+    help="Also train each run K steps (the train: section's optimizer) and measure again "
+    "[compare.train_steps: 0].",
+)
+@click.option(
+    "--plots", type=click.Path(file_okay=False), help="Write the compare figures (PNG) to this folder."
+)
+@set_option
+@format_option("table", "json", "markdown")
+@debug_option
+@handle_errors
+def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrides, fmt):
+    """Compare initialization schemes on CONFIG's architecture and data, over seeds.
+
+    For every scheme x seed (x sequence length): the same data batch per seed, the
+    weights drawn from the scheme; measured as `analyze` measures them. Shows per
+    scheme the median and interquartile range of the gradient horizon, decay rate,
+    ||dL/dc_1||/||dL/dc_T||, gate saturation, forget-gate mean and time constant,
+    sigma_max of each recurrent gate block, loss and verdicts, ranked by horizon.
+    """
+    import time
+
+    from ..compare import compare, parse_init_specs, parse_seq_lens, plan
+
+    cfg = load(config, overrides)
+    flags = {"init": init, "seeds": seeds, "jobs": jobs, "seq_lens": seq_lens}
+    flags |= {"train_steps": train_steps, "plots": plots}
+    s = _settings(cfg, flags)
+    specs = parse_init_specs(s.init)
+    lens = parse_seq_lens(s.seq_lens) if s.seq_lens is not None else None
+    runs = plan(cfg, specs, s.seeds, lens)
+    progress = _Progress(len(runs))
+    t0 = time.perf_counter()
+    try:
+        doc = compare(
+            cfg,
+            specs,
+            s.seeds,
+            lens,
+            jobs=s.jobs,
+            train_steps=s.train_steps,
+            on_done=progress.done,
+            on_start=progress.start,
+            runs=runs,
+        )
+    finally:
+        progress.stop()
+    err = stderr_console()
+    err.print(
+        f"compare: {len(runs)} runs ({len(specs)} schemes × {s.seeds} seeds"
+        + (f" × {len(lens)} lengths" if lens else "")
+        + f") in {time.perf_counter() - t0:.1f} s with {min(s.jobs, len(runs))} process(es)"
+    )
+    if fmt == "json":
+        from ..report.jsonout import dumps
+
+        click.echo(dumps(doc), nl=False)
+    elif fmt == "markdown":
+        from ..report.compare_render import render_markdown
+
+        click.echo(render_markdown(doc), nl=False)
+    else:
+        from ..report.compare_render import render
+
+        render(doc, stdout_console())
+    if s.plots:
+        from ..report.compare_plots import write_figures
+
+        for path in write_figures(doc, s.plots):
+            err.print(f"figure written to {path}")

@@ -1,0 +1,621 @@
+"""`compare`: initialization schemes (and sequence lengths) side by side, over seeds.
+
+Pure: config in, one plain document out (docs/compare.md); no printing, no files.
+Progress goes to a callback.
+
+Runs. For every init spec x seed index s x sequence length T there is one run: the
+config with `seed = config.seed + s`, `data.seq_len = T`, `model.init` and the spec's
+options, built by `model.build` exactly as `analyze` builds it. `model.rngs(seed)`
+splits that seed into independent init and data streams, so
+
+- the data batch depends on (s, T) only, never on the scheme: every scheme at seed
+  index s sees the same batch (and the same architecture);
+- a run's weights depend on (s, scheme, options) only, never on other runs, the
+  order they run in or the number of worker processes (`--jobs`): results are
+  bit-identical whatever J is. Schemes that draw the same tensors in the same order
+  share them at a given s (e.g. chrono = pytorch's weights with chrono's biases):
+  a paired comparison;
+- any run can be reproduced alone: `lstm-diag analyze CONFIG` plus the run's
+  `reproduce` overrides (`--set seed=... --set model.init=...`).
+
+Measurements per run (analysis.analyze_problem, as `analyze` reports them), per layer:
+the gradient horizon and per-step decay rate of ||dL/dc_t|| (eq. 9), log10 of
+||dL/dc_1|| / ||dL/dc_T||, gate saturation per gate, the forget-gate mean (eq. 3) and
+the implied time constant tau = 1 / (1 - e^{mean ln f}), and the largest singular value
+of each recurrent gate block U_k = W_hh[kH:(k+1)H] (Pascanu et al. 2013: sigma_max
+bounds the recurrent Jacobian); the loss at init and the verdicts.
+
+The network's horizon is its bottleneck layer's: the layer with the shortest horizon
+(ties: the fastest decay). Schemes are ranked per T on the median bottleneck horizon
+over seeds (longest first), ties broken by the median decay rate (slowest first),
+then by the order given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .init import SCHEMES
+
+if TYPE_CHECKING:
+    from .config import Config
+
+SCHEMA_VERSION = 1
+GATE_NAMES = ("input", "forget", "cell", "output")  # i, f, g, o: rows [0:H], [H:2H], [2H:3H], [3H:4H] of W_hh
+VERDICTS = ("healthy", "vanishing", "exploding")
+SPEC_EXAMPLE = "e.g. pytorch,keras,chrono:t_max=500,xavier_uniform:forget_bias=1"
+
+# Options an init spec may carry, and the schemes each applies to (None: every scheme).
+OPTIONS: dict[str, tuple[str, ...] | None] = {
+    "forget_bias": None,  # effective b_f, written after the scheme (init.init_params)
+    "recurrent_scale": None,  # multiplies W_hh after the scheme
+    "t_max": ("chrono",),  # chrono's T_max (default: the sequence length)
+    "gain": ("identity",),  # scale of identity's recurrent blocks
+}
+
+
+# ------------------------------------------------------------------------ init specs
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """One scheme with its options, e.g. `chrono:t_max=500`."""
+
+    scheme: str
+    options: tuple[tuple[str, float], ...] = ()  # in the order given
+
+    @property
+    def label(self) -> str:
+        return ":".join([self.scheme, *(f"{k}={v:g}" for k, v in self.options)])
+
+    def model_fields(self) -> dict[str, Any]:
+        """The config's model fields for this spec (options not given take their defaults)."""
+        fields: dict[str, Any] = {
+            "init": self.scheme,
+            "forget_bias": None,
+            "recurrent_scale": 1.0,
+            "t_max": None,
+            "gain": 1.0,
+        }
+        fields.update(dict(self.options))
+        return fields
+
+
+def _valid_options(scheme: str) -> list[str]:
+    return [k for k, only in OPTIONS.items() if only is None or scheme in only]
+
+
+def _option_value(item: str, key: str, text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v):
+        raise ValueError(f"{item!r}: {key} must be a finite number, got {text!r}")
+    if key == "t_max" and v <= 2:
+        raise ValueError(
+            f"{item!r}: t_max must be > 2 (chrono draws b_f from log U[1, t_max - 1]), got {v:g}"
+        )
+    if key == "recurrent_scale" and v <= 0:
+        raise ValueError(f"{item!r}: recurrent_scale must be positive, got {v:g}")
+    return v
+
+
+def parse_init_spec(item: str) -> InitSpec:
+    """`scheme[:option=value[:option=value]]` -> InitSpec; ValueError with a message for people."""
+    item = item.strip()
+    scheme, *parts = (p.strip() for p in item.split(":"))
+    if not scheme:
+        raise ValueError(f"{item!r}: no scheme name; {SPEC_EXAMPLE}")
+    if scheme not in SCHEMES:
+        if "=" in scheme:
+            raise ValueError(
+                f"{item!r}: options follow a scheme and ':', e.g. xavier_uniform:forget_bias=1"
+                "; several options are separated by ':' (chrono:t_max=500:recurrent_scale=0.9)"
+            )
+        close = difflib.get_close_matches(scheme, list(SCHEMES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown init scheme {scheme!r}{hint}; one of {', '.join(SCHEMES)}")
+    valid = _valid_options(scheme)
+    options: list[tuple[str, float]] = []
+    for part in parts:
+        key, sep, text = (s.strip() for s in part.partition("="))
+        if not sep or not key:
+            raise ValueError(
+                f"{item!r}: expected option=value after ':', got {part!r}; {scheme} takes {', '.join(valid)}"
+            )
+        if key not in valid:
+            only = OPTIONS.get(key, ())
+            if only:
+                why = f"{key} applies to {', '.join(only)} only"
+            else:
+                close = difflib.get_close_matches(key, valid, n=1)
+                why = f"unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            raise ValueError(f"{item!r}: {why}; {scheme} takes {', '.join(valid)}")
+        if any(k == key for k, _ in options):
+            raise ValueError(f"{item!r}: {key} is given twice")
+        options.append((key, _option_value(item, key, text)))
+    return InitSpec(scheme, tuple(options))
+
+
+def parse_init_specs(specs: str | Sequence[str]) -> list[InitSpec]:
+    """'pytorch,keras,chrono:t_max=500' (or a list of items) -> InitSpecs, in order."""
+    items = specs.split(",") if isinstance(specs, str) else [str(s) for s in specs]
+    if not items or all(not i.strip() for i in items):
+        raise ValueError(f"no init schemes given; {SPEC_EXAMPLE}")
+    out: list[InitSpec] = []
+    for item in items:
+        if not item.strip():
+            raise ValueError(f"empty entry in {','.join(items)!r}; {SPEC_EXAMPLE}")
+        spec = parse_init_spec(item)
+        same = next((s for s in out if s.scheme == spec.scheme and set(s.options) == set(spec.options)), None)
+        if same is not None:
+            raise ValueError(f"{spec.label!r} is listed twice")
+        out.append(spec)
+    return out
+
+
+def parse_seq_lens(value: int | str | Sequence[int]) -> list[int]:
+    """'50,200,1000' (or a list, or one int) -> sorted distinct positive ints."""
+    if isinstance(value, int):
+        items: list[Any] = [value]
+    elif isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    else:
+        items = list(value)
+    out: list[int] = []
+    for v in items:
+        try:
+            n = int(v) if not isinstance(v, float) else math.nan
+        except (TypeError, ValueError):
+            n = math.nan
+        if isinstance(n, float) or n <= 0:
+            raise ValueError(f"each sequence length must be a positive integer, got {v!r}; e.g. 50,200,1000")
+        out.append(n)
+    if len(set(out)) != len(out):
+        raise ValueError(f"a sequence length is listed twice in {value!r}")
+    return sorted(out)
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run: what it is, and the validated config that makes it."""
+
+    index: int  # position in the deterministic run order
+    spec: InitSpec
+    seed_index: int
+    seq_len: int  # requested (a data file's own length wins)
+    config: Config
+
+    @property
+    def reproduce(self) -> list[str]:
+        """`--set` overrides that make `analyze` build this run from the compared config."""
+        m = self.config.model
+        sets = [f"seed={self.config.seed}", f"model.init={m.init}"]
+        if m.forget_bias is not None:
+            sets.append(f"model.forget_bias={m.forget_bias:g}")
+        for key, default in (("recurrent_scale", 1.0), ("gain", 1.0)):
+            if getattr(m, key) != default:
+                sets.append(f"model.{key}={getattr(m, key):g}")
+        if m.t_max is not None:
+            sets.append(f"model.t_max={m.t_max:g}")
+        if self.config.data.task != "file":
+            sets.append(f"data.seq_len={self.config.data.seq_len}")
+        return sets
+
+
+def run_config(base: Config, spec: InitSpec, seed: int, seq_len: int | None) -> Config:
+    """The base config with this run's seed, scheme and options (and sequence length)."""
+    from pydantic import ValidationError
+
+    from .config import Config, ConfigError, format_validation_error
+
+    raw = base.model_dump()
+    raw["seed"] = seed
+    raw["model"].update(spec.model_fields())
+    if seq_len is not None:
+        raw["data"]["seq_len"] = seq_len
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"init {spec.label!r}: {format_validation_error(err)}") from None
+
+
+def plan(
+    base: Config, specs: Sequence[InitSpec], seeds: int, seq_lens: Sequence[int] | None
+) -> list[RunPlan]:
+    """Every run, ordered by T, then scheme (as given), then seed index."""
+    from .config import ConfigError
+
+    if base.model.weights is not None:
+        raise ConfigError(
+            "model.weights: compare draws each run's weights from an init scheme; "
+            "remove model.weights (or use `analyze` for a weight file)"
+        )
+    if seq_lens and base.data.task == "file":
+        raise ConfigError(
+            "compare.seq_lens: a data file has its own length; a sweep needs a synthetic data.task"
+        )
+    lens: list[int | None] = list(seq_lens) if seq_lens else [None]
+    runs = []
+    for T in lens:
+        for spec in specs:
+            for s in range(seeds):
+                cfg = run_config(base, spec, base.seed + s, T)
+                runs.append(RunPlan(len(runs), spec, s, cfg.data.seq_len, cfg))
+    return runs
+
+
+# ------------------------------------------------------------------------- measuring
+
+
+def sigma_max(W_hh: np.ndarray) -> dict[str, float]:
+    """Largest singular value of each recurrent gate block U_k = W_hh[kH:(k+1)H], (H, H)."""
+    H = W_hh.shape[1]
+    return {
+        name: float(np.linalg.norm(W_hh[k * H : (k + 1) * H].astype(np.float64), ord=2))  # σ_max(U_k)
+        for k, name in enumerate(GATE_NAMES)
+    }
+
+
+def _log10(x: float) -> float:
+    if not math.isfinite(x) or x < 0:
+        return math.nan
+    return -math.inf if x == 0 else math.log10(x)
+
+
+def bottleneck(layers: list[dict]) -> int:
+    """The layer with the shortest horizon; ties: the fastest decay (nan decay counts as slowest)."""
+
+    def key(k: int):
+        d = layers[k]["decay_rate"]
+        return (layers[k]["horizon"], -(d if math.isfinite(d) else -math.inf))
+
+    return min(range(len(layers)), key=key)
+
+
+def measure(result) -> dict:
+    """The compare numbers of one analysis (an `analysis.AnalysisResult`)."""
+    params = result.problem.params
+    layers = []
+    for lr in result.layers:
+        ex, fl = lr.extra, lr.extra["flow"]
+        gates = ex["gates"]
+        series = ex.get("flow_grad_c_norm", lr.grad_c_norm.tolist())  # the series the flow was measured on
+        layers.append(
+            {
+                "layer": lr.layer,
+                "horizon": int(fl["horizon"]),
+                "horizon_reaches_start": bool(fl["horizon_reaches_start"]),
+                "decay_rate": float(fl["decay_rate"]),
+                "ratio_first_last": float(fl["ratio_first_last"]),
+                "log10_ratio_first_last": _log10(fl["ratio_first_last"]),
+                "saturation": {g: gates[g]["saturated_low"] + gates[g]["saturated_high"] for g in GATE_NAMES},
+                "forget_mean": float(gates["forget"]["mean"]),
+                "forget_time_constant": float(fl["forget_time_constant"]),
+                "sigma_max": sigma_max(params[f"weight_hh_l{lr.layer}"]),
+                "verdict": ex["verdict"],
+                "flow_source": fl["source"],
+                "grad_c_norm": [float(v) for v in series],
+                "forget_histogram": [int(c) for c in ex["forget_histogram"]["counts"]],
+            }
+        )
+    k = bottleneck(layers)
+    b = layers[k]
+    return {
+        "loss": float(result.loss),
+        "verdict": result.sections["verdict"],
+        "bottleneck_layer": k,
+        "horizon": b["horizon"],
+        "horizon_reaches_start": b["horizon_reaches_start"],
+        "decay_rate": b["decay_rate"],
+        "log10_ratio_first_last": b["log10_ratio_first_last"],
+        "layers": layers,
+    }
+
+
+def _train_config(cfg: Config, steps: int) -> Config:
+    """The run's config set up for lstm_diag.train: one clip setting (the clipping: section's mode)."""
+    from .config import Config
+
+    raw = cfg.model_dump()
+    raw["train"].update(
+        {
+            "steps": steps,
+            "clip": cfg.clipping.mode,
+            "log_every": steps,
+            "metrics": None,
+            "plots": None,
+            "save_weights": None,
+        }
+    )
+    return Config.model_validate(raw)
+
+
+def measure_after_training(problem, steps: int) -> dict:
+    """Train K steps with lstm_diag.train (the train: section's optimizer; the clipping: section's
+    mode), then measure loss and horizon again on the batch the init measurement used."""
+    from .analysis import analyze_problem
+    from .model import Problem
+    from .train import train
+
+    result = train(_train_config(problem.config, steps))
+    if result.interrupted:  # train() stops cleanly on Ctrl-C; compare stops altogether
+        raise KeyboardInterrupt
+    run = result.runs[0]
+    trained = Problem(problem.config, problem.spec, run.params, problem.x, problem.y)
+    after = measure(analyze_problem(trained))
+    summary = result.summaries[0]
+    return {
+        "steps": steps,
+        "steps_done": run.steps_done,
+        "diverged": run.diverged,
+        "train_loss_final_mean": summary["final_loss_mean"],  # mean over the last 10% of training steps
+        "loss": after["loss"],  # on the init measurement's batch
+        "horizon": after["horizon"],
+        "horizon_reaches_start": after["horizon_reaches_start"],
+        "decay_rate": after["decay_rate"],
+        "log10_ratio_first_last": after["log10_ratio_first_last"],
+        "verdict": after["verdict"],
+        "bottleneck_layer": after["bottleneck_layer"],
+    }
+
+
+def execute(run: RunPlan, train_steps: int = 0) -> dict:
+    """One run, start to end: build, analyze, measure (and train). Returns plain data.
+
+    Module-level so worker processes can import it; it depends on `run` alone.
+    """
+    from .analysis import analyze_problem
+    from .model import build
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        problem = build(run.config)
+        out = {
+            "index": run.index,
+            "scheme": run.spec.label,
+            "seed_index": run.seed_index,
+            "seed": run.config.seed,
+            "seq_len": int(problem.x.shape[1]),
+            "reproduce": run.reproduce,
+            **measure(analyze_problem(problem)),
+        }
+        out["after_training"] = measure_after_training(problem, train_steps) if train_steps else None
+    return out
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which cancels what has not started."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_all(
+    runs: Sequence[RunPlan],
+    jobs: int = 1,
+    train_steps: int = 0,
+    on_done: Callable[[dict], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> list[dict]:
+    """Execute every run, in this process (jobs = 1) or in `jobs` worker processes.
+
+    Results come back in run order whatever finishes first; `on_done` sees each as it
+    finishes. `on_start` is called once the workers exist (start a progress display there,
+    so no display thread is running while worker processes are forked).
+    """
+    results: list[dict | None] = [None] * len(runs)
+    if jobs <= 1 or len(runs) <= 1:
+        if on_start is not None:
+            on_start()
+        for r in runs:
+            results[r.index] = execute(r, train_steps)
+            if on_done is not None:
+                on_done(results[r.index])
+        return results  # type: ignore[return-value]
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(runs)), initializer=_ignore_sigint)
+    try:
+        pending = {pool.submit(execute, r, train_steps) for r in runs}
+        if on_start is not None:
+            on_start()
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=lambda f: f.result()["index"]):
+                res = fut.result()
+                results[res["index"]] = res
+                if on_done is not None:
+                    on_done(res)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------- aggregating
+
+
+def quartiles(values: Sequence[float]) -> dict:
+    """Median and interquartile range over seeds: {median, q1, q3, n, nonfinite}.
+
+    NaN values are left out (counted in `nonfinite`). ±inf (e.g. log10 of a ratio that
+    underflowed to 0) are kept; then the nearest order statistic is used instead of
+    linear interpolation, which is undefined between an infinity and a number.
+    """
+    v = np.asarray(values, np.float64)
+    nan = np.isnan(v)
+    v = v[~nan]
+    out = {"median": math.nan, "q1": math.nan, "q3": math.nan, "n": int(v.size), "nonfinite": int(nan.sum())}
+    if v.size:
+        method = "linear" if np.isfinite(v).all() else "nearest"
+        q1, med, q3 = np.percentile(v, [25, 50, 75], method=method)
+        out.update(median=float(med), q1=float(q1), q3=float(q3))
+        out["nonfinite"] += int((~np.isfinite(v)).sum())
+    return out
+
+
+def series_quartiles(series: list[list[float]]) -> dict:
+    """Per step t: median, q1, q3 over runs of ||dL/dc_t|| / ||dL/dc_T|| (NaN where not finite)."""
+    a = np.asarray(series, np.float64)  # (runs, T)
+    with np.errstate(all="ignore"):
+        rel = a / a[:, -1:]  # relative to the value at the loss, t = T
+    rel[~np.isfinite(rel)] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN step stays NaN
+        q1, med, q3 = np.nanpercentile(rel, [25, 50, 75], axis=0)  # (T,) each
+    return {"median": med.tolist(), "q1": q1.tolist(), "q3": q3.tolist()}
+
+
+def _counts(verdicts: list[str]) -> dict[str, int]:
+    return {v: sum(x == v for x in verdicts) for v in VERDICTS}
+
+
+def _layer_aggregate(k: int, runs: list[dict]) -> dict:
+    ls = [r["layers"][k] for r in runs]
+    return {
+        "layer": k,
+        "horizon": quartiles([x["horizon"] for x in ls]),
+        "reaches_start": sum(x["horizon_reaches_start"] for x in ls),
+        "decay_rate": quartiles([x["decay_rate"] for x in ls]),
+        "log10_ratio_first_last": quartiles([x["log10_ratio_first_last"] for x in ls]),
+        "saturation": {g: quartiles([x["saturation"][g] for x in ls]) for g in GATE_NAMES},
+        "forget_mean": quartiles([x["forget_mean"] for x in ls]),
+        "forget_time_constant": quartiles([x["forget_time_constant"] for x in ls]),
+        "sigma_max": {g: quartiles([x["sigma_max"][g] for x in ls]) for g in GATE_NAMES},
+        "verdicts": _counts([x["verdict"] for x in ls]),
+        "flow": series_quartiles([x["grad_c_norm"] for x in ls]),
+        "forget_histogram": np.sum([x["forget_histogram"] for x in ls], axis=0).tolist(),  # pooled over seeds
+    }
+
+
+def _after_aggregate(runs: list[dict]) -> dict | None:
+    after = [r["after_training"] for r in runs]
+    if any(a is None for a in after):
+        return None
+    return {
+        "steps": after[0]["steps"],
+        "loss": quartiles([a["loss"] for a in after]),
+        "train_loss_final_mean": quartiles([a["train_loss_final_mean"] for a in after]),
+        "horizon": quartiles([a["horizon"] for a in after]),
+        "decay_rate": quartiles([a["decay_rate"] for a in after]),
+        "diverged": sum(a["diverged"] is not None for a in after),
+        "verdicts": _counts([a["verdict"] for a in after]),
+    }
+
+
+def aggregate(label: str, T: int, runs: list[dict]) -> dict:
+    """Median [IQR] over the seeds of one scheme at one sequence length."""
+    L = len(runs[0]["layers"])
+    return {
+        "scheme": label,
+        "seq_len": T,
+        "rank": None,  # filled by `rank`
+        "runs": len(runs),
+        "horizon": quartiles([r["horizon"] for r in runs]),
+        "reaches_start": sum(r["horizon_reaches_start"] for r in runs),
+        "decay_rate": quartiles([r["decay_rate"] for r in runs]),
+        "log10_ratio_first_last": quartiles([r["log10_ratio_first_last"] for r in runs]),
+        "bottleneck_layers": [sum(r["bottleneck_layer"] == k for r in runs) for k in range(L)],
+        "loss": quartiles([r["loss"] for r in runs]),
+        "verdicts": _counts([r["verdict"] for r in runs]),
+        "layers": [_layer_aggregate(k, runs) for k in range(L)],
+        "after_training": _after_aggregate(runs),
+    }
+
+
+def rank(aggs: list[dict]) -> list[str]:
+    """Longest median horizon first; ties: slowest median decay; then the order given. Sets `rank`."""
+
+    def key(i: int):
+        a = aggs[i]
+        d = a["decay_rate"]["median"]
+        return (-a["horizon"]["median"], d if math.isfinite(d) else math.inf, i)
+
+    order = sorted(range(len(aggs)), key=key)
+    for r, i in enumerate(order, start=1):
+        aggs[i]["rank"] = r
+    return [aggs[i]["scheme"] for i in order]
+
+
+def _forget_edges() -> list[float]:
+    from .diagnostics import GateAccumulator
+
+    return GateAccumulator(1).f_hist_edges.tolist()  # the bins every run's forget histogram uses
+
+
+RANKING_RULE = (
+    "per sequence length: median bottleneck horizon over seeds, longest first; ties by the median "
+    "decay rate, slowest first; then the order given. The bottleneck layer of a run is its layer "
+    "with the shortest horizon (ties: the fastest decay)."
+)
+
+
+def compare(
+    config: Config,
+    specs: Sequence[InitSpec],
+    seeds: int,
+    seq_lens: Sequence[int] | None = None,
+    jobs: int = 1,
+    train_steps: int = 0,
+    on_done: Callable[[dict], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+    runs: list[RunPlan] | None = None,
+) -> dict:
+    """Measure every spec x seed (x sequence length) and summarize; see the module docstring.
+
+    Returns the JSON document of `compare --format json` (docs/compare.md). `jobs` changes
+    nothing in it.
+    """
+    runs = plan(config, specs, seeds, seq_lens) if runs is None else runs
+    results = run_all(runs, jobs, train_steps, on_done, on_start)
+    lens = sorted({r["seq_len"] for r in results})
+    labels = [s.label for s in specs]
+    aggregates, ranking = [], {}
+    for T in lens:
+        aggs = [
+            aggregate(lab, T, [r for r in results if r["scheme"] == lab and r["seq_len"] == T])
+            for lab in labels
+        ]
+        ranking[str(T)] = rank(aggs)
+        aggregates += aggs
+    settings = config.compare.model_dump(mode="json")
+    settings.update(
+        {
+            "init": labels,
+            "seeds": seeds,
+            "seq_lens": list(seq_lens) if seq_lens else None,
+            "train_steps": train_steps,
+        }
+    )
+    settings.pop("jobs", None)  # never changes a number
+    settings.pop("plots", None)
+    doc_config = config.model_dump(mode="json")
+    doc_config.pop("compare", None)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": "compare",
+        "config": doc_config,
+        "settings": settings,
+        "seed_values": [config.seed + s for s in range(seeds)],
+        "seq_lens": lens,
+        "detail_seq_len": lens[-1],
+        "vanishing_ratio": config.diagnostics.vanishing_ratio,
+        "forget_histogram_edges": _forget_edges(),
+        "ranking_rule": RANKING_RULE,
+        "ranking": ranking,
+        "aggregates": aggregates,
+        "runs": results,
+    }

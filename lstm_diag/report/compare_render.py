@@ -1,0 +1,401 @@
+"""Rich tables and markdown for a compare document (`compare.compare()`, docs/compare.md).
+
+Everything shown is read from the document; nothing is computed here beyond layout.
+Each number is a median over seeds with its interquartile range [q1, q3] below it
+(markdown: beside it). Tables fit 80 columns: the measurements are split over several
+narrow tables rather than one wide one.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .text import table
+
+VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red"}
+GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
+SCHEME_WIDTH = 20  # longer option lines fold
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def compact(v: float | None, digits: int = 3) -> str:
+    """A number in little room: 0.0123, 28.5, 200, 3.9e-5 (no zero-padded exponent)."""
+    if v is None:
+        return "—"
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if 1e-3 <= a < 1e5:
+        d = max(digits, len(str(int(a))))  # never 2e+02 for 200
+        return f"{v:.{d}g}"
+    mant, exp = f"{v:.{max(digits - 2, 0)}e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def median_text(q: dict, digits: int = 3) -> str:
+    return compact(q["median"], digits)
+
+
+def iqr_text(q: dict, digits: int = 2) -> str:
+    return f"[{compact(q['q1'], digits)}, {compact(q['q3'], digits)}]"
+
+
+def cell(q: dict, digits: int = 3, style: str = "") -> Text:
+    """Median on the first line, the IQR dimmed below it."""
+    t = Text(median_text(q, digits), style=style)
+    t.append("\n")
+    t.append(iqr_text(q, digits), style="dim")
+    return t
+
+
+def one_line(q: dict, digits: int = 3) -> str:
+    return f"{median_text(q, digits)} {iqr_text(q, digits)}"
+
+
+def scheme_cell(label: str, rank: int | None = None) -> Text:
+    """The scheme's name, its options (if any) on a second line."""
+    name, _, opts = label.partition(":")
+    t = Text(f"{rank}. " if rank is not None else "", style="dim")
+    t.append(name, style="bold")
+    if opts:
+        pad = " " * (len(f"{rank}. ") if rank is not None else 0)
+        for opt in opts.split(":"):  # one option per line keeps the column narrow
+            t.append("\n" + pad + opt)
+    return t
+
+
+def verdict_text(counts: dict) -> Text:
+    t = Text()
+    parts = [(v, n) for v, n in counts.items() if n]
+    for j, (v, n) in enumerate(parts):
+        if j:
+            t.append("\n")
+        t.append(f"{n} {v}", style=VERDICT_STYLE[v])
+    return t
+
+
+def verdict_words(counts: dict) -> str:
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+
+
+def ranked(doc: dict, T: int) -> list[dict]:
+    """The aggregates at sequence length T, in rank order."""
+    aggs = [a for a in doc["aggregates"] if a["seq_len"] == T]
+    return sorted(aggs, key=lambda a: a["rank"])
+
+
+def _n_layers(doc: dict) -> int:
+    return doc["config"]["model"]["num_layers"]
+
+
+def describe(doc: dict) -> list[str]:
+    c, s = doc["config"], doc["settings"]
+    m, d, lo = c["model"], c["data"], c["loss"]
+    seeds = doc["seed_values"]
+    seed_txt = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}..{seeds[-1]}"
+    lens = doc["seq_lens"]
+    T_txt = ", ".join(str(T) for T in lens)
+    lines = [
+        f"model  LSTM {m['input_size']}→{m['hidden_size']}, {m['num_layers']} layer(s), "
+        f"head →{m['output_size']}; {c['dtype']}",
+        f"data   {d['task']}; batch {d['batch_size']}, T = {T_txt} step(s); "
+        f"loss {lo['type']} on '{lo['target']}'",
+        f"runs   {len(s['init'])} schemes × {len(seeds)} seeds ({seed_txt})"
+        + (f" × {len(lens)} lengths" if len(lens) > 1 else "")
+        + f" = {len(doc['runs'])} runs",
+        "       every scheme sees the same data batch for a given seed",
+    ]
+    if s["train_steps"]:
+        t = c["train"]
+        lines.append(
+            f"train  {s['train_steps']} steps of {t['optimizer']} (lr {t['lr']:g}), "
+            f"clipping {c['clipping']['mode']}"
+        )
+    return lines
+
+
+def _horizon_note(doc: dict, T: int) -> str:
+    r = doc["vanishing_ratio"]
+    return (
+        f"horizon: steps back from the loss before ‖dL/dc_t‖ < {r:g} × its value at t = T; "
+        f"{T} = reaches t = 1. decay: per step back (> 0 fades). Network = bottleneck layer "
+        "(shortest horizon). Ranked by median horizon, ties by decay."
+    )
+
+
+# -------------------------------------------------------------------------- tables
+
+
+def flow_table(doc: dict, T: int) -> Table:
+    n = len(doc["seed_values"])
+    t = table(f"Gradient flow at T = {T}, ranked (median [IQR] over {n} seeds)", show_lines=True)
+    t.add_column("scheme", max_width=SCHEME_WIDTH, overflow="fold")
+    t.add_column("horizon", justify="right", no_wrap=True)
+    t.add_column("decay/step", justify="right", no_wrap=True)
+    t.add_column("log10 ratio\n‖dc_1‖/‖dc_T‖", justify="right", no_wrap=True)
+    t.add_column("verdicts", no_wrap=True)
+    for a in ranked(doc, T):
+        h = a["horizon"]
+        style = "green" if h["median"] >= T else ""
+        t.add_row(
+            scheme_cell(a["scheme"], a["rank"]),
+            cell(h, 3, style),
+            cell(a["decay_rate"], 2),
+            cell(a["log10_ratio_first_last"], 2),
+            verdict_text(a["verdicts"]),
+        )
+    return t
+
+
+def init_table(doc: dict, T: int, k: int) -> Table:
+    L = _n_layers(doc)
+    where = f", layer {k}" if L > 1 else ""
+    t = table(f"Loss and forget gate at init{where}", show_lines=True)
+    t.add_column("scheme", max_width=SCHEME_WIDTH, overflow="fold")
+    t.add_column("loss", justify="right", no_wrap=True)
+    t.add_column("forget mean f̄", justify="right", no_wrap=True)
+    t.add_column("τ = 1/(1−f) steps", justify="right", no_wrap=True)
+    for a in ranked(doc, T):
+        lay = a["layers"][k]
+        t.add_row(
+            scheme_cell(a["scheme"]),
+            cell(a["loss"]),
+            cell(lay["forget_mean"]),
+            cell(lay["forget_time_constant"]),
+        )
+    return t
+
+
+def saturation_table(doc: dict, T: int, k: int) -> Table:
+    L = _n_layers(doc)
+    where = f", layer {k}" if L > 1 else ""
+    eps = doc["config"]["diagnostics"]["saturation_threshold"]
+    t = table(f"Gate saturation (share of entries < {eps:g} or > {1 - eps:g}){where}", show_lines=True)
+    t.add_column("scheme", max_width=SCHEME_WIDTH, overflow="fold")
+    for g, s in GATE_SYMBOL.items():
+        t.add_column(f"{s} ({g})", justify="right", no_wrap=True)
+    for a in ranked(doc, T):
+        sat = a["layers"][k]["saturation"]
+        t.add_row(scheme_cell(a["scheme"]), *(cell(sat[g], 2) for g in GATE_SYMBOL))
+    return t
+
+
+def sigma_table(doc: dict, T: int, k: int) -> Table:
+    L = _n_layers(doc)
+    where = f", layer {k}" if L > 1 else ""
+    t = table(f"Largest singular value σ_max of each recurrent block U = W_hh[gate]{where}", show_lines=True)
+    t.add_column("scheme", max_width=SCHEME_WIDTH, overflow="fold")
+    for s in GATE_SYMBOL.values():
+        t.add_column(f"U_{s}", justify="right", no_wrap=True)
+    for a in ranked(doc, T):
+        sig = a["layers"][k]["sigma_max"]
+        t.add_row(scheme_cell(a["scheme"]), *(cell(sig[g], 2) for g in GATE_SYMBOL))
+    return t
+
+
+def layer_horizon_table(doc: dict, T: int) -> Table:
+    t = table(f"Horizon per layer at T = {T} (network: the shortest)", show_lines=True)
+    t.add_column("scheme", max_width=SCHEME_WIDTH, overflow="fold")
+    for k in range(_n_layers(doc)):
+        t.add_column(f"layer {k}", justify="right", no_wrap=True)
+    t.add_column("bottleneck", justify="right", no_wrap=True)
+    for a in ranked(doc, T):
+        counts = a["bottleneck_layers"]
+        most = max(range(len(counts)), key=lambda j: counts[j])
+        t.add_row(
+            scheme_cell(a["scheme"]),
+            *(cell(lay["horizon"]) for lay in a["layers"]),
+            f"layer {most}\n({counts[most]}/{a['runs']} seeds)",
+        )
+    return t
+
+
+def sweep_table(doc: dict) -> Table:
+    lens = doc["seq_lens"]
+    T_last = doc["detail_seq_len"]
+    t = table("Horizon against T (median [IQR]; = T: reaches t = 1)", show_lines=True)
+    t.add_column("scheme", max_width=SCHEME_WIDTH, overflow="fold")
+    for T in lens:
+        t.add_column(f"T = {T}", justify="right", no_wrap=True)
+    by = {(a["scheme"], a["seq_len"]): a for a in doc["aggregates"]}
+    for a in ranked(doc, T_last):
+        cells = []
+        for T in lens:
+            h = by[(a["scheme"], T)]["horizon"]
+            cells.append(cell(h, 3, "green" if h["median"] >= T else ""))
+        t.add_row(scheme_cell(a["scheme"]), *cells)
+    return t
+
+
+def train_table(doc: dict, T: int) -> Table:
+    K = doc["settings"]["train_steps"]
+    t = table(f"After {K} training steps (loss on the init batch)", show_lines=True)
+    t.add_column("scheme", max_width=SCHEME_WIDTH, overflow="fold")
+    t.add_column("loss\nat init", justify="right", no_wrap=True)
+    t.add_column(f"loss\nafter {K}", justify="right", no_wrap=True)
+    t.add_column("horizon\nat init", justify="right", no_wrap=True)
+    t.add_column(f"horizon\nafter {K}", justify="right", no_wrap=True)
+    for a in ranked(doc, T):
+        af = a["after_training"]
+        t.add_row(
+            scheme_cell(a["scheme"]),
+            cell(a["loss"], 2),
+            cell(af["loss"], 2),
+            cell(a["horizon"]),
+            cell(af["horizon"]),
+        )
+    return t
+
+
+def diverged_note(doc: dict, T: int) -> Text:
+    runs = [
+        r
+        for r in doc["runs"]
+        if r["seq_len"] == T and r["after_training"] and r["after_training"]["diverged"]
+    ]
+    if not runs:
+        return Text("No run diverged in training.", style="dim")
+    t = Text("Diverged in training: ", style="bold red")
+    t.append(
+        "; ".join(
+            f"{r['scheme']} seed {r['seed']} at step {r['after_training']['diverged']['step']} "
+            f"({r['after_training']['diverged']['code']})"
+            for r in runs
+        )
+    )
+    return t
+
+
+def render(doc: dict, console: Console) -> None:
+    T = doc["detail_seq_len"]
+    console.print(
+        Panel(
+            Group(*(Text(x) for x in describe(doc))),
+            title="lstm-diag compare",
+            title_align="left",
+            box=box.ROUNDED,
+        )
+    )
+    console.print(flow_table(doc, T))
+    console.print(Text(_horizon_note(doc, T), style="dim"))
+    console.print()
+    if _n_layers(doc) > 1:
+        console.print(layer_horizon_table(doc, T))
+    if len(doc["seq_lens"]) > 1:
+        console.print(sweep_table(doc))
+        console.print(Text(f"Detail tables are at the longest T = {T}; the JSON has every T.", style="dim"))
+        console.print()
+    for k in range(_n_layers(doc)):
+        console.print(init_table(doc, T, k))
+        console.print(saturation_table(doc, T, k))
+        console.print(sigma_table(doc, T, k))
+    if doc["settings"]["train_steps"]:
+        console.print(train_table(doc, T))
+        console.print(diverged_note(doc, T))
+        console.print()
+    best = ranked(doc, T)[0]
+    first = next(r for r in doc["runs"] if r["scheme"] == best["scheme"] and r["seq_len"] == T)
+    console.print(
+        Text.assemble(
+            ("best at T = ", "bold"),
+            (f"{T}: ", "bold"),
+            (best["scheme"], "bold green"),
+            f" (median horizon {compact(best['horizon']['median'], 4)} steps). ",
+            "One run in detail: lstm-diag analyze CONFIG (and your --set) ",
+            " ".join("--set " + s for s in first["reproduce"]),
+        )
+    )
+
+
+# ------------------------------------------------------------------------ markdown
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(doc: dict) -> str:
+    T = doc["detail_seq_len"]
+    n = len(doc["seed_values"])
+    out = ["## lstm-diag compare", "", *(f"- {x.strip()}" for x in describe(doc)), ""]
+    out += [f"### Gradient flow at T = {T}, ranked (median [IQR] over {n} seeds)", ""]
+    rows = [
+        [
+            str(a["rank"]),
+            f"`{a['scheme']}`",
+            one_line(a["horizon"]),
+            one_line(a["decay_rate"]),
+            one_line(a["log10_ratio_first_last"]),
+            verdict_words(a["verdicts"]),
+        ]
+        for a in ranked(doc, T)
+    ]
+    out += [_md_table(["#", "scheme", "horizon", "decay/step", "log10 ‖dc_1‖/‖dc_T‖", "verdicts"], rows), ""]
+    out += [_horizon_note(doc, T), ""]
+    if _n_layers(doc) > 1:
+        rows = [
+            [f"`{a['scheme']}`", *(one_line(lay["horizon"]) for lay in a["layers"])] for a in ranked(doc, T)
+        ]
+        out += [f"### Horizon per layer at T = {T}", ""]
+        out += [_md_table(["scheme", *(f"layer {k}" for k in range(_n_layers(doc)))], rows), ""]
+    if len(doc["seq_lens"]) > 1:
+        by = {(a["scheme"], a["seq_len"]): a for a in doc["aggregates"]}
+        rows = [
+            [f"`{a['scheme']}`", *(one_line(by[(a["scheme"], t)]["horizon"]) for t in doc["seq_lens"])]
+            for a in ranked(doc, T)
+        ]
+        out += ["### Horizon against sequence length T (= T reaches t = 1)", ""]
+        out += [_md_table(["scheme", *(f"T = {t}" for t in doc["seq_lens"])], rows), ""]
+    eps = doc["config"]["diagnostics"]["saturation_threshold"]
+    for k in range(_n_layers(doc)):
+        where = f", layer {k}" if _n_layers(doc) > 1 else ""
+        rows = []
+        for a in ranked(doc, T):
+            lay = a["layers"][k]
+            rows.append(
+                [
+                    f"`{a['scheme']}`",
+                    one_line(a["loss"]),
+                    one_line(lay["forget_mean"]),
+                    one_line(lay["forget_time_constant"]),
+                    *(one_line(lay["saturation"][g], 2) for g in GATE_SYMBOL),
+                    *(one_line(lay["sigma_max"][g]) for g in GATE_SYMBOL),
+                ]
+            )
+        header = ["scheme", "loss", "forget mean", "τ (steps)"]
+        header += [f"sat. {s}" for s in GATE_SYMBOL.values()] + [f"σ_max U_{s}" for s in GATE_SYMBOL.values()]
+        out += [f"### At init{where}", "", _md_table(header, rows), ""]
+        out += [
+            f"Saturation: share of gate entries < {eps:g} or > {1 - eps:g}. σ_max: largest singular value.",
+            "",
+        ]
+    if doc["settings"]["train_steps"]:
+        rows = [
+            [
+                f"`{a['scheme']}`",
+                one_line(a["loss"]),
+                one_line(a["after_training"]["loss"]),
+                one_line(a["horizon"]),
+                one_line(a["after_training"]["horizon"]),
+                f"{a['after_training']['diverged']}/{a['runs']}",
+            ]
+            for a in ranked(doc, T)
+        ]
+        out += [f"### After {doc['settings']['train_steps']} training steps (loss on the init batch)", ""]
+        out += [
+            _md_table(
+                ["scheme", "loss init", "loss after", "horizon init", "horizon after", "diverged"], rows
+            ),
+            "",
+        ]
+    return "\n".join(out) + "\n"
