@@ -308,6 +308,8 @@ def measure(result) -> dict:
                 "flow_source": fl["source"],
                 "grad_c_norm": [float(v) for v in series],
                 "forget_histogram": [int(c) for c in ex["forget_histogram"]["counts"]],
+                # top-k Lyapunov exponents of the state (c, h), natural log per step (docs/dynamics.md)
+                "lyapunov": [float(v) for v in ex["dynamics"]["lyapunov"]] if "dynamics" in ex else [],
             }
         )
     k = bottleneck(layers)
@@ -498,7 +500,15 @@ def _layer_aggregate(k: int, runs: list[dict]) -> dict:
         "verdicts": _counts([x["verdict"] for x in ls]),
         "flow": series_quartiles([x["grad_c_norm"] for x in ls]),
         "forget_histogram": np.sum([x["forget_histogram"] for x in ls], axis=0).tolist(),  # pooled over seeds
+        "lyapunov_max": quartiles([x["lyapunov"][0] for x in ls if x["lyapunov"]]),
+        "lyapunov": _spectrum_quartiles([x["lyapunov"] for x in ls]),
     }
+
+
+def _spectrum_quartiles(spectra: list[list[float]]) -> list[dict]:
+    """Median [IQR] over seeds of each Lyapunov exponent, index by index (largest first)."""
+    n = min((len(s) for s in spectra), default=0)
+    return [quartiles([s[i] for s in spectra]) for i in range(n)]
 
 
 def _after_aggregate(runs: list[dict]) -> dict | None:

@@ -205,6 +205,18 @@ def test_forget_bias_one_and_chrono_carry_the_gradient_further_than_pytorch(long
     assert abs(agg["pytorch"]["layers"][0]["forget_mean"]["median"] - 0.5) < 0.03
 
 
+def test_lyapunov_columns_order_the_schemes_like_the_horizon(long_doc):
+    """Seen when written (median λ1 per step): chrono -0.0084, forget_bias=1 -0.185, keras -0.206,
+    pytorch -0.507; e^λ1 matches the measured decay per step of each scheme to a few percent."""
+    agg = {a["scheme"]: a["layers"][0] for a in long_doc["aggregates"]}
+    lam = {s: a["lyapunov_max"]["median"] for s, a in agg.items()}
+    assert lam["chrono"] > lam["xavier_uniform:forget_bias=1"] > lam["pytorch"]
+    assert lam["keras"] > lam["pytorch"] and all(v < 0 for v in lam.values())
+    for s, a in agg.items():
+        assert abs(-a["lyapunov_max"]["median"] - a["decay_rate"]["median"]) < 0.05, s
+        assert len(a["lyapunov"]) == 8 and a["lyapunov"][0]["median"] == a["lyapunov_max"]["median"]
+
+
 def test_sigma_max_of_recurrent_blocks_matches_closed_forms():
     cfg, _ = load_config(None, ["model.hidden_size=12", "data.seq_len=20", "data.batch_size=4"])
     doc = C.compare(
@@ -307,8 +319,10 @@ def test_table_fits_80_columns_and_markdown_and_figures(tmp_path):
         "Horizon per layer",
         "Horizon against T",
         "After 2 training steps",
+        "State dynamics at init, layer 1",
     ):
         assert title in text
+    assert "chrono" in text.split("State dynamics at init, layer 0")[1]  # names not folded apart
     md = render_markdown(doc)
     assert "| 1 | `chrono` |" in md
     paths = write_figures(json.loads(dumps(doc)), tmp_path)  # from the JSON, as a user would
@@ -316,6 +330,7 @@ def test_table_fits_80_columns_and_markdown_and_figures(tmp_path):
         "compare_flow.png",
         "compare_forget.png",
         "compare_horizon_vs_T.png",
+        "compare_lyapunov.png",
     ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 

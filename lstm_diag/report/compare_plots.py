@@ -7,6 +7,7 @@ the palette and style of lstm_diag.plots (Okabe & Ito). Files:
     compare_flow.png          median ||dL/dc_t|| / ||dL/dc_T|| against t per scheme, IQR bands,
                               one log axis per layer, with the vanishing threshold
     compare_forget.png        small multiples: the forget-gate distribution of each scheme
+    compare_lyapunov.png      the Lyapunov spectrum of each scheme (median, IQR over seeds)
     compare_horizon_vs_T.png  with a sequence-length sweep: horizon against T per scheme,
                               with the diagonal horizon = T ("reaches the start")
 """
@@ -233,6 +234,47 @@ def forget_figure(doc: dict, T: int | None = None) -> Figure:
     return fig
 
 
+def lyapunov_figure(doc: dict, T: int | None = None) -> Figure:
+    """Median Lyapunov spectrum per scheme (exponent against index, IQR bars over seeds)."""
+    T = doc["detail_seq_len"] if T is None else T
+    aggs = _ranked(doc, T)
+    L = len(aggs[0]["layers"])
+    colors = scheme_style(doc)
+    with mpl.rc_context(STYLE):
+        fig = _new_figure(max(10.5, 4.6 * L + 3.2), 5.0)
+        axes = fig.subplots(1, L, squeeze=False).ravel()
+        fig.suptitle(
+            f"Lyapunov spectrum of the state (c, h) at init by scheme, T = {T}\n"
+            + _subtitle(doc, T)
+            + "\nmedian over seeds with IQR bars; λ < 0: contracting (gradients vanish ~e^(λ k)), "
+            "λ > 0: chaotic (they grow)",
+            x=0.01,
+            ha="left",
+            fontsize=9.5,
+            linespacing=1.5,
+        )
+        n = len(aggs)
+        for k, ax in enumerate(axes):
+            ax.axhline(0.0, color=OKABE_ITO["black"], lw=1.0)
+            for j, a in enumerate(aggs):
+                spec = a["layers"][k]["lyapunov"]
+                if not spec:
+                    continue
+                color, _ = colors[a["scheme"]]
+                idx = np.arange(1, len(spec) + 1) + (j - (n - 1) / 2) * 0.08  # side by side
+                med = np.array([q["median"] for q in spec], np.float64)
+                lo = med - np.array([q["q1"] for q in spec], np.float64)
+                hi = np.array([q["q3"] for q in spec], np.float64) - med
+                ax.errorbar(idx, med, yerr=[lo, hi], fmt="o-", color=color, ms=4, lw=1.2, capsize=2,
+                            label=f"{a['rank']}. {a['scheme']}: λ₁ = {med[0]:+.3f}")  # fmt: skip
+            ax.set_xlabel("exponent index i (largest first)")
+            if k == 0:
+                ax.set_ylabel("Lyapunov exponent λ_i (natural log per step)")
+            ax.set_title(f"layer {k}" if L > 1 else "", loc="left", fontsize=10)
+            ax.legend(loc="lower left", fontsize=8, frameon=True, framealpha=0.9)
+    return fig
+
+
 def horizon_figure(doc: dict) -> Figure:
     """Gradient horizon against T per scheme (median, IQR band), with the diagonal horizon = T."""
     lens = np.asarray(doc["seq_lens"], np.float64)
@@ -300,6 +342,8 @@ def figures(doc: dict):
     """(file stem, figure) for every compare figure of this document."""
     yield "compare_flow", flow_figure(doc)
     yield "compare_forget", forget_figure(doc)
+    if doc["aggregates"] and doc["aggregates"][0]["layers"][0]["lyapunov"]:
+        yield "compare_lyapunov", lyapunov_figure(doc)
     if len(doc["seq_lens"]) > 1:
         yield "compare_horizon_vs_T", horizon_figure(doc)
 

@@ -8,6 +8,8 @@ narrow tables rather than one wide one.
 
 from __future__ import annotations
 
+import math
+
 from rich import box
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -201,6 +203,29 @@ def sigma_table(doc: dict, T: int, k: int) -> Table:
     return t
 
 
+def lyapunov_table(doc: dict, T: int, k: int) -> Table | None:
+    aggs = ranked(doc, T)
+    if not all(a["layers"][k]["lyapunov"] for a in aggs):
+        return None
+    where = f", layer {k}" if _n_layers(doc) > 1 else ""
+    t = table(f"State dynamics at init{where}: Lyapunov exponents (natural log per step)", show_lines=True)
+    t.add_column("scheme", max_width=SCHEME_WIDTH, overflow="fold")
+    t.add_column("λ₁", justify="right", no_wrap=True)
+    t.add_column("λ₂", justify="right", no_wrap=True)
+    t.add_column("e^λ₁ per step", justify="right", no_wrap=True)
+    for a in aggs:
+        lay = a["layers"][k]
+        spec = lay["lyapunov"]
+        lam2 = cell(spec[1], 2) if len(spec) > 1 else Text("—")
+        factor = (
+            math.exp(lay["lyapunov_max"]["median"])
+            if math.isfinite(lay["lyapunov_max"]["median"])
+            else math.nan
+        )
+        t.add_row(scheme_cell(a["scheme"]), cell(lay["lyapunov_max"], 2), lam2, Text(compact(factor)))
+    return t
+
+
 def layer_horizon_table(doc: dict, T: int) -> Table:
     t = table(f"Horizon per layer at T = {T} (network: the shortest)", show_lines=True)
     t.add_column("scheme", max_width=SCHEME_WIDTH, overflow="fold")
@@ -297,6 +322,9 @@ def render(doc: dict, console: Console) -> None:
         console.print(init_table(doc, T, k))
         console.print(saturation_table(doc, T, k))
         console.print(sigma_table(doc, T, k))
+        lyap = lyapunov_table(doc, T, k)
+        if lyap is not None:
+            console.print(lyap)
     if doc["settings"]["train_steps"]:
         console.print(train_table(doc, T))
         console.print(diverged_note(doc, T))
@@ -368,11 +396,12 @@ def render_markdown(doc: dict) -> str:
                     one_line(a["loss"]),
                     one_line(lay["forget_mean"]),
                     one_line(lay["forget_time_constant"]),
+                    one_line(lay["lyapunov_max"]) if lay["lyapunov"] else "—",
                     *(one_line(lay["saturation"][g], 2) for g in GATE_SYMBOL),
                     *(one_line(lay["sigma_max"][g]) for g in GATE_SYMBOL),
                 ]
             )
-        header = ["scheme", "loss", "forget mean", "τ (steps)"]
+        header = ["scheme", "loss", "forget mean", "τ (steps)", "λ₁ (per step)"]
         header += [f"sat. {s}" for s in GATE_SYMBOL.values()] + [f"σ_max U_{s}" for s in GATE_SYMBOL.values()]
         out += [f"### At init{where}", "", _md_table(header, rows), ""]
         out += [
