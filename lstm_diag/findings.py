@@ -227,8 +227,10 @@ def clipping_findings(clip: dict, verdicts: list[str]) -> list[Finding]:
                 "LD303",
                 None,
                 f"gradients explode (global norm {fmt(clip['total_norm'])}) and no clipping is configured.",
-                f"Try clipping.mode=norm with max_norm≈{fmt(max(clip['total_norm'] / 10, 1e-3))} "
-                "(Pascanu et al. 2013 suggest 0.5-10x the average unclipped norm over many updates).",
+                "Try clipping.mode=norm with max_norm=1 as a starting point; this single gradient is "
+                "dominated by the explosion, so do not derive the threshold from it: `lstm-diag train "
+                "--clip none,norm:1` measures the unclipped norm over many updates and suggests one "
+                "(Pascanu et al. 2013: 0.5-10x the average unclipped norm).",
             )
         )
     return out

@@ -28,6 +28,11 @@ CAPTIONS = {
         "and the fitted decay rate. Non-finite steps are marked with ×."
     ),
     "gate_grads": "‖dL/dz_t‖ per gate (eqs. 10-13) against t: which gate's pre-activation gets the gradient.",
+    "dynamics": (
+        "Left: the Lyapunov spectrum of the state (c_t, h_t), mean over samples ± std, with the measured "
+        "growth rate of ‖dL/dc_t‖. Right: spectral norms of the one-step Jacobian over time, of "
+        "dc_t/dc_(t-1), and the cell path max f_t (docs/dynamics.md)."
+    ),
     "gate_heatmaps": (
         "Gate activations, mean over the batch, as units × time (fixed scales: 0..1, and -1..1 for g); "
         "beneath each, the fraction of (batch, unit) entries saturated at each step."
@@ -230,9 +235,20 @@ def _layer_section(layer: dict, doc: dict, images: Mapping[str, bytes]) -> str:
         f"<p>Cell state: max |c_t| = {e(fmt(cs['max_abs']))}; |tanh c_t| &gt; 0.99 for "
         f"{e(tanh_sat)} of entries.</p>",
     ]
+    dyn = layer.get("dynamics")
+    if dyn and dyn["lyapunov"]:
+        g = dyn.get("gradient") or {}
+        measured = g.get("measured_rate")
+        spectrum = ", ".join(f"{v:+.3f}" for v in dyn["lyapunov"])
+        parts.append(
+            f"<p>State dynamics: Lyapunov exponents (natural log per step, largest first) {e(spectrum)}; "
+            f"λ₁ ± {e(fmt(dyn['lyapunov_std'][0]))} over samples"
+            + (f"; measured growth of ‖dL/dc_t‖ {e(f'{measured:+.3f}')}/step" if measured is not None else "")
+            + ". λ₁ &lt; 0: the dynamics contract and gradients vanish; λ₁ &gt; 0: chaotic, they grow.</p>"
+        )
     parts += [
         _figure(f"{name}_l{k}", images)
-        for name in ("gate_grads", "gate_heatmaps", "saturation", "forget_gate")
+        for name in ("gate_grads", "gate_heatmaps", "saturation", "forget_gate", "dynamics")
     ]
     return "\n".join(parts)
 
