@@ -351,7 +351,7 @@ def test_report_is_self_contained_with_every_finding_and_figure(tmp_path):
     for tag, attr, value in refs.refs:
         assert value.startswith(("data:image/png;base64,", "#")), (tag, attr, value[:40])
     imgs = [v for tag, a, v in refs.refs if tag == "img"]
-    assert len(imgs) == 5  # grad_flow + 4 per layer
+    assert len(imgs) == 6  # grad_flow + 5 per layer (gate_grads, heatmaps, saturation, forget, dynamics)
     assert "http://" not in text and "https://" not in text
     assert "EXPLODING" in text and "exploding.yaml" in text
 
