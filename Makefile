@@ -27,9 +27,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
-# Regenerate the PyTorch reference fixtures (needs `pip install torch==2.13.0` in the venv).
+# Regenerate the PyTorch reference fixtures (needs `.venv/bin/pip install torch==2.13.0`).
 fixtures: $(STAMP)
 	$(BIN)/python tests/make_fixtures.py
+	$(BIN)/python tests/make_explain_fixture.py
+	$(BIN)/python tests/make_dynamics_fixtures.py
+	$(BIN)/python tests/make_optim_fixtures.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
