@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # Regenerate the PyTorch reference fixtures (needs `.venv/bin/pip install torch==2.13.0`).
 fixtures: $(STAMP)

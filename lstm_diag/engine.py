@@ -10,7 +10,8 @@ Shapes: T time steps, B batch, I input size, H hidden size, O output size. Input
 and targets are batch-first like `batch_first=True`; inside, arrays are
 time-major, so that one time step is one contiguous (B, ·) block.
 
-No I/O and no printing here: this module only computes.
+No I/O and no printing here: this module only computes. How fast, where the time goes,
+and the subnormal guard of the backward pass: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -101,6 +102,17 @@ def sigmoid_(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- forward
 
 
+def _negated_transpose(W: np.ndarray, tile: int = 64) -> np.ndarray:
+    """-W^T as a new C-contiguous array, copied in tiles: a plain transposed copy of a
+    (2048, 512) matrix walks memory with a 2-4 KB stride and takes 4x longer."""
+    R, C = W.shape
+    out = np.empty((C, R), W.dtype)
+    for r in range(0, C, tile):
+        for c in range(0, R, tile):
+            np.negative(W[c : c + tile, r : r + tile].T, out[r : r + tile, c : c + tile])
+    return out
+
+
 def layer_forward(
     W_ih: np.ndarray,
     W_hh: np.ndarray,
@@ -109,36 +121,47 @@ def layer_forward(
     h0: np.ndarray | None = None,
     c0: np.ndarray | None = None,
 ) -> LayerCache:
-    """One LSTM layer over all steps. x (T, B, I); b = b_ih + b_hh (4H,)."""
+    """One LSTM layer over all steps. x (T, B, I); b = b_ih + b_hh (4H,).
+
+    The pre-activations are built negated, a_t = -z_t, so that σ(z) = 1 / (1 + e^-a)
+    is three in-place passes over the whole 4H block. Negating a weight is exact and
+    round-to-nearest is symmetric, so a_t is bitwise -z_t.
+    """
     T, B, I = x.shape
     H = W_hh.shape[1]
     dt = W_hh.dtype
+    gates = np.empty((T, B, 4 * H), dt)  # holds a_t = -z_t until step t turns it into [i|f|g|o]
     # Input part of eq. (1) for every step at once: one GEMM over (T*B) rows.
-    z = (x.reshape(T * B, I) @ W_ih.T).reshape(T, B, 4 * H)  # (T, B, 4H)
-    z += b
+    np.matmul(x.reshape(T * B, I), np.negative(W_ih.T), gates.reshape(T * B, 4 * H))  # (T*B, I) @ (I, 4H)
+    gates -= b  # a = -(W_ih x_t + b_ih + b_hh)
     c = np.empty((T + 1, B, H), dt)
     h = np.empty((T + 1, B, H), dt)
     c[0] = 0.0 if c0 is None else c0
     h[0] = 0.0 if h0 is None else h0
     tanh_c = np.empty((T, B, H), dt)
-    W_hh_T = np.ascontiguousarray(W_hh.T)  # (H, 4H)
-    rec = np.empty((B, 4 * H), dt)  # W_hh h_{t-1}
-    g_buf = np.empty((B, H), dt)
+    neg_W_hh_T = _negated_transpose(W_hh)  # (H, 4H)
+    rec = np.empty((B, 4 * H), dt)  # -W_hh h_{t-1}
+    z_g = np.empty((B, H), dt)
     ig = np.empty((B, H), dt)
-    for t in range(T):
-        z_t = z[t]  # (B, 4H)
-        np.matmul(h[t], W_hh_T, out=rec)  # (B, H) @ (H, 4H)
-        z_t += rec  # eq. (1)
-        np.tanh(z_t[:, 2 * H : 3 * H], out=g_buf)  # eq. (4)
-        sigmoid_(z_t)  # eqs. (2), (3), (5) (the g block is overwritten next)
-        z_t[:, 2 * H : 3 * H] = g_buf
-        i, f, g, o = z_t[:, :H], z_t[:, H : 2 * H], g_buf, z_t[:, 3 * H :]
-        np.multiply(f, c[t], out=c[t + 1])
-        np.multiply(i, g, out=ig)
-        c[t + 1] += ig  # eq. (6)
-        np.tanh(c[t + 1], out=tanh_c[t])
-        np.multiply(o, tanh_c[t], out=h[t + 1])  # eq. (7)
-    return LayerCache(x=x, gates=z, c=c, h=h, tanh_c=tanh_c)
+    # Per-step views made once, outside the loop (no allocation inside it).
+    a_, c_, h_, tanh_c_ = list(gates), list(c), list(h), list(tanh_c)
+    i_, f_, g_, o_ = (list(gates[:, :, k * H : (k + 1) * H]) for k in range(4))  # (B, H) each
+    with np.errstate(over="ignore"):  # e^-a = inf gives σ = 0 exactly
+        for t in range(T):
+            a = a_[t]  # (B, 4H)
+            np.matmul(h_[t], neg_W_hh_T, rec)  # (B, H) @ (H, 4H)
+            a += rec  # eq. (1), negated: a = -z_t
+            np.negative(g_[t], z_g)  # z_t^g (the g block still holds -z_t^g)
+            np.exp(a, a)
+            a += 1.0
+            np.reciprocal(a, a)  # eqs. (2), (3), (5) on the whole block (g is overwritten next)
+            np.tanh(z_g, g_[t])  # eq. (4)
+            np.multiply(f_[t], c_[t], c_[t + 1])
+            np.multiply(i_[t], g_[t], ig)
+            c_[t + 1] += ig  # eq. (6)
+            np.tanh(c_[t + 1], tanh_c_[t])
+            np.multiply(o_[t], tanh_c_[t], h_[t + 1])  # eq. (7)
+    return LayerCache(x=x, gates=gates, c=c, h=h, tanh_c=tanh_c)
 
 
 def head_forward(W: np.ndarray, b: np.ndarray, h_top: np.ndarray, target: str) -> np.ndarray:
@@ -156,7 +179,7 @@ def loss_and_grad(y_hat: np.ndarray, y: np.ndarray, loss: str) -> tuple[float, n
     samples (and steps for target "all"), as `F.cross_entropy`.
     """
     if loss == "mse":
-        r = y_hat - y
+        r = y_hat - np.asarray(y, y_hat.dtype)  # float32 stays float32 whatever y is
         return float(np.mean(r * r)), (2.0 / r.size) * r
     O = y_hat.shape[-1]
     logits = y_hat.reshape(-1, O)  # (N, O)
@@ -199,6 +222,23 @@ def forward(
 # --------------------------------------------------------------------------- backward
 
 
+# Local derivatives are computed for a chunk of steps at a time, just before the steps
+# are used: about this many elements of (steps, B, 4H), so that a chunk stays in cache.
+_CHUNK = 1 << 15
+
+# Subnormal guard. When gradients vanish, BPTT walks down into subnormal numbers, whose
+# arithmetic is 10-60x slower on x86 (GEMMs most). So the state carried into each step
+# (W_hh^T δz_{t+1} and δc_{t+1} ⊙ f_{t+1}) is kept scaled by 2^e, e >= 0: e is raised when
+# the state's largest entry falls below 2^_GUARD_BITS times the smallest normal number
+# (checked every _GUARD_EVERY steps, and every step while e > 0), lowered when it grows
+# past 2^_GUARD_BITS or when a step's direct term dL/dh_t would not fit; what a step
+# stores is scaled back by 2^-e at the end. Scaling by a power of two is exact: results
+# are bitwise those of the unscaled recursion while it stays normal, and more accurate
+# once it would not.
+_GUARD_EVERY = 8  # steps between checks of the state's size while unscaled
+_GUARD_BITS = 64  # headroom above the subnormal range, and the largest scaled size, in binades
+
+
 def layer_backward(
     W_ih: np.ndarray,
     W_hh: np.ndarray,
@@ -213,36 +253,154 @@ def layer_backward(
     dh_next, dc_next (B, H): W_hh^T δz_{T+1} and δc_{T+1} ⊙ f_{T+1} entering from
     after the last step (zero for a whole sequence; set for a segment of one).
     """
+    T = cache.gates.shape[0]
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        active = dh_in.reshape(T, -1).any(axis=1)  # steps with a direct term (NaN counts)
+        lg, exps = _layer_backward(W_hh, cache, dh_in, active, dh_next, dc_next)
+        _unscale(lg, exps)
+    return lg
+
+
+def _layer_backward(
+    W_hh: np.ndarray,
+    cache: LayerCache,
+    dh_in: np.ndarray,
+    active: np.ndarray,
+    dh_next: np.ndarray | None,
+    dc_next: np.ndarray | None,
+) -> tuple[LayerGrads, list[int]]:
+    """`layer_backward` before scaling back: dc[t], dh[t], dz[t] come scaled by
+    2^exps[t] (dh0, dc0 by 2^exps[0]); `_unscale` finishes. `active` (T,) bool tells
+    which steps have dh_in[t] != 0; the other steps of dh_in are not read."""
     gates = cache.gates
     T, B, H4 = gates.shape
     H = H4 // 4
+    dt = gates.dtype
     g4 = gates.reshape(T, B, 4, H)
-    i, f, g, o = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]  # (T, B, H) each
-    tanh_c = cache.tanh_c
+    i, f, g, o = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]  # (T, B, H) views
     c_prev = cache.c[:-1]  # (T, B, H)  c_{t-1}
-    # Local derivatives for every step at once; multiplied in place into dz below.
-    dz = np.empty_like(gates)  # (T, B, 4H)
+    tanh_c = cache.tanh_c
+    dz = np.empty_like(gates)  # (T, B, 4H); holds the local derivatives until step t scales them
     dz4 = dz.reshape(T, B, 4, H)
-    np.multiply(g, i * (1.0 - i), out=dz4[:, :, 0])  # ∂c/∂z_i       for eq. (10)
-    np.multiply(c_prev, f * (1.0 - f), out=dz4[:, :, 1])  # ∂c/∂z_f  for eq. (11)
-    np.multiply(i, 1.0 - g * g, out=dz4[:, :, 2])  # ∂c/∂z_g         for eq. (12)
-    np.multiply(tanh_c, o * (1.0 - o), out=dz4[:, :, 3])  # ∂h/∂z_o  for eq. (13)
-    dh_dc = o * (1.0 - tanh_c * tanh_c)  # (T, B, H)  ∂h_t/∂c_t
+    dh = np.empty((T, B, H), dt)  # dh[t-1] receives W_hh^T δz_t from step t
+    dc = np.empty((T, B, H), dt)
+    dh0 = np.empty((B, H), dt)
+    dc_carry = np.zeros((B, H), dt) if dc_next is None else np.array(dc_next, dt)  # δc_{t+1} ⊙ f_{t+1}
+    dh[T - 1] = 0.0 if dh_next is None else dh_next
+    K = max(1, min(T, _CHUNK // (B * H4)))  # steps per chunk
+    dh_dc = np.empty((K, B, H), dt)  # ∂h_t/∂c_t = o_t ⊙ (1 - tanh² c_t) of one chunk
+    scaled_in = np.empty((B, H), dt)
+    fi = np.finfo(dt)
+    guard_below = float(np.ldexp(fi.tiny, _GUARD_BITS))
+    guard_above = float(np.ldexp(1.0, _GUARD_BITS))
+    e, exps = 0, [0] * T
+    # Per-step views made once, outside the loop (no allocation inside it).
+    dh_, dc_, dz_, f_, dh_in_ = list(dh), list(dc), list(dz), list(f), list(dh_in)
+    dz_ifg_, dz_o_ = list(dz4[:, :, :3]), list(dz4[:, :, 3])  # (B, 3, H), (B, H)
+    dc_b_ = list(dc[:, :, None, :])  # (B, 1, H), broadcast over the i, f, g blocks
+    dh_out_ = [dh0] + dh_[:-1]  # where step t's W_hh^T δz_t goes
+    dh_dc_ = list(dh_dc)
+    active = active.tolist()
+    for t1 in range(T, 0, -K):
+        t0 = max(0, t1 - K)
+        # Local derivatives of steps t0..t1-1, vectorized over the chunk (4H block where possible).
+        L, L4, A = dz[t0:t1], dz4[t0:t1], gates[t0:t1]  # (n, B, 4H)
+        np.subtract(1.0, A, L)
+        L *= A  # σ'(z) = σ(1 - σ) for i, f, o (the g block is replaced next)
+        np.multiply(g[t0:t1], g[t0:t1], L4[:, :, 2])
+        np.subtract(1.0, L4[:, :, 2], L4[:, :, 2])  # tanh'(z_g) = 1 - g²
+        L4[:, :, 0] *= g[t0:t1]  # ∂c/∂z_i = g i(1-i)       for eq. (10)
+        L4[:, :, 1] *= c_prev[t0:t1]  # ∂c/∂z_f = c_{t-1} f(1-f)  for eq. (11)
+        L4[:, :, 2] *= i[t0:t1]  # ∂c/∂z_g = i (1-g²)      for eq. (12)
+        L4[:, :, 3] *= tanh_c[t0:t1]  # ∂h/∂z_o = tanh(c) o(1-o) for eq. (13)
+        q = dh_dc[: t1 - t0]
+        np.multiply(tanh_c[t0:t1], tanh_c[t0:t1], q)
+        np.subtract(1.0, q, q)
+        q *= o[t0:t1]  # ∂h_t/∂c_t = o (1 - tanh² c)
+        for t in range(t1 - 1, t0 - 1, -1):
+            dh_t, dc_t = dh_[t], dc_[t]
+            if e or (T - 1 - t) % _GUARD_EVERY == 0:  # subnormal guard, on the state entering step t
+                m = max(dc_carry.max(), -dc_carry.min(), dh_t.max(), -dh_t.min())
+                if 0.0 < m < guard_below or (e and m > guard_above):
+                    k = max(-int(np.frexp(m)[1]), -e)  # m 2^k in [0.5, 1), never below the true scale
+                    e += _rescale(min(k, fi.maxexp - 2), dh_t, dc_carry)
+            if active[t]:  # eq. (8): δh_t = ∂ℓ/∂h_t + W_hh^T δz_{t+1}
+                if e:  # the direct term must fit at the current scale; lower the scale if not
+                    d = dh_in_[t]
+                    m = max(d.max(), -d.min())
+                    if m > 0.0:
+                        k = max(-int(np.frexp(m)[1]), 0) - e
+                        if k < 0:
+                            e += _rescale(k, dh_t, dc_carry)
+                    dh_t += np.ldexp(d, e, scaled_in) if e else d
+                else:
+                    dh_t += dh_in_[t]
+            np.multiply(dh_t, dh_dc_[t - t0], dc_t)
+            dc_t += dc_carry  # eq. (9): δc_t = δh_t ⊙ o_t ⊙ (1 - tanh² c_t) + δc_{t+1} ⊙ f_{t+1}
+            dz_ifg_[t] *= dc_b_[t]  # eqs. (10)-(12), (B, 3, H)
+            dz_o_[t] *= dh_t  # eq. (13)
+            np.matmul(dz_[t], W_hh, dh_out_[t])  # (B, 4H) @ (4H, H): W_hh^T δz_t, into δh_{t-1}
+            np.multiply(dc_t, f_[t], dc_carry)  # δc_t ⊙ f_t
+            exps[t] = e
+    return LayerGrads(dc=dc, dh=dh, dz=dz, dh0=dh0, dc0=dc_carry), exps
 
-    dh = np.array(dh_in, dtype=gates.dtype, copy=True)  # (T, B, H) becomes eq. (8)
-    dc = np.empty_like(dh)  # (T, B, H)
-    dh_rec = np.zeros((B, H), gates.dtype) if dh_next is None else dh_next.copy()
-    dc_carry = np.zeros((B, H), gates.dtype) if dc_next is None else dc_next.copy()
-    for t in range(T - 1, -1, -1):
-        dh_t, dc_t, dz_t = dh[t], dc[t], dz4[t]
-        dh_t += dh_rec  # eq. (8): δh_t = ∂ℓ/∂h_t + W_hh^T δz_{t+1}
-        np.multiply(dh_t, dh_dc[t], out=dc_t)
-        dc_t += dc_carry  # eq. (9): δc_t = δh_t ⊙ o_t ⊙ (1 - tanh² c_t) + δc_{t+1} ⊙ f_{t+1}
-        dz_t[:, :3] *= dc_t[:, None, :]  # eqs. (10)-(12), (B, 3, H)
-        dz_t[:, 3] *= dh_t  # eq. (13)
-        np.matmul(dz[t], W_hh, out=dh_rec)  # (B, 4H) @ (4H, H): W_hh^T δz_t
-        np.multiply(dc_t, f[t], out=dc_carry)  # δc_t ⊙ f_t
-    return LayerGrads(dc=dc, dh=dh, dz=dz, dh0=dh_rec, dc0=dc_carry)
+
+def _rescale(k: int, *state: np.ndarray) -> int:
+    """Multiply the state by 2^k in place (exact, barring over/underflow); returns k."""
+    for a in state:
+        np.ldexp(a, k, a)
+    return k
+
+
+def _blocks(exps: list[int]) -> list[tuple[int, int, int]]:
+    """Runs of equal exponent: (t0, t1, e) for steps t0..t1-1."""
+    out, t0 = [], 0
+    for t in range(1, len(exps) + 1):
+        if t == len(exps) or exps[t] != exps[t0]:
+            out.append((t0, t, exps[t0]))
+            t0 = t
+    return out
+
+
+def _unscale(lg: LayerGrads, exps: list[int]) -> None:
+    """Scale back, in place, what `_layer_backward` stored at exponent e != 0."""
+    for t0, t1, e in _blocks(exps):
+        if e:
+            for a in (lg.dc[t0:t1], lg.dh[t0:t1], lg.dz[t0:t1]):
+                np.ldexp(a, -e, a)
+    if exps[0]:
+        np.ldexp(lg.dh0, -exps[0], lg.dh0)
+        np.ldexp(lg.dc0, -exps[0], lg.dc0)
+
+
+def _param_grads(
+    dz: np.ndarray, x: np.ndarray, h_prev: np.ndarray, W_ih: np.ndarray, exps: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Eqs. (14)-(16) and dL/dx_t = W_ih^T δz_t as single GEMMs over (T*B) rows; one set
+    per run of equal exponent if the subnormal guard scaled dz (still scaled here)."""
+    T, B, H4 = dz.shape
+    I = x.shape[2]
+    H = h_prev.shape[2]
+    blocks = _blocks(exps)
+    dW_ih = np.zeros((H4, I), dz.dtype)
+    dW_hh = np.zeros((H4, H), dz.dtype)
+    db = np.zeros(H4, dz.dtype)
+    dx = np.empty((T, B, I), dz.dtype)
+    for t0, t1, e in blocks:
+        n = (t1 - t0) * B
+        dz_b = dz[t0:t1].reshape(n, H4)  # (n, 4H)
+        parts = (
+            dz_b.T @ x[t0:t1].reshape(n, I),  # (4H, n) @ (n, I)    eq. (14)
+            dz_b.T @ h_prev[t0:t1].reshape(n, H),  # (4H, n) @ (n, H)  eq. (15)
+            np.ones(n, dz.dtype) @ dz_b,  # (n,) @ (n, 4H)  eq. (16), a multithreaded GEMV
+        )
+        np.matmul(dz_b, W_ih, dx[t0:t1].reshape(n, I))  # (n, 4H) @ (4H, I): W_ih^T δz_t
+        if len(blocks) == 1 and not e:
+            return parts + (dx,)
+        for acc, part in zip((dW_ih, dW_hh, db), parts, strict=True):
+            acc += np.ldexp(part, -e, part)
+        np.ldexp(dx[t0:t1], -e, dx[t0:t1])
+    return dW_ih, dW_hh, db, dx
 
 
 def backward(params: dict[str, np.ndarray], spec: Spec, fwd: Forward, target: str) -> Backward:
@@ -250,33 +408,35 @@ def backward(params: dict[str, np.ndarray], spec: Spec, fwd: Forward, target: st
     top = fwd.layers[-1]
     T, B, H = top.tanh_c.shape
     W_head = params["head.weight"]  # (O, H)
+    dt = W_head.dtype
     grads: dict[str, np.ndarray] = {}
-    dy = fwd.dy_hat
-    with np.errstate(over="ignore", invalid="ignore"):
-        dh_in = np.zeros((T, B, H), W_head.dtype)
+    dy = np.asarray(fwd.dy_hat, dt)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         if target == "last":
             grads["head.weight"] = dy.T @ top.h[-1]  # (O, B) @ (B, H)
             grads["head.bias"] = dy.sum(axis=0)
+            dh_in = np.zeros((T, B, H), dt)  # untouched pages cost nothing
             dh_in[-1] = dy @ W_head  # (B, O) @ (O, H)
+            active = np.arange(T) == T - 1
         else:
             dy_t = np.swapaxes(dy, 0, 1).reshape(T * B, -1)  # (T*B, O)
             grads["head.weight"] = dy_t.T @ top.h[1:].reshape(T * B, H)
             grads["head.bias"] = dy_t.sum(axis=0)
             dh_in = (dy_t @ W_head).reshape(T, B, H)
+            active = dy.any(axis=(0, 2))  # (T,)
         layer_grads: list[LayerGrads] = [None] * spec.num_layers  # type: ignore[list-item]
         for k in range(spec.num_layers - 1, -1, -1):
             W_ih, W_hh = params[f"weight_ih_l{k}"], params[f"weight_hh_l{k}"]
             cache = fwd.layers[k]
-            lg = layer_backward(W_ih, W_hh, cache, dh_in)
+            lg, exps = _layer_backward(W_hh, cache, dh_in, active, None, None)
+            dW_ih, dW_hh, db, dh_in = _param_grads(lg.dz, cache.x, cache.h[:-1], W_ih, exps)
+            _unscale(lg, exps)
             layer_grads[k] = lg
-            I_k = cache.x.shape[2]
-            dz = lg.dz.reshape(T * B, 4 * H)  # (T*B, 4H)
-            grads[f"weight_ih_l{k}"] = dz.T @ cache.x.reshape(T * B, I_k)  # eq. (14)
-            grads[f"weight_hh_l{k}"] = dz.T @ cache.h[:-1].reshape(T * B, H)  # eq. (15)
-            db = dz.sum(axis=0)  # eq. (16)
-            grads[f"bias_ih_l{k}"] = db
+            grads[f"weight_ih_l{k}"] = dW_ih  # eq. (14)
+            grads[f"weight_hh_l{k}"] = dW_hh  # eq. (15)
+            grads[f"bias_ih_l{k}"] = db  # eq. (16)
             grads[f"bias_hh_l{k}"] = db.copy()
-            dh_in = (dz @ W_ih).reshape(T, B, I_k)  # dL/dx_t = W_ih^T δz_t, to the layer below
+            active = np.ones(T, bool)  # dh_in = dL/dx_t of this layer, for the layer below
     ordered = {name: grads[name] for name in spec.param_shapes()}
     return Backward(params=ordered, layers=layer_grads, dx=dh_in)
 
