@@ -279,6 +279,8 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     for section, key in PATH_FIELDS:
         sec = raw.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
+            if "\x00" in sec[key]:
+                raise ConfigError(f"{section}.{key}: a path cannot contain a NUL character")
             p = Path(sec[key]).expanduser()
             sec[key] = str(p if p.is_absolute() else (base / p).resolve())
 

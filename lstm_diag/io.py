@@ -20,6 +20,8 @@ from .engine import Spec
 def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
     """All arrays of an .npz, with pickles refused and every failure a one-line ConfigError."""
     p = Path(path)
+    if "\x00" in str(p):
+        raise ConfigError(f"{what} path {str(p)!r}: a path cannot contain a NUL character")
     if p.is_dir():
         raise ConfigError(f"{p}: is a folder, expected a {what} .npz file")
     try:
@@ -152,6 +154,8 @@ def _umask() -> int:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write to a temporary file beside `path`, then rename: never a partial file."""
     p = Path(path)
+    if "\x00" in str(p):
+        raise ConfigError(f"output path {str(p)!r}: a path cannot contain a NUL character")
     if p.is_dir():
         raise ConfigError(f"{p}: is a folder, cannot write a file there")
     try:
