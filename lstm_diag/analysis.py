@@ -13,7 +13,7 @@ import numpy as np
 from . import clipping, engine, findings
 from .config import Config, load_config
 from .diagnostics import GATE_NAMES, Finding, flow_summary, frob_over_time, verdict
-from .model import Problem, build, estimated_bytes
+from .model import Problem, build, dynamics_bytes, estimated_bytes
 from .trace import LayerTrace, Trace, trace_checkpointed, trace_full
 
 SCHEMA_VERSION = 1
@@ -128,9 +128,17 @@ def _dynamics(problem: Problem, fwd, bwd, flow_bwd, layers: list[LayerResult]) -
         return {"computed": False, "reason": "diagnostics.dynamics is off (--no-dynamics)"}
     if fwd is None:
         return {"computed": False, "reason": "needs the full caches; skipped with checkpointed BPTT"}
+    B, T = problem.x.shape[:2]
+    need = dynamics_bytes(problem.config, T, B)
+    if need > d.memory_budget_mb * 2**20:
+        return {
+            "computed": False,
+            "reason": f"would need ~{need / 2**20:.0f} MB, over diagnostics.memory_budget_mb "
+            f"= {d.memory_budget_mb:g}",
+        }
     from .dynamics import layer_dynamics
 
-    H, T = problem.spec.hidden_size, problem.x.shape[1]
+    H = problem.spec.hidden_size
     grads = bwd if flow_bwd is None else flow_bwd  # the same loss term the flow verdict uses
     for k, layer in enumerate(layers):
         layer.extra["dynamics"] = layer_dynamics(

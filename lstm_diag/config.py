@@ -214,7 +214,7 @@ _Loader.add_implicit_resolver(
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
         re.X,
@@ -241,6 +241,8 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__})") from None
     try:
         raw = yaml_load(text)
+    except ValueError as e:  # a scalar the resolver took for a number but is not one
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -260,7 +262,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.hidden_size=64")
     try:
         parsed = yaml_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):
         parsed = value
     return key.strip().split("."), parsed
 

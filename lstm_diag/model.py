@@ -100,6 +100,14 @@ def estimated_bytes(config: Config, T: int | None = None, B: int | None = None, 
     return itemsize * (20 * steps * B * H * m.num_layers + data)
 
 
+def dynamics_bytes(config: Config, T: int | None = None, B: int | None = None) -> int:
+    """Peak extra memory of the Jacobian/Lyapunov analysis: it works one layer at a time, in
+    float64, on ~11 (T B H) numbers (local derivatives, f, d, and a float64 copy of the gates)."""
+    T = config.data.seq_len if T is None else T
+    B = config.data.batch_size if B is None else B
+    return 8 * 11 * T * B * config.model.hidden_size
+
+
 def physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -108,8 +116,12 @@ def physical_memory() -> int | None:
 
 
 def check_memory(config: Config) -> None:
-    mode = "full" if config.diagnostics.memory == "full" else "checkpoint"
+    d = config.diagnostics
+    mode = "full" if d.memory == "full" else "checkpoint"
     need, have = estimated_bytes(config, mode=mode), physical_memory()
+    dyn = dynamics_bytes(config)
+    if mode == "full" and d.dynamics and dyn <= d.memory_budget_mb * 2**20:
+        need += dyn  # dynamics runs on full caches when it fits the budget
     if have and need > 0.8 * have:
         raise ConfigError(
             f"data.batch_size x data.seq_len x model.hidden_size x model.num_layers: this analysis "
