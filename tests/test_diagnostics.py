@@ -255,3 +255,9 @@ def test_dynamics_can_be_skipped_and_is_skipped_when_checkpointing():
     assert not off["dynamics"]["computed"] and "dynamics" not in off["layers"][0]
     ck = analyze(None, ["diagnostics.memory=checkpoint", "data.seq_len=20"]).to_dict()
     assert not ck["dynamics"]["computed"] and "checkpoint" in ck["dynamics"]["reason"]
+
+
+def test_dynamics_is_skipped_when_it_would_exceed_the_memory_budget():
+    doc = analyze(None, ["diagnostics.memory=full", "diagnostics.memory_budget_mb=0.5"]).to_dict()
+    assert doc["memory"]["mode"] == "full"
+    assert not doc["dynamics"]["computed"] and "memory_budget_mb" in doc["dynamics"]["reason"]
