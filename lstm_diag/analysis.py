@@ -140,18 +140,23 @@ def _dynamics(problem: Problem, fwd, bwd, flow_bwd, layers: list[LayerResult]) -
 
     H = problem.spec.hidden_size
     grads = bwd if flow_bwd is None else flow_bwd  # the same loss term the flow verdict uses
+    S = slice(0, min(d.dynamics_samples, B))  # the first samples of the batch: cost ∝ samples
     for k, layer in enumerate(layers):
+        c = fwd.layers[k]
+        cache = engine.LayerCache(
+            x=c.x[:, S], gates=c.gates[:, S], c=c.c[:, S], h=c.h[:, S], tanh_c=c.tanh_c[:, S]
+        )
         layer.extra["dynamics"] = layer_dynamics(
-            fwd.layers[k],
+            cache,
             problem.params[f"weight_hh_l{k}"],
             k=min(d.lyapunov_k, 2 * H),
             window=min(d.window, T),
             window_k=min(d.window_k, 2 * H),
-            norm_samples=2,
+            norm_samples=1,
             seed=problem.config.seed,
-            grad_c=grads.layers[k].dc,
+            grad_c=grads.layers[k].dc[:, S],
         )
-    return {"computed": True}
+    return {"computed": True, "samples": S.stop}
 
 
 def memory_plan(cfg: Config, T: int, B: int) -> dict:

@@ -69,6 +69,7 @@ class DiagnosticsConfig(_Section):
     lyapunov_k: int = Field(8, gt=0)
     window: int = Field(20, gt=0)
     window_k: int = Field(4, ge=0)
+    dynamics_samples: int = Field(4, gt=0)
 
 
 class ClippingConfig(_Section):
