@@ -18,39 +18,41 @@ from .commands.plot import plot_cmd
 from .commands.report import report_cmd
 from .commands.train import train_cmd
 
-EPILOG = """\b
-Examples:
-  lstm-diag analyze                          # the built-in default model
-  lstm-diag analyze configs/vanishing.yaml --format json > out.json
-  lstm-diag analyze cfg.yaml --set model.hidden_size=64 --set data.seq_len=500
-  lstm-diag analyze cfg.yaml --fail-on LD101          # exit 1 if the gradient vanishes
-  lstm-diag gradcheck cfg.yaml
-  lstm-diag codes
-
-Exit codes: 0 ok, 1 a --fail-on finding or failed check, 2 bad usage or input,
-3 internal error (a bug: rerun with --debug and report it).
-"""
-
-
-@click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=EPILOG,
-)
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="lstm-diag")
 def main() -> None:
     """Gradient-flow diagnostics for LSTMs.
 
     Loads an LSTM described by a YAML config (CONFIG is optional: a built-in default
     is used without it), runs the forward pass and backpropagation through time in
-    exact NumPy, and explains what it sees.
+    exact NumPy, and explains what it sees. Every command takes --set KEY=VALUE to
+    override a config field; `lstm-diag COMMAND --help` shows its options.
+
+    \b
+    Examples:
+      lstm-diag analyze                          # the built-in default model
+      lstm-diag analyze configs/vanishing.yaml --format json > out.json
+      lstm-diag analyze cfg.yaml --set model.hidden_size=64 --set data.seq_len=500
+      lstm-diag analyze cfg.yaml --fail-on LD101 # exit 1 if the gradient vanishes
+      lstm-diag plot cfg.yaml -o figs/           # the figures; `report` for one HTML file
+      lstm-diag compare cfg.yaml --init pytorch,keras,chrono --seeds 5
+      lstm-diag train configs/adding.yaml --clip none,norm:1.0
+      lstm-diag explain --toy                    # the equations with real numbers
+
+    \b
+    Exit codes: 0 ok, 1 a --fail-on finding or a failed check, 2 bad usage or
+    input, 3 internal error (a bug: rerun with --debug and report it).
     """
 
 
-main.add_command(analyze_cmd)
-main.add_command(gradcheck_cmd)
-main.add_command(codes_cmd)
-main.add_command(explain_cmd)
-main.add_command(train_cmd)
-main.add_command(plot_cmd)
-main.add_command(report_cmd)
-main.add_command(compare_cmd)
+for command in (
+    analyze_cmd,
+    gradcheck_cmd,
+    plot_cmd,
+    report_cmd,
+    compare_cmd,
+    train_cmd,
+    explain_cmd,
+    codes_cmd,
+):
+    main.add_command(command)
