@@ -18,6 +18,7 @@ from .commands.plot import plot_cmd
 from .commands.report import report_cmd
 from .commands.train import train_cmd
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="lstm-diag")
 def main() -> None:

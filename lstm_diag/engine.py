@@ -403,6 +403,41 @@ def _param_grads(
     return dW_ih, dW_hh, db, dx
 
 
+@dataclass
+class LayerBackward:
+    """One layer's BPTT and its parameter gradients (eqs. 8-16)."""
+
+    grads: LayerGrads
+    dW_ih: np.ndarray  # (4H, I_k)  eq. (14)
+    dW_hh: np.ndarray  # (4H, H)    eq. (15)
+    db: np.ndarray  # (4H,)         eq. (16), for bias_ih and bias_hh alike
+    dx: np.ndarray  # (T, B, I_k)   dL/dx_t = W_ih^T δz_t, the dh_in of the layer below
+
+
+def layer_backward_full(
+    W_ih: np.ndarray,
+    W_hh: np.ndarray,
+    cache: LayerCache,
+    dh_in: np.ndarray,
+    dh_next: np.ndarray | None = None,
+    dc_next: np.ndarray | None = None,
+    active: np.ndarray | None = None,
+) -> LayerBackward:
+    """`layer_backward` plus the layer's parameter gradients and dL/dx_t, as `backward` computes
+    them (GEMMs on the guard-scaled dz, so vanished gradients stay fast and exact).
+
+    active (T,) bool: steps with a nonzero dh_in (None: found from dh_in).
+    """
+    T = cache.gates.shape[0]
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        if active is None:
+            active = dh_in.reshape(T, -1).any(axis=1)  # steps with a direct term (NaN counts)
+        lg, exps = _layer_backward(W_hh, cache, dh_in, active, dh_next, dc_next)
+        dW_ih, dW_hh, db, dx = _param_grads(lg.dz, cache.x, cache.h[:-1], W_ih, exps)
+        _unscale(lg, exps)
+    return LayerBackward(lg, dW_ih, dW_hh, db, dx)
+
+
 def backward(params: dict[str, np.ndarray], spec: Spec, fwd: Forward, target: str) -> Backward:
     """Gradients of every parameter and the total dL/dc_t, dL/dh_t of every layer."""
     top = fwd.layers[-1]
@@ -427,15 +462,12 @@ def backward(params: dict[str, np.ndarray], spec: Spec, fwd: Forward, target: st
         layer_grads: list[LayerGrads] = [None] * spec.num_layers  # type: ignore[list-item]
         for k in range(spec.num_layers - 1, -1, -1):
             W_ih, W_hh = params[f"weight_ih_l{k}"], params[f"weight_hh_l{k}"]
-            cache = fwd.layers[k]
-            lg, exps = _layer_backward(W_hh, cache, dh_in, active, None, None)
-            dW_ih, dW_hh, db, dh_in = _param_grads(lg.dz, cache.x, cache.h[:-1], W_ih, exps)
-            _unscale(lg, exps)
-            layer_grads[k] = lg
-            grads[f"weight_ih_l{k}"] = dW_ih  # eq. (14)
-            grads[f"weight_hh_l{k}"] = dW_hh  # eq. (15)
-            grads[f"bias_ih_l{k}"] = db  # eq. (16)
-            grads[f"bias_hh_l{k}"] = db.copy()
+            lb = layer_backward_full(W_ih, W_hh, fwd.layers[k], dh_in, active=active)
+            layer_grads[k], dh_in = lb.grads, lb.dx
+            grads[f"weight_ih_l{k}"] = lb.dW_ih  # eq. (14)
+            grads[f"weight_hh_l{k}"] = lb.dW_hh  # eq. (15)
+            grads[f"bias_ih_l{k}"] = lb.db  # eq. (16)
+            grads[f"bias_hh_l{k}"] = lb.db.copy()
             active = np.ones(T, bool)  # dh_in = dL/dx_t of this layer, for the layer below
     ordered = {name: grads[name] for name in spec.param_shapes()}
     return Backward(params=ordered, layers=layer_grads, dx=dh_in)

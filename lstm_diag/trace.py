@@ -235,24 +235,20 @@ def _backward_sweep(params, spec, X, starts, S, states, dy, target, layers, obse
             new_carry = list(carry)
             for k in range(L - 1, -1, -1):
                 W_ih, W_hh, _ = _layer_params(params, k)
-                cache = caches[k]
-                lg = engine.layer_backward(W_ih, W_hh, cache, dh_in, *carry[k])
+                lb = engine.layer_backward_full(W_ih, W_hh, caches[k], dh_in, *carry[k])
+                lg = lb.grads
                 new_carry[k] = (lg.dh0, lg.dc0)
                 if observe:
                     _observe_backward(layers[k], lg, t0)
-                    n = (t1 - t0) * B
-                    dz = lg.dz.reshape(n, 4 * H)  # (T_s*B, 4H)
-                    I_k = cache.x.shape[2]
                     for name, g in (
-                        (f"weight_ih_l{k}", dz.T @ cache.x.reshape(n, I_k)),  # eq. (14)
-                        (f"weight_hh_l{k}", dz.T @ cache.h[:-1].reshape(n, H)),  # eq. (15)
-                        (f"bias_ih_l{k}", dz.sum(axis=0)),  # eq. (16)
+                        (f"weight_ih_l{k}", lb.dW_ih),  # eq. (14)
+                        (f"weight_hh_l{k}", lb.dW_hh),  # eq. (15)
+                        (f"bias_ih_l{k}", lb.db),  # eq. (16)
                     ):
                         grads[name] = g if name not in grads else grads[name] + g
                 if flows is not None:
                     flows[k][t0:t1] = frob_over_time(lg.dc)
-                if k:
-                    dh_in = (lg.dz @ W_ih).reshape(t1 - t0, B, -1)  # dL/dx_t to the layer below
+                dh_in = lb.dx  # dL/dx_t to the layer below
             carry = new_carry
     for k in range(L):
         if f"bias_ih_l{k}" in grads:
