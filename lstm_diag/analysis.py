@@ -12,16 +12,11 @@ import numpy as np
 
 from . import clipping, engine, findings
 from .config import Config, load_config
-from .diagnostics import GATE_NAMES, Finding, flow_summary, frob_over_time, verdict
+from .diagnostics import GATE_NAMES, Finding, flow_summary, verdict
 from .model import Problem, build, dynamics_bytes, estimated_bytes
 from .trace import LayerTrace, Trace, trace_checkpointed, trace_full
 
 SCHEMA_VERSION = 1
-
-
-def frobenius_over_time(a: np.ndarray) -> np.ndarray:
-    """(T, B, H) -> (T,): the Frobenius norm over (batch, hidden) at each step."""
-    return frob_over_time(a)
 
 
 @dataclass

@@ -152,13 +152,13 @@ def frob_over_time(a: np.ndarray) -> np.ndarray:
         return np.sqrt(np.einsum("tbh,tbh->t", a64, a64))
 
 
-def gate_grad_norms(dz: np.ndarray) -> dict[str, list[float]]:
-    """||dL/dz^gate_t||_F over (batch, unit), per gate, eqs. (10)-(13)."""
+def gate_grad_norms(dz: np.ndarray) -> np.ndarray:
+    """(T, B, 4H) -> (T, 4): ||dL/dz^gate_t||_F over (batch, unit) per gate i, f, g, o,
+    eqs. (10)-(13), computed in float64."""
     T, B, H4 = dz.shape
     d = dz.reshape(T, B, 4, H4 // 4).astype(np.float64, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):
-        n = np.sqrt(np.einsum("tbgh,tbgh->tg", d, d))  # (T, 4)
-    return {name: n[:, k].tolist() for k, name in enumerate(GATE_NAMES)}
+        return np.sqrt(np.einsum("tbgh,tbgh->tg", d, d))
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import engine
-from .diagnostics import GateAccumulator, frob_over_time
+from .diagnostics import GateAccumulator, frob_over_time, gate_grad_norms
 
 TANH_SATURATED = 0.99  # |tanh c| above this: 1 - tanh^2 c < 0.02
 
@@ -102,9 +102,7 @@ def _observe_backward(lt: LayerTrace, lg: engine.LayerGrads, t0: int) -> None:
     t1 = t0 + lg.dc.shape[0]
     lt.grad_c_norm[t0:t1] = frob_over_time(lg.dc)
     lt.grad_h_norm[t0:t1] = frob_over_time(lg.dh)
-    T_s, B, H4 = lg.dz.shape
-    d = lg.dz.reshape(T_s, B, 4, H4 // 4).astype(np.float64, copy=False)
-    lt.grad_z_norm[t0:t1] = np.sqrt(np.einsum("tbgh,tbgh->tg", d, d))
+    lt.grad_z_norm[t0:t1] = gate_grad_norms(lg.dz)
 
 
 def _layer_params(params, k):
