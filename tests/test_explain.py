@@ -400,3 +400,12 @@ def test_registered_in_the_main_cli():
     r = CliRunner().invoke(main, ["explain", "--toy", "--format", "json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["gradcheck"]["passed"] is True
+
+
+def test_explain_keeps_the_full_caches_whatever_the_memory_setting():
+    from click.testing import CliRunner
+
+    from lstm_diag.cli import main
+
+    r = CliRunner().invoke(main, ["explain", "--set", "diagnostics.memory=checkpoint", "--format", "json"])
+    assert r.exit_code == 0, r.output

@@ -77,6 +77,8 @@ def explain_cmd(config, overrides, fmt, step, layer, sample, units, toy):
         from ..explain import explain, select
         from ..model import build
 
+        # explain reads the full per-step caches, and needs no Jacobian/Lyapunov section
+        overrides = (*overrides, "diagnostics.memory=full", "diagnostics.dynamics=false")
         problem = build(load(config, overrides))
         view = select(problem, step, layer, sample, units)
         result = explain(analyze_problem(problem), view)
