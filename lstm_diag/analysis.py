@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,13 +67,6 @@ class AnalysisResult:
             **self.sections,
             "findings": [f.to_dict() for f in self.findings],
         }
-
-
-def last_term_backward(problem: Problem, fwd: engine.Forward) -> engine.Backward:
-    """BPTT of the last step's loss term alone (for target "all": where flow is measured)."""
-    dy = np.zeros_like(fwd.dy_hat)
-    dy[:, -1] = fwd.dy_hat[:, -1]
-    return engine.backward(problem.params, problem.spec, dataclasses.replace(fwd, dy_hat=dy), problem.target)
 
 
 def _first_nonfinite_forward(trace: Trace) -> dict | None:
@@ -190,7 +182,9 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
         fwd, bwd = engine.run(
             problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target
         )
-        flow_bwd = last_term_backward(problem, fwd) if problem.target == "all" else None
+        flow_bwd = (
+            engine.last_term_backward(problem.params, problem.spec, fwd) if problem.target == "all" else None
+        )
         trace = trace_full(problem.params, problem.spec, fwd, bwd, eps, flow_bwd)
     else:
         trace = trace_checkpointed(

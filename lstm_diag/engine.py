@@ -473,6 +473,20 @@ def backward(params: dict[str, np.ndarray], spec: Spec, fwd: Forward, target: st
     return Backward(params=ordered, layers=layer_grads, dx=dh_in)
 
 
+def last_step_term(dy_hat: np.ndarray) -> np.ndarray:
+    """dL/dy_hat of the last step's loss term alone, for target "all" (B, T, O): the rest zero.
+    Backpropagating it shows how far one loss term's gradient travels back."""
+    dy = np.zeros_like(dy_hat)
+    dy[:, -1] = dy_hat[:, -1]
+    return dy
+
+
+def last_term_backward(params: dict[str, np.ndarray], spec: Spec, fwd: Forward) -> Backward:
+    """BPTT of the last step's loss term alone (target "all")."""
+    only_last = Forward(layers=fwd.layers, y_hat=fwd.y_hat, loss=fwd.loss, dy_hat=last_step_term(fwd.dy_hat))
+    return backward(params, spec, only_last, "all")
+
+
 def run(
     params: dict[str, np.ndarray],
     spec: Spec,

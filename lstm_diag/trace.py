@@ -191,8 +191,7 @@ def trace_checkpointed(
     else:
         grads["head.bias"] = dy.sum(axis=(0, 1))
     if target == "all":  # flow is measured on the last step's loss term alone
-        dy_last = np.zeros_like(dy)
-        dy_last[:, -1] = dy[:, -1]
+        dy_last = engine.last_step_term(dy)
         flows = [np.zeros(T) for _ in range(L)]
         _backward_sweep(params, spec, X, starts, S, states, dy_last, target, layers, flows=flows)
         for lt, fl in zip(layers, flows, strict=True):

@@ -230,9 +230,7 @@ def _flow_metrics(config: Config, spec: engine.Spec, params, fwd, bwd) -> dict[s
     d = config.diagnostics
     flow_bwd = bwd
     if config.loss.target == "all":
-        dy = np.zeros_like(fwd.dy_hat)
-        dy[:, -1] = fwd.dy_hat[:, -1]  # (B, T, O): only the last step's term
-        flow_bwd = engine.backward(params, spec, _with_dy(fwd, dy), "all")
+        flow_bwd = engine.last_term_backward(params, spec, fwd)
     source = "loss" if flow_bwd is bwd else "last_step_loss_term"
     out: dict[str, float] = {}
     for k, cache in enumerate(fwd.layers):
@@ -246,10 +244,6 @@ def _flow_metrics(config: Config, spec: engine.Spec, params, fwd, bwd) -> dict[s
         sat = [gates[g]["saturated_low"] + gates[g]["saturated_high"] for g in gates]
         out[f"saturation_l{k}"] = float(np.mean(sat))  # over the four gates' activations
     return out
-
-
-def _with_dy(fwd: engine.Forward, dy: np.ndarray) -> engine.Forward:
-    return engine.Forward(layers=fwd.layers, y_hat=fwd.y_hat, loss=fwd.loss, dy_hat=dy)
 
 
 def _step(run: Run, config: Config, spec: engine.Spec, step: int, log: bool, t0: float) -> dict | None:
