@@ -30,7 +30,7 @@ from . import engine
 from .analysis import AnalysisResult, analyze_problem
 from .config import Config, ConfigError
 from .engine import GATES
-from .gradcheck import STEP
+from .gradcheck import STEP, central_difference
 from .model import Problem
 
 SCHEMA_VERSION = 1
@@ -900,13 +900,11 @@ def _finite_difference(problem: Problem, name: str, j: int, step: float = STEP) 
     """gradcheck's 4th-order central difference of the engine's loss in one flat entry."""
     params = {k: v.copy() for k, v in problem.params.items()}
     flat = params[name].reshape(-1)  # a view into params[name]
-    orig = flat[j]
 
-    def L(delta: float) -> float:
-        flat[j] = orig + delta
+    def L() -> float:
         return engine.loss_only(params, problem.spec, problem.x, problem.y, problem.loss, problem.target)
 
-    return (-L(2 * step) + 8 * L(step) - 8 * L(-step) + L(-2 * step)) / (12 * step)
+    return central_difference(L, flat, j, step)
 
 
 def toy() -> Toy:

@@ -66,6 +66,18 @@ def _sample(rng: np.random.Generator, grad: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([[top], rest])
 
 
+def central_difference(L, flat: np.ndarray, j: int, step: float = STEP) -> float:
+    """The 4th-order central difference of L() in the entry flat[j] (flat is a view into the
+    arrays L reads); flat[j] is restored afterwards."""
+    orig = flat[j]
+    values = []
+    for delta in (2 * step, step, -step, -2 * step):
+        flat[j] = orig + delta
+        values.append(L())
+    flat[j] = orig
+    return (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
+
+
 def check_gradients(
     problem: Problem, samples: int = 16, seed: int = 0, step: float = STEP
 ) -> list[TensorCheck]:
@@ -90,14 +102,7 @@ def check_gradients(
         rel, ab, num = [], [], []
         idx = _sample(rng, grad, samples)
         for j in idx:
-            orig = flat[j]
-
-            def L(delta, flat=flat, j=j, orig=orig):
-                flat[j] = orig + delta
-                return engine.loss_only(params, spec, x, y, loss, target)
-
-            n = (-L(2 * step) + 8 * L(step) - 8 * L(-step) + L(-2 * step)) / (12 * step)
-            flat[j] = orig
+            n = central_difference(lambda: engine.loss_only(params, spec, x, y, loss, target), flat, j, step)
             a = float(grad.reshape(-1)[j])
             num.append(n)
             ab.append(abs(a - n))
