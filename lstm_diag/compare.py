@@ -42,13 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .diagnostics import GATE_NAMES
 from .init import SCHEMES
 
 if TYPE_CHECKING:
     from .config import Config
 
 SCHEMA_VERSION = 1
-GATE_NAMES = ("input", "forget", "cell", "output")  # i, f, g, o: rows [0:H], [H:2H], [2H:3H], [3H:4H] of W_hh
 VERDICTS = ("healthy", "vanishing", "exploding")
 SPEC_EXAMPLE = "e.g. pytorch,keras,chrono:t_max=500,xavier_uniform:forget_bias=1"
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 GATE_NAMES = ("input", "forget", "cell", "output")  # i, f, g, o of theory.md
+GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 
 
 # ------------------------------------------------------------------- gate statistics

@@ -32,6 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
+from .diagnostics import GATE_NAMES, GATE_SYMBOL
 from .numfmt import fmt
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.
@@ -51,8 +52,7 @@ VERDICT_COLOR = {
     "vanishing": OKABE_ITO["orange"],
     "exploding": OKABE_ITO["vermillion"],
 }
-GATES = ("input", "forget", "cell", "output")  # i, f, g, o: the order of docs and of the engine's cache
-GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
+GATES = GATE_NAMES  # i, f, g, o: the order of docs and of the engine's cache
 GATE_COLOR = {
     "input": OKABE_ITO["blue"],
     "forget": OKABE_ITO["bluish_green"],

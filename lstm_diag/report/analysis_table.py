@@ -12,11 +12,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..diagnostics import GATE_SYMBOL
 from .text import fmt, sparkline, table
 
 VERDICT_STYLE = {"healthy": "bold green", "vanishing": "bold yellow", "exploding": "bold red"}
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 
 
 def _sat_style(frac: float) -> str:

@@ -16,10 +16,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..diagnostics import GATE_SYMBOL
 from .text import table
 
 VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red"}
-GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 SCHEME_WIDTH = 20  # longer option lines fold
 
 

@@ -15,11 +15,11 @@ import re
 from collections.abc import Mapping
 
 from .. import __version__
+from ..diagnostics import GATE_SYMBOL
 from ..numfmt import fmt
 
 VERDICT_COLOR = {"healthy": "#009E73", "vanishing": "#E69F00", "exploding": "#D55E00"}  # Okabe-Ito
 SEVERITY_COLOR = {"error": "#D55E00", "warning": "#B07800", "info": "#0072B2"}
-GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 
 CAPTIONS = {
     "grad_flow": (
