@@ -108,42 +108,49 @@ def _layer(k: int, lt: LayerTrace, cfg: Config) -> LayerResult:
     return LayerResult(k, lt.grad_c_norm, lt.grad_h_norm, extra)
 
 
-def _dynamics(problem: Problem, fwd, bwd, flow_bwd, layers: list[LayerResult]) -> dict:
-    """`layers[k].dynamics`: state Jacobians and Lyapunov spectrum (docs/dynamics.md)."""
+def dynamics_section(problem: Problem, fwd, grads) -> tuple[dict, list[dict]]:
+    """`layers[k].dynamics` of every layer and the top-level note (docs/dynamics.md).
+
+    fwd: the engine's forward pass (full caches), None with checkpointed BPTT; grads:
+    the backward pass whose dL/dc_t the exponents are compared with (the one the
+    flow verdict measures). Returns (note, one dict per layer; empty when skipped).
+    """
     d = problem.config.diagnostics
     if not d.dynamics:
-        return {"computed": False, "reason": "diagnostics.dynamics is off (--no-dynamics)"}
+        return {"computed": False, "reason": "diagnostics.dynamics is off (--no-dynamics)"}, []
     if fwd is None:
-        return {"computed": False, "reason": "needs the full caches; skipped with checkpointed BPTT"}
+        return {"computed": False, "reason": "needs the full caches; skipped with checkpointed BPTT"}, []
     B, T = problem.x.shape[:2]
     need = dynamics_bytes(problem.config, T, B)
     if need > d.memory_budget_mb * 2**20:
-        return {
-            "computed": False,
-            "reason": f"would need ~{need / 2**20:.0f} MB, over diagnostics.memory_budget_mb "
-            f"= {d.memory_budget_mb:g}",
-        }
+        reason = (
+            f"would need ~{need / 2**20:.0f} MB, over diagnostics.memory_budget_mb = {d.memory_budget_mb:g}"
+        )
+        return {"computed": False, "reason": reason}, []
     from .dynamics import layer_dynamics
 
     H = problem.spec.hidden_size
-    grads = bwd if flow_bwd is None else flow_bwd  # the same loss term the flow verdict uses
     S = slice(0, min(d.dynamics_samples, B))  # the first samples of the batch: cost ∝ samples
-    for k, layer in enumerate(layers):
-        c = fwd.layers[k]
+    out = []
+    for k, c in enumerate(fwd.layers):
         cache = engine.LayerCache(
             x=c.x[:, S], gates=c.gates[:, S], c=c.c[:, S], h=c.h[:, S], tanh_c=c.tanh_c[:, S]
         )
-        layer.extra["dynamics"] = layer_dynamics(
-            cache,
-            problem.params[f"weight_hh_l{k}"],
-            k=min(d.lyapunov_k, 2 * H),
-            window=min(d.window, T),
-            window_k=min(d.window_k, 2 * H),
-            norm_samples=1,
-            seed=problem.config.seed,
-            grad_c=grads.layers[k].dc[:, S],
+        out.append(
+            layer_dynamics(
+                cache,
+                problem.params[f"weight_hh_l{k}"],
+                k=min(d.lyapunov_k, 2 * H),
+                window=min(d.window, T),
+                window_k=min(d.window_k, 2 * H),
+                window_samples=1,
+                norm_samples=1,
+                norm_points=d.norm_points,
+                seed=problem.config.seed,
+                grad_c=grads.layers[k].dc[:, S],
+            )
         )
-    return {"computed": True, "samples": S.stop}
+    return {"computed": True, "samples": S.stop}, out
 
 
 def memory_plan(cfg: Config, T: int, B: int) -> dict:
@@ -192,7 +199,9 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
         )
     plan.update(trace.memory)
     layers = [_layer(k, lt, cfg) for k, lt in enumerate(trace.layers)]
-    dyn_note = _dynamics(problem, fwd, bwd, flow_bwd if fwd is not None else None, layers)
+    dyn_note, dyn = dynamics_section(problem, fwd, bwd if flow_bwd is None else flow_bwd)
+    for layer, layer_dyn in zip(layers, dyn, strict=False):
+        layer.extra["dynamics"] = layer_dyn
     grads = trace.grads
     parameters = {
         name: ParamResult(

@@ -70,6 +70,7 @@ class DiagnosticsConfig(_Section):
     window: int = Field(20, gt=0)
     window_k: int = Field(4, ge=0)
     dynamics_samples: int = Field(4, gt=0)
+    norm_points: int = Field(64, gt=0)
 
 
 class ClippingConfig(_Section):

@@ -15,7 +15,9 @@ cache.gates[t]. A batch of p vectors per sample is an array (B, p, 2H) whose row
 are [u_c | u_h]; `jvp` returns the rows of (J_t U^T)^T, `vjp` those of (J_t^T V^T)^T.
 With a slice of steps the arrays gain a leading time axis: (T', B, p, 2H).
 
-Pure NumPy; no I/O, no printing. Everything is computed in float64.
+Pure NumPy; no I/O, no printing. Computed in the dtype of the forward cache, like the
+engine (float64 arithmetic adds nothing to Jacobians made of float32 gates); sums of
+logarithms and scales are kept in float64.
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .diagnostics import theil_sen_slope
 from .engine import LayerCache
 
 Steps = int | slice
+Frame = object  # what `benettin` steps: the rows U (B, k, n), or any form split/join convert
 
 
 # ------------------------------------------------------------- one-step Jacobians
+
+
+def _rows_matmul(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """x (..., m) @ W (m, n) as one GEMM over all rows. NumPy's matmul of a stack
+    (..., p, m) runs one small product per leading index, several times slower."""
+    return (x.reshape(-1, x.shape[-1]) @ W).reshape(x.shape[:-1] + (W.shape[1],))
 
 
 @dataclass(frozen=True)
@@ -57,19 +67,27 @@ class StateJacobians:
     W_hh_T: np.ndarray = field(init=False, repr=False)  # (H, 4H) contiguous, for the JVP matmul
 
     def __post_init__(self):
-        object.__setattr__(self, "W_hh_T", np.ascontiguousarray(self.W_hh.T))
+        T, B, H = self.f.shape
+        set_ = object.__setattr__
+        set_(self, "W_hh_T", np.ascontiguousarray(self.W_hh.T))
+        # the same arrays with an axis for the p vectors of a batch, indexed [t] in every step
+        set_(self, "_a", self.a.reshape(T, B, 1, 4 * H))  # (T, B, 1, 4H) [a^i a^f a^g a^o]
+        set_(self, "_f", self.f[:, :, None, :])  # (T, B, 1, H)
+        set_(self, "_d", self.d[:, :, None, :])
+        set_(self, "_d_prev", self.d_prev[:, :, None, :])
 
     @classmethod
     def from_cache(cls, cache: LayerCache, W_hh: np.ndarray) -> StateJacobians:
         """Local derivatives of every step from a forward cache (no recomputation)."""
-        gates = np.asarray(cache.gates, np.float64)
+        dt = np.result_type(cache.gates.dtype, np.float32)  # float32 stays float32
+        gates = np.asarray(cache.gates, dt)
         T, B, H4 = gates.shape
         H = H4 // 4
         g4 = gates.reshape(T, B, 4, H)
         i, f, g, o = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]  # (T, B, H) each
-        tanh_c = np.asarray(cache.tanh_c, np.float64)  # tanh c_t
-        c_prev = np.asarray(cache.c[:-1], np.float64)  # c_{t-1}
-        a = np.empty((T, B, 4, H))
+        tanh_c = np.asarray(cache.tanh_c, dt)  # tanh c_t
+        c_prev = np.asarray(cache.c[:-1], dt)  # c_{t-1}
+        a = np.empty((T, B, 4, H), dt)
         a[:, :, 0] = g * i * (1.0 - i)  # ∂c_t/∂z^i, eq. (10)
         a[:, :, 1] = c_prev * f * (1.0 - f)  # ∂c_t/∂z^f, eq. (11)
         a[:, :, 2] = i * (1.0 - g * g)  # ∂c_t/∂z^g, eq. (12)
@@ -77,7 +95,12 @@ class StateJacobians:
         d = o * (1.0 - tanh_c * tanh_c)  # ∂h_t/∂c_t from eq. (7)
         d_prev = np.zeros_like(d)
         d_prev[1:] = d[:-1]
-        return cls(np.asarray(W_hh, np.float64), np.ascontiguousarray(f), a, d, d_prev)
+        return cls(np.asarray(W_hh, dt), np.ascontiguousarray(f), a, d, d_prev)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """float32 or float64, the forward cache's."""
+        return self.f.dtype
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -89,35 +112,45 @@ class StateJacobians:
         f, a, d, d_prev = (np.ascontiguousarray(x[:, index]) for x in (self.f, self.a, self.d, self.d_prev))
         return StateJacobians(self.W_hh, f, a, d, d_prev)
 
+    def at_steps(self, index: slice | np.ndarray) -> StateJacobians:
+        """The Jacobians of a subset of the steps (for one-step quantities, not products)."""
+        f, a, d, d_prev = (np.ascontiguousarray(x[index]) for x in (self.f, self.a, self.d, self.d_prev))
+        return StateJacobians(self.W_hh, f, a, d, d_prev)
+
     # -------------------------------------------------------------- J_t and J_t^T
 
     def jvp(self, t: Steps, u: np.ndarray) -> np.ndarray:
         """J_t u for a batch of vectors u (B, p, 2H) (or (T', B, p, 2H) for a slice)."""
         H = self.f.shape[-1]
-        u_c, u_h = u[..., :H], u[..., H:]
-        dz = (u_h @ self.W_hh_T).reshape(u.shape[:-1] + (4, H))  # (..., p, 4, H) = W_hh u_h, eq. (1)
-        dz *= self.a[t][..., None, :, :]  # (..., p, 4, H) gate parts of dc_t, dh_t
-        out = np.empty(u.shape)
-        dc, dh = out[..., :H], out[..., H:]
-        np.multiply(self.f[t][..., None, :], u_c, out=dc)  # diag(f_t) u_c, eq. (6)
-        dc += dz[..., 0, :]
-        dc += dz[..., 1, :]
-        dc += dz[..., 2, :]  # + B_t u_h
-        np.multiply(self.d[t][..., None, :], dc, out=dh)  # ∂h_t/∂c_t dc_t, eq. (7)
-        dh += dz[..., 3, :]  # + diag(a^o) U_o u_h
-        return out
+        return np.concatenate(self.jvp_parts(t, u[..., :H], u[..., H:]), axis=-1)
+
+    def jvp_parts(self, t: Steps, u_c: np.ndarray, u_h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`jvp` on a state kept as its halves: (dc, dh) = J_t (u_c, u_h), each (B, p, H)."""
+        H = self.f.shape[-1]
+        z = _rows_matmul(u_h, self.W_hh_T)  # (..., p, 4H) W_hh u_h, eq. (1)
+        z *= self._a[t]  # gate parts of dc_t and dh_t, eqs. (10)-(13)
+        dc = self._f[t] * u_c  # diag(f_t) u_c, eq. (6)
+        dc += z[..., :H]
+        dc += z[..., H : 2 * H]
+        dc += z[..., 2 * H : 3 * H]  # + B_t u_h
+        dh = self._d[t] * dc  # ∂h_t/∂c_t dc_t, eq. (7)
+        dh += z[..., 3 * H :]  # + diag(a^o) U_o u_h
+        return dc, dh
 
     def vjp(self, t: Steps, v: np.ndarray) -> np.ndarray:
         """J_t^T v for a batch of vectors v (B, p, 2H): one BPTT step, eqs. (8)-(13)."""
         H = self.f.shape[-1]
-        v_c, v_h = v[..., :H], v[..., H:]
-        w = v_c + self.d[t][..., None, :] * v_h  # (..., p, H) total adjoint of c_t, eq. (9)
-        dz = np.empty(v.shape[:-1] + (4, H))  # (..., p, 4, H)
-        np.multiply(self.a[t][..., None, :3, :], w[..., None, :], out=dz[..., :3, :])  # eqs. (10)-(12)
-        np.multiply(self.a[t][..., None, 3, :], v_h, out=dz[..., 3, :])  # eq. (13)
-        out = np.empty(v.shape)
-        np.multiply(self.f[t][..., None, :], w, out=out[..., :H])  # δc_t ⊙ f_t, eq. (9)
-        np.matmul(dz.reshape(v.shape[:-1] + (4 * H,)), self.W_hh, out=out[..., H:])  # W_hh^T δz, eq. (8)
+        v_h = v[..., H:]
+        w = self._d[t] * v_h
+        w += v[..., :H]  # (..., p, H) total adjoint of c_t, eq. (9)
+        dz = np.empty(v.shape[:-1] + (4 * H,), self.dtype)  # (..., p, 4H)
+        for gate in range(3):  # eqs. (10)-(12): a^i w, a^f w, a^g w
+            dz[..., gate * H : (gate + 1) * H] = w
+        dz[..., 3 * H :] = v_h  # eq. (13): a^o v_h
+        dz *= self._a[t]
+        out = np.empty(v.shape, self.dtype)
+        np.multiply(self._f[t], w, out=out[..., :H])  # δc_t ⊙ f_t, eq. (9)
+        out[..., H:] = _rows_matmul(dz, self.W_hh)  # W_hh^T δz, eq. (8)
         return out
 
     def dense(self, t: Steps) -> np.ndarray:
@@ -126,7 +159,7 @@ class StateJacobians:
         f, a, d = self.f[t], self.a[t], self.d[t]
         U = self.W_hh.reshape(4, H, H)  # (4, H, H) [U_i, U_f, U_g, U_o]
         Bt = np.einsum("...gj,gjk->...jk", a[..., :3, :], U[:3])  # (..., H, H) ∂c_t/∂h_{t-1}
-        J = np.zeros(f.shape[:-1] + (2 * H, 2 * H))
+        J = np.zeros(f.shape[:-1] + (2 * H, 2 * H), self.dtype)
         diag = np.arange(H)
         J[..., diag, diag] = f  # ∂c_t/∂c_{t-1} = diag f_t
         J[..., :H, H:] = Bt
@@ -143,17 +176,25 @@ class StateJacobians:
         at t = 0, h_0 is given and M_0 = diag(f_1). u (B, p, H).
         """
         H = self.f.shape[-1]
-        dh = self.d_prev[t][..., None, :] * u  # (..., p, H) dh_{t-1}
-        dz = (dh @ self.W_hh[: 3 * H].T).reshape(u.shape[:-1] + (3, H))  # (..., p, 3, H)
-        dz *= self.a[t][..., None, :3, :]
-        return self.f[t][..., None, :] * u + dz.sum(axis=-2)
+        z = _rows_matmul(self._d_prev[t] * u, self.W_hh_T[:, : 3 * H])  # (..., p, 3H) of dh_{t-1}
+        z *= self._a[t][..., : 3 * H]
+        out = self._f[t] * u
+        out += z[..., :H]
+        out += z[..., H : 2 * H]
+        out += z[..., 2 * H :]
+        return out
 
     def dcdc_vjp(self, t: Steps, v: np.ndarray) -> np.ndarray:
         """M_t^T v, v (B, p, H)."""
         H = self.f.shape[-1]
-        dz = self.a[t][..., None, :3, :] * v[..., None, :]  # (..., p, 3, H)
-        dh = dz.reshape(v.shape[:-1] + (3 * H,)) @ self.W_hh[: 3 * H]  # (..., p, H)
-        return self.f[t][..., None, :] * v + self.d_prev[t][..., None, :] * dh
+        dz = np.empty(v.shape[:-1] + (3 * H,), self.dtype)  # (..., p, 3H)
+        for gate in range(3):
+            dz[..., gate * H : (gate + 1) * H] = v
+        dz *= self._a[t][..., : 3 * H]
+        out = _rows_matmul(dz, self.W_hh[: 3 * H])  # (..., p, H)
+        out *= self._d_prev[t]
+        out += self._f[t] * v
+        return out
 
     def dcdc_dense(self, t: Steps) -> np.ndarray:
         """The dense M_t, (B, H, H) (or (T', B, H, H))."""
@@ -186,36 +227,35 @@ class StateJacobians:
 def top_singular_value(
     mv: Callable[[np.ndarray], np.ndarray],
     rmv: Callable[[np.ndarray], np.ndarray],
-    shape: tuple[int, ...],
+    q: np.ndarray,
     steps: int,
-    rng: np.random.Generator,
 ) -> np.ndarray:
     """Largest singular value of many small operators A at once, by Lanczos on A^T A.
 
-    mv(u) = A u and rmv(v) = A^T v act on stacks of row vectors (..., 1, n); `shape`
-    is (..., n); returns (...). Each of the `steps` Lanczos steps costs one A and one
-    A^T product (three-term recurrence, no re-orthogonalization). The largest Ritz
-    value is a lower bound that converges from below; exact in exact arithmetic once
-    steps >= n.
+    mv(u) = A u and rmv(v) = A^T v act on stacks of row vectors (..., 1, n); q
+    (..., 1, n) holds the starting vectors (any nonzero ones); returns (..., 1).
+    Each of the `steps` Lanczos steps costs one A and one A^T product (three-term
+    recurrence, no re-orthogonalization). The largest Ritz value is a lower bound
+    that converges from below; exact in exact arithmetic once steps >= n.
     """
-    lead = shape[:-1]
-    alpha = np.zeros(lead + (steps,))
-    beta = np.zeros(lead + (steps,))
-    q = rng.standard_normal(shape)
-    q /= np.linalg.norm(q, axis=-1, keepdims=True)
-    q_prev = np.zeros(shape)
+    lead = q.shape[:-1]
+    alpha = np.empty(lead + (steps,), q.dtype)
+    beta = np.empty(lead + (steps,), q.dtype)
+    q = q / np.sqrt(np.square(q).sum(axis=-1, keepdims=True))
+    q_prev = None
     for j in range(steps):
-        w = rmv(mv(q[..., None, :]))[..., 0, :]  # A^T A q_j
-        alpha[..., j] = np.einsum("...n,...n->...", w, q)
-        w -= alpha[..., j, None] * q
-        if j:
+        w = rmv(mv(q))  # A^T A q_j
+        alpha[..., j] = a = (w * q).sum(axis=-1)
+        w -= a[..., None] * q
+        if q_prev is not None:
             w -= beta[..., j - 1, None] * q_prev
-        beta[..., j] = np.linalg.norm(w, axis=-1)
+        beta[..., j] = b = np.sqrt(np.square(w).sum(axis=-1))
         q_prev = q
-        b = beta[..., j, None]
-        q = np.divide(w, b, out=np.zeros(shape), where=b > 1e-300)  # 0 once the space is invariant
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = w / b[..., None]
+        q[b <= 1e-300] = 0.0  # the Krylov space is invariant: nothing more to add
     m = np.arange(steps)
-    Tm = np.zeros(lead + (steps, steps))  # (..., m, m) the tridiagonal projection of A^T A
+    Tm = np.zeros(lead + (steps, steps), q.dtype)  # (..., m, m) the tridiagonal projection of A^T A
     Tm[..., m, m] = alpha
     Tm[..., m[1:], m[:-1]] = Tm[..., m[:-1], m[1:]] = beta[..., :-1]
     return np.sqrt(np.maximum(np.linalg.eigvalsh(Tm)[..., -1], 0.0))
@@ -230,9 +270,8 @@ def spectral_norms(jac: StateJacobians, steps: int | None = 12, seed: int = 0) -
     T, B, H = jac.shape
     if steps is None:
         return np.linalg.svd(jac.dense(slice(None)), compute_uv=False)[..., 0]
-    rng = np.random.default_rng(seed)
-    t = slice(None)
-    return top_singular_value(lambda u: jac.jvp(t, u), lambda v: jac.vjp(t, v), (T, B, 2 * H), steps, rng)
+    q = np.random.default_rng(seed).standard_normal((T, B, 1, 2 * H)).astype(jac.dtype)
+    return top_singular_value(lambda u: jac.jvp(EVERY, u), lambda v: jac.vjp(EVERY, v), q, steps)[..., 0]
 
 
 def dcdc_norms(jac: StateJacobians, steps: int | None = 12, seed: int = 0) -> np.ndarray:
@@ -240,11 +279,12 @@ def dcdc_norms(jac: StateJacobians, steps: int | None = 12, seed: int = 0) -> np
     T, B, H = jac.shape
     if steps is None:
         return np.linalg.svd(jac.dcdc_dense(slice(None)), compute_uv=False)[..., 0]
-    rng = np.random.default_rng(seed)
-    t = slice(None)
-    return top_singular_value(
-        lambda u: jac.dcdc_jvp(t, u), lambda v: jac.dcdc_vjp(t, v), (T, B, H), steps, rng
-    )
+    q = np.random.default_rng(seed).standard_normal((T, B, 1, H)).astype(jac.dtype)
+    mv, rmv = (lambda u: jac.dcdc_jvp(EVERY, u)), (lambda v: jac.dcdc_vjp(EVERY, v))
+    return top_singular_value(mv, rmv, q, steps)[..., 0]
+
+
+EVERY = slice(None)  # all steps at once
 
 
 def cell_path_norms(jac: StateJacobians) -> np.ndarray:
@@ -264,6 +304,7 @@ def window_singular_values(
     max_iter: int = 10,
     rtol: float = 1e-3,
     seed: int = 0,
+    whole_space: bool | None = None,
 ) -> np.ndarray:
     """Top-k singular values of P = J_{stop-1} ... J_{stop-window} per sample, (B, k).
 
@@ -271,8 +312,12 @@ def window_singular_values(
     to k), each product taken as `window` JVPs and `window` VJPs, never as a dense
     matrix; the Ritz values are the singular values of P Q (lower bounds). Stops when
     each of the top k changed by less than rtol (relative) in the last iteration; the
-    error is then typically far below rtol. stop defaults to T: the window ending at
-    the last step, through which a loss on the last output flows back first.
+    error is then typically far below rtol. A few iterations of p vectors cost about
+    as much as one pass of 2H vectors: when 2H <= WHOLE_SPACE * p (or whole_space is
+    True) the block is the whole space (Q = I, p = 2H) and a single pass of JVPs
+    gives P's singular values exactly, with no iteration. stop defaults to T: the
+    window ending at the last step, through which a loss on the last output flows
+    back first.
     The vectors are rescaled at every step and the scale is kept as a logarithm, so
     long windows neither overflow nor underflow on the way (the values themselves
     may: beyond ~e^709 they are inf, below ~e^-745 zero).
@@ -284,19 +329,26 @@ def window_singular_values(
     if not (1 <= k <= n and 0 <= start < stop <= T):
         raise ValueError(f"window_singular_values: need 1 <= k <= {n} and a window inside 0..{T}")
     p = min(n, k + (k if oversample is None else oversample))
-    rng = np.random.default_rng(seed)
-    Q = _orthonormal_rows(rng.standard_normal((B, p, n)))  # (B, p, 2H)
+    whole = n <= WHOLE_SPACE * p if whole_space is None else whole_space  # one exact pass
+    if whole:
+        Q = np.broadcast_to(np.eye(n, dtype=jac.dtype), (B, n, n)).copy()  # (B, 2H, 2H): P Q^T = P
+    else:
+        Q = np.random.default_rng(seed).standard_normal((B, p, n)).astype(jac.dtype)
+        Q = _orthonormal_rows(Q)  # (B, p, 2H)
     s_old = np.full((B, k), np.inf)
     for _ in range(max_iter):
         Y, log_scale = _scaled_sweep(jac.jvp, range(start, stop), Q)  # P Q^T = e^log_scale Y^T
         with np.errstate(over="ignore", under="ignore"):
             s = np.linalg.svd(Y, compute_uv=False) * np.exp(log_scale)[:, None]  # (B, p)
-        if np.all(np.abs(s[:, :k] - s_old) <= rtol * s[:, :k]):
+        if whole or np.all(np.abs(s[:, :k] - s_old) <= rtol * s[:, :k]):
             break
         s_old = s[:, :k]
         Z, _ = _scaled_sweep(jac.vjp, range(stop - 1, start - 1, -1), Y)  # ∝ P^T P Q^T
         Q = _orthonormal_rows(Z)
     return s[:, :k]
+
+
+WHOLE_SPACE = 16  # window_singular_values: the whole space (p = 2H) when 2H <= 16p
 
 
 def _scaled_sweep(step: Callable, steps: range, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -344,11 +396,13 @@ class Lyapunov:
 
 
 def benettin(
-    step: Callable[[int, np.ndarray], np.ndarray],
+    step: Callable[[int, Frame], Frame],
     Q: np.ndarray,
     T: int,
     warmup: int = 0,
     qr_every: int | None = None,
+    split: Callable[[np.ndarray], Frame] | None = None,
+    join: Callable[[Frame], np.ndarray] | None = None,
 ) -> Lyapunov:
     """Lyapunov exponents by QR re-orthonormalization (theory.md §4.4).
 
@@ -360,32 +414,42 @@ def benettin(
     qr_every: steps between QR factorizations. None chooses it as it goes: after each
     QR the spread of log|diag R| per step, max over samples of (λ_1 - λ_k)·steps, sets
     the next interval so that the frame's condition number stays below e^LOG_COND
-    (at most MAX_QR_EVERY steps). Between factorizations the rows of Q stop being
-    orthonormal, but the product of the R factors, hence S, is the same.
+    and its vectors neither grow nor shrink by more than e^LOG_COND (float32's range
+    is e^±87), at most MAX_QR_EVERY steps. Between factorizations the rows of Q stop
+    being orthonormal, but the product of the R factors, hence S, is the same.
+
+    split, join: when given, `step` works on split(U) instead of U (any form that
+    is cheaper to step, such as the c and h halves of the state) and join turns it
+    back into rows for the QR factorization.
     """
+    split = split or (lambda U: U)
+    join = join or (lambda U: U)
     B, k, _ = Q.shape
     S = np.zeros((B, k))
     tiny = np.finfo(np.float64).tiny
     every = 1 if qr_every is None else qr_every
     since = 0
+    frame = split(Q)
     for t in range(T):
-        Q = step(t, Q)  # (B, k, n)
+        frame = step(t, frame)
         since += 1
         if since == every or t == warmup - 1 or t == T - 1:
-            Qt, R = np.linalg.qr(np.swapaxes(Q, -1, -2))  # (B, n, k), (B, k, k)
-            Q = np.swapaxes(Qt, -1, -2)
-            log_r = np.log(np.maximum(np.abs(np.diagonal(R, axis1=-2, axis2=-1)), tiny))  # (B, k)
+            Qt, R = np.linalg.qr(np.swapaxes(join(frame), -1, -2))  # (B, n, k), (B, k, k)
+            frame = split(np.swapaxes(Qt, -1, -2))
+            r = np.abs(np.diagonal(R, axis1=-2, axis2=-1)).astype(np.float64)  # (B, k)
+            log_r = np.log(np.maximum(r, tiny))
             if t >= warmup:
                 S += log_r
             if qr_every is None:
                 spread = float(np.max(log_r.max(axis=-1) - log_r.min(axis=-1))) / since
-                every = int(np.clip(LOG_COND / max(spread, 1e-12), 1, MAX_QR_EVERY))
+                size = float(np.max(np.abs(log_r))) / since
+                every = int(np.clip(LOG_COND / max(spread, size, 1e-12), 1, MAX_QR_EVERY))
             since = 0
     return Lyapunov(per_sample=S / (T - warmup), steps=T - warmup)
 
 
 LOG_COND = 16.0  # adaptive QR: keep cond(Q) below e^16 ≈ 9e6 between factorizations
-MAX_QR_EVERY = 8
+MAX_QR_EVERY = 16
 
 
 def lyapunov_spectrum(
@@ -406,8 +470,16 @@ def lyapunov_spectrum(
     if not 0 <= warmup < T:
         raise ValueError(f"warmup: must be in 0..T-1 = 0..{T - 1}, got {warmup}")
     rng = np.random.default_rng(seed)
-    Q = _orthonormal_rows(rng.standard_normal((B, k, n)))  # (B, k, 2H)
-    res = benettin(jac.jvp, Q, T, warmup, qr_every)
+    Q = _orthonormal_rows(rng.standard_normal((B, k, n)).astype(jac.dtype))  # (B, k, 2H)
+    res = benettin(
+        lambda t, uh: jac.jvp_parts(t, *uh),
+        Q,
+        T,
+        warmup,
+        qr_every,
+        split=lambda U: (np.ascontiguousarray(U[..., :H]), np.ascontiguousarray(U[..., H:])),
+        join=lambda uh: np.concatenate(uh, axis=-1),
+    )
     order = np.argsort(-res.per_sample.mean(axis=0), kind="stable")  # largest first
     res.per_sample = res.per_sample[:, order]
     return res
@@ -416,21 +488,16 @@ def lyapunov_spectrum(
 # ------------------------------------------- gradient growth, predicted vs measured
 
 
-def log_slope(y: np.ndarray, t: np.ndarray | None = None) -> float:
-    """Theil-Sen slope of log y against t: the median of all pairwise slopes.
+def log_slope(y: np.ndarray) -> float:
+    """Theil-Sen slope of log y against the step index (`diagnostics.theil_sen_slope`).
 
     Robust to a few outlying steps (a transient near the loss, a spike). Entries of y
     that are not finite, or below the smallest normal float64 (zero after underflow,
     or subnormal and imprecise), are left out; NaN if fewer than two remain.
     """
     y = np.asarray(y, np.float64)
-    t = np.arange(y.size, dtype=np.float64) if t is None else np.asarray(t, np.float64)
     keep = np.isfinite(y) & (y >= np.finfo(np.float64).tiny)
-    ly, t = np.log(y[keep]), t[keep]
-    if ly.size < 2:
-        return float("nan")
-    i, j = np.triu_indices(ly.size, k=1)
-    return float(np.median((ly[j] - ly[i]) / (t[j] - t[i])))
+    return theil_sen_slope(np.log(y, out=np.full(y.shape, np.nan), where=keep))
 
 
 def gradient_growth_rate(grad_c_norm: np.ndarray, start: int = 0, stop: int | None = None) -> float:
@@ -441,7 +508,7 @@ def gradient_growth_rate(grad_c_norm: np.ndarray, start: int = 0, stop: int | No
     largest Lyapunov exponent λ_1. grad_c_norm (T,), index t = step t as in the engine.
     """
     y = np.asarray(grad_c_norm)[start:stop]
-    return -log_slope(y, np.arange(start, start + y.size))
+    return -log_slope(y)
 
 
 def gradient_growth_rates(grad_c: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -489,7 +556,9 @@ def layer_dynamics(
     warmup: int | None = None,
     window: int = 20,
     window_k: int = 4,
+    window_samples: int | None = None,
     norm_samples: int | None = 4,
+    norm_points: int | None = 64,
     lanczos_steps: int | None = 12,
     qr_every: int | None = None,
     seed: int = 0,
@@ -500,9 +569,13 @@ def layer_dynamics(
     k: how many Lyapunov exponents (clipped to 2H), from every sample of the batch;
     warmup: steps discarded before accumulating (default T // 4);
     window, window_k: the product over the last `window` steps (clipped to T) and how
-    many of its singular values (0: skip), median over the batch;
+    many of its singular values (0: skip), median over the first window_samples
+    samples (None: all);
     norm_samples: the per-step norms (spectral, cell path, dc/dc) use the first
     norm_samples samples (None: all; 0: skip) and report their median per step;
+    norm_points: they are taken at every s-th step counted back from the last one,
+    s = ceil(T / norm_points), so at most norm_points steps (None: every step);
+    "norm_steps" lists those steps as t = 1..T;
     lanczos_steps: Lanczos steps for them (None: exact SVD); qr_every: see `benettin`.
     With grad_c (T, B, H), this layer's dL/dc_t (the engine's `LayerGrads.dc`), adds
     "gradient": the measured per-step growth of ||dL/dc_t|| per sample over the same
@@ -516,6 +589,9 @@ def layer_dynamics(
     window_k = min(window_k, 2 * H)
     warmup = T // 4 if warmup is None else warmup
     S = B if norm_samples is None else min(norm_samples, B)
+    SW = B if window_samples is None else min(window_samples, B)
+    stride = 1 if norm_points is None else -(-T // norm_points)  # ceil(T / norm_points)
+    steps = np.arange(T - 1, -1, -stride)[::-1] if S else np.arange(0)  # ends at the last step
     finite = all(np.isfinite(x).all() for x in (jac.f, jac.a, jac.d))
     settings = {
         "k": k,
@@ -526,44 +602,44 @@ def layer_dynamics(
         "qr_every": "adaptive" if qr_every is None else qr_every,
         "window": window,
         "window_k": window_k,
+        "window_samples": SW,
         "norm_samples": S,
+        "norm_points": norm_points,
+        "norm_stride": stride,
         "lanczos_steps": lanczos_steps,
-        "aggregate": "Lyapunov: mean over samples; norms: median over samples",
+        "aggregate": "Lyapunov: mean over samples; norms and window: median over samples",
         "log": "natural, per step",
     }
-    if not finite:
-        nan = float("nan")
-        out = {
-            "lyapunov": [nan] * k,
-            "lyapunov_std": [nan] * k,
-            "lyapunov_stderr": [nan] * k,
-            "spectral_norm": [nan] * T if S else [],
-            "cell_path_norm": [nan] * T if S else [],
-            "dcdc_norm": [nan] * T if S else [],
-            "window_singular_values": [nan] * window_k,
-            "settings": settings,
-        }
-        if grad_c is not None:
-            out["gradient"] = compare_growth(Lyapunov(np.full((1, 1), nan), T - warmup), np.array([nan]))
-        return out
-    lyap = lyapunov_spectrum(jac, k, warmup, qr_every, seed)
     out = {
-        "lyapunov": lyap.mean.tolist(),
-        "lyapunov_std": lyap.std.tolist(),
-        "lyapunov_stderr": lyap.stderr.tolist(),
+        "lyapunov": [],
+        "lyapunov_std": [],
+        "lyapunov_stderr": [],
+        "norm_steps": (steps + 1).tolist(),
         "spectral_norm": [],
         "cell_path_norm": [],
         "dcdc_norm": [],
         "window_singular_values": [],
         "settings": settings,
     }
+    if not finite:
+        nan = float("nan")
+        out.update({key: [nan] * k for key in ("lyapunov", "lyapunov_std", "lyapunov_stderr")})
+        out.update({key: [nan] * steps.size for key in ("spectral_norm", "cell_path_norm", "dcdc_norm")})
+        out["window_singular_values"] = [nan] * window_k
+        if grad_c is not None:
+            out["gradient"] = compare_growth(Lyapunov(np.full((1, 1), nan), T - warmup), np.array([nan]))
+        return out
+    lyap = lyapunov_spectrum(jac, k, warmup, qr_every, seed)
+    out["lyapunov"] = lyap.mean.tolist()
+    out["lyapunov_std"] = lyap.std.tolist()
+    out["lyapunov_stderr"] = lyap.stderr.tolist()
     if S:
-        sub = jac.samples(slice(0, S))
+        sub = jac.samples(slice(0, S)).at_steps(steps)
         out["spectral_norm"] = np.median(spectral_norms(sub, lanczos_steps, seed), axis=1).tolist()
         out["cell_path_norm"] = np.median(cell_path_norms(sub), axis=1).tolist()
         out["dcdc_norm"] = np.median(dcdc_norms(sub, lanczos_steps, seed), axis=1).tolist()
     if window_k:
-        sv = window_singular_values(jac, window_k, window, seed=seed)  # (B, window_k)
+        sv = window_singular_values(jac.samples(slice(0, SW)), window_k, window, seed=seed)  # (SW, window_k)
         out["window_singular_values"] = np.median(sv, axis=0).tolist()
     if grad_c is not None:
         out["gradient"] = compare_growth(lyap, gradient_growth_rates(grad_c, warmup, T))

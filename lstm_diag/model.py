@@ -102,10 +102,13 @@ def estimated_bytes(config: Config, T: int | None = None, B: int | None = None, 
 
 def dynamics_bytes(config: Config, T: int | None = None, B: int | None = None) -> int:
     """Peak extra memory of the Jacobian/Lyapunov analysis: it works one layer at a time, in
-    float64, on ~11 (T B H) numbers (local derivatives, f, d, and a float64 copy of the gates)."""
+    the model's dtype, on the first diagnostics.dynamics_samples samples of the batch, with
+    ~11 numbers per (t, sample, unit) (local derivatives a, f, d, d_{t-1} and the work arrays)."""
     T = config.data.seq_len if T is None else T
     B = config.data.batch_size if B is None else B
-    return 8 * 11 * T * B * config.model.hidden_size
+    S = min(config.diagnostics.dynamics_samples, B)
+    itemsize = 4 if config.dtype == "float32" else 8
+    return itemsize * 11 * T * S * config.model.hidden_size
 
 
 def physical_memory() -> int | None:

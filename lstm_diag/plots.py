@@ -167,8 +167,10 @@ def _layer_codes(doc: dict, k: int, prefixes: tuple[str, ...]) -> str:
 # ------------------------------------------------------------------ long series
 
 
-def envelope(y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray, int]:
-    """Points to draw for a series over t = 1..T: (t, y, steps per bucket).
+def envelope(
+    y: np.ndarray, max_points: int = MAX_POINTS, t: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Points to draw for a series over t = 1..T (or over the steps t given): (t, y, points per bucket).
 
     Up to `max_points` steps are drawn as they are. Longer series are split into
     max_points // 2 buckets of consecutive steps, and each bucket keeps its minimum and
@@ -178,7 +180,7 @@ def envelope(y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, n
     """
     y = np.asarray(y, np.float64)
     T = len(y)
-    t = np.arange(1, T + 1, dtype=np.float64)
+    t = np.arange(1, T + 1, dtype=np.float64) if t is None else np.asarray(t, np.float64)
     if T <= max_points:
         return t, y, 1
     n_buckets = max_points // 2
@@ -197,6 +199,12 @@ def envelope(y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, n
     return x, v, math.ceil(T / n_buckets)
 
 
+def _ordinal(n: int) -> str:
+    """2 -> "2nd", 11 -> "11th", 23 -> "23rd"."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _positive(y) -> np.ndarray:
     """Values for a log axis: finite positive ones; zeros and non-finite become NaN (marked apart)."""
     y = np.asarray(y, np.float64)
@@ -204,9 +212,11 @@ def _positive(y) -> np.ndarray:
         return np.where(np.isfinite(y) & (y > 0), y, np.nan)
 
 
-def _log_series(ax, y, *, label: str, color: str, lw: float = 1.6, ls: str = "-", z: int = 3) -> Line2D:
-    """A norm over t on a log axis, min/max-enveloped when long."""
-    x, v, _ = envelope(_positive(y))
+def _log_series(
+    ax, y, *, label: str, color: str, lw: float = 1.6, ls: str = "-", z: int = 3, t=None
+) -> Line2D:
+    """A norm over t = 1..T (or over the steps t) on a log axis, min/max-enveloped when long."""
+    x, v, _ = envelope(_positive(y), t=t)
     marker = "o" if len(x) <= 3 else None  # a line needs two points: show very short series as dots
     (line,) = ax.plot(x, v, color=color, lw=lw, ls=ls, marker=marker, ms=4, label=label, zorder=z)
     return line
@@ -764,8 +774,9 @@ def dynamics(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
         color=OKABE_ITO["vermillion"] if lam.size and lam[0] > 0 else OKABE_ITO["blue"],
         fontsize=10,
     )
-    left.legend(loc="lower left", frameon=True, framealpha=0.9, fontsize=8)
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False, fontsize=8)
     series = {}
+    steps = dyn.get("norm_steps") or None  # t = 1..T of each value; older documents: every step
     for key, name, color in (
         ("spectral_norm", "‖∂s_t/∂s_t-1‖₂, state (c, h), 2H × 2H", OKABE_ITO["blue"]),
         ("dcdc_norm", "‖dc_t/dc_t-1‖₂, all paths", OKABE_ITO["orange"]),
@@ -773,12 +784,15 @@ def dynamics(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
     ):
         y = np.asarray([np.nan if v is None else v for v in dyn[key]], np.float64)
         if y.size:
-            _log_series(right, y, label=name, color=color, lw=1.4)
+            _log_series(right, y, label=name, color=color, lw=1.4, t=steps)
             series[key] = y
     right.axhline(1.0, color=OKABE_ITO["black"], lw=1.0, ls=":", label="norm 1: neither grows nor shrinks")
     right.set_yscale("log")
-    right.set_ylabel(f"spectral norm, median over {dyn['settings'].get('norm_samples', '?')} samples")
-    right.set_title("one-step Jacobians over time", loc="left", fontweight="bold", fontsize=10)
+    S = dyn["settings"]["norm_samples"]
+    right.set_ylabel("spectral norm, " + ("sample 1 of the batch" if S == 1 else f"median over {S} samples"))
+    stride = dyn["settings"].get("norm_stride", 1)
+    every = f", every {_ordinal(stride)} step counted back from t = {T}" if stride > 1 else ""
+    right.set_title(f"one-step Jacobians over time{every}", loc="left", fontweight="bold", fontsize=10)
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False, fontsize=8)
     _set_time_axis(right, T)
     codes = _layer_codes(doc, layer, ("LD105", "LD101", "LD102"))

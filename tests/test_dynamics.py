@@ -126,8 +126,10 @@ def test_window_products_are_products_of_the_dense_jacobians(case):
     assert_close(jac.window_jvp(start, stop, u), np.einsum("bij,bpj->bpi", P, u), 1e-10, "P u")
     assert_close(jac.window_vjp(start, stop, u), np.einsum("bji,bpj->bpi", P, u), 1e-10, "P^T v")
     k = min(3, 2 * H)
-    s = dy.window_singular_values(jac, k, stop - start, rtol=1e-12, max_iter=50)
-    assert_close(s, np.linalg.svd(P, compute_uv=False)[:, :k], 1e-8, "window singular values")
+    exact = np.linalg.svd(P, compute_uv=False)[:, :k]
+    for whole_space in (False, True):  # subspace iteration; one pass over the whole space
+        s = dy.window_singular_values(jac, k, stop - start, rtol=1e-12, max_iter=50, whole_space=whole_space)
+        assert_close(s, exact, 1e-8, f"window singular values, whole_space={whole_space}")
 
 
 def test_spectral_norms_equal_the_svd_of_torchs_jacobians(case):
@@ -209,6 +211,32 @@ def test_time_varying_triangular_maps_give_mean_log_diagonal():
     np.testing.assert_allclose(lyap.mean, lam, atol=0.01)
 
 
+def test_adaptive_qr_keeps_a_strongly_contracting_float32_frame_in_range():
+    """Every direction shrinks by 1e-3 per step (λ = -6.908 for all): the spread is 0,
+    but 16 steps without a QR would shrink the frame by e^-110, below float32's range."""
+    rng = np.random.default_rng(5)
+    Js = np.broadcast_to(1e-3 * _orthogonal(rng, 6), (120, 6, 6)).astype(np.float32)
+    Q = np.swapaxes(np.linalg.qr(rng.standard_normal((2, 6, 3)))[0], -1, -2).astype(np.float32)
+    lyap = dy.benettin(lambda t, U: U @ Js[t].T, Q, 120, warmup=20)
+    np.testing.assert_allclose(lyap.per_sample, np.log(1e-3), rtol=1e-5)
+
+
+def test_split_frame_steps_give_the_same_exponents_as_rows():
+    result = analyze({"model": {"hidden_size": 6}, "data": {"batch_size": 3, "seq_len": 60}})
+    jac = dy.StateJacobians.from_cache(result.fwd.layers[0], result.problem.params["weight_hh_l0"])
+    Q = np.swapaxes(np.linalg.qr(np.random.default_rng(0).standard_normal((3, 12, 5)))[0], -1, -2)
+    rows = dy.benettin(jac.jvp, Q, 60, warmup=15)
+    split = dy.benettin(
+        lambda t, uh: jac.jvp_parts(t, *uh),
+        Q,
+        60,
+        warmup=15,
+        split=lambda U: (U[..., :6].copy(), U[..., 6:].copy()),
+        join=lambda uh: np.concatenate(uh, axis=-1),
+    )
+    np.testing.assert_allclose(split.per_sample, rows.per_sample, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("qr_every", [2, 5, None])
 def test_qr_every_does_not_change_the_exponents(qr_every):
     rng = np.random.default_rng(3)
@@ -287,9 +315,18 @@ def test_exponents_reproduce_across_data_seeds_within_the_reported_spread(tmp_pa
 
 
 def test_float32_caches_give_the_float64_exponents():
-    l32, _, _ = _dynamics({"dtype": "float32"})
-    l64, _, _ = _dynamics({"dtype": "float64"})
+    l32, _, r32 = _dynamics({"dtype": "float32"})
+    l64, _, r64 = _dynamics({"dtype": "float64"})
     np.testing.assert_allclose(l32.mean, l64.mean, atol=1e-5)
+    # computed in float32 like the model, to float32 precision
+    layers = [(r.fwd.layers[0], r.problem.params["weight_hh_l0"]) for r in (r32, r64)]
+    jacs = [dy.StateJacobians.from_cache(cache, W_hh) for cache, W_hh in layers]
+    assert jacs[0].dtype == np.float32 and jacs[1].dtype == np.float64
+    s32, s64 = (dy.spectral_norms(j.samples(slice(0, 2)), None) for j in jacs)
+    assert s32.dtype == np.float32
+    np.testing.assert_allclose(s32, s64, rtol=1e-4)
+    w32, w64 = (dy.window_singular_values(j.samples(slice(0, 2)), 4, 20) for j in jacs)
+    np.testing.assert_allclose(w32, w64, rtol=1e-4)
 
 
 # ------------------------------------------------------------ helpers, summary
@@ -334,6 +371,30 @@ def test_layer_dynamics_summary_is_plain_json():
     assert d["gradient"]["predicted_rate"] == d["lyapunov"][0]
     # the cell path alone never exceeds 1 (0 < f < 1); the full one-step Jacobian can
     assert max(d["cell_path_norm"]) < 1
+
+
+def test_per_step_norms_at_most_norm_points_steps_counted_back_from_the_last():
+    result = analyze({"model": {"hidden_size": 8}, "data": {"batch_size": 3, "seq_len": 100}})
+    cache, W_hh = result.fwd.layers[0], result.problem.params["weight_hh_l0"]
+    d = dy.layer_dynamics(cache, W_hh, norm_samples=1, norm_points=30, lanczos_steps=None)
+    assert d["settings"]["norm_stride"] == 4  # ceil(100 / 30)
+    assert d["norm_steps"] == list(range(4, 101, 4))  # t = 4, 8, ..., 100 = T
+    jac = dy.StateJacobians.from_cache(cache, W_hh).samples(slice(0, 1))
+    t = np.array(d["norm_steps"]) - 1
+    np.testing.assert_allclose(d["spectral_norm"], dy.spectral_norms(jac, None)[t, 0], rtol=1e-12)
+    np.testing.assert_allclose(d["dcdc_norm"], dy.dcdc_norms(jac, None)[t, 0], rtol=1e-12)
+    np.testing.assert_allclose(d["cell_path_norm"], jac.f[t, 0].max(axis=-1), rtol=1e-12)
+    every = dy.layer_dynamics(cache, W_hh, norm_points=None)
+    assert every["norm_steps"] == list(range(1, 101)) and every["settings"]["norm_stride"] == 1
+
+
+def test_analyze_takes_norm_points_from_the_config():
+    doc = analyze(None, ["diagnostics.norm_points=100"]).to_dict()
+    dyn = doc["layers"][0]["dynamics"]
+    assert dyn["norm_steps"] == list(range(1, 101)) and len(dyn["spectral_norm"]) == 100
+    assert dyn["settings"]["norm_samples"] == dyn["settings"]["window_samples"] == 1
+    dyn = analyze(None).to_dict()["layers"][0]["dynamics"]  # default 64: every 2nd step, ending at T
+    assert dyn["norm_steps"] == list(range(2, 101, 2)) and len(dyn["dcdc_norm"]) == 50
 
 
 def test_bad_arguments_name_the_argument():
