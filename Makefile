@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench fixtures clean
+.PHONY: demo test lint bench bench-dynamics fixtures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# What the dynamics section adds to analyze, against its stated bound (docs/dynamics.md).
+bench-dynamics: $(STAMP)
+	$(BIN)/python benchmarks/dynamics.py $(BENCH_ARGS)
 
 # Regenerate the PyTorch reference fixtures (needs `.venv/bin/pip install torch==2.13.0`).
 fixtures: $(STAMP)
