@@ -29,7 +29,7 @@ import statistics
 import sys
 
 import numpy as np
-from run import blas_info, blas_threads, limit_threads, machine, time_round_robin
+from run import blas_info, blas_threads, limit_threads, listed, machine, time_round_robin
 
 from lstm_diag import engine
 from lstm_diag.analysis import dynamics_section
@@ -111,14 +111,8 @@ def parse_args(argv=None):
     ap.add_argument("--settle", type=float, default=0.05, help="seconds of sleep before each timed run")
     ap.add_argument("--threads", type=int, help="BLAS threads (needs threadpoolctl); default: what BLAS uses")
     args = ap.parse_args(argv)
-    args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    args.dtypes = [s.strip() for s in args.dtypes.split(",") if s.strip()]
-    for s in args.shapes:
-        if s not in SHAPES:
-            ap.error(f"--shapes: unknown {s!r}; choose from {', '.join(SHAPES)}")
-    for s in args.dtypes:
-        if s not in ("float32", "float64"):
-            ap.error(f"--dtypes: unknown {s!r}; choose from float32, float64")
+    args.shapes = listed(ap, args.shapes, SHAPES, "shapes")
+    args.dtypes = listed(ap, args.dtypes, ("float32", "float64"), "dtypes")
     return args
 
 

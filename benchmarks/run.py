@@ -467,18 +467,19 @@ def parse_args(argv=None):
     ap.add_argument("--startup-repeats", type=int, default=20)
     ap.add_argument("--json", type=Path, help="also write all results and timings here")
     args = ap.parse_args(argv)
-
-    def listed(value: str, allowed, what: str, upper: bool = False) -> list[str]:
-        items = [v.strip().upper() if upper else v.strip() for v in value.split(",") if v.strip()]
-        for v in items:
-            if v not in allowed:
-                ap.error(f"--{what}: unknown {v!r}; choose from {', '.join(allowed)}")
-        return items
-
-    args.shapes = listed(args.shapes, SHAPES, "shapes", upper=True)
-    args.dtypes = listed(args.dtypes, ("float32", "float64"), "dtypes")
-    args.regimes = listed(args.regimes, REGIMES, "regimes")
+    args.shapes = listed(ap, args.shapes, SHAPES, "shapes", upper=True)
+    args.dtypes = listed(ap, args.dtypes, ("float32", "float64"), "dtypes")
+    args.regimes = listed(ap, args.regimes, REGIMES, "regimes")
     return args
+
+
+def listed(ap: argparse.ArgumentParser, value: str, allowed, what: str, upper: bool = False) -> list[str]:
+    """A comma-separated option as a list, every item one of `allowed` (else a usage error)."""
+    items = [v.strip().upper() if upper else v.strip() for v in value.split(",") if v.strip()]
+    for v in items:
+        if v not in allowed:
+            ap.error(f"--{what}: unknown {v!r}; choose from {', '.join(allowed)}")
+    return items
 
 
 def limit_threads(n: int | None):
