@@ -775,8 +775,7 @@ def dynamics(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
         fontsize=10,
     )
     left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False, fontsize=8)
-    series = {}
-    steps = dyn.get("norm_steps") or None  # t = 1..T of each value; older documents: every step
+    steps = dyn["norm_steps"]  # t = 1..T of each value
     for key, name, color in (
         ("spectral_norm", "‖∂s_t/∂s_t-1‖₂, state (c, h), 2H × 2H", OKABE_ITO["blue"]),
         ("dcdc_norm", "‖dc_t/dc_t-1‖₂, all paths", OKABE_ITO["orange"]),
@@ -785,12 +784,11 @@ def dynamics(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
         y = np.asarray([np.nan if v is None else v for v in dyn[key]], np.float64)
         if y.size:
             _log_series(right, y, label=name, color=color, lw=1.4, t=steps)
-            series[key] = y
     right.axhline(1.0, color=OKABE_ITO["black"], lw=1.0, ls=":", label="norm 1: neither grows nor shrinks")
     right.set_yscale("log")
     S = dyn["settings"]["norm_samples"]
     right.set_ylabel("spectral norm, " + ("sample 1 of the batch" if S == 1 else f"median over {S} samples"))
-    stride = dyn["settings"].get("norm_stride", 1)
+    stride = dyn["settings"]["norm_stride"]
     every = f", every {_ordinal(stride)} step counted back from t = {T}" if stride > 1 else ""
     right.set_title(f"one-step Jacobians over time{every}", loc="left", fontweight="bold", fontsize=10)
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False, fontsize=8)
