@@ -55,7 +55,8 @@ Examples:
 @click.option(
     "--no-dynamics",
     is_flag=True,
-    help="Skip the state Jacobians and Lyapunov spectrum (diagnostics.dynamics=false).",
+    help="Skip the state Jacobians and Lyapunov spectrum (diagnostics.dynamics=false); "
+    "they cost up to about one more forward+backward pass (docs/dynamics.md).",
 )
 @debug_option
 @handle_errors
@@ -63,8 +64,10 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
     """Run the LSTM on CONFIG and diagnose gradient flow through time.
 
     Reports the loss; per layer the norms of dL/dc_t, dL/dh_t and dL/dz per gate at
-    every step, the decay rate and gradient horizon, gate saturation; what the
-    configured clipping would do; and findings with codes, messages and remedies.
+    every step, the decay rate and gradient horizon, gate saturation, and the state
+    dynamics (Lyapunov exponents and one-step Jacobian norms: why the gradient
+    vanishes or explodes); what the configured clipping would do; and findings with
+    codes, messages and remedies.
     """
     from ..analysis import analyze
     from ..diagnostics import matches
