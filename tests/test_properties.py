@@ -20,8 +20,9 @@ FIELDS = [
     "model.output_size", "model.init", "model.forget_bias", "model.t_max", "model.gain",
     "model.recurrent_scale", "model.weights", "data", "data.task", "data.batch_size", "data.seq_len",
     "data.path", "loss", "loss.type", "loss.target", "diagnostics.saturation_threshold",
-    "diagnostics.vanishing_ratio", "clipping.mode", "clipping.max_norm", "clipping.clip_value",
-    "model.hiden_size", "nonsense", "model.init.x", "data.seq_len.y",
+    "diagnostics.vanishing_ratio", "diagnostics.lyapunov_k", "diagnostics.window", "diagnostics.window_k",
+    "diagnostics.dynamics_samples", "diagnostics.norm_points", "clipping.mode", "clipping.max_norm",
+    "clipping.clip_value", "model.hiden_size", "nonsense", "model.init.x", "data.seq_len.y",
 ]  # fmt: skip
 VALUES = st.one_of(
     st.sampled_from(["0", "-1", "1", "2", "3", "7", "1000000000000", "true", "null", "2.5", "1e-3", "-inf",
