@@ -28,8 +28,7 @@ import os
 import statistics
 import sys
 
-import numpy as np
-from run import blas_info, blas_threads, limit_threads, listed, machine, time_round_robin
+from run import blas_info, blas_threads, engine_result_bytes, limit_threads, listed, machine, time_round_robin
 
 from lstm_diag import engine
 from lstm_diag.analysis import dynamics_section
@@ -68,8 +67,8 @@ def measure(name: str, dtype: str, args) -> dict:
         "fwd+bwd": lambda: engine.run(p.params, p.spec, p.x, p.y, p.loss, p.target),
         "dynamics": lambda: dynamics_section(p, fwd, bwd),
     }
-    result_bytes = (2 * 4 * H + 5 * H) * T * B * np.dtype(dtype).itemsize  # as in run.py
-    times = time_round_robin(fns, args.repeats, args.warmup, args.settle, prefault=2 * result_bytes)
+    prefault = 2 * engine_result_bytes(B, T, H, dtype)  # as run.py does for the engine
+    times = time_round_robin(fns, args.repeats, args.warmup, args.settle, prefault)
     fb = statistics.median(times["fwd+bwd"])
     dyn = statistics.median(times["dynamics"])
     return {

@@ -96,16 +96,20 @@ class Problem:
         return B, T, I, self.spec.hidden_size
 
     def result_bytes(self) -> int:
-        """What the engine allocates for its results: gates and dz (T, B, 4H); c, h,
-        tanh_c, dc, dh (T(+1), B, H)."""
         B, T, I, H = self.dims
-        return (2 * 4 * H + 5 * H) * T * B * np.dtype(self.dtype).itemsize
+        return engine_result_bytes(B, T, H, self.dtype)
 
     def gemm_flops(self) -> float:
         """Multiply-adds x 2 of the floor's GEMMs."""
         B, T, I, H = self.dims
         N = T * B
         return 2.0 * N * 4 * H * (I + H) * 3  # forward (x, h), backward (dW_ih, dW_hh, dx, dh)
+
+
+def engine_result_bytes(B: int, T: int, H: int, dtype: str) -> int:
+    """What the engine allocates for its results: gates and dz (T, B, 4H); c, h,
+    tanh_c, dc, dh (T(+1), B, H)."""
+    return (2 * 4 * H + 5 * H) * T * B * np.dtype(dtype).itemsize
 
 
 def make_problem(name: str, dtype: str, regime: str = "healthy", seed: int = 0) -> Problem:
