@@ -6,7 +6,7 @@
 For each shape and dtype (the built-in default config with the batch, length and sizes
 of the shape, default diagnostics settings), each repeat times, in turn:
 
-  fwd+bwd    `lstm_diag.engine.run`: forward, loss and BPTT (the forward/backward time)
+  fwd+bwd    `lstm_diag.core.engine.run`: forward, loss and BPTT (the forward/backward time)
   dynamics   `analysis.dynamics_section` on that forward/backward pass: the whole
              section `analyze` adds, for every layer (what `--no-dynamics` removes)
 
@@ -30,10 +30,10 @@ import sys
 
 from run import blas_info, blas_threads, engine_result_bytes, limit_threads, listed, machine, time_round_robin
 
-from lstm_diag import engine
-from lstm_diag.analysis import dynamics_section
-from lstm_diag.config import load_config
-from lstm_diag.model import build
+from lstm_diag.core import engine
+from lstm_diag.features.analysis import dynamics_section
+from lstm_diag.setup.config import load_config
+from lstm_diag.setup.problem import build
 
 SHAPES = {  # name: (B, T, I, H)
     "default": (16, 100, 8, 32),  # the built-in default config

@@ -6,7 +6,7 @@
 
 `run` times `engine.run` on one benchmark shape (healthy regime, see run.py) and prints
 the median. `summarize` reads py-spy's raw (collapsed-stack) output, charges every sample
-to the innermost line of lstm_diag/engine.py on its stack, and prints the share of each
+to the innermost line of lstm_diag/core/engine.py on its stack, and prints the share of each
 line with its source text, plus the share of the lines that call BLAS (`np.matmul` or
 `@`). Time inside a BLAS call is charged to the line that made it.
 """
@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from lstm_diag import engine
+from lstm_diag.core import engine
 
 FRAME = re.compile(r"\((?P<file>[^()]*engine\.py):(?P<line>\d+)\)$")
 
@@ -54,7 +54,7 @@ def summarize(path: Path, top: int) -> None:
         else:
             outside += n
     inside = total - outside
-    print(f"{total} samples, {100 * inside / total:.1f}% inside lstm_diag/engine.py")
+    print(f"{total} samples, {100 * inside / total:.1f}% inside lstm_diag/core/engine.py")
     blas = sum(n for ln, n in per_line.items() if "matmul" in src[ln - 1] or " @ " in src[ln - 1])
     print(f"lines calling BLAS: {100 * blas / inside:.1f}% of the engine's samples\n")
     print(" share  line  source")

@@ -8,7 +8,7 @@ What is timed, for each shape, dtype and regime (1 layer, loss mse on the last s
 linear head of one output, PyTorch's default init U(-1/sqrt(H), 1/sqrt(H)) plus a
 forget-gate bias of 2 ("healthy") or 0 ("vanishing"), x ~ N(0, 1)):
 
-  engine    `lstm_diag.engine.run`: forward, loss, BPTT keeping dL/dc_t, dL/dh_t and
+  engine    `lstm_diag.core.engine.run`: forward, loss, BPTT keeping dL/dc_t, dL/dh_t and
             dL/dz_t of every step, every parameter gradient and dL/dx (the work of
             `analyze` without rendering).
   floor     the same matrix products alone, into preallocated outputs: the input
@@ -49,7 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_diag import __version__, engine
+from lstm_diag import __version__
+from lstm_diag.core import engine
 
 SHAPES = {  # name: (B, T, I, H)
     "S": (16, 100, 32, 64),

@@ -12,7 +12,7 @@ __all__ = ["analyze", "__version__"]
 def __getattr__(name):
     # Lazy, so that `lstm-diag --help` does not pay for numpy and pydantic.
     if name == "analyze":
-        from .analysis import analyze
+        from .features.analysis import analyze
 
         return analyze
     raise AttributeError(f"module 'lstm_diag' has no attribute {name!r}")

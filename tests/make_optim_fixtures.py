@@ -13,7 +13,7 @@ Each case is one `<case>.npz` (float64):
 
 and MANIFEST.json holds each case's optimizer and hyperparameters. The gradients are drawn
 with scales from 1e-3 to 1e2 and include exact zeros, so Adam's eps and bias correction
-matter. Tests rerun lstm_diag.optim on the same gradients and compare every step to 1e-12.
+matter. Tests rerun lstm_diag.core.optim on the same gradients and compare every step to 1e-12.
 """
 
 from __future__ import annotations

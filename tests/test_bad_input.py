@@ -14,9 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from lstm_diag.cli import main
-from lstm_diag.config import ConfigError
-from lstm_diag.engine import Spec
-from lstm_diag.io import atomic_write_text, load_data, read_npz, save_weights
+from lstm_diag.core.engine import Spec
+from lstm_diag.errors import InputError
+from lstm_diag.formats.npz import read_npz
+from lstm_diag.setup.datafile import load_data
+from lstm_diag.setup.outputs import atomic_write_text, save_weights
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CASE = FIXTURES / "l1_T1_mse_last"
@@ -77,7 +79,7 @@ def test_pickled_weights_are_refused(tmp_path):
     p.write_bytes(pickle.dumps({"weight_ih_l0": [1, 2]}))
     one_error_line(run("analyze", "--set", f"model.weights={p}"), "w.npz")
     np.savez(tmp_path / "o.npz", weight_ih_l0=np.array([object()], dtype=object))
-    with pytest.raises(ConfigError, match="refused"):
+    with pytest.raises(InputError, match="refused"):
         read_npz(tmp_path / "o.npz", "weights")
 
 
@@ -102,11 +104,11 @@ def test_data_file_problems(tmp_path):
     }
     for name, (arrays, message) in cases.items():
         np.savez(tmp_path / name, **arrays)
-        with pytest.raises(ConfigError, match=None) as e:
+        with pytest.raises(InputError, match=None) as e:
             load_data(tmp_path / name, spec, "mse", "last", "float64")
         assert message in str(e.value), (name, str(e.value))
     np.savez(tmp_path / "ids.npz", x=np.zeros((2, 5, 3)), y=np.array([0, 2]))
-    with pytest.raises(ConfigError, match=r"class ids in \[0, 2\], expected 0..1"):
+    with pytest.raises(InputError, match=r"class ids in \[0, 2\], expected 0..1"):
         load_data(tmp_path / "ids.npz", spec, "cross_entropy", "last", "float64")
 
 
@@ -150,7 +152,7 @@ def test_killed_writer_never_leaves_a_partial_file(tmp_path):
     save_weights(target, {"weight_ih_l0": np.zeros(10)})
     code = (
         "import numpy as np, sys\n"
-        "from lstm_diag.io import save_weights\n"
+        "from lstm_diag.setup.outputs import save_weights\n"
         "big = {f'weight_ih_l{k}': np.random.rand(500, 500) for k in range(10)}\n"
         "while True: save_weights(sys.argv[1], big)\n"
     )

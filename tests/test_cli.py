@@ -90,7 +90,7 @@ def test_gradcheck_passes_on_the_default_and_fails_on_a_wrong_gradient(monkeypat
     assert {t["name"] for t in doc["tensors"]} >= {"weight_hh_l0", "x"}
     assert max(t["max_rel_error"] for t in doc["tensors"]) < 1e-6
 
-    import lstm_diag.engine as engine
+    import lstm_diag.core.engine as engine
 
     real = engine.backward
 
@@ -170,7 +170,7 @@ def test_table_fits_80_columns_without_colour():
 
 
 def test_codes_lists_every_code():
-    from lstm_diag.codes import CODES
+    from lstm_diag.features.codes import CODES
 
     r = run("codes", "--format", "json")
     assert [c["code"] for c in json.loads(r.stdout)["codes"]] == list(CODES)

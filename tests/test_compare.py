@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_diag import compare as C
-from lstm_diag import engine
-from lstm_diag.analysis import analyze
 from lstm_diag.commands.compare import compare_cmd
-from lstm_diag.config import ConfigError, load_config
-from lstm_diag.model import build
+from lstm_diag.core import engine
+from lstm_diag.core.schemes import parse_init_specs
+from lstm_diag.errors import ConfigError
+from lstm_diag.features import compare as C
+from lstm_diag.features.analysis import analyze
 from lstm_diag.report.jsonout import dumps
+from lstm_diag.setup.config import load_config, parse_seq_lens
+from lstm_diag.setup.problem import build
 
 SMALL = ["model.hidden_size=16", "data.batch_size=8", "data.seq_len=60"]
 LONG = ["model.hidden_size=16", "data.seq_len=200"]  # batch 16
@@ -33,7 +35,7 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def long_doc():
     cfg, _ = load_config(None, LONG)
-    specs = C.parse_init_specs("pytorch,keras,xavier_uniform:forget_bias=1,chrono")
+    specs = parse_init_specs("pytorch,keras,xavier_uniform:forget_bias=1,chrono")
     return C.compare(cfg, specs, seeds=3)
 
 
@@ -41,7 +43,7 @@ def long_doc():
 
 
 def test_spec_labels_and_fields():
-    specs = C.parse_init_specs(
+    specs = parse_init_specs(
         " pytorch, chrono:t_max=500,xavier_uniform:forget_bias=1.0:recurrent_scale=0.5"
     )
     assert [s.label for s in specs] == [
@@ -57,7 +59,7 @@ def test_spec_labels_and_fields():
         "t_max": None,
         "gain": 1.0,
     }
-    assert C.parse_init_specs(["identity:gain=0.5"])[0].model_fields()["gain"] == 0.5
+    assert parse_init_specs(["identity:gain=0.5"])[0].model_fields()["gain"] == 0.5
 
 
 @pytest.mark.parametrize(
@@ -81,7 +83,7 @@ def test_spec_labels_and_fields():
 )
 def test_spec_errors_name_the_spec_and_what_is_valid(text, expected):
     with pytest.raises(ValueError, match=None) as e:
-        C.parse_init_specs(text)
+        parse_init_specs(text)
     assert expected in str(e.value)
 
 
@@ -104,7 +106,7 @@ def test_spec_errors_name_the_spec_and_what_is_valid(text, expected):
 )
 def test_cli_bad_input_exits_2_with_one_line(args, expected, tmp_path):
     if "model.weights=w.npz" in args:  # a real weight file, so the config itself is valid
-        from lstm_diag.io import save_weights
+        from lstm_diag.setup.outputs import save_weights
 
         cfg, _ = load_config(None, [])
         save_weights(tmp_path / "w.npz", build(cfg).params)
@@ -124,9 +126,9 @@ def test_chrono_on_a_data_file_needs_t_max_and_says_which_spec(tmp_path):
     with pytest.raises(
         ConfigError, match=r"^init 'chrono': model.t_max: chrono init with a data file needs t_max"
     ):
-        C.plan(cfg, C.parse_init_specs("pytorch,chrono"), 2, None)
+        C.plan(cfg, parse_init_specs("pytorch,chrono"), 2, None)
     with pytest.raises(ConfigError, match="^compare.seq_lens: a data file has its own length"):
-        C.plan(cfg, C.parse_init_specs("pytorch"), 2, [10, 20])
+        C.plan(cfg, parse_init_specs("pytorch"), 2, [10, 20])
 
 
 # ------------------------------------------------------------------ seeds and runs
@@ -134,7 +136,7 @@ def test_chrono_on_a_data_file_needs_t_max_and_says_which_spec(tmp_path):
 
 def test_same_batch_for_every_scheme_at_a_seed_and_each_run_rebuilds_with_analyze(long_doc):
     cfg, _ = load_config(None, LONG)
-    runs = C.plan(cfg, C.parse_init_specs("pytorch,keras,chrono"), 2, None)
+    runs = C.plan(cfg, parse_init_specs("pytorch,keras,chrono"), 2, None)
     x = {(r.spec.label, r.seed_index): build(r.config).x for r in runs}
     np.testing.assert_array_equal(x[("pytorch", 0)], x[("keras", 0)])
     np.testing.assert_array_equal(x[("pytorch", 0)], x[("chrono", 0)])
@@ -159,7 +161,7 @@ def test_same_batch_for_every_scheme_at_a_seed_and_each_run_rebuilds_with_analyz
 
 def test_results_do_not_depend_on_jobs_and_repeat_run_to_run():
     cfg, _ = load_config(None, SMALL)
-    specs = C.parse_init_specs("pytorch,keras:forget_bias=2")
+    specs = parse_init_specs("pytorch,keras:forget_bias=2")
     one = dumps(C.compare(cfg, specs, seeds=3, jobs=1))
     two = dumps(C.compare(cfg, specs, seeds=3, jobs=2))
     again = dumps(C.compare(cfg, specs, seeds=3, jobs=1))
@@ -220,7 +222,7 @@ def test_lyapunov_columns_order_the_schemes_like_the_horizon(long_doc):
 def test_sigma_max_of_recurrent_blocks_matches_closed_forms():
     cfg, _ = load_config(None, ["model.hidden_size=12", "data.seq_len=20", "data.batch_size=4"])
     doc = C.compare(
-        cfg, C.parse_init_specs("orthogonal,identity:gain=0.5,pytorch:recurrent_scale=2"), seeds=2
+        cfg, parse_init_specs("orthogonal,identity:gain=0.5,pytorch:recurrent_scale=2"), seeds=2
     )
     for r in doc["runs"]:
         sig = r["layers"][0]["sigma_max"]
@@ -250,7 +252,7 @@ def test_quartiles_are_linear_interpolation_and_survive_infinities():
 
 def test_seq_len_sweep_reports_horizon_against_T():
     cfg, _ = load_config(None, ["model.hidden_size=8", "data.batch_size=4"])
-    doc = C.compare(cfg, C.parse_init_specs("pytorch,chrono"), seeds=2, seq_lens=C.parse_seq_lens("60,30"))
+    doc = C.compare(cfg, parse_init_specs("pytorch,chrono"), seeds=2, seq_lens=parse_seq_lens("60,30"))
     assert doc["seq_lens"] == [30, 60] and doc["detail_seq_len"] == 60
     assert sorted(doc["ranking"]) == ["30", "60"]
     by = {(a["scheme"], a["seq_len"]): a for a in doc["aggregates"]}
@@ -269,7 +271,7 @@ def test_train_steps_one_sgd_step_matches_the_engine():
         "train.lr=0.5",
     ]
     cfg, _ = load_config(None, over)
-    doc = C.compare(cfg, C.parse_init_specs("keras"), seeds=1, train_steps=1)
+    doc = C.compare(cfg, parse_init_specs("keras"), seeds=1, train_steps=1)
     after = doc["runs"][0]["after_training"]
     assert after["steps_done"] == 1 and after["diverged"] is None
     # by hand: the first training batch is the init batch; one step theta - lr * dL/dtheta
@@ -307,7 +309,7 @@ def test_table_fits_80_columns_and_markdown_and_figures(tmp_path):
     from lstm_diag.report.compare_render import render, render_markdown
 
     cfg, _ = load_config(None, ["model.hidden_size=8", "data.batch_size=4", "model.num_layers=2"])
-    specs = C.parse_init_specs("pytorch,xavier_uniform:forget_bias=1:recurrent_scale=0.5,chrono")
+    specs = parse_init_specs("pytorch,xavier_uniform:forget_bias=1:recurrent_scale=0.5,chrono")
     doc = C.compare(cfg, specs, seeds=2, seq_lens=[20, 40], train_steps=2)
     con = Console(width=80, record=True, no_color=True)
     render(doc, con)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lstm_diag.config import ConfigError, default_config_path, load_config
+from lstm_diag.errors import ConfigError
+from lstm_diag.setup.config import default_config_path, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from lstm_diag import analyze
-from lstm_diag.analysis import analyze_problem
-from lstm_diag.clipping import clip, snapshot
-from lstm_diag.config import load_config
-from lstm_diag.diagnostics import GateAccumulator, matches, theil_sen_slope
-from lstm_diag.model import build
+from lstm_diag.core.clipping import clip, snapshot
+from lstm_diag.core.diagnostics import GateAccumulator, matches, theil_sen_slope
+from lstm_diag.features.analysis import analyze_problem
+from lstm_diag.setup.config import load_config
+from lstm_diag.setup.problem import build
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -216,7 +216,7 @@ def test_ld402_non_finite_gradient():
 
 
 def test_every_code_has_a_test_above():
-    from lstm_diag.codes import CODES
+    from lstm_diag.features.codes import CODES
 
     source = Path(__file__).read_text()
     for code in CODES:
@@ -224,7 +224,7 @@ def test_every_code_has_a_test_above():
 
 
 def test_fail_on_selectors():
-    from lstm_diag.diagnostics import Finding
+    from lstm_diag.core.diagnostics import Finding
 
     f = Finding("LD203", "info", 0, "m", "r")
     w = Finding("LD103", "warning", 0, "m", "r")

@@ -1,4 +1,4 @@
-"""State Jacobians, their spectra and Lyapunov exponents (lstm_diag.dynamics).
+"""State Jacobians, their spectra and Lyapunov exponents (lstm_diag.core.dynamics).
 
 References, none of them this module's own output:
 - one-step Jacobians from `torch.autograd.functional.jacobian` (fixtures made by
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from lstm_diag import analyze
-from lstm_diag import dynamics as dy
-from lstm_diag.io import save_weights
+from lstm_diag.core import dynamics as dy
 from lstm_diag.report.jsonout import dumps
+from lstm_diag.setup.outputs import save_weights
 
 FIXTURES = Path(__file__).parent / "fixtures_dynamics"
 CASES = sorted(p.name.removesuffix(".reference.npz") for p in FIXTURES.glob("*.reference.npz"))

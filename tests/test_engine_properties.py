@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pytest
 
-from lstm_diag import engine
-from lstm_diag.engine import Spec
+from lstm_diag.core import engine
+from lstm_diag.core.engine import Spec
 
 
 def make(spec: Spec, B: int, T: int, dtype="float64", seed=0, forget_bias=0.0, scale=1.0):

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from lstm_diag import explain as E
-from lstm_diag.analysis import analyze
 from lstm_diag.commands.explain import explain_cmd
-from lstm_diag.engine import GATES
+from lstm_diag.core.engine import GATES
+from lstm_diag.features import explain as E
+from lstm_diag.features.analysis import analyze
 from lstm_diag.report.explain_render import markdown, num, render
 
 FIXTURE = Path(__file__).parent / "fixtures_explain" / "toy.npz"
@@ -215,8 +215,8 @@ def overrides(name):
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def case(request):
-    from lstm_diag.config import load_config
-    from lstm_diag.model import build
+    from lstm_diag.setup.config import load_config
+    from lstm_diag.setup.problem import build
 
     cfg = load_config(None, overrides(request.param))[0]
     result = analyze(cfg)

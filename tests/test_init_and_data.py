@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from lstm_diag.data import adding_task, copy_task
-from lstm_diag.engine import Spec
-from lstm_diag.init import SCHEMES, InitOptions, init_params
+from lstm_diag.core.engine import Spec
+from lstm_diag.core.schemes import SCHEMES, InitOptions, init_params
+from lstm_diag.core.tasks import adding_task, copy_task
 
 SPEC = Spec(input_size=6, hidden_size=40, num_layers=2, output_size=3)
 H = SPEC.hidden_size

@@ -19,10 +19,11 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.text import Text
 
-from lstm_diag import analyze, plots
+from lstm_diag import analyze
 from lstm_diag.cli import main
-from lstm_diag.plots import GATES, VERDICT_COLOR
+from lstm_diag.report import plots
 from lstm_diag.report.html import render_html
+from lstm_diag.report.plots import GATES, VERDICT_COLOR
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"data": {"seq_len": 40, "batch_size": 4}, "model": {"hidden_size": 8}}
@@ -293,7 +294,8 @@ def test_svg_and_pdf_are_valid(vanishing):
 
 def test_works_without_a_display_and_never_touches_pyplot(tmp_path):
     code = (
-        "import sys; from lstm_diag import analyze; from lstm_diag.plots import grad_flow, figure_bytes;"
+        "import sys; from lstm_diag import analyze;"
+        "from lstm_diag.report.plots import grad_flow, figure_bytes;"
         "r = analyze({'data': {'seq_len': 10, 'batch_size': 2}, 'model': {'hidden_size': 4}});"
         "b = figure_bytes(grad_flow(r.to_dict()), 'png', 30); assert b[:4] == b'\\x89PNG';"
         "assert 'matplotlib.pyplot' not in sys.modules; print('ok')"
@@ -394,7 +396,7 @@ def test_plot_command_prints_paths_and_analyze_plots_writes_the_same_files(tmp_p
 
 def test_dynamics_figure_plots_the_reported_exponents():
     from lstm_diag import analyze
-    from lstm_diag.plots import dynamics
+    from lstm_diag.report.plots import dynamics
 
     doc = analyze(None, ["data.seq_len=40"]).to_dict()
     fig = dynamics(doc, 0)

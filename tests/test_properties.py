@@ -8,11 +8,12 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lstm_diag.analysis import analyze_problem
 from lstm_diag.cli import main
-from lstm_diag.config import ConfigError, load_config
-from lstm_diag.model import build
+from lstm_diag.errors import ConfigError
+from lstm_diag.features.analysis import analyze_problem
 from lstm_diag.report.jsonout import dumps
+from lstm_diag.setup.config import load_config
+from lstm_diag.setup.problem import build
 
 SMALL = ["--set", "data.seq_len=4", "--set", "data.batch_size=2", "--set", "model.hidden_size=3"]
 FIELDS = [

@@ -16,18 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from lstm_diag.cli import main
-from lstm_diag.config import ConfigError, load_config
-from lstm_diag.optim import SGD, Adam, make_optimizer
+from lstm_diag.core.clipping import ClipSetting, parse_clip
+from lstm_diag.core.optim import SGD, Adam, make_optimizer
+from lstm_diag.errors import ConfigError
+from lstm_diag.features.train import _gradient_cause, batch_stream, suggest_max_norm, train, verdict
 from lstm_diag.report.train_render import MetricsWriter, metrics_fields
-from lstm_diag.train import (
-    ClipSetting,
-    _gradient_cause,
-    batch_stream,
-    parse_clip,
-    suggest_max_norm,
-    train,
-    verdict,
-)
+from lstm_diag.setup.config import load_config
 
 OPTIM_FIXTURES = Path(__file__).parent / "fixtures_optim"
 MANIFEST = json.loads((OPTIM_FIXTURES / "MANIFEST.json").read_text())
@@ -133,7 +127,7 @@ def test_every_setting_sees_the_same_init_and_batches():
 
 
 def test_first_batch_is_analyzes_batch_and_stream_is_reproducible():
-    from lstm_diag.model import build
+    from lstm_diag.setup.problem import build
 
     cfg = config()
     a, b = batch_stream(cfg), batch_stream(cfg)
@@ -235,8 +229,8 @@ def test_nonfinite_gradient_cause():
 def test_nonfinite_forward_stops_with_ld401(tmp_path):
     """W_ih = 1e308 and b_ih = b_hh = -1e308: z_t = inf + (-inf) = NaN wherever the input
     sum overflows, so c_t holds NaN: LD401 at step 1, before any update."""
-    from lstm_diag.io import save_weights
-    from lstm_diag.model import make_params, rngs
+    from lstm_diag.setup.outputs import save_weights
+    from lstm_diag.setup.problem import make_params, rngs
 
     cfg = config()
     p = make_params(cfg, rngs(0)[0])
@@ -289,7 +283,7 @@ def test_verdict_rules():
 
 def test_suggested_max_norm_rule():
     """2x the median unclipped norm, inside Pascanu et al.'s 0.5-10x the average."""
-    from lstm_diag.train import Run
+    from lstm_diag.features.train import Run
 
     run = Run(ClipSetting("none"), {}, None, iter(()))
     run.grad_norm = [1.0, 2.0, 3.0, 4.0, 50.0]  # mean 12, median 3
@@ -391,8 +385,8 @@ def test_cli_flags_override_yaml_and_write_weights_and_plots(tmp_path):
         and doc["settings"] == ["none", "norm:1"]
     )
     assert [x["step"] for x in doc["runs"][0]["logged"]] == [1, 2, 4]
-    from lstm_diag.io import load_weights
-    from lstm_diag.model import spec_of
+    from lstm_diag.setup.problem import spec_of
+    from lstm_diag.setup.weights import load_weights
 
     w = load_weights(tmp_path / "w.norm-1.npz", spec_of(load_config(cfg)[0]), "float64")
     assert w["weight_hh_l0"].shape == (32, 8) and (tmp_path / "w.none.npz").exists()

@@ -69,8 +69,8 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
     vanishes or explodes); what the configured clipping would do; and findings with
     codes, messages and remedies.
     """
-    from ..analysis import analyze
-    from ..diagnostics import matches
+    from ..core.diagnostics import matches
+    from ..features.analysis import analyze
 
     if no_dynamics:
         overrides = (*overrides, "diagnostics.dynamics=false")
@@ -91,18 +91,18 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
         render(doc, console)
         text = None if output is None else console.export_text()
     if output is not None:
-        from ..io import atomic_write_text
+        from ..setup.outputs import atomic_write_text
 
         stderr_console().print(f"report written to {atomic_write_text(output, text)}")
     elif text is not None:
         click.echo(text, nl=False)
     if save_weights:
-        from ..io import save_weights as write_weights
+        from ..setup.outputs import save_weights as write_weights
 
         path = write_weights(save_weights, result.problem.params)
         stderr_console().print(f"weights written to {path}")
     if plots:
-        from ..plots import source_label, write_figures
+        from ..report.plots import source_label, write_figures
 
         for path in write_figures(result, plots, label=source_label(config, overrides)):
             click.echo(f"figure written to {path}", err=True)

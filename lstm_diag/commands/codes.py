@@ -20,7 +20,7 @@ def codes_cmd(prefix, fmt):
     LD1xx gradient flow, LD2xx saturation, LD3xx clipping, LD4xx numerics. Every code
     is explained, with the math and remedies, in docs/codes.md.
     """
-    from ..codes import CODES
+    from ..features.codes import CODES
 
     rows = [c for c in CODES.values() if not prefix or c.code.startswith(prefix.upper())]
     if fmt == "json":

@@ -48,7 +48,7 @@ def format_option(*choices: str, default: str = "table"):
 def _parse_fail_on(ctx, param, value):
     if value is None:
         return None
-    from ..codes import CODES
+    from ..features.codes import CODES
 
     items = [v.strip() for v in value.split(",") if v.strip()]
     for v in items:
@@ -90,14 +90,14 @@ def handle_errors(fn):
 
         import numpy as np
 
-        from ..config import ConfigError
+        from ..errors import InputError
 
         try:
             # Floating-point trouble is reported as findings (LD4xx), never as warnings.
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 return fn(*args, **kwargs)
-        except ConfigError as e:
+        except InputError as e:
             if debug:
                 traceback.print_exc()
             click.echo(f"error: {one_line(str(e))}", err=True)
@@ -150,6 +150,6 @@ def stderr_console():
 
 
 def load(config, overrides):
-    from ..config import load_config
+    from ..setup.config import load_config
 
     return load_config(config, overrides)[0]

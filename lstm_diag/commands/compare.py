@@ -38,7 +38,8 @@ def _settings(cfg, flags: dict):
     """The compare: section with the CLI flags over it, validated (errors name the flag)."""
     from pydantic import ValidationError
 
-    from ..config import CompareConfig, ConfigError, format_validation_error
+    from ..errors import ConfigError
+    from ..setup.config import CompareConfig, format_validation_error
 
     raw = cfg.compare.model_dump()
     given = {k: v for k, v in flags.items() if v is not None}
@@ -129,14 +130,13 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
     """
     import time
 
-    from ..compare import compare, parse_init_specs, parse_seq_lens, plan
+    from ..features.compare import compare, plan
 
     cfg = load(config, overrides)
     flags = {"init": init, "seeds": seeds, "jobs": jobs, "seq_lens": seq_lens}
     flags |= {"train_steps": train_steps, "plots": plots}
     s = _settings(cfg, flags)
-    specs = parse_init_specs(s.init)
-    lens = parse_seq_lens(s.seq_lens) if s.seq_lens is not None else None
+    specs, lens = s.init_specs, s.seq_len_list
     runs = plan(cfg, specs, s.seeds, lens)
     progress = _Progress(len(runs))
     t0 = time.perf_counter()

@@ -52,7 +52,7 @@ def explain_cmd(config, overrides, fmt, step, layer, sample, units, toy):
     parameter gradients (eqs. 14-16) and what flows back to step t-1. Every number
     is the engine's own, so it explains what `analyze` reports.
     """
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     if toy:
         given = [
@@ -69,13 +69,13 @@ def explain_cmd(config, overrides, fmt, step, layer, sample, units, toy):
         ]
         if given:
             raise ConfigError(f"--toy: runs the built-in scalar LSTM and takes no {', '.join(given)}")
-        from ..explain import toy as make_toy
+        from ..features.explain import toy as make_toy
 
         result = make_toy()
     else:
-        from ..analysis import analyze_problem
-        from ..explain import explain, select
-        from ..model import build
+        from ..features.analysis import analyze_problem
+        from ..features.explain import explain, select
+        from ..setup.problem import build
 
         # explain reads the full per-step caches, and needs no Jacobian/Lyapunov section
         overrides = (*overrides, "diagnostics.memory=full", "diagnostics.dynamics=false")

@@ -45,8 +45,8 @@ def gradcheck_cmd(config, overrides, fmt, samples, tol):
     the BPTT gradient with a fourth-order central difference (step 1e-3) and shows
     the largest relative error per tensor. Exits 1 if any exceeds the tolerance.
     """
-    from ..gradcheck import DEFAULT_TOL, check_gradients
-    from ..model import build
+    from ..features.gradcheck import DEFAULT_TOL, check_gradients
+    from ..setup.problem import build
 
     cfg = load(config, overrides)
     if tol is None:

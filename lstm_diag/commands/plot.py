@@ -60,8 +60,8 @@ def plot_cmd(config, overrides, out_dir, fmt, dpi):
     forget-gate histogram with its time constant, and ||dL/dz|| per gate. Prints the
     written files, one per line.
     """
-    from ..analysis import analyze
-    from ..plots import source_label, write_figures
+    from ..features.analysis import analyze
+    from ..report.plots import source_label, write_figures
 
     result = analyze(load(config, overrides))
     for path in write_figures(result, out_dir, fmt, dpi, label=source_label(config, overrides)):

@@ -40,10 +40,10 @@ def report_cmd(config, overrides, out_file, dpi):
     findings (codes, messages, remedies) as `analyze`, with every figure of
     `lstm-diag plot` embedded.
     """
-    from ..analysis import analyze
-    from ..io import atomic_write_text
-    from ..plots import figure_bytes, figures, source_label
+    from ..features.analysis import analyze
     from ..report.html import render_html
+    from ..report.plots import figure_bytes, figures, source_label
+    from ..setup.outputs import atomic_write_text
 
     result = analyze(load(config, overrides))
     label = source_label(config, overrides)

@@ -35,7 +35,7 @@ EXIT_INTERRUPTED = 130
 def _parse_clip_option(ctx, param, value):
     if value is None:
         return None
-    from ..train import parse_clip
+    from ..core.clipping import parse_clip
 
     try:
         parse_clip(value)
@@ -48,7 +48,8 @@ def _with_flags(cfg, flags: dict):
     """The config with CLI flags over its train: section (flags win over YAML and --set)."""
     from pydantic import ValidationError
 
-    from ..config import Config, ConfigError, format_validation_error
+    from ..errors import ConfigError
+    from ..setup.config import Config, format_validation_error
 
     if not flags:
         return cfg
@@ -148,7 +149,7 @@ def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weigh
     """
     import signal
 
-    from ..train import settings_of, train
+    from ..features.train import train
 
     flags = {
         "steps": steps,
@@ -162,7 +163,7 @@ def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weigh
     }
     cfg = _with_flags(load(config, overrides), {k: v for k, v in flags.items() if v is not None})
     tc = cfg.train
-    labels = [s.label for s in settings_of(cfg)]
+    labels = [s.label for s in cfg.clip_settings]
     writer = None
     if tc.metrics:
         from ..report.train_render import MetricsWriter
@@ -195,7 +196,7 @@ def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weigh
     if tc.save_weights:
         from pathlib import Path
 
-        from ..io import save_weights as write_weights
+        from ..setup.outputs import save_weights as write_weights
 
         out = Path(tc.save_weights)
         for run in result.runs:

@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..diagnostics import GATE_SYMBOL
+from ..core.diagnostics import GATE_SYMBOL
 from .text import fmt, sparkline, table
 
 VERDICT_STYLE = {"healthy": "bold green", "vanishing": "bold yellow", "exploding": "bold red"}

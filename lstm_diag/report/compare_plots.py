@@ -2,7 +2,7 @@
 
 Renderers only: every number drawn is read from the document (medians and quartiles
 over seeds are computed in compare.py). Figures use the Agg canvas, never pyplot, and
-the palette and style of lstm_diag.plots (Okabe & Ito). Files:
+the palette and style of lstm_diag.report.plots (Okabe & Ito). Files:
 
     compare_flow.png          median ||dL/dc_t|| / ||dL/dc_T|| against t per scheme, IQR bands,
                               one log axis per layer, with the vanishing threshold
@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..plots import GREY, OKABE_ITO, STYLE
+from .plots import GREY, OKABE_ITO, STYLE
 
 DPI = 110
 # Scheme colours in the order given (black and yellow last: black is for reference lines,
@@ -352,7 +352,7 @@ def write_figures(doc: dict, out_dir: str | Path, dpi: int = DPI) -> list[Path]:
     """Write every figure as PNG into out_dir (created if needed), atomically; returns the paths."""
     import io
 
-    from ..io import atomic_write_bytes
+    from ..setup.outputs import atomic_write_bytes
 
     paths = []
     for stem, fig in figures(doc):

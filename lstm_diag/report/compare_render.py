@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..diagnostics import GATE_SYMBOL
+from ..core.diagnostics import GATE_SYMBOL
 from .text import table
 
 VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red"}

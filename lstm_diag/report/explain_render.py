@@ -1,4 +1,4 @@
-"""Rendering of `lstm_diag.explain` results: rich (terminal) and markdown with LaTeX math.
+"""Rendering of `lstm_diag.features.explain` results: rich (terminal) and markdown with LaTeX math.
 
 Both renderers lay out the same data: each equation symbolically, then one row per
 shown unit with the numbers substituted, aligned at "=" like a derivation.
@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..explain import Contribution, Equation, Explanation, StepView, Toy, sub, sup
+from ..features.explain import Contribution, Equation, Explanation, StepView, Toy, sub, sup
 from .text import fmt, table
 
 DIGITS = 4  # significant digits of every number shown

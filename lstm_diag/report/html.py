@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 
 from .. import __version__
-from ..diagnostics import GATE_SYMBOL
+from ..core.diagnostics import GATE_SYMBOL
 from ..numfmt import fmt
 
 VERDICT_COLOR = {"healthy": "#009E73", "vanishing": "#E69F00", "exploding": "#D55E00"}  # Okabe-Ito

@@ -70,7 +70,7 @@ class MetricsWriter:
     """
 
     def __init__(self, path: str | Path, num_layers: int):
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         self.path = Path(path)
         self.kind = self.path.suffix.lower()

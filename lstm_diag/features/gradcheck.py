@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import engine
-from .model import Problem
+from ..core import engine
+from ..setup.problem import Problem
 
 STEP = 1e-3
 DEFAULT_TOL = {"float64": 1e-6, "float32": 1e-3}

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import data as data_mod
-from .config import Config, ConfigError
-from .engine import Spec
-from .init import InitOptions, init_params
-from .io import load_data, load_weights
+from ..core import tasks as data_mod
+from ..core.engine import Spec
+from ..core.schemes import InitOptions, init_params
+from ..errors import ConfigError
+from .config import Config
+from .datafile import load_data
+from .weights import load_weights
 
 
 @dataclass

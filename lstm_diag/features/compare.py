@@ -5,7 +5,7 @@ Progress goes to a callback.
 
 Runs. For every init spec x seed index s x sequence length T there is one run: the
 config with `seed = config.seed + s`, `data.seq_len = T`, `model.init` and the spec's
-options, built by `model.build` exactly as `analyze` builds it. `model.rngs(seed)`
+options, built by `problem.build` exactly as `analyze` builds it. `problem.rngs(seed)`
 splits that seed into independent init and data streams, so
 
 - the data batch depends on (s, T) only, never on the scheme: every scheme at seed
@@ -33,157 +33,22 @@ then by the order given.
 
 from __future__ import annotations
 
-import difflib
 import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .diagnostics import GATE_NAMES
-from .init import SCHEMES
+from ..core.diagnostics import GATE_NAMES
+from ..core.schemes import InitSpec
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..setup.config import Config
 
 SCHEMA_VERSION = 1
 VERDICTS = ("healthy", "vanishing", "exploding")
-SPEC_EXAMPLE = "e.g. pytorch,keras,chrono:t_max=500,xavier_uniform:forget_bias=1"
-
-# Options an init spec may carry, and the schemes each applies to (None: every scheme).
-OPTIONS: dict[str, tuple[str, ...] | None] = {
-    "forget_bias": None,  # effective b_f, written after the scheme (init.init_params)
-    "recurrent_scale": None,  # multiplies W_hh after the scheme
-    "t_max": ("chrono",),  # chrono's T_max (default: the sequence length)
-    "gain": ("identity",),  # scale of identity's recurrent blocks
-}
-
-
-# ------------------------------------------------------------------------ init specs
-
-
-@dataclass(frozen=True)
-class InitSpec:
-    """One scheme with its options, e.g. `chrono:t_max=500`."""
-
-    scheme: str
-    options: tuple[tuple[str, float], ...] = ()  # in the order given
-
-    @property
-    def label(self) -> str:
-        return ":".join([self.scheme, *(f"{k}={v:g}" for k, v in self.options)])
-
-    def model_fields(self) -> dict[str, Any]:
-        """The config's model fields for this spec (options not given take their defaults)."""
-        fields: dict[str, Any] = {
-            "init": self.scheme,
-            "forget_bias": None,
-            "recurrent_scale": 1.0,
-            "t_max": None,
-            "gain": 1.0,
-        }
-        fields.update(dict(self.options))
-        return fields
-
-
-def _valid_options(scheme: str) -> list[str]:
-    return [k for k, only in OPTIONS.items() if only is None or scheme in only]
-
-
-def _option_value(item: str, key: str, text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not math.isfinite(v):
-        raise ValueError(f"{item!r}: {key} must be a finite number, got {text!r}")
-    if key == "t_max" and v <= 2:
-        raise ValueError(
-            f"{item!r}: t_max must be > 2 (chrono draws b_f from log U[1, t_max - 1]), got {v:g}"
-        )
-    if key == "recurrent_scale" and v <= 0:
-        raise ValueError(f"{item!r}: recurrent_scale must be positive, got {v:g}")
-    return v
-
-
-def parse_init_spec(item: str) -> InitSpec:
-    """`scheme[:option=value[:option=value]]` -> InitSpec; ValueError with a message for people."""
-    item = item.strip()
-    scheme, *parts = (p.strip() for p in item.split(":"))
-    if not scheme:
-        raise ValueError(f"{item!r}: no scheme name; {SPEC_EXAMPLE}")
-    if scheme not in SCHEMES:
-        if "=" in scheme:
-            raise ValueError(
-                f"{item!r}: options follow a scheme and ':', e.g. xavier_uniform:forget_bias=1"
-                "; several options are separated by ':' (chrono:t_max=500:recurrent_scale=0.9)"
-            )
-        close = difflib.get_close_matches(scheme, list(SCHEMES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown init scheme {scheme!r}{hint}; one of {', '.join(SCHEMES)}")
-    valid = _valid_options(scheme)
-    options: list[tuple[str, float]] = []
-    for part in parts:
-        key, sep, text = (s.strip() for s in part.partition("="))
-        if not sep or not key:
-            raise ValueError(
-                f"{item!r}: expected option=value after ':', got {part!r}; {scheme} takes {', '.join(valid)}"
-            )
-        if key not in valid:
-            only = OPTIONS.get(key, ())
-            if only:
-                why = f"{key} applies to {', '.join(only)} only"
-            else:
-                close = difflib.get_close_matches(key, valid, n=1)
-                why = f"unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-            raise ValueError(f"{item!r}: {why}; {scheme} takes {', '.join(valid)}")
-        if any(k == key for k, _ in options):
-            raise ValueError(f"{item!r}: {key} is given twice")
-        options.append((key, _option_value(item, key, text)))
-    return InitSpec(scheme, tuple(options))
-
-
-def parse_init_specs(specs: str | Sequence[str]) -> list[InitSpec]:
-    """'pytorch,keras,chrono:t_max=500' (or a list of items) -> InitSpecs, in order."""
-    items = specs.split(",") if isinstance(specs, str) else [str(s) for s in specs]
-    if not items or all(not i.strip() for i in items):
-        raise ValueError(f"no init schemes given; {SPEC_EXAMPLE}")
-    out: list[InitSpec] = []
-    for item in items:
-        if not item.strip():
-            raise ValueError(f"empty entry in {','.join(items)!r}; {SPEC_EXAMPLE}")
-        spec = parse_init_spec(item)
-        same = next((s for s in out if s.scheme == spec.scheme and set(s.options) == set(spec.options)), None)
-        if same is not None:
-            raise ValueError(f"{spec.label!r} is listed twice")
-        out.append(spec)
-    return out
-
-
-def parse_seq_lens(value: int | str | Sequence[int]) -> list[int]:
-    """'50,200,1000' (or a list, or one int) -> sorted distinct positive ints."""
-    if isinstance(value, int):
-        items: list[Any] = [value]
-    elif isinstance(value, str):
-        items = [v.strip() for v in value.split(",")]
-    else:
-        items = list(value)
-    out: list[int] = []
-    for v in items:
-        try:
-            n = int(v) if not isinstance(v, float) else math.nan
-        except (TypeError, ValueError):
-            n = math.nan
-        if isinstance(n, float) or n <= 0:
-            raise ValueError(f"each sequence length must be a positive integer, got {v!r}; e.g. 50,200,1000")
-        out.append(n)
-    if len(set(out)) != len(out):
-        raise ValueError(f"a sequence length is listed twice in {value!r}")
-    return sorted(out)
-
-
 # ----------------------------------------------------------------------------- plan
 
 
@@ -218,7 +83,8 @@ def run_config(base: Config, spec: InitSpec, seed: int, seq_len: int | None) -> 
     """The base config with this run's seed, scheme and options (and sequence length)."""
     from pydantic import ValidationError
 
-    from .config import Config, ConfigError, format_validation_error
+    from ..errors import ConfigError
+    from ..setup.config import Config, format_validation_error
 
     raw = base.model_dump()
     raw["seed"] = seed
@@ -235,7 +101,7 @@ def plan(
     base: Config, specs: Sequence[InitSpec], seeds: int, seq_lens: Sequence[int] | None
 ) -> list[RunPlan]:
     """Every run, ordered by T, then scheme (as given), then seed index."""
-    from .config import ConfigError
+    from ..errors import ConfigError
 
     if base.model.weights is not None:
         raise ConfigError(
@@ -327,8 +193,8 @@ def measure(result) -> dict:
 
 
 def _train_config(cfg: Config, steps: int) -> Config:
-    """The run's config set up for lstm_diag.train: one clip setting (the clipping: section's mode)."""
-    from .config import Config
+    """The run's config set up for features.train: one clip setting (the clipping: section's mode)."""
+    from ..setup.config import Config
 
     raw = cfg.model_dump()
     raw["train"].update(
@@ -345,10 +211,10 @@ def _train_config(cfg: Config, steps: int) -> Config:
 
 
 def measure_after_training(problem, steps: int) -> dict:
-    """Train K steps with lstm_diag.train (the train: section's optimizer; the clipping: section's
+    """Train K steps with lstm_diag.features.train (the train: section's optimizer; the clipping: section's
     mode), then measure loss and horizon again on the batch the init measurement used."""
+    from ..setup.problem import Problem
     from .analysis import analyze_problem
-    from .model import Problem
     from .train import train
 
     result = train(_train_config(problem.config, steps))
@@ -378,8 +244,8 @@ def execute(run: RunPlan, train_steps: int = 0) -> dict:
 
     Module-level so worker processes can import it; it depends on `run` alone.
     """
+    from ..setup.problem import build
     from .analysis import analyze_problem
-    from .model import build
 
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -561,7 +427,7 @@ def rank(aggs: list[dict]) -> list[str]:
 
 
 def _forget_edges() -> list[float]:
-    from .diagnostics import GateAccumulator
+    from ..core.diagnostics import GateAccumulator
 
     return GateAccumulator(1).f_hist_edges.tolist()  # the bins every run's forget histogram uses
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from . import clipping, engine, findings
-from .config import Config, load_config
-from .diagnostics import GATE_NAMES, Finding, flow_summary, verdict
-from .model import Problem, build, dynamics_bytes, estimated_bytes
+from ..core import clipping, engine
+from ..core.diagnostics import GATE_NAMES, Finding, flow_summary, verdict
+from ..setup.config import Config, load_config
+from ..setup.problem import Problem, build, dynamics_bytes, estimated_bytes
+from . import findings
 from .trace import LayerTrace, Trace, trace_checkpointed, trace_full
 
 SCHEMA_VERSION = 1
@@ -127,7 +128,7 @@ def dynamics_section(problem: Problem, fwd, grads) -> tuple[dict, list[dict]]:
             f"would need ~{need / 2**20:.0f} MB, over diagnostics.memory_budget_mb = {d.memory_budget_mb:g}"
         )
         return {"computed": False, "reason": reason}, []
-    from .dynamics import layer_dynamics
+    from ..core.dynamics import layer_dynamics
 
     H = problem.spec.hidden_size
     S = slice(0, min(d.dynamics_samples, B))  # the first samples of the batch: cost ∝ samples

@@ -7,19 +7,18 @@ valid, e.g. `model.hidden_size: must be a positive integer, got 0`.
 from __future__ import annotations
 
 import difflib
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from .init import SCHEMES
-
-
-class ConfigError(ValueError):
-    """Bad configuration or input: the CLI prints the message and exits 2."""
+from ..core.clipping import ClipSetting, parse_clip
+from ..core.schemes import SCHEMES, InitSpec, parse_init_specs
+from ..errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -98,8 +97,6 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _valid(self):
-        from .train import parse_clip  # lazy: train imports this module
-
         try:
             parse_clip(self.clip)
         except ValueError as e:
@@ -118,21 +115,31 @@ class CompareConfig(_Section):
     seq_lens: int | str | list[int] | None = None
     train_steps: int = Field(0, ge=0)
     plots: str | None = None
+    _init_specs: list[InitSpec] = PrivateAttr(default_factory=list)
+    _seq_len_list: list[int] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _valid(self):
-        from .compare import parse_init_specs, parse_seq_lens  # lazy: compare imports this module
-
         try:
-            parse_init_specs(self.init)
+            self._init_specs = parse_init_specs(self.init)
         except ValueError as e:
             raise ValueError(f"compare.init: {e}") from None
         if self.seq_lens is not None:
             try:
-                parse_seq_lens(self.seq_lens)
+                self._seq_len_list = parse_seq_lens(self.seq_lens)
             except ValueError as e:
                 raise ValueError(f"compare.seq_lens: {e}") from None
         return self
+
+    @property
+    def init_specs(self) -> list[InitSpec]:
+        """`init`, parsed (validation parsed it once)."""
+        return list(self._init_specs)
+
+    @property
+    def seq_len_list(self) -> list[int] | None:
+        """`seq_lens` parsed: sorted distinct lengths, or None for data.seq_len."""
+        return None if self._seq_len_list is None else list(self._seq_len_list)
 
 
 class Config(_Section):
@@ -145,6 +152,7 @@ class Config(_Section):
     clipping: ClippingConfig = ClippingConfig()
     train: TrainConfig = TrainConfig()
     compare: CompareConfig = CompareConfig()
+    _clip_settings: list[ClipSetting] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -176,7 +184,16 @@ class Config(_Section):
                 raise ValueError(
                     f"model.t_max: chrono init needs t_max > 2; data.seq_len is {d.seq_len}, set t_max"
                 )
+        c = self.clipping
+        self._clip_settings = parse_clip(
+            self.train.clip, {"norm": c.max_norm, "value": c.clip_value, "agc": c.clipping}
+        )
         return self
+
+    @property
+    def clip_settings(self) -> list[ClipSetting]:
+        """`train.clip` parsed; a bare mode takes its threshold from the clipping section."""
+        return list(self._clip_settings)
 
     def chrono_t_max(self) -> float:
         """Chrono's T_max: model.t_max, else the sequence length."""
@@ -192,6 +209,28 @@ def _choice_message(field, got, choices):
     close = difflib.get_close_matches(str(got), list(choices), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"model.{field}: unknown scheme {got!r}{hint}; one of {', '.join(choices)}"
+
+
+def parse_seq_lens(value: int | str | Sequence[int]) -> list[int]:
+    """'50,200,1000' (or a list, or one int) -> sorted distinct positive ints."""
+    if isinstance(value, int):
+        items: list[Any] = [value]
+    elif isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    else:
+        items = list(value)
+    out: list[int] = []
+    for v in items:
+        try:
+            n = int(v) if not isinstance(v, float) else math.nan
+        except (TypeError, ValueError):
+            n = math.nan
+        if isinstance(n, float) or n <= 0:
+            raise ValueError(f"each sequence length must be a positive integer, got {v!r}; e.g. 50,200,1000")
+        out.append(n)
+    if len(set(out)) != len(out):
+        raise ValueError(f"a sequence length is listed twice in {value!r}")
+    return sorted(out)
 
 
 PATH_FIELDS = (
@@ -230,7 +269,7 @@ def yaml_load(text: str):
 
 
 def default_config_path() -> Path:
-    return Path(__file__).with_name("default.yaml")
+    return Path(__file__).parent.parent / "default.yaml"
 
 
 def read_yaml(path: Path) -> dict:

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
+from ..core.diagnostics import Finding
+from ..numfmt import fmt
 from .codes import CODES
-from .diagnostics import Finding
-from .numfmt import fmt
 
 
 def _f(code: str, layer: int | None, message: str, remedy: str, severity: str | None = None) -> Finding:

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine
+from ..core import engine
+from ..core.engine import GATES
+from ..errors import ConfigError
+from ..setup.config import Config
+from ..setup.problem import Problem
 from .analysis import AnalysisResult, analyze_problem
-from .config import Config, ConfigError
-from .engine import GATES
 from .gradcheck import STEP, central_difference
-from .model import Problem
 
 SCHEMA_VERSION = 1
 DEFAULT_UNITS = 2  # units shown when --units is not given

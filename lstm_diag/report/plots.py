@@ -32,8 +32,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
-from .diagnostics import GATE_NAMES, GATE_SYMBOL
-from .numfmt import fmt
+from ..core.diagnostics import GATE_NAMES, GATE_SYMBOL
+from ..numfmt import fmt
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.
 OKABE_ITO = {
@@ -831,7 +831,7 @@ def write_figures(
     result, out_dir: str | Path, fmt: str = "png", dpi: int = DPI, label: str | None = None
 ) -> list[Path]:
     """Write every figure to out_dir/<name>.<fmt> (folder created if missing; atomic writes)."""
-    from .io import atomic_write_bytes
+    from ..setup.outputs import atomic_write_bytes
 
     out = Path(out_dir)  # atomic_write_bytes creates it, or raises ConfigError naming the path
     paths = []

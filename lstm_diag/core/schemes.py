@@ -8,9 +8,11 @@ A scheme is one function `(rng, spec, options) -> params` decorated with
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -201,3 +203,117 @@ def init_params(
             params[f"bias_hh_l{k}"][H : 2 * H] = 0.0
         params[f"weight_hh_l{k}"] = params[f"weight_hh_l{k}"] * recurrent_scale
     return {name: np.ascontiguousarray(v, dtype=dtype) for name, v in params.items()}
+
+
+# ------------------------------------------------------------------------ init specs: text
+
+SPEC_EXAMPLE = "e.g. pytorch,keras,chrono:t_max=500,xavier_uniform:forget_bias=1"
+
+# Options an init spec may carry, and the schemes each applies to (None: every scheme).
+OPTIONS: dict[str, tuple[str, ...] | None] = {
+    "forget_bias": None,  # effective b_f, written after the scheme (init_params)
+    "recurrent_scale": None,  # multiplies W_hh after the scheme
+    "t_max": ("chrono",),  # chrono's T_max (default: the sequence length)
+    "gain": ("identity",),  # scale of identity's recurrent blocks
+}
+
+
+# ------------------------------------------------------------------------ init specs
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """One scheme with its options, e.g. `chrono:t_max=500`."""
+
+    scheme: str
+    options: tuple[tuple[str, float], ...] = ()  # in the order given
+
+    @property
+    def label(self) -> str:
+        return ":".join([self.scheme, *(f"{k}={v:g}" for k, v in self.options)])
+
+    def model_fields(self) -> dict[str, Any]:
+        """The config's model fields for this spec (options not given take their defaults)."""
+        fields: dict[str, Any] = {
+            "init": self.scheme,
+            "forget_bias": None,
+            "recurrent_scale": 1.0,
+            "t_max": None,
+            "gain": 1.0,
+        }
+        fields.update(dict(self.options))
+        return fields
+
+
+def _valid_options(scheme: str) -> list[str]:
+    return [k for k, only in OPTIONS.items() if only is None or scheme in only]
+
+
+def _option_value(item: str, key: str, text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v):
+        raise ValueError(f"{item!r}: {key} must be a finite number, got {text!r}")
+    if key == "t_max" and v <= 2:
+        raise ValueError(
+            f"{item!r}: t_max must be > 2 (chrono draws b_f from log U[1, t_max - 1]), got {v:g}"
+        )
+    if key == "recurrent_scale" and v <= 0:
+        raise ValueError(f"{item!r}: recurrent_scale must be positive, got {v:g}")
+    return v
+
+
+def parse_init_spec(item: str) -> InitSpec:
+    """`scheme[:option=value[:option=value]]` -> InitSpec; ValueError with a message for people."""
+    item = item.strip()
+    scheme, *parts = (p.strip() for p in item.split(":"))
+    if not scheme:
+        raise ValueError(f"{item!r}: no scheme name; {SPEC_EXAMPLE}")
+    if scheme not in SCHEMES:
+        if "=" in scheme:
+            raise ValueError(
+                f"{item!r}: options follow a scheme and ':', e.g. xavier_uniform:forget_bias=1"
+                "; several options are separated by ':' (chrono:t_max=500:recurrent_scale=0.9)"
+            )
+        close = difflib.get_close_matches(scheme, list(SCHEMES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown init scheme {scheme!r}{hint}; one of {', '.join(SCHEMES)}")
+    valid = _valid_options(scheme)
+    options: list[tuple[str, float]] = []
+    for part in parts:
+        key, sep, text = (s.strip() for s in part.partition("="))
+        if not sep or not key:
+            raise ValueError(
+                f"{item!r}: expected option=value after ':', got {part!r}; {scheme} takes {', '.join(valid)}"
+            )
+        if key not in valid:
+            only = OPTIONS.get(key, ())
+            if only:
+                why = f"{key} applies to {', '.join(only)} only"
+            else:
+                close = difflib.get_close_matches(key, valid, n=1)
+                why = f"unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            raise ValueError(f"{item!r}: {why}; {scheme} takes {', '.join(valid)}")
+        if any(k == key for k, _ in options):
+            raise ValueError(f"{item!r}: {key} is given twice")
+        options.append((key, _option_value(item, key, text)))
+    return InitSpec(scheme, tuple(options))
+
+
+def parse_init_specs(specs: str | Sequence[str]) -> list[InitSpec]:
+    """'pytorch,keras,chrono:t_max=500' (or a list of items) -> InitSpecs, in order."""
+    items = specs.split(",") if isinstance(specs, str) else [str(s) for s in specs]
+    if not items or all(not i.strip() for i in items):
+        raise ValueError(f"no init schemes given; {SPEC_EXAMPLE}")
+    out: list[InitSpec] = []
+    for item in items:
+        if not item.strip():
+            raise ValueError(f"empty entry in {','.join(items)!r}; {SPEC_EXAMPLE}")
+        spec = parse_init_spec(item)
+        same = next((s for s in out if s.scheme == spec.scheme and set(s.options) == set(spec.options)), None)
+        if same is not None:
+            raise ValueError(f"{spec.label!r} is listed twice")
+        out.append(spec)
+    return out

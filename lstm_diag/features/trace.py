@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine
-from .diagnostics import GateAccumulator, frob_over_time, gate_grad_norms
+from ..core import engine
+from ..core.diagnostics import GateAccumulator, frob_over_time, gate_grad_norms
 
 TANH_SATURATED = 0.99  # |tanh c| above this: 1 - tanh^2 c < 0.02
 

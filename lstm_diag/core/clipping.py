@@ -12,11 +12,16 @@
 
 from __future__ import annotations
 
+import difflib
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 NORM_EPS = 1e-6  # torch clip_grad_norm_
 AGC_EPS = 1e-3  # Brock et al.: floor on the parameter norm
 MODES = ("none", "norm", "value", "agc")
+THRESHOLD_NAME = {"norm": "max_norm", "value": "clip_value", "agc": "clipping"}
 
 
 def global_norm(grads: dict[str, np.ndarray]) -> float:
@@ -110,3 +115,77 @@ def snapshot(
             for k in grads
         },
     }
+
+
+# ------------------------------------------------------------------------ clip settings
+
+
+@dataclass(frozen=True)
+class ClipSetting:
+    """One way to clip: a mode of `clip` and its threshold (None for 'none')."""
+
+    mode: str
+    threshold: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.mode if self.threshold is None else f"{self.mode}:{self.threshold:g}"
+
+    @property
+    def slug(self) -> str:
+        """The label as a file-name part: norm:1 -> norm-1."""
+        return self.label.replace(":", "-")
+
+    def clip(self, grads: dict, params: dict) -> tuple[dict, dict]:
+        t = self.threshold
+        return clip(
+            grads,
+            params,
+            self.mode,
+            max_norm=t if self.mode == "norm" else 1.0,
+            clip_value=t if self.mode == "value" else 1.0,
+            clipping=t if self.mode == "agc" else 0.01,
+        )
+
+
+def parse_clip(spec: str | list[str], defaults: dict[str, float] | None = None) -> list[ClipSetting]:
+    """'none,norm:1.0,value:0.1,agc:0.01' (or a list of items) -> settings, in order.
+
+    A bare mode takes its threshold from `defaults` (the config's clipping section:
+    max_norm, clip_value, clipping). Raises ValueError with a message for people.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    defaults = defaults or {"norm": 1.0, "value": 1.0, "agc": 0.01}
+    example = "e.g. none,norm:1.0,value:0.1,agc:0.01"
+    if not items or all(not str(i).strip() for i in items):
+        raise ValueError(f"no clip settings given; {example}")
+    settings: list[ClipSetting] = []
+    for raw in items:
+        item = str(raw).strip()
+        if not item:
+            raise ValueError(f"empty entry in {spec!r}; {example}")
+        mode, sep, value = (s.strip() for s in item.partition(":"))
+        mode = mode.lower()
+        if mode not in MODES:
+            close = difflib.get_close_matches(mode, MODES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown clip mode {mode!r}{hint}; one of {', '.join(MODES)}; {example}")
+        if mode == "none":
+            if sep:
+                raise ValueError(f"{item!r}: 'none' takes no threshold")
+            threshold = None
+        elif not sep:
+            threshold = float(defaults[mode])
+        else:
+            try:
+                threshold = float(value)
+            except ValueError:
+                threshold = float("nan")
+            if not (math.isfinite(threshold) and threshold > 0):
+                what = THRESHOLD_NAME[mode]
+                raise ValueError(f"{item!r}: the {what} after ':' must be a positive number, got {value!r}")
+        s = ClipSetting(mode, threshold)
+        if s in settings:
+            raise ValueError(f"{s.label!r} is listed twice")
+        settings.append(s)
+    return settings

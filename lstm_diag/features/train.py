@@ -2,7 +2,7 @@
 
 Every clip setting (`none`, `norm:1.0`, `value:0.1`, `agc:0.01`, ...) trains from the same
 initial weights on the same batches: the initial weights come from the config's init
-stream, the batches from its data stream (`model.rngs(seed)`), re-seeded for every setting.
+stream, the batches from its data stream (`problem.rngs(seed)`), re-seeded for every setting.
 With a synthetic task each step draws a new batch from the task generator; with
 `data.task: file` the runs go through the file in epochs of minibatches of
 `data.batch_size`, shuffled by the data stream. The runs advance in lock-step (step k of
@@ -25,7 +25,6 @@ cleanly with what was measured.
 
 from __future__ import annotations
 
-import difflib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -34,15 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import clipping, engine
-from .diagnostics import flow_summary, frob_over_time, gate_statistics
-from .optim import make_optimizer
+from ..core import clipping, engine
+from ..core.clipping import ClipSetting
+from ..core.diagnostics import flow_summary, frob_over_time, gate_statistics
+from ..core.optim import make_optimizer
 
 if TYPE_CHECKING:
-    from .config import Config
-
-CLIP_MODES = ("none", "norm", "value", "agc")
-THRESHOLD_NAME = {"norm": "max_norm", "value": "clip_value", "agc": "clipping"}
+    from ..setup.config import Config
 
 # Verdict rules (docs/train.md): share of steps on which clipping changed the gradient.
 BINDS_MOSTLY = 0.9  # at or above: clipping acts on (almost) every step
@@ -58,85 +55,6 @@ PASCANU_RANGE = (0.5, 10.0)
 SUGGEST_FACTOR = 2.0  # our choice inside that range: 2 x the median unclipped norm
 
 
-# ------------------------------------------------------------------------ clip settings
-
-
-@dataclass(frozen=True)
-class ClipSetting:
-    """One way to clip: a mode of clipping.clip and its threshold (None for 'none')."""
-
-    mode: str
-    threshold: float | None = None
-
-    @property
-    def label(self) -> str:
-        return self.mode if self.threshold is None else f"{self.mode}:{self.threshold:g}"
-
-    @property
-    def slug(self) -> str:
-        """The label as a file-name part: norm:1 -> norm-1."""
-        return self.label.replace(":", "-")
-
-    def clip(self, grads: dict, params: dict) -> tuple[dict, dict]:
-        t = self.threshold
-        return clipping.clip(
-            grads,
-            params,
-            self.mode,
-            max_norm=t if self.mode == "norm" else 1.0,
-            clip_value=t if self.mode == "value" else 1.0,
-            clipping=t if self.mode == "agc" else 0.01,
-        )
-
-
-def parse_clip(spec: str | list[str], defaults: dict[str, float] | None = None) -> list[ClipSetting]:
-    """'none,norm:1.0,value:0.1,agc:0.01' (or a list of items) -> settings, in order.
-
-    A bare mode takes its threshold from `defaults` (the config's clipping section:
-    max_norm, clip_value, clipping). Raises ValueError with a message for people.
-    """
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    defaults = defaults or {"norm": 1.0, "value": 1.0, "agc": 0.01}
-    example = "e.g. none,norm:1.0,value:0.1,agc:0.01"
-    if not items or all(not str(i).strip() for i in items):
-        raise ValueError(f"no clip settings given; {example}")
-    settings: list[ClipSetting] = []
-    for raw in items:
-        item = str(raw).strip()
-        if not item:
-            raise ValueError(f"empty entry in {spec!r}; {example}")
-        mode, sep, value = (s.strip() for s in item.partition(":"))
-        mode = mode.lower()
-        if mode not in CLIP_MODES:
-            close = difflib.get_close_matches(mode, CLIP_MODES, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown clip mode {mode!r}{hint}; one of {', '.join(CLIP_MODES)}; {example}")
-        if mode == "none":
-            if sep:
-                raise ValueError(f"{item!r}: 'none' takes no threshold")
-            threshold = None
-        elif not sep:
-            threshold = float(defaults[mode])
-        else:
-            try:
-                threshold = float(value)
-            except ValueError:
-                threshold = float("nan")
-            if not (math.isfinite(threshold) and threshold > 0):
-                what = THRESHOLD_NAME[mode]
-                raise ValueError(f"{item!r}: the {what} after ':' must be a positive number, got {value!r}")
-        s = ClipSetting(mode, threshold)
-        if s in settings:
-            raise ValueError(f"{s.label!r} is listed twice")
-        settings.append(s)
-    return settings
-
-
-def settings_of(config: Config) -> list[ClipSetting]:
-    c = config.clipping
-    return parse_clip(config.train.clip, {"norm": c.max_norm, "value": c.clip_value, "agc": c.clipping})
-
-
 # ----------------------------------------------------------------------------- batches
 
 
@@ -147,7 +65,7 @@ def batch_stream(config: Config, data: tuple[np.ndarray, np.ndarray] | None = No
     `analyze` sees for the same config). File data: epochs over `data` = (x, y) in
     minibatches of data.batch_size, each epoch in a new order from the data stream.
     """
-    from .model import make_data, rngs
+    from ..setup.problem import make_data, rngs
 
     rng = rngs(config.seed)[1]
     if data is None:
@@ -359,11 +277,11 @@ def train(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train one run per clip setting of `config.train.clip`; see the module docstring."""
-    from .io import load_data
-    from .model import make_params, rngs, spec_of
+    from ..setup.datafile import load_data
+    from ..setup.problem import make_params, rngs, spec_of
 
     tc = config.train
-    settings = settings_of(config)
+    settings = config.clip_settings
     spec = spec_of(config)
     data = None
     if config.data.task == "file":
@@ -503,7 +421,7 @@ def suggest_max_norm(run: Run) -> dict | None:
 
 
 def _g(v: float | None) -> str:
-    from .numfmt import fmt
+    from ..numfmt import fmt
 
     return fmt(v)
 
