@@ -91,7 +91,7 @@ def sniff(path: str | Path) -> str:
         return "torch-legacy"
     if head[:1] == b"\x80" and 2 <= head[1] <= 5:
         return "pickle"
-    if _is_safetensors(p, head):
+    if _is_safetensors(head):
         return "safetensors"
     if _is_onnx(head):
         return "onnx"
@@ -117,12 +117,13 @@ def _zip_kind(p: Path) -> str:
     return "zip"
 
 
-def _is_safetensors(p: Path, head: bytes) -> bool:
-    """8-byte little-endian header length, then a JSON object starting with `{`."""
-    if len(head) < 9 or head[8:9] != b"{":
+def _is_safetensors(head: bytes) -> bool:
+    """8-byte little-endian header length, then a JSON object (`{"` or `{}`); the reader
+    checks the length against the file."""
+    if len(head) < 10 or head[8:9] != b"{" or head[9:10] not in (b'"', b"}", b" ", b"\n"):
         return False
     (n,) = struct.unpack("<Q", head[:8])
-    return 2 <= n <= p.stat().st_size - 8
+    return n >= 2
 
 
 def _is_onnx(head: bytes) -> bool:

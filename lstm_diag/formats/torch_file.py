@@ -403,6 +403,7 @@ class _TorchArchive:
         flat = self._storage_values(t.storage)
         if 0 in t.shape:
             out = np.zeros(t.shape, dtype=flat.dtype)
+            out.flags.writeable = False
         else:
             out = np.lib.stride_tricks.as_strided(
                 flat[t.offset :],
