@@ -88,7 +88,7 @@ def reference(sd: dict, data: dict, loss: str, target: str) -> dict:
     x = x.detach()
     B, T = x.shape[:2]
     inp = [x[:, t] for t in range(T)]
-    dcs, gates, cs = [], [], []
+    gates, cs = [], []
     for k in range(L):
         outs = []
         for d, sfx in enumerate(["", "_reverse"][:D]):
@@ -178,16 +178,23 @@ def keras_cases(rng):
     w = {v.path: np.asarray(v.numpy()) for v in model.weights}
     sd = {"embedding.weight": w["embed/embeddings"]}
     for k, layer in enumerate(["encoder", "top"]):
-        sd.update(keras_to_torch(*(w[f"{layer}/lstm_cell/{n}"] for n in ("kernel", "recurrent_kernel", "bias")),
-                                 f"_l{k}"))
+        sd.update(
+            keras_to_torch(
+                *(w[f"{layer}/lstm_cell/{n}"] for n in ("kernel", "recurrent_kernel", "bias")), f"_l{k}"
+            )
+        )
     sd["head.weight"], sd["head.bias"] = w["classifier/kernel"].T, w["classifier/bias"]
     data = {"tokens": tokens, "y": y, "logits": logits}
     ref = reference(sd, data, "cross_entropy", "last")
     check_logits("keras_stack", logits, ref["y_hat"])
-    config = {"model": {"weights": "model.keras"}, "data": {"task": "file", "path": "data.npz"},
-              "loss": {"type": "cross_entropy", "target": "last"}}
-    write_case("keras_stack", {"model.keras": model.save, "model.weights.h5": model.save_weights},
-               data, ref, config)
+    config = {
+        "model": {"weights": "model.keras"},
+        "data": {"task": "file", "path": "data.npz"},
+        "loss": {"type": "cross_entropy", "target": "last"},
+    }
+    write_case(
+        "keras_stack", {"model.keras": model.save, "model.weights.h5": model.save_weights}, data, ref, config
+    )
 
     # Bidirectional stack with a per-step Dense head, float64.
     keras.config.set_floatx("float64")
@@ -205,29 +212,41 @@ def keras_cases(rng):
     for k, layer in enumerate(["bi1", "bi2"]):
         for d, sfx in (("forward", ""), ("backward", "_reverse")):
             names = [k2 for k2 in w if k2.startswith(f"{layer}/{d}_")]
-            kern, rec, bias = (w[next(n for n in names if n.endswith("/" + v))]
-                               for v in ("kernel", "recurrent_kernel", "bias"))
+            kern, rec, bias = (
+                w[next(n for n in names if n.endswith("/" + v))]
+                for v in ("kernel", "recurrent_kernel", "bias")
+            )
             sd.update(keras_to_torch(kern, rec, bias, f"_l{k}{sfx}"))
     sd["head.weight"], sd["head.bias"] = w["out/kernel"].T, w["out/bias"]
     data = {"x": x, "y": y, "logits": logits}
     ref = reference(sd, data, "mse", "all")
     check_logits("keras_bidirectional", logits, ref["y_hat"])
-    config = {"model": {"weights": "model.keras"}, "data": {"task": "file", "path": "data.npz"},
-              "loss": {"type": "mse", "target": "all"}}
+    config = {
+        "model": {"weights": "model.keras"},
+        "data": {"task": "file", "path": "data.npz"},
+        "loss": {"type": "mse", "target": "all"},
+    }
     write_case("keras_bidirectional", {"model.keras": model.save}, data, ref, config)
 
     # Models the engine cannot express: each must be refused, naming what it is.
     keras.config.set_floatx("float32")
     refused = {
-        "go_backwards": keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, go_backwards=True),
-                                          keras.layers.Dense(2)]),
-        "relu": keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, activation="relu"),
-                                  keras.layers.Dense(2)]),
-        "bidirectional_last": keras.Sequential([keras.Input((5, 3)),
-                                                keras.layers.Bidirectional(keras.layers.LSTM(4)),
-                                                keras.layers.Dense(2)]),
-        "merge_sum": keras.Sequential([keras.Input((5, 3)), keras.layers.Bidirectional(
-            keras.layers.LSTM(4, return_sequences=True), merge_mode="sum"), keras.layers.Dense(2)]),
+        "go_backwards": keras.Sequential(
+            [keras.Input((5, 3)), keras.layers.LSTM(4, go_backwards=True), keras.layers.Dense(2)]
+        ),
+        "relu": keras.Sequential(
+            [keras.Input((5, 3)), keras.layers.LSTM(4, activation="relu"), keras.layers.Dense(2)]
+        ),
+        "bidirectional_last": keras.Sequential(
+            [keras.Input((5, 3)), keras.layers.Bidirectional(keras.layers.LSTM(4)), keras.layers.Dense(2)]
+        ),
+        "merge_sum": keras.Sequential(
+            [
+                keras.Input((5, 3)),
+                keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True), merge_mode="sum"),
+                keras.layers.Dense(2),
+            ]
+        ),
     }
     write_case("keras_refused", {f"{n}.keras": m.save for n, m in refused.items()}, None, None, None)
 
@@ -268,8 +287,9 @@ def torch_onnx_case(name, rng, V, I, H, L, O, B, T, bidirectional, loss, target)
     data["y"] = rng.integers(0, O, lead) if loss == "cross_entropy" else rng.normal(0, 1, lead + (O,))
 
     def export(path):
-        torch.onnx.export(net, (torch.tensor(inp),), str(path), dynamo=False,
-                          input_names=["input"], output_names=["logits"])
+        torch.onnx.export(
+            net, (torch.tensor(inp),), str(path), dynamo=False, input_names=["input"], output_names=["logits"]
+        )
         data["logits"] = onnx_logits(path, {"input": inp})
 
     sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
@@ -281,23 +301,32 @@ def torch_onnx_case(name, rng, V, I, H, L, O, B, T, bidirectional, loss, target)
     check_logits(name, data["logits"], ref["y_hat"])
     np.savez(folder / "data.npz", **data)
     np.savez(folder / "reference.npz", **ref)
-    config = {"model": {"weights": "model.onnx"}, "data": {"task": "file", "path": "data.npz"},
-              "loss": {"type": loss, "target": target}}
+    config = {
+        "model": {"weights": "model.onnx"},
+        "data": {"task": "file", "path": "data.npz"},
+        "loss": {"type": loss, "target": target},
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def onnx_blocks(a: np.ndarray) -> np.ndarray:
     """PyTorch gate blocks (i, f, g, o) along axis 0 -> ONNX (i, o, f, c)."""
     H = a.shape[0] // 4
-    return np.concatenate([a[j * H:(j + 1) * H] for j in TORCH_TO_ONNX])
+    return np.concatenate([a[j * H : (j + 1) * H] for j in TORCH_TO_ONNX])
 
 
 def lstm_initializers(sd: dict, D: int, k: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sfx = ["", "_reverse"][:D]
     W = np.stack([onnx_blocks(sd[f"lstm.weight_ih_l{k}{s}"]) for s in sfx])  # (D, 4H, I)
     R = np.stack([onnx_blocks(sd[f"lstm.weight_hh_l{k}{s}"]) for s in sfx])  # (D, 4H, H)
-    Bv = np.stack([np.concatenate([onnx_blocks(sd[f"lstm.bias_ih_l{k}{s}"]),
-                                   onnx_blocks(sd[f"lstm.bias_hh_l{k}{s}"])]) for s in sfx])  # (D, 8H)
+    Bv = np.stack(
+        [
+            np.concatenate(
+                [onnx_blocks(sd[f"lstm.bias_ih_l{k}{s}"]), onnx_blocks(sd[f"lstm.bias_hh_l{k}{s}"])]
+            )
+            for s in sfx
+        ]
+    )  # (D, 8H)
     return W, R, Bv
 
 
@@ -323,20 +352,25 @@ def helper_bidirectional(rng):
     nodes = [
         helper.make_node("Identity", ["W_raw"], ["W"]),
         helper.make_node("Constant", [], ["B"], value=numpy_helper.from_array(Bv, "B_value")),
-        helper.make_node("LSTM", ["x", "W", "R", "B"], ["Y", "", ""], hidden_size=H,
-                         direction="bidirectional", layout=1),
+        helper.make_node(
+            "LSTM", ["x", "W", "R", "B"], ["Y", "", ""], hidden_size=H, direction="bidirectional", layout=1
+        ),
         helper.make_node("Reshape", ["Y", "shape"], ["Y2"]),  # (B, T, 2, H) -> (B, T, 2H)
         helper.make_node("MatMul", ["Y2", "Wout"], ["mm"]),
         helper.make_node("Add", ["mm", "bout"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "bilstm",
+        nodes,
+        "bilstm",
         [helper.make_tensor_value_info("x", f64, ["batch", "time", I])],
         [helper.make_tensor_value_info("logits", f64, ["batch", "time", O])],
-        initializer=[numpy_helper.from_array(W, "W_raw"), numpy_helper.from_array(R, "R"),
-                     numpy_helper.from_array(np.array([0, 0, 2 * H], np.int64), "shape"),
-                     numpy_helper.from_array(sd["head.weight"].T.copy(), "Wout"),
-                     numpy_helper.from_array(sd["head.bias"], "bout")],
+        initializer=[
+            numpy_helper.from_array(W, "W_raw"),
+            numpy_helper.from_array(R, "R"),
+            numpy_helper.from_array(np.array([0, 0, 2 * H], np.int64), "shape"),
+            numpy_helper.from_array(sd["head.weight"].T.copy(), "Wout"),
+            numpy_helper.from_array(sd["head.bias"], "bout"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     onnx.checker.check_model(model)
@@ -351,8 +385,11 @@ def helper_bidirectional(rng):
     check_logits("onnx_helper_bidirectional", data["logits"], ref["y_hat"])
     np.savez(folder / "data.npz", **data)
     np.savez(folder / "reference.npz", **ref)
-    config = {"model": {"weights": "model.onnx"}, "data": {"task": "file", "path": "data.npz"},
-              "loss": {"type": "mse", "target": "all"}}
+    config = {
+        "model": {"weights": "model.onnx"},
+        "data": {"task": "file", "path": "data.npz"},
+        "loss": {"type": "mse", "target": "all"},
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -377,7 +414,8 @@ def helper_refused(rng):
         if P is not None:
             inits.append(numpy_helper.from_array(P, "P"))
         graph = helper.make_graph(
-            [helper.make_node("LSTM", inputs, ["Y"], hidden_size=H, **attrs)], name,
+            [helper.make_node("LSTM", inputs, ["Y"], hidden_size=H, **attrs)],
+            name,
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["time", "batch", I])],
             [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["time", None, "batch", H])],
             initializer=inits,
@@ -391,10 +429,34 @@ def main():
     rng = np.random.default_rng(16)
     HERE.mkdir(exist_ok=True)
     keras_cases(rng)
-    torch_onnx_case("onnx_torch_stack", rng, V=11, I=3, H=4, L=2, O=3, B=3, T=6,
-                    bidirectional=False, loss="cross_entropy", target="last")
-    torch_onnx_case("onnx_torch_bidirectional", rng, V=0, I=3, H=4, L=2, O=2, B=2, T=5,
-                    bidirectional=True, loss="mse", target="all")
+    torch_onnx_case(
+        "onnx_torch_stack",
+        rng,
+        V=11,
+        I=3,
+        H=4,
+        L=2,
+        O=3,
+        B=3,
+        T=6,
+        bidirectional=False,
+        loss="cross_entropy",
+        target="last",
+    )
+    torch_onnx_case(
+        "onnx_torch_bidirectional",
+        rng,
+        V=0,
+        I=3,
+        H=4,
+        L=2,
+        O=2,
+        B=2,
+        T=5,
+        bidirectional=True,
+        loss="mse",
+        target="all",
+    )
     helper_bidirectional(rng)
     helper_refused(rng)
     manifest = sorted(str(p.relative_to(HERE)) for p in HERE.rglob("*") if p.is_file())

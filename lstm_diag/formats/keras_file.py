@@ -55,8 +55,15 @@ KINDS = {
     "simple_rnn": "SimpleRNN",
 }
 # Layers that are the identity at inference time (the analysis is the model in eval mode).
-IDENTITY_AT_INFERENCE = {"InputLayer", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
-                         "AlphaDropout", "ActivityRegularization"}
+IDENTITY_AT_INFERENCE = {
+    "InputLayer",
+    "Dropout",
+    "SpatialDropout1D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+}
 RECURRENT = {"LSTM", "Bidirectional"}
 LAYER_ROLES = {  # variables of a Keras 3 layer, in creation order
     "LSTM": ("kernel", "recurrent_kernel", "bias"),
@@ -124,9 +131,13 @@ def _member(zf: zipfile.ZipFile, name: str, limit: int, p: Path) -> bytes:
     try:
         info = zf.getinfo(name)
     except KeyError:
-        raise InputError(f"{p}: a .keras archive must hold {name} (found: {', '.join(zf.namelist())})") from None
+        raise InputError(
+            f"{p}: a .keras archive must hold {name} (found: {', '.join(zf.namelist())})"
+        ) from None
     if info.file_size > limit:
-        raise InputError(f"{p}: {name} declares {info.file_size / 2**20:.0f} MB; limit {limit / 2**20:.0f} MB")
+        raise InputError(
+            f"{p}: {name} declares {info.file_size / 2**20:.0f} MB; limit {limit / 2**20:.0f} MB"
+        )
     if info.compress_size and info.file_size / info.compress_size > MAX_RATIO:
         raise InputError(f"{p}: {name} expands {info.file_size // info.compress_size}:1; refused")
     return zf.read(name)
@@ -271,8 +282,13 @@ def _sources(nodes: list) -> list[str]:
     text = json.dumps(nodes)
     if "keras_history" in text:
         return re.findall(r'"keras_history": \["([^"]+)"', text)
-    return [e[0] for node in nodes if isinstance(node, list) for e in node
-            if isinstance(e, list) and e and isinstance(e[0], str)]
+    return [
+        e[0]
+        for node in nodes
+        if isinstance(node, list)
+        for e in node
+        if isinstance(e, list) and e and isinstance(e[0], str)
+    ]
 
 
 def _order_without_config(found: list[KLayer], p: Path, legacy: bool) -> list[KLayer]:
@@ -329,14 +345,18 @@ def _assemble(layers: list[KLayer], p: Path, has_config: bool) -> Converted:
         )
     width, H = _embedding(embedding, conv, p), None
     for k, layer in enumerate(stack):
-        width, H = _recurrent(layer, k, width, H, conv, p, top=k == len(stack) - 1, has_dense=dense is not None)
+        width, H = _recurrent(
+            layer, k, width, H, conv, p, top=k == len(stack) - 1, has_dense=dense is not None
+        )
     if dense is not None:
         _dense(dense, width, conv, p)
     return conv
 
 
-_CHAIN = ("lstm-diag reads Embedding -> LSTM/Bidirectional(LSTM) ... -> Dense chains; for another head, "
-          "use the upstream-gradient mode (lstm_diag.capture)")
+_CHAIN = (
+    "lstm-diag reads Embedding -> LSTM/Bidirectional(LSTM) ... -> Dense chains; for another head, "
+    "use the upstream-gradient mode (lstm_diag.capture)"
+)
 
 
 def _read(layer: KLayer, role: str, p: Path) -> np.ndarray:
@@ -383,8 +403,16 @@ def _lstm_config(cfg: dict, name: str, p: Path, bidirectional: bool) -> None:
         raise InputError(f"{p}: LSTM {name!r} has time_major=True, which lstm-diag does not read")
 
 
-def _recurrent(layer: KLayer, k: int, width: int | None, H: int | None, conv: Converted, p: Path, top: bool,
-               has_dense: bool) -> tuple[int, int]:
+def _recurrent(
+    layer: KLayer,
+    k: int,
+    width: int | None,
+    H: int | None,
+    conv: Converted,
+    p: Path,
+    top: bool,
+    has_dense: bool,
+) -> tuple[int, int]:
     """One LSTM or Bidirectional(LSTM) layer as nn.LSTM layer k: (output width D*H, H)."""
     cfg = layer.config
     if layer.kind == "Bidirectional":
@@ -396,7 +424,9 @@ def _recurrent(layer: KLayer, k: int, width: int | None, H: int | None, conv: Co
             )
         wrapped = cfg.get("layer", {})
         if wrapped.get("class_name", "LSTM") != "LSTM":
-            raise InputError(f"{p}: Bidirectional {layer.name!r} wraps a {wrapped['class_name']}, not an LSTM")
+            raise InputError(
+                f"{p}: Bidirectional {layer.name!r} wraps a {wrapped['class_name']}, not an LSTM"
+            )
         inner = wrapped.get("config", {})
         backward = cfg.get("backward_layer", {}).get("config", {})
         _lstm_config(inner, layer.name, p, True)
@@ -424,37 +454,54 @@ def _recurrent(layer: KLayer, k: int, width: int | None, H: int | None, conv: Co
         if inner and inner.get(key):
             conv.notes.append(f"{layer.name}: {key}={inner[key]} is training-only; analysed in eval mode")
     if inner and inner.get("stateful"):
-        conv.notes.append(f"{layer.name}: stateful=True; analysed from zero states unless data.h0/c0 are given")
+        conv.notes.append(
+            f"{layer.name}: stateful=True; analysed from zero states unless data.h0/c0 are given"
+        )
     return H * len(directions), H
 
 
-def _direction(layer: KLayer, role: str, suffix: str, width: int | None, H: int | None, conv: Converted,
-               p: Path) -> int:
+def _direction(
+    layer: KLayer, role: str, suffix: str, width: int | None, H: int | None, conv: Converted, p: Path
+) -> int:
     kernel, recurrent = _read(layer, role + "kernel", p), _read(layer, role + "recurrent_kernel", p)
     what = f"LSTM {layer.name!r}" + (f" ({role[:-1]} direction)" if role else "")
     h = recurrent.shape[0] if recurrent.ndim == 2 else -1
     if recurrent.ndim != 2 or kernel.ndim != 2 or kernel.shape[1] != recurrent.shape[1]:
-        raise InputError(f"{p}: {what}: kernel {kernel.shape} and recurrent_kernel {recurrent.shape} do not "
-                         "make an LSTM (expected (I, 4H) and (H, 4H))")
+        raise InputError(
+            f"{p}: {what}: kernel {kernel.shape} and recurrent_kernel {recurrent.shape} do not "
+            "make an LSTM (expected (I, 4H) and (H, 4H))"
+        )
     if recurrent.shape[1] == 3 * h:
-        raise InputError(f"{p}: {what}: recurrent_kernel {recurrent.shape} has 3 gate blocks: a GRU, not an LSTM")
+        raise InputError(
+            f"{p}: {what}: recurrent_kernel {recurrent.shape} has 3 gate blocks: a GRU, not an LSTM"
+        )
     if recurrent.shape[1] != 4 * h:
         raise InputError(f"{p}: {what}: recurrent_kernel {recurrent.shape} is not (H, 4H)")
     if H is not None and h != H:
-        raise InputError(f"{p}: {what} has {h} units and the LSTM below it {H}: nn.LSTM (and the engine) "
-                         "need one hidden size for all layers")
+        raise InputError(
+            f"{p}: {what} has {h} units and the LSTM below it {H}: nn.LSTM (and the engine) "
+            "need one hidden size for all layers"
+        )
     if width is not None and kernel.shape[0] != width:
         raise InputError(f"{p}: {what}: kernel {kernel.shape} does not read the {width} features below it")
-    conv.put(f"lstm.weight_ih{suffix}", np.ascontiguousarray(kernel.T),
-             f"{_origin(layer, role + 'kernel')} (I, 4H), transposed; gates i, f, c, o = i, f, g, o")
-    conv.put(f"lstm.weight_hh{suffix}", np.ascontiguousarray(recurrent.T),
-             f"{_origin(layer, role + 'recurrent_kernel')} (H, 4H), transposed")
+    conv.put(
+        f"lstm.weight_ih{suffix}",
+        np.ascontiguousarray(kernel.T),
+        f"{_origin(layer, role + 'kernel')} (I, 4H), transposed; gates i, f, c, o = i, f, g, o",
+    )
+    conv.put(
+        f"lstm.weight_hh{suffix}",
+        np.ascontiguousarray(recurrent.T),
+        f"{_origin(layer, role + 'recurrent_kernel')} (H, 4H), transposed",
+    )
     if role + "bias" in layer.vars:
         bias = _read(layer, role + "bias", p)
         if bias.shape != (4 * h,):
             raise InputError(f"{p}: {what}: bias {bias.shape}, expected ({4 * h},)")
         conv.put(f"lstm.bias_ih{suffix}", bias, f"{_origin(layer, role + 'bias')} (4H), as is")
-        conv.put(f"lstm.bias_hh{suffix}", np.zeros_like(bias), "zeros (Keras has one bias; only the sum counts)")
+        conv.put(
+            f"lstm.bias_hh{suffix}", np.zeros_like(bias), "zeros (Keras has one bias; only the sum counts)"
+        )
     return h
 
 
@@ -473,7 +520,9 @@ def _dense(layer: KLayer, width: int, conv: Converted, p: Path) -> None:
         )
     W = _read(layer, "kernel", p)  # (D*H, O)
     if W.ndim != 2 or W.shape[0] != width:
-        raise InputError(f"{p}: Dense {layer.name!r} kernel {W.shape} does not read the LSTM's {width} outputs")
+        raise InputError(
+            f"{p}: Dense {layer.name!r} kernel {W.shape} does not read the LSTM's {width} outputs"
+        )
     conv.put("head.weight", np.ascontiguousarray(W.T), f"{_origin(layer, 'kernel')} (H, O), transposed")
     if "bias" in layer.vars:
         b = _read(layer, "bias", p)

@@ -1,6 +1,6 @@
 """ONNX models: every `LSTM` node, the initializers feeding it, an embedding before, a head after.
 
-The ONNX `LSTM` operator (onnx/onnx docs/Operators.md, onnx/defs/rnn/defs.cc;
+The ONNX `LSTM` operator (its definition in the onnx/onnx repository, onnx/defs/rnn/defs.cc;
 docs/formats.md) stores W [D, 4H, I], R [D, 4H, H] and B [D, 8H] (input biases, then
 recurrent biases) with the gate blocks in the order i, o, f, c; D = 2 for
 direction="bidirectional" (forward first). PyTorch's order is i, f, g, o, so block j of
@@ -73,9 +73,11 @@ def convert_onnx(path: str | Path) -> Converted:
         raise InputError(f"{p}: no LSTM node in the ONNX graph{hint}; ops: {', '.join(ops[:20])}")
     stack = graph.chain(nodes)
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
-    conv.source = (f"ONNX model (opset {opsets}): {len(stack)} LSTM node(s) "
-                   f"{', '.join(repr(n.name or n.output[0]) for n in stack)}; "
-                   "W [D, 4H, I], R [D, 4H, H], B [D, 8H], gates i, o, f, c")
+    conv.source = (
+        f"ONNX model (opset {opsets}): {len(stack)} LSTM node(s) "
+        f"{', '.join(repr(n.name or n.output[0]) for n in stack)}; "
+        "W [D, 4H, I], R [D, 4H, H], B [D, 8H], gates i, o, f, c"
+    )
     width = graph.embedding(stack[0], conv)
     H = None
     for k, node in enumerate(stack):
@@ -115,8 +117,10 @@ class Graph:
         if name in self.init:
             t = self.init[name]
             if t.data_location == self.onnx.TensorProto.EXTERNAL:
-                raise InputError(f"{self.p}: initializer {name!r} is stored in an external file, which "
-                                 "lstm-diag does not read (save the model with its weights inside)")
+                raise InputError(
+                    f"{self.p}: initializer {name!r} is stored in an external file, which "
+                    "lstm-diag does not read (save the model with its weights inside)"
+                )
             check_size(tuple(t.dims), max(1, np.dtype(self._np_type(t.data_type)).itemsize), self.p, name)
             return self.onnx.numpy_helper.to_array(t)
         node = self.producer.get(name)
@@ -149,8 +153,10 @@ class Graph:
             return None
         v = self.const(name)
         if v is None:
-            raise InputError(f"{self.p}: LSTM node {self._name(node)}: {what} ({name!r}) is computed at run "
-                             "time, not a constant in the file; lstm-diag reads weights stored in the model")
+            raise InputError(
+                f"{self.p}: LSTM node {self._name(node)}: {what} ({name!r}) is computed at run "
+                "time, not a constant in the file; lstm-diag reads weights stored in the model"
+            )
         return float_array(v, self.p, f"{self._name(node)} {what}")
 
     @staticmethod
@@ -169,8 +175,10 @@ class Graph:
         direction = direction.decode() if isinstance(direction, bytes) else direction
         D = {"forward": 1, "bidirectional": 2}.get(direction)
         if D is None:
-            raise InputError(f"{who}: direction={direction!r}: a reverse-only LSTM has no nn.LSTM equivalent "
-                             "(nn.LSTM's reverse direction exists only with a forward one)")
+            raise InputError(
+                f"{who}: direction={direction!r}: a reverse-only LSTM has no nn.LSTM equivalent "
+                "(nn.LSTM's reverse direction exists only with a forward one)"
+            )
         acts = [a.decode() if isinstance(a, bytes) else a for a in at.get("activations", [])]
         if acts and acts != DEFAULT_ACTIVATIONS * D:
             raise InputError(f"{who}: activations={acts}; the LSTM equations need {DEFAULT_ACTIVATIONS * D}")
@@ -178,10 +186,14 @@ class Graph:
             if name in at:
                 raise InputError(f"{who}: {name}={at[name]} is set, which the LSTM equations do not have")
         if "clip" in at:
-            raise InputError(f"{who}: clip={at['clip']}: the cell clips its pre-activations to ±{at['clip']}, "
-                             "which nn.LSTM and lstm-diag do not; export without clip")
+            raise InputError(
+                f"{who}: clip={at['clip']}: the cell clips its pre-activations to ±{at['clip']}, "
+                "which nn.LSTM and lstm-diag do not; export without clip"
+            )
         if at.get("input_forget", 0):
-            raise InputError(f"{who}: input_forget=1 couples the input and forget gates, which nn.LSTM does not")
+            raise InputError(
+                f"{who}: input_forget=1 couples the input and forget gates, which nn.LSTM does not"
+            )
         W, R, B = self.weight(node, 1, "W"), self.weight(node, 2, "R"), self.weight(node, 3, "B")
         if W is None or R is None:
             raise InputError(f"{who}: W and R are required inputs")
@@ -193,8 +205,10 @@ class Graph:
         if B is not None and B.shape != (D, 8 * h):
             raise InputError(f"{who}: B {B.shape}, expected [D={D}, 8H={8 * h}]")
         if H is not None and h != H:
-            raise InputError(f"{who}: hidden size {h}, the LSTM below it {H}: nn.LSTM (and the engine) need "
-                             "one hidden size for all layers")
+            raise InputError(
+                f"{who}: hidden size {h}, the LSTM below it {H}: nn.LSTM (and the engine) need "
+                "one hidden size for all layers"
+            )
         if width is not None and W.shape[2] != width:
             raise InputError(f"{who}: W {W.shape} does not read the {width} features below it")
         self._peepholes(node, who)
@@ -203,19 +217,31 @@ class Graph:
             self._initial(node, index, what, who, conv)
         for d, sfx in enumerate(["", "_reverse"][:D]):
             s = f"_l{k}{sfx}"
-            conv.put(f"lstm.weight_ih{s}", reorder_blocks(W[d], ONNX_BLOCK),
-                     f"W {node.input[1]!r}[{d}] (4H, I), blocks i, o, f, c -> i, f, g, o")
-            conv.put(f"lstm.weight_hh{s}", reorder_blocks(R[d], ONNX_BLOCK),
-                     f"R {node.input[2]!r}[{d}] (4H, H), blocks reordered")
+            conv.put(
+                f"lstm.weight_ih{s}",
+                reorder_blocks(W[d], ONNX_BLOCK),
+                f"W {node.input[1]!r}[{d}] (4H, I), blocks i, o, f, c -> i, f, g, o",
+            )
+            conv.put(
+                f"lstm.weight_hh{s}",
+                reorder_blocks(R[d], ONNX_BLOCK),
+                f"R {node.input[2]!r}[{d}] (4H, H), blocks reordered",
+            )
             if B is None:
                 z = np.zeros(4 * h, W.dtype)
                 conv.put(f"lstm.bias_ih{s}", z, "zeros (the node has no B)")
                 conv.put(f"lstm.bias_hh{s}", z.copy(), "zeros (the node has no B)")
             else:
-                conv.put(f"lstm.bias_ih{s}", reorder_blocks(B[d, : 4 * h], ONNX_BLOCK),
-                         f"B {node.input[3]!r}[{d}, :4H] (Wb), blocks reordered")
-                conv.put(f"lstm.bias_hh{s}", reorder_blocks(B[d, 4 * h :], ONNX_BLOCK),
-                         f"B {node.input[3]!r}[{d}, 4H:] (Rb), blocks reordered")
+                conv.put(
+                    f"lstm.bias_ih{s}",
+                    reorder_blocks(B[d, : 4 * h], ONNX_BLOCK),
+                    f"B {node.input[3]!r}[{d}, :4H] (Wb), blocks reordered",
+                )
+                conv.put(
+                    f"lstm.bias_hh{s}",
+                    reorder_blocks(B[d, 4 * h :], ONNX_BLOCK),
+                    f"B {node.input[3]!r}[{d}, 4H:] (Rb), blocks reordered",
+                )
         return D * h, h
 
     def _peepholes(self, node, who: str) -> None:
@@ -225,22 +251,30 @@ class Graph:
         if P is None:
             raise InputError(f"{who}: P (peepholes) is computed at run time; nn.LSTM has no peepholes")
         if np.any(P != 0):
-            raise InputError(f"{who}: P (peepholes) is set (max |P| = {np.max(np.abs(P)):.3g}): the gates also "
-                             "read the cell state, which nn.LSTM and lstm-diag do not model")
+            raise InputError(
+                f"{who}: P (peepholes) is set (max |P| = {np.max(np.abs(P)):.3g}): the gates also "
+                "read the cell state, which nn.LSTM and lstm-diag do not model"
+            )
 
     def _sequence_lens(self, node, who: str, conv: Converted) -> None:
         if len(node.input) <= 4 or not node.input[4]:
             return
         lens = self.const(node.input[4])
         if lens is None:
-            raise InputError(f"{who}: sequence_lens is a graph input (sequences of different lengths); "
-                             "lstm-diag analyses sequences of one length: export without sequence_lens")
+            raise InputError(
+                f"{who}: sequence_lens is a graph input (sequences of different lengths); "
+                "lstm-diag analyses sequences of one length: export without sequence_lens"
+            )
         if lens.size and np.all(lens == lens.flat[0]):
-            conv.notes.append(f"{self._name(node)}: sequence_lens = {int(lens.flat[0])} for every sequence; "
-                              "the data must have that many steps")
+            conv.notes.append(
+                f"{self._name(node)}: sequence_lens = {int(lens.flat[0])} for every sequence; "
+                "the data must have that many steps"
+            )
             return
-        raise InputError(f"{who}: sequence_lens holds different lengths {sorted(set(lens.tolist()))[:5]}; "
-                         "lstm-diag analyses sequences of one length")
+        raise InputError(
+            f"{who}: sequence_lens holds different lengths {sorted(set(lens.tolist()))[:5]}; "
+            "lstm-diag analyses sequences of one length"
+        )
 
     def _initial(self, node, index: int, what: str, who: str, conv: Converted) -> None:
         if len(node.input) <= index or not node.input[index]:
@@ -258,15 +292,21 @@ class Graph:
             value = self.onnx.numpy_helper.to_array(attr) if attr is not None else np.zeros(1)
         if value is not None:
             if np.any(value != 0):
-                raise InputError(f"{who}: {what} is a non-zero constant; lstm-diag starts from zero states "
-                                 "unless the data file gives h0/c0")
+                raise InputError(
+                    f"{who}: {what} is a non-zero constant; lstm-diag starts from zero states "
+                    "unless the data file gives h0/c0"
+                )
             return
         if name in self.inputs:
-            conv.notes.append(f"{self._name(node)}: {what} is the graph input {name!r}; analysed from zero "
-                              "states unless the data file gives h0/c0")
+            conv.notes.append(
+                f"{self._name(node)}: {what} is the graph input {name!r}; analysed from zero "
+                "states unless the data file gives h0/c0"
+            )
             return
-        raise InputError(f"{who}: {what} is computed by a {producer.op_type if producer else '?'} node; "
-                         "lstm-diag cannot tell which initial state the model uses")
+        raise InputError(
+            f"{who}: {what} is computed by a {producer.op_type if producer else '?'} node; "
+            "lstm-diag cannot tell which initial state the model uses"
+        )
 
     # ------------------------------------------------------------------ structure
 
@@ -279,7 +319,9 @@ class Graph:
         bottoms = [n for n in nodes if below[id(n)] is None or below[id(n)].op_type != "LSTM"]
         if len(bottoms) != 1:
             names = ", ".join(self._name(n) for n in bottoms)
-            raise InputError(f"{self.p}: {len(bottoms)} separate LSTM stacks start at {names}; lstm-diag reads one")
+            raise InputError(
+                f"{self.p}: {len(bottoms)} separate LSTM stacks start at {names}; lstm-diag reads one"
+            )
         stack = bottoms
         while True:
             above = [n for n in nodes if below[id(n)] is stack[-1]]
@@ -291,7 +333,7 @@ class Graph:
         if len(stack) != len(nodes):
             left = [self._name(n) for n in nodes if n not in stack]
             raise InputError(f"{self.p}: LSTM nodes {', '.join(left)} are not part of one stack")
-        for lower, upper in zip(stack, stack[1:]):
+        for lower, upper in zip(stack, stack[1:], strict=False):
             self._check_link(lower, upper)
         return stack
 
@@ -319,8 +361,10 @@ class Graph:
         want = ["B", "T", "F"] if self._layout(upper) else ["T", "B", "F"]
         if flow is None or flow.axes != want or flow.name != upper.input[0]:
             got = "?" if flow is None else flow.axes
-            raise InputError(f"{self.p}: between LSTM nodes {self._name(lower)} and {self._name(upper)} the "
-                             f"sequence is rearranged in a way lstm-diag does not follow ({got})")
+            raise InputError(
+                f"{self.p}: between LSTM nodes {self._name(lower)} and {self._name(upper)} the "
+                f"sequence is rearranged in a way lstm-diag does not follow ({got})"
+            )
 
     def _direction(self, node) -> str:
         d = self.attrs(node).get("direction", b"forward")
@@ -399,7 +443,7 @@ class Graph:
         if starts is None or ends is None or axes is None or (steps is not None and np.any(steps != 1)):
             return None
         labels = list(flow.axes)
-        for a, s, e in zip(axes, np.atleast_1d(starts), np.atleast_1d(ends)):
+        for a, s, e in zip(axes, np.atleast_1d(starts), np.atleast_1d(ends), strict=False):
             a %= len(labels)
             if labels[a] == "T" and int(s) == -1 and int(e) >= 2**31 - 1:
                 labels[a] = "T1"
@@ -415,15 +459,19 @@ class Graph:
         if node is None:
             return None
         if node.op_type != "Gather" or self.attrs(node).get("axis", 0) != 0:
-            conv.notes.append(f"the first LSTM's input X is computed by a {node.op_type} node: x in the data "
-                              "must be what reaches the LSTM")
+            conv.notes.append(
+                f"the first LSTM's input X is computed by a {node.op_type} node: x in the data "
+                "must be what reaches the LSTM"
+            )
             return None
         E = self.const(node.input[0])
         if E is None or E.ndim != 2 or node.input[1] not in self.inputs:
             conv.notes.append("the first LSTM's input comes from a Gather that is not an embedding lookup")
             return None
         E = float_array(E, self.p, f"embedding {node.input[0]!r}")
-        conv.put("embedding.weight", E, f"Gather of {node.input[0]!r} (V, I) by input {node.input[1]!r}, as is")
+        conv.put(
+            "embedding.weight", E, f"Gather of {node.input[0]!r} (V, I) by input {node.input[1]!r}, as is"
+        )
         return E.shape[1]
 
     def head(self, top, width: int, conv: Converted) -> None:
@@ -435,8 +483,10 @@ class Graph:
         if len(top.output) > 1 and top.output[1] and D == 1:
             starts.append(Flow(top.output[1], ["B", "D", "H"] if layout else ["D", "B", "H"], True))
         elif len(top.output) > 1 and top.output[1] and self.consumers.get(top.output[1]):
-            conv.notes.append("the bidirectional top LSTM's final states Y_h are used: the reverse direction's "
-                              "is its state at t=1, not a head lstm-diag reads")
+            conv.notes.append(
+                "the bidirectional top LSTM's final states Y_h are used: the reverse direction's "
+                "is its state at t=1, not a head lstm-diag reads"
+            )
         used = [f for f in starts if any(n.op_type != "Shape" for n in self.consumers.get(f.name, []))]
         if len(used) != 1:
             what = "nothing" if not used else "both Y and Y_h"
@@ -446,11 +496,16 @@ class Graph:
         users = [n for n in self.consumers.get(flow.name, []) if n.op_type != "Shape"]
         if len(users) != 1 or users[0].op_type not in ("Gemm", "MatMul"):
             ops = ", ".join(n.op_type for n in users) or "the graph's output"
-            conv.notes.append(f"no head read: after the top LSTM (axes {flow.axes}) comes {ops}, not a "
-                              "Gemm/MatMul; use the upstream-gradient mode for other heads")
+            conv.notes.append(
+                f"no head read: after the top LSTM (axes {flow.axes}) comes {ops}, not a "
+                "Gemm/MatMul; use the upstream-gradient mode for other heads"
+            )
             return
-        if flow.axes not in (["B", "F"], ["B", "T", "F"], ["T", "B", "F"]) or flow.axes == ["B", "F"] \
-                and not flow.last:
+        if (
+            flow.axes not in (["B", "F"], ["B", "T", "F"], ["T", "B", "F"])
+            or flow.axes == ["B", "F"]
+            and not flow.last
+        ):
             conv.notes.append(f"no head read: the head reads the LSTM output arranged as {flow.axes}")
             return
         self._linear(users[0], flow, width, conv)
@@ -465,7 +520,9 @@ class Graph:
             W = None if W is None else (W if at.get("transB", 0) else W.T)  # (O, F)
             b = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             end = node.output[0]
-            origin = f"Gemm {self._name(node)}: B {node.input[1]!r}" + ("" if at.get("transB") else " transposed")
+            origin = f"Gemm {self._name(node)}: B {node.input[1]!r}" + (
+                "" if at.get("transB") else " transposed"
+            )
         else:
             W = self.const(node.input[1])
             W = None if W is None else W.T  # MatMul's (F, O) -> (O, F)
@@ -478,7 +535,9 @@ class Graph:
                 if b is not None:
                     end = adds[0].output[0]
         if W is None or W.ndim != 2 or W.shape[1] != width:
-            conv.notes.append(f"no head read: {node.op_type} {self._name(node)} has no constant (O, {width}) weight")
+            conv.notes.append(
+                f"no head read: {node.op_type} {self._name(node)} has no constant (O, {width}) weight"
+            )
             return
         O = W.shape[0]
         if b is not None and b.size not in (1, O):
@@ -486,16 +545,21 @@ class Graph:
             return
         tail = self._tail(end)
         if tail is None:
-            conv.notes.append(f"no head read: the output of {node.op_type} {self._name(node)} goes on to more "
-                              "layers; use the upstream-gradient mode for other heads")
+            conv.notes.append(
+                f"no head read: the output of {node.op_type} {self._name(node)} goes on to more "
+                "layers; use the upstream-gradient mode for other heads"
+            )
             return
         W = float_array(W, self.p, "the head's weight")
         conv.put("head.weight", np.ascontiguousarray(W), origin)
         if b is None:
             conv.put("head.bias", np.zeros(O, W.dtype), "zeros (the head has no bias)")
         else:
-            conv.put("head.bias", float_array(np.broadcast_to(b, (O,)).copy(), self.p, "the head's bias"),
-                     "the head's bias (O), as is")
+            conv.put(
+                "head.bias",
+                float_array(np.broadcast_to(b, (O,)).copy(), self.p, "the head's bias"),
+                "the head's bias (O), as is",
+            )
         conv.target = "last" if flow.last else "all"
         if flow.axes[0] == "T":
             conv.notes.append("the head's output is time-major (T, B, O); logits in the data are (B, T, O)")
@@ -508,7 +572,11 @@ class Graph:
         if name in self.outputs:
             return ""
         users = self.consumers.get(name, [])
-        if len(users) == 1 and users[0].op_type in ("Softmax", "LogSoftmax") and users[0].output[0] in self.outputs:
+        if (
+            len(users) == 1
+            and users[0].op_type in ("Softmax", "LogSoftmax")
+            and users[0].output[0] in self.outputs
+        ):
             return users[0].op_type
         if len(users) == 1 and users[0].op_type == "Identity":
             return self._tail(users[0].output[0])

@@ -1,0 +1,61 @@
+"""The guard against a misread layout: the engine's forward pass against the model's real outputs.
+
+A weight file read with the wrong layout (gate blocks in another order, a kernel not
+transposed) still gives arrays of the right shapes, and an analysis of them looks
+plausible. When the data file holds what the model itself computed on the same inputs
+(`logits`, saved by `lstm_diag.capture` or by the user from Keras/ONNX/PyTorch), the
+engine's outputs must agree with it to the precision of the coarser of the two dtypes;
+otherwise the run stops (exit 2) before any diagnosis is made of a model that is not the
+user's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def tolerance(*dtypes: np.dtype) -> float:
+    """Relative tolerance: four times the square root of the coarser dtype's epsilon
+    (about 1.4e-3 for float32, 6e-8 for float64): far above rounding over long sequences,
+    far below what a wrong gate order or a missing transpose changes."""
+    eps = max(np.finfo(d).eps if np.dtype(d).kind == "f" else np.finfo(np.float64).eps for d in dtypes)
+    return 4.0 * float(np.sqrt(eps))
+
+
+def model_outputs(y_hat: np.ndarray, activation: str | None) -> np.ndarray:
+    """What the model outputs given the head's logits: softmax / log-softmax when its last layer has one."""
+    if activation in ("softmax", "logsoftmax"):
+        z = y_hat - y_hat.max(axis=-1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        return np.exp(log_p) if activation == "softmax" else log_p
+    return y_hat
+
+
+def check_outputs(y_hat: np.ndarray, logits: np.ndarray, path: Path, activation: str | None = None) -> float:
+    """Raise InputError when the forward pass does not reproduce the model's own outputs;
+    returns max |Δ| otherwise. y_hat (B, O) or (B, T, O) from the engine, logits from the file."""
+    out = model_outputs(np.asarray(y_hat, np.float64), activation)
+    logits = np.asarray(logits)
+    if logits.shape != out.shape:
+        if logits.ndim == 3 and out.ndim == 2:
+            why = "the model's outputs are per step (B, T, O) while loss.target is last"
+        elif logits.ndim == 2 and out.ndim == 3:
+            why = "the model's outputs are for the last step (B, O) while loss.target is all"
+        else:
+            why = "they do not match"
+        raise InputError(f"{path}: logits have shape {logits.shape}, the model computes {out.shape}: {why}")
+    if logits.dtype.kind != "f":
+        raise InputError(f"{path}: logits have dtype {logits.dtype}, expected floats (the model's outputs)")
+    delta = float(np.max(np.abs(out - logits.astype(np.float64)))) if out.size else 0.0
+    scale = max(1.0, float(np.max(np.abs(logits)))) if logits.size else 1.0
+    tol = tolerance(logits.dtype, np.asarray(y_hat).dtype) * scale
+    if not delta <= tol:
+        raise InputError(
+            f"{path}: the file's layout was not read as the model computes it: max |Δlogit| = {delta:.3g} "
+            f"(tolerance {tol:.2g}) between the forward pass and the logits stored with the data"
+        )
+    return delta

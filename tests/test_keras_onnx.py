@@ -1,0 +1,248 @@
+"""Keras and ONNX models read into nn.LSTM names, checked against the libraries that wrote them.
+
+Fixtures (tests/make_keras_onnx_fixtures.py): files saved by Keras 3 and exported by
+torch.onnx / written with onnx.helper, the model's own outputs (`logits`, from Keras and
+from the onnx reference evaluator) and a float64 PyTorch reference on the same weights.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_diag.core import engine
+from lstm_diag.errors import InputError
+
+HERE = Path(__file__).parent / "fixtures_formats"
+KERAS = [
+    ("keras_stack", "model.keras"),
+    ("keras_stack", "model.weights.h5"),
+    ("keras_bidirectional", "model.keras"),
+]
+ONNX = [
+    ("onnx_torch_stack", "model.onnx"),
+    ("onnx_torch_bidirectional", "model.onnx"),
+    ("onnx_helper_bidirectional", "model.onnx"),
+]
+
+
+def convert(case: str, fname: str):
+    if fname.endswith(".onnx"):
+        pytest.importorskip("onnx", reason="ONNX files need the onnx package (extra 'onnx')")
+        from lstm_diag.formats.onnx_file import convert_onnx
+
+        return convert_onnx(HERE / case / fname)
+    pytest.importorskip("h5py", reason="Keras files need h5py (extra 'keras')")
+    from lstm_diag.formats.keras_file import convert_keras
+
+    return convert_keras(HERE / case / fname)
+
+
+def load(case: str):
+    return dict(np.load(HERE / case / "data.npz")), dict(np.load(HERE / case / "reference.npz"))
+
+
+@pytest.mark.parametrize("case,fname", KERAS + ONNX)
+def test_arrays_equal_the_pytorch_state_dict(case, fname):
+    """Every array, bit for bit, under nn.LSTM names (the reference's state dict)."""
+    conv = convert(case, fname)
+    _, ref = load(case)
+    expected = {k[3:]: v for k, v in ref.items() if k.startswith("sd.")}
+    assert set(conv.arrays) == set(expected)
+    for name, a in conv.arrays.items():
+        assert a.shape == expected[name].shape, name
+        np.testing.assert_array_equal(a.astype(np.float64), expected[name], err_msg=name)
+    assert len(conv.mapping) == len(conv.arrays) and conv.source
+
+
+def test_keras_target_comes_from_return_sequences():
+    assert convert("keras_stack", "model.keras").target == "last"
+    assert convert("keras_bidirectional", "model.keras").target == "all"
+    weights_only = convert("keras_stack", "model.weights.h5")
+    assert weights_only.target is None and any("no architecture" in n for n in weights_only.notes)
+
+
+def test_onnx_target_comes_from_the_graph():
+    assert convert("onnx_torch_stack", "model.onnx").target == "last"  # Gather(-1) then Gemm
+    assert convert("onnx_torch_bidirectional", "model.onnx").target == "all"  # MatMul + Add per step
+    assert convert("onnx_helper_bidirectional", "model.onnx").target == "all"
+
+
+# ----------------------------------------------------------------------------- engine on the read weights
+
+
+def engine_run(conv, data, loss, target, dtype=np.float64):
+    params = {
+        k.removeprefix("lstm."): v.astype(dtype) for k, v in conv.arrays.items() if k != "embedding.weight"
+    }
+    L = sum(1 for k in params if k.startswith("weight_ih_l") and not k.endswith("_reverse"))
+    H = params["weight_hh_l0"].shape[1]
+    if "tokens" in data:
+        x = conv.arrays["embedding.weight"].astype(dtype)[data["tokens"]]  # (B, T, I)
+    else:
+        x = data["x"].astype(dtype)
+    spec = engine.Spec(x.shape[2], H, L, params["head.weight"].shape[0])
+    fwd = engine.forward(params, spec, x, data["y"], loss, target)
+    return params, spec, fwd
+
+
+UNIDIRECTIONAL = [
+    ("keras_stack", "model.keras", "cross_entropy", "last"),
+    ("keras_stack", "model.weights.h5", "cross_entropy", "last"),
+    ("onnx_torch_stack", "model.onnx", "cross_entropy", "last"),
+]
+
+
+@pytest.mark.parametrize("case,fname,loss,target", UNIDIRECTIONAL)
+def test_forward_matches_the_library_and_gradients_match_pytorch(case, fname, loss, target):
+    conv = convert(case, fname)
+    data, ref = load(case)
+    params, spec, fwd = engine_run(conv, data, loss, target)
+    # the library's own outputs (float32 model): as close as float32 allows
+    logits = data["logits"]
+    assert fwd.y_hat.shape == logits.shape
+    np.testing.assert_allclose(fwd.y_hat, logits, rtol=0, atol=1e-5)
+    # the float64 PyTorch reference on the same weights
+    np.testing.assert_allclose(fwd.y_hat, ref["y_hat"], rtol=0, atol=1e-12)
+    assert abs(fwd.loss - float(ref["loss"])) < 1e-12
+    bwd = engine.backward(params, spec, fwd, target)
+    for k, lg in enumerate(bwd.layers):
+        dc = lg.dc  # (T, B, H), as the reference
+        scale = np.max(np.abs(ref["dc"][k, 0]))
+        np.testing.assert_allclose(dc, ref["dc"][k, 0], rtol=0, atol=1e-10 * scale)
+        norms = np.linalg.norm(lg.dc.reshape(lg.dc.shape[0], -1), axis=1)  # ||dL/dc_t|| per step
+        ref_norms = np.linalg.norm(ref["dc"][k, 0].reshape(norms.shape[0], -1), axis=1)
+        np.testing.assert_allclose(norms, ref_norms, rtol=1e-10)
+        np.testing.assert_allclose(fwd.layers[k].gates, ref["gates"][k, 0], rtol=0, atol=1e-12)
+    for name, g in bwd.params.items():
+        r = ref["grad." + (name if name.startswith("head.") else "lstm." + name)]
+        np.testing.assert_allclose(g, r, rtol=0, atol=1e-10 * max(1.0, np.max(np.abs(r))), err_msg=name)
+    if "tokens" in data:  # dL/dE: the embedding rows receive dL/dx of the steps that read them
+        dE = np.zeros_like(conv.arrays["embedding.weight"], dtype=np.float64)
+        np.add.at(dE, data["tokens"], np.swapaxes(bwd.dx, 0, 1))
+        r = ref["grad.embedding.weight"]
+        np.testing.assert_allclose(dE, r, rtol=0, atol=1e-10 * np.max(np.abs(r)))
+
+
+# ----------------------------------------------------------------------------- a misread layout is caught
+
+
+def permute_gates(conv, order):
+    out = dict(conv.arrays)
+    for k, v in conv.arrays.items():
+        if k.startswith("lstm."):
+            H = v.shape[0] // 4
+            out[k] = np.concatenate([v[j * H : (j + 1) * H] for j in order])
+    conv.arrays = out
+    return conv
+
+
+@pytest.mark.parametrize("case,fname,loss,target", UNIDIRECTIONAL)
+def test_a_permuted_gate_order_is_caught_by_the_logits(case, fname, loss, target):
+    from lstm_diag.setup.guard import check_outputs
+
+    conv = convert(case, fname)
+    data, _ = load(case)
+    _, _, fwd = engine_run(conv, data, loss, target)
+    check_outputs(fwd.y_hat, data["logits"], Path("data.npz"))  # read right: no complaint
+    for order in ([0, 3, 1, 2], [0, 2, 1, 3], [1, 0, 2, 3]):  # ONNX's order unconverted; swaps
+        wrong = permute_gates(convert(case, fname), order)
+        _, _, fwd = engine_run(wrong, data, loss, target)
+        with pytest.raises(InputError, match=r"not read as the model computes it: max \|Δlogit\| = "):
+            check_outputs(fwd.y_hat, data["logits"], Path("data.npz"))
+
+
+# ----------------------------------------------------------------------------- refused, naming why
+
+
+@pytest.mark.parametrize(
+    "fname,words",
+    [
+        ("peepholes.onnx", "P (peepholes)"),
+        ("clip.onnx", "clip=3.0"),
+        ("activations.onnx", "activations="),
+        ("input_forget.onnx", "input_forget=1"),
+        ("reverse_only.onnx", "direction='reverse'"),
+    ],
+)
+def test_onnx_features_the_engine_cannot_express_are_refused(fname, words):
+    with pytest.raises(InputError) as e:
+        convert("onnx_refused", fname)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "fname,words",
+    [
+        ("go_backwards.keras", "go_backwards=True outside a Bidirectional"),
+        ("relu.keras", "activation='relu'"),
+        ("merge_sum.keras", "merge_mode='sum'"),
+        ("bidirectional_last.keras", "return_sequences=False"),
+    ],
+)
+def test_keras_models_the_engine_cannot_express_are_refused(fname, words):
+    with pytest.raises(InputError) as e:
+        convert("keras_refused", fname)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def _single_lstm(P=None, **attrs):
+    onnx = pytest.importorskip("onnx", reason="needs the onnx package (extra 'onnx')")
+    from onnx import TensorProto, helper, numpy_helper
+
+    H, I = 2, 3
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+        for n, s in (("W", (1, 4 * H, I)), ("R", (1, 4 * H, H)), ("B", (1, 8 * H)))
+    ]
+    inputs = ["x", "W", "R", "B", "", "", ""]
+    if P is not None:
+        inits.append(numpy_helper.from_array(P, "P"))
+        inputs.append("P")
+    graph = helper.make_graph(
+        [helper.make_node("LSTM", inputs, ["Y"], hidden_size=H, **attrs)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "B", I])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", 1, "B", H])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), onnx
+
+
+def test_all_zero_peepholes_are_the_plain_equations(tmp_path):
+    from lstm_diag.formats.onnx_file import convert_onnx
+
+    model, onnx = _single_lstm(P=np.zeros((1, 6), np.float32), layout=0)
+    onnx.save(model, tmp_path / "m.onnx")
+    conv = convert_onnx(tmp_path / "m.onnx")
+    assert "head.weight" not in conv.arrays and any("no head" in n for n in conv.notes)
+    model, onnx = _single_lstm(P=np.full((1, 6), 1e-30, np.float32))
+    onnx.save(model, tmp_path / "p.onnx")
+    with pytest.raises(InputError, match="peepholes"):
+        convert_onnx(tmp_path / "p.onnx")
+
+
+def test_missing_libraries_name_the_extra(monkeypatch):
+    from lstm_diag.formats.keras_file import convert_keras
+    from lstm_diag.formats.onnx_file import convert_onnx
+
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(InputError, match=r"pip install 'lstm-diag\[keras\]'"):
+        convert_keras(HERE / "keras_stack" / "model.keras")
+    with pytest.raises(InputError, match=r"pip install 'lstm-diag\[onnx\]'"):
+        convert_onnx(HERE / "onnx_torch_stack" / "model.onnx")
+
+
+def test_garbage_is_one_clear_line(tmp_path):
+    pytest.importorskip("onnx", reason="needs the onnx package (extra 'onnx')")
+    from lstm_diag.formats.onnx_file import convert_onnx
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07\x12\x05hello" + b"\xff" * 50)
+    with pytest.raises(InputError, match="not a valid ONNX model"):
+        convert_onnx(bad)
