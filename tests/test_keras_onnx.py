@@ -246,3 +246,20 @@ def test_garbage_is_one_clear_line(tmp_path):
     bad.write_bytes(b"\x08\x07\x12\x05hello" + b"\xff" * 50)
     with pytest.raises(InputError, match="not a valid ONNX model"):
         convert_onnx(bad)
+
+
+@pytest.mark.parametrize("case,fname", KERAS + ONNX)
+def test_read_by_content_whatever_the_name(case, fname, tmp_path):
+    """The format sniffer hands .keras/.h5/.onnx content to these readers, even under another name."""
+    from lstm_diag.formats.sniff import read_arrays
+
+    expected = convert(case, fname)
+    renamed = tmp_path / "weights.bin"
+    renamed.write_bytes((HERE / case / fname).read_bytes())
+    for path in (HERE / case / fname, renamed):
+        loaded = read_arrays(path)
+        assert loaded.format == ("onnx" if fname.endswith(".onnx") else "keras")
+        assert loaded.converted is not None and loaded.converted.mapping == expected.mapping
+        assert sorted(loaded.arrays) == sorted(expected.arrays)
+        assert loaded.meta["source layout"] == expected.source
+    assert loaded.note is not None and "weights.bin" in loaded.note

@@ -89,7 +89,7 @@ def read_keras(path: str | Path):
 
     p = Path(path)
     conv = convert_keras(p)
-    return eager(p, "keras", conv.arrays, meta=conv.meta(), layout=conv)
+    return eager(p, "keras", conv.arrays, meta=conv.meta(), converted=conv)
 
 
 def convert_keras(path: str | Path) -> Converted:

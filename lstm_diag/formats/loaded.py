@@ -17,11 +17,14 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .converted import Converted
 
 # Bounds on the structure of a checkpoint tree: a pickle or a JSON header of a few KB
 # could otherwise describe exponentially many entries through shared sub-objects.
@@ -87,6 +90,9 @@ class LoadedFile:
     skipped:  entries that are neither arrays nor scalars (None, lists of ints...) with
               what they were, for `inspect`.
     note:     one line when the extension disagrees with the content, else None.
+    converted: for files in another framework's layout (Keras, ONNX): the source layout,
+              where each PyTorch-named array came from, notes, and which steps the head
+              reads (formats/converted.py); None for PyTorch-named files.
     """
 
     path: Path
@@ -97,6 +103,7 @@ class LoadedFile:
     sections: tuple[str, ...] = ()
     skipped: dict[str, str] = field(default_factory=dict)
     note: str | None = None
+    converted: Converted | None = None
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: v.shape for k, v in self.info.items()}

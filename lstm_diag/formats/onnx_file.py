@@ -50,7 +50,7 @@ def read_onnx(path: str | Path):
 
     p = Path(path)
     conv = convert_onnx(p)
-    return eager(p, "onnx", conv.arrays, meta=conv.meta(), layout=conv)
+    return eager(p, "onnx", conv.arrays, meta=conv.meta(), converted=conv)
 
 
 def convert_onnx(path: str | Path) -> Converted:
