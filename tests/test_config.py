@@ -79,3 +79,24 @@ def test_yaml_syntax_error_names_line_and_column(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="no such config file"):
         load_config("/nonexistent/c.yaml")
+
+
+def test_patched_applies_dotted_overrides_and_revalidates():
+    cfg, _ = load_config(None)
+    p = cfg.patched({"train.steps": 5, "seed": 3, "model.init": "chrono", "model.t_max": 50.0})
+    assert (p.train.steps, p.seed, p.model.init, p.model.t_max) == (5, 3, "chrono", 50.0)
+    assert cfg.train.steps == 200 and cfg.seed == 0  # the original is untouched
+    assert cfg.patched({}) is cfg
+    # the parsed values follow the patch
+    q = cfg.patched({"train.clip": "none,norm", "clipping.max_norm": 2.5})
+    assert [s.label for s in q.clip_settings] == ["none", "norm:2.5"]
+    assert [s.label for s in cfg.patched({"compare.init": "keras"}).compare.init_specs] == ["keras"]
+    # the field's own message, as in a file
+    with pytest.raises(ConfigError, match=r"^train\.steps: must be a positive integer, got 0$"):
+        cfg.patched({"train.steps": 0})
+    with pytest.raises(ConfigError, match=r"^model\.hiden_size: unknown key \(did you mean 'hidden_size'"):
+        cfg.patched({"model.hiden_size": 3})
+    with pytest.raises(ConfigError, match=r"^seed\.x: seed is not a section"):
+        cfg.patched({"seed.x": 1})
+    with pytest.raises(ConfigError, match=r"^train\.clip: 'norm:2.5' is listed twice"):
+        cfg.patched({"train.clip": "norm,norm:2.5", "clipping.max_norm": 2.5})

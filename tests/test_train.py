@@ -409,8 +409,10 @@ def test_cli_table_output_and_bad_input():
     ):
         assert needle in r.stdout
     bad = run("train", "--clip", "norm:x")
-    assert bad.exit_code == 2 and "must be a positive number" in bad.output
+    assert bad.exit_code == 2 and "error: --clip: 'norm:x': the max_norm" in bad.output, bad.output
     bad = run("train", "--lr", "-1", "--steps", 1)
-    assert bad.exit_code == 2 and "train.lr" in bad.output
+    assert bad.exit_code == 2 and "error: --lr: must be greater than 0" in bad.output, bad.output
+    bad = run("train", "--set", "train.lr=-1", "--steps", 1)
+    assert bad.exit_code == 2 and "error: train.lr: must be" in bad.output, bad.output
     bad = run("train", "--steps", 1, "--metrics", "out.txt")
     assert bad.exit_code == 2 and ".jsonl" in bad.output

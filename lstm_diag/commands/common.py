@@ -153,3 +153,23 @@ def load(config, overrides):
     from ..setup.config import load_config
 
     return load_config(config, overrides)[0]
+
+
+def with_flags(cfg, section: str, flags: dict):
+    """CONFIG with the command's flags over its `section:` (flags win over YAML and --set).
+
+    A flag left out (None) keeps the config's value. An invalid value is reported under
+    the flag's name: `--seeds: must be a positive integer, got 0`.
+    """
+    from ..errors import ConfigError
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return cfg.patched({f"{section}.{k}": v for k, v in given.items()})
+    except ConfigError as e:
+        msg = str(e)
+        for key in given:
+            field = f"{section}.{key}:"
+            if msg.startswith(field):
+                raise ConfigError(f"--{key.replace('_', '-')}:{msg[len(field):]}") from None
+        raise

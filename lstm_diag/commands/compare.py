@@ -13,6 +13,7 @@ from .common import (
     set_option,
     stderr_console,
     stdout_console,
+    with_flags,
 )
 
 EPILOG = """\b
@@ -29,33 +30,6 @@ Init specs: SCHEME[:OPTION=VALUE[:OPTION=VALUE]]. Options: forget_bias,
 recurrent_scale (any scheme), t_max (chrono), gain (identity). Flags override
 the compare: section of CONFIG. Details: docs/compare.md.
 """
-
-FLAG_NAMES = {"init": "--init", "seeds": "--seeds", "jobs": "--jobs", "seq_lens": "--seq-lens"}
-FLAG_NAMES |= {"train_steps": "--train-steps", "plots": "--plots"}
-
-
-def _settings(cfg, flags: dict):
-    """The compare: section with the CLI flags over it, validated (errors name the flag)."""
-    from pydantic import ValidationError
-
-    from ..errors import ConfigError
-    from ..setup.config import CompareConfig, format_validation_error
-
-    raw = cfg.compare.model_dump()
-    given = {k: v for k, v in flags.items() if v is not None}
-    raw.update(given)
-    try:
-        return CompareConfig.model_validate(raw)
-    except ValidationError as err:
-        msg = format_validation_error(err)
-        for key, flag in FLAG_NAMES.items():
-            if key in given and msg.startswith((f"compare.{key}:", f"{key}:")):
-                return _raise(ConfigError, flag + ":" + msg.split(":", 1)[1])
-        raise ConfigError(msg) from None
-
-
-def _raise(kind, msg):
-    raise kind(msg) from None
 
 
 class _Progress:
@@ -132,10 +106,10 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
 
     from ..features.compare import compare, plan
 
-    cfg = load(config, overrides)
     flags = {"init": init, "seeds": seeds, "jobs": jobs, "seq_lens": seq_lens}
     flags |= {"train_steps": train_steps, "plots": plots}
-    s = _settings(cfg, flags)
+    cfg = with_flags(load(config, overrides), "compare", flags)
+    s = cfg.compare
     specs, lens = s.init_specs, s.seq_len_list
     runs = plan(cfg, specs, s.seeds, lens)
     progress = _Progress(len(runs))

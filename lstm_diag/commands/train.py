@@ -13,6 +13,7 @@ from .common import (
     set_option,
     stderr_console,
     stdout_console,
+    with_flags,
 )
 
 EPILOG = """\b
@@ -30,35 +31,6 @@ measured so far (exit 130). Details: docs/train.md.
 """
 
 EXIT_INTERRUPTED = 130
-
-
-def _parse_clip_option(ctx, param, value):
-    if value is None:
-        return None
-    from ..core.clipping import parse_clip
-
-    try:
-        parse_clip(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    return value
-
-
-def _with_flags(cfg, flags: dict):
-    """The config with CLI flags over its train: section (flags win over YAML and --set)."""
-    from pydantic import ValidationError
-
-    from ..errors import ConfigError
-    from ..setup.config import Config, format_validation_error
-
-    if not flags:
-        return cfg
-    raw = cfg.model_dump()
-    raw["train"].update(flags)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
 
 
 class _Progress:
@@ -113,7 +85,6 @@ class _Progress:
 @click.option("--lr", type=float, help="Learning rate [train.lr: 0.1].")
 @click.option(
     "--clip",
-    callback=_parse_clip_option,
     metavar="SETTINGS",
     help="Comma-separated clip settings to compare [train.clip: none,norm:1.0,value:0.1,agc:0.01].",
 )
@@ -161,7 +132,7 @@ def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weigh
         "save_weights": save_weights,
         "plots": plots,
     }
-    cfg = _with_flags(load(config, overrides), {k: v for k, v in flags.items() if v is not None})
+    cfg = with_flags(load(config, overrides), "train", flags)
     tc = cfg.train
     labels = [s.label for s in cfg.clip_settings]
     writer = None

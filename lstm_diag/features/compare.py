@@ -81,20 +81,15 @@ class RunPlan:
 
 def run_config(base: Config, spec: InitSpec, seed: int, seq_len: int | None) -> Config:
     """The base config with this run's seed, scheme and options (and sequence length)."""
-    from pydantic import ValidationError
-
     from ..errors import ConfigError
-    from ..setup.config import Config, format_validation_error
 
-    raw = base.model_dump()
-    raw["seed"] = seed
-    raw["model"].update(spec.model_fields())
+    overrides = {"seed": seed, **{f"model.{k}": v for k, v in spec.model_fields().items()}}
     if seq_len is not None:
-        raw["data"]["seq_len"] = seq_len
+        overrides["data.seq_len"] = seq_len
     try:
-        return Config.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(f"init {spec.label!r}: {format_validation_error(err)}") from None
+        return base.patched(overrides)
+    except ConfigError as e:
+        raise ConfigError(f"init {spec.label!r}: {e}") from None
 
 
 def plan(
@@ -194,20 +189,9 @@ def measure(result) -> dict:
 
 def _train_config(cfg: Config, steps: int) -> Config:
     """The run's config set up for features.train: one clip setting (the clipping: section's mode)."""
-    from ..setup.config import Config
-
-    raw = cfg.model_dump()
-    raw["train"].update(
-        {
-            "steps": steps,
-            "clip": cfg.clipping.mode,
-            "log_every": steps,
-            "metrics": None,
-            "plots": None,
-            "save_weights": None,
-        }
-    )
-    return Config.model_validate(raw)
+    train = {"steps": steps, "clip": cfg.clipping.mode, "log_every": steps}
+    train |= {"metrics": None, "plots": None, "save_weights": None}
+    return cfg.patched({f"train.{k}": v for k, v in train.items()})
 
 
 def measure_after_training(problem, steps: int) -> dict:

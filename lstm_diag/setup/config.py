@@ -185,9 +185,12 @@ class Config(_Section):
                     f"model.t_max: chrono init needs t_max > 2; data.seq_len is {d.seq_len}, set t_max"
                 )
         c = self.clipping
-        self._clip_settings = parse_clip(
-            self.train.clip, {"norm": c.max_norm, "value": c.clip_value, "agc": c.clipping}
-        )
+        try:
+            self._clip_settings = parse_clip(
+                self.train.clip, {"norm": c.max_norm, "value": c.clip_value, "agc": c.clipping}
+            )
+        except ValueError as e:  # e.g. 'norm' and 'norm:2' with clipping.max_norm 2
+            raise ValueError(f"train.clip: {e}") from None
         return self
 
     @property
@@ -198,6 +201,24 @@ class Config(_Section):
     def chrono_t_max(self) -> float:
         """Chrono's T_max: model.t_max, else the sequence length."""
         return self.model.t_max if self.model.t_max is not None else float(self.data.seq_len)
+
+    def patched(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with `overrides` applied and validated again, e.g.
+        `config.patched({"train.steps": 5, "seed": 3})`.
+
+        Keys are dotted field paths; values are Python values (not YAML text). A bad
+        value raises `ConfigError` with the field's own message, exactly as in a file:
+        `train.steps: must be a positive integer, got 0`. Paths are kept as given.
+        """
+        if not overrides:
+            return self
+        raw = self.model_dump()
+        for key, value in overrides.items():
+            apply_override(raw, key.split("."), value, what=key)
+        try:
+            return Config.model_validate(raw)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err)) from None
 
 
 def _need(field, got, want, why):
@@ -308,12 +329,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
-def apply_override(raw: dict, keys: list[str], value: Any) -> None:
+def apply_override(raw: dict, keys: list[str], value: Any, what: str | None = None) -> None:
+    """Set raw[k0][k1]...[kn] = value, creating sections; `what` names the override in errors."""
     node = raw
+    what = what or f"--set {'.'.join(keys)}"
     for depth, k in enumerate(keys[:-1]):
         child = node.setdefault(k, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: depth + 1])} is not a section")
+            raise ConfigError(f"{what}: {'.'.join(keys[: depth + 1])} is not a section")
         node = child
     node[keys[-1]] = value
 

@@ -143,14 +143,6 @@ def build(config: Config) -> Problem:
     x, y = make_data(config, data_rng)
     params = make_params(config, init_rng)
     if config.data.task == "file":
-        check_memory(
-            config.model_copy(
-                update={
-                    "data": config.data.model_copy(update={"batch_size": x.shape[0], "seq_len": x.shape[1]})
-                }
-            )
-        )
-        config = config.model_copy(
-            update={"data": config.data.model_copy(update={"batch_size": x.shape[0], "seq_len": x.shape[1]})}
-        )
+        config = config.patched({"data.batch_size": x.shape[0], "data.seq_len": x.shape[1]})
+        check_memory(config)
     return Problem(config=config, spec=spec_of(config), params=params, x=x, y=y)
