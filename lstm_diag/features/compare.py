@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.diagnostics import GATE_NAMES
+from ..core.names import param_name
 from ..core.schemes import InitSpec
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def measure(result) -> dict:
                 "saturation": {g: gates[g]["saturated_low"] + gates[g]["saturated_high"] for g in GATE_NAMES},
                 "forget_mean": float(gates["forget"]["mean"]),
                 "forget_time_constant": float(fl["forget_time_constant"]),
-                "sigma_max": sigma_max(params[f"weight_hh_l{lr.layer}"]),
+                "sigma_max": sigma_max(params[param_name("weight_hh", lr.layer)]),
                 "verdict": ex["verdict"],
                 "flow_source": fl["source"],
                 "grad_c_norm": [float(v) for v in series],

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..core import engine
 from ..core.engine import GATES
+from ..core.names import param_name
 from ..errors import ConfigError
 from ..setup.config import Config
 from ..setup.problem import Problem
@@ -314,9 +315,9 @@ class _Step:
         self.grads = result.bwd.layers[layer]
         self.T, _, self.H = self.cache.tanh_c.shape
         self.I_k = self.cache.x.shape[2]
-        self.W_ih = self.P[f"weight_ih_l{layer}"]  # (4H, I_k)
-        self.W_hh = self.P[f"weight_hh_l{layer}"]  # (4H, H)
-        self.bias = self.P[f"bias_ih_l{layer}"] + self.P[f"bias_hh_l{layer}"]  # (4H,)
+        self.W_ih = self.P[param_name("weight_ih", layer)]  # (4H, I_k)
+        self.W_hh = self.P[param_name("weight_hh", layer)]  # (4H, H)
+        self.bias = self.P[param_name("bias_ih", layer)] + self.P[param_name("bias_hh", layer)]  # (4H,)
         self.top = layer == self.spec.num_layers - 1
 
     # helpers --------------------------------------------------------------
@@ -343,7 +344,7 @@ class _Step:
         """The non-recurrent part of eq. (8) at step tau, (n,): from the head or the layer above."""
         if not self.top:
             above = self.bwd.layers[self.k + 1].dz[tau - 1, self.b]  # (4H',)
-            W_up = self.P[f"weight_ih_l{self.k + 1}"]  # (4H', H)
+            W_up = self.P[param_name("weight_ih", self.k + 1)]  # (4H', H)
             return above @ W_up[:, self.units]  # (4H',) @ (4H', n)
         W_head = self.P["head.weight"][:, self.units]  # (O, n)
         if self.target == "last":
@@ -674,7 +675,7 @@ class _Step:
         dz = self.grads.dz[s]  # (B, 4H)
         x = self.cache.x[s]  # (B, I_k)
         h_prev = self.cache.h[s]  # (B, H)  h_{t-1}
-        names = (f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}")
+        names = (param_name("weight_ih", k), param_name("weight_hh", k), param_name("bias_ih", k))
         dz_r = dz[:, rows]  # (B, n)
         sample = {
             names[0]: np.outer(dz_r[b], x[b, x_cols]),  # eq. (14): δz_t x_tᵀ

@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..core.names import param_name
 from ..features.explain import Contribution, Equation, Explanation, StepView, Toy, sub, sup
 from .text import fmt, table
 
@@ -141,7 +142,7 @@ def contribution_intro(c: Contribution, full: bool = True) -> Text:
 def contribution_tables(c: Contribution, batch_size: int) -> list[Table]:
     """This step's share of ∂L/∂θ at the shown entries (eqs. 14-16), and the totals."""
     k = c.layer
-    ih, hh, bias = f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}"
+    ih, hh, bias = param_name("weight_ih", k), param_name("weight_hh", k), param_name("bias_ih", k)
 
     def grid(title: str, parts: dict) -> Table:
         t = table(Text(title))
@@ -313,7 +314,7 @@ def _tex_block(eqs: list[Equation], symbolic: bool = True) -> str:
 
 def _md_contributions(c: Contribution, batch_size: int, full: bool = True) -> str:
     k = c.layer
-    ih, hh, bias = f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}"
+    ih, hh, bias = param_name("weight_ih", k), param_name("weight_hh", k), param_name("bias_ih", k)
     x = "x" if c.layer == 0 else f"h^{{({c.layer - 1})}}"  # the layer's input x_t
     xs = ", ".join(rf"${x}_{{{c.t}}}[{j}] = {num_tex(v)}$" for j, v in zip(c.x_cols, c.x, strict=True))
     hs = ", ".join(rf"$h_{{{c.t - 1}}}[{v}] = {num_tex(h)}$" for v, h in zip(c.h_cols, c.h_prev, strict=True))
