@@ -19,3 +19,52 @@ class ConfigError(InputError):
 
 class OutputError(InputError):
     """An output path that cannot be written: the message names the path."""
+
+
+PREVIEW_CHARS = 60
+
+
+def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
+    """A value for an error message: its repr, cut to `limit` characters, with its type and
+    length when cut (`'aaaa…' (str of 52428800 characters)`), so that no message grows with
+    the input. Containers are never repr'd whole: their repr is built only up to the limit."""
+    if isinstance(value, (str, bytes)):
+        text = repr(value[: limit + 1])
+        if len(value) <= limit:
+            return text
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{text[:limit]}… ({type(value).__name__} of {len(value)} {unit})"
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        text = _short_repr(value, limit)
+        if len(text) <= limit:
+            return text
+        return f"{text[:limit]}… ({type(value).__name__} of {len(value)} items)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({type(value).__name__}, {len(text)} characters)"
+
+
+def _short_repr(value: object, limit: int, depth: int = 0) -> str:
+    """repr of nested containers, stopping once `limit` characters are produced."""
+    if depth > 8:
+        return "…"
+    if isinstance(value, dict):
+        opening, closing = "{", "}"
+        items = (
+            f"{_short_repr(k, limit, depth + 1)}: {_short_repr(v, limit, depth + 1)}"
+            for k, v in value.items()
+        )
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        opening, closing = {list: "[]", tuple: "()", set: "{}", frozenset: "{}"}.get(type(value), "[]")
+        items = (_short_repr(v, limit, depth + 1) for v in value)
+    elif isinstance(value, (str, bytes)):
+        return repr(value[: limit + 1])
+    else:
+        return repr(value)[: limit + 1]
+    n, parts = 1, []
+    for item in items:
+        parts.append(item)
+        n += len(item) + 2
+        if n > limit:
+            parts.append("…")
+            break
+    return opening + ", ".join(parts) + closing

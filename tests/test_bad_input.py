@@ -173,3 +173,93 @@ def test_single_output_targets_may_omit_the_last_axis(tmp_path):
     assert y.shape == (2, 1)
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 5, 3)), y=np.ones((2, 5)))
     assert load_data(tmp_path / "d.npz", spec, "mse", "all", "float64")[1].shape == (2, 5, 1)
+
+
+# ------------------------------------------------------------------ issue 20: hostile input
+# Each class of hostile input, not only the instances that were reported: bounded before
+# allocation, nothing clobbered, nothing reinterpreted, one exit-code contract.
+
+
+def laughs(levels: int, width: int = 9) -> str:
+    lines = ['l0: &l0 ["lol"]']
+    for k in range(1, levels):
+        lines.append(f"l{k}: &l{k} [" + ",".join([f"*l{k - 1}"] * width) + "]")
+    return "\n".join(lines) + f"\nmodel:\n  init: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (laughs(9), "expands to more than"),  # billion laughs: 9^8 values from 700 bytes
+        (laughs(3, 200), "expands to more than"),  # wide instead of deep
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nest"),  # 5,000 levels: no RecursionError
+        ("a:\n" + "".join("  " * k + f"k{k}:\n" for k in range(1, 80)), "nested more than"),
+        ("compare:\n  init: [" + "a," * 60_000 + "a]\n", "more than 10000 values"),
+        ("x: &a 1\n" + "".join(f"y{k}: *a\n" for k in range(1500)), "more than 1000 aliases"),
+        ("data:\n  seq_len: 5\n  seq_len: 7\n", "duplicate key 'seq_len' on lines 2 and 3"),
+        ("model: {}\ndata: {}\nmodel: {hidden_size: 3}\n", "duplicate key 'model' on lines 1 and 3"),
+        ("seed: 1\n1: 2\nseed: 3\n", "duplicate key 'seed' on lines 1 and 3"),
+        ("seed: !!python/name:os.system\n", "invalid YAML"),
+        ("a: !!binary AAAA\n\x00", "NUL"),
+    ],
+)
+def test_yaml_is_bounded_and_strict(tmp_path, text, needle):
+    p = write(tmp_path, "c.yaml", text)
+    t0 = time.perf_counter()
+    one_error_line(run("analyze", p), "c.yaml", needle)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    p = write(tmp_path, "c.yaml", "base: &b {hidden_size: 3, input_size: 2}\n")
+    from lstm_diag.setup.bounded_yaml import load_yaml
+
+    doc = load_yaml("base: &b {hidden_size: 3, input_size: 2}\nmodel:\n  <<: *b\n  hidden_size: 5\n", str(p))
+    assert doc["model"] == {"hidden_size": 5, "input_size": 2}
+
+
+def test_config_text_is_read_with_a_cap(tmp_path):
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as fh:  # sparse: 5 GB claimed, nothing read
+        fh.truncate(5 * 2**30)
+    one_error_line(run("analyze", big), "big.yaml", "over the 4.0 MB limit; refused unread")
+    one_error_line(run("analyze", "/dev/zero"), "/dev/zero", "limit")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
+    one_error_line(run("analyze", tmp_path / "bin.yaml"), "bin.yaml")
+
+
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        ("x" * 100_000, "str of 100000 characters"),
+        ("[" + ",".join(["1"] * 5000) + "]", "list of 5000 items"),
+        ("{" + ",".join(f"k{i}: 1" for i in range(3000)) + "}", "dict of 3000 items"),
+    ],
+)
+def test_every_message_shows_a_short_preview(value, kind):
+    for key in ("model.init", "model.hidden_size", "data.task", "compare.seq_lens"):
+        line = one_error_line(run("analyze", "--set", f"{key}={value}"), key)
+        assert len(line) < 400, (key, len(line))
+        assert kind in line or "must be" in line, line
+
+
+def test_long_values_in_a_file_show_a_preview(tmp_path):
+    p = write(tmp_path, "c.yaml", "model:\n  init: " + "a" * 3_000_000 + "\n")
+    line = one_error_line(run("analyze", p), "model.init", "str of 3000000 characters")
+    assert len(line) < 400
+
+
+@pytest.mark.parametrize("item", [".=3", "=3", "a..b=1", "model.=1", "3", " .x=1", "a b=1"])
+def test_set_keys_must_be_field_names(item):
+    one_error_line(run("analyze", "--set", item), "--set", "dotted field name")
+
+
+def test_set_values_are_bounded_too():
+    one_error_line(run("analyze", "--set", "model.init=" + laughs(9)), "--set model.init", "refused")
+
+
+@pytest.mark.parametrize("args", [["gradcheck", "--tol"], ["train", "--lr"]])
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_float_flags_reject_nan_and_inf(args, bad):
+    r = run(*args, bad)
+    assert r.exit_code == 2 and "finite" in r.output, r.output

@@ -16,6 +16,36 @@ class Finding(Exception):
     """Raised by a command to exit 1 after its output is complete (--fail-on)."""
 
 
+class FiniteFloat(click.ParamType):
+    """A float option that is a finite number (NaN and inf refused), optionally > or >= a bound.
+
+    Every float flag uses it: a NaN tolerance would fail every check, an infinite learning
+    rate would diverge, and neither is what the user meant."""
+
+    name = "float"
+
+    def __init__(self, minimum: float | None = None, open_min: bool = False):
+        self.minimum, self.open_min = minimum, open_min
+
+    def convert(self, value, param, ctx):
+        import math
+
+        from ..errors import preview
+
+        if isinstance(value, float):
+            v = value
+        else:
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{preview(value)} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"must be a finite number, got {value!r}", param, ctx)
+        if self.minimum is not None and (v <= self.minimum if self.open_min else v < self.minimum):
+            self.fail(f"must be {'>' if self.open_min else '>='} {self.minimum:g}, got {v:g}", param, ctx)
+        return v
+
+
 def config_argument(fn):
     return click.argument("config", required=False, type=click.Path(dir_okay=False))(fn)
 

@@ -6,6 +6,7 @@ import click
 
 from .common import (
     Finding,
+    FiniteFloat,
     config_argument,
     debug_option,
     format_option,
@@ -33,7 +34,7 @@ Examples:
 )
 @click.option(
     "--tol",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(0, open_min=True),
     help="Largest accepted relative error [default: 1e-6 for float64, 1e-3 for float32].",
 )
 @debug_option

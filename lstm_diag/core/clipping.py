@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import preview
+
 NORM_EPS = 1e-6  # torch clip_grad_norm_
 AGC_EPS = 1e-3  # Brock et al.: floor on the parameter norm
 MODES = ("none", "norm", "value", "agc")
@@ -163,16 +165,16 @@ def parse_clip(spec: str | list[str], defaults: dict[str, float] | None = None) 
     for raw in items:
         item = str(raw).strip()
         if not item:
-            raise ValueError(f"empty entry in {spec!r}; {example}")
+            raise ValueError(f"empty entry in {preview(spec)}; {example}")
         mode, sep, value = (s.strip() for s in item.partition(":"))
         mode = mode.lower()
         if mode not in MODES:
-            close = difflib.get_close_matches(mode, MODES, n=1)
+            close = difflib.get_close_matches(mode[:100], MODES, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown clip mode {mode!r}{hint}; one of {', '.join(MODES)}; {example}")
+            raise ValueError(f"unknown clip mode {preview(mode)}{hint}; one of {', '.join(MODES)}; {example}")
         if mode == "none":
             if sep:
-                raise ValueError(f"{item!r}: 'none' takes no threshold")
+                raise ValueError(f"{preview(item)}: 'none' takes no threshold")
             threshold = None
         elif not sep:
             threshold = float(defaults[mode])
@@ -183,9 +185,11 @@ def parse_clip(spec: str | list[str], defaults: dict[str, float] | None = None) 
                 threshold = float("nan")
             if not (math.isfinite(threshold) and threshold > 0):
                 what = THRESHOLD_NAME[mode]
-                raise ValueError(f"{item!r}: the {what} after ':' must be a positive number, got {value!r}")
+                raise ValueError(
+                    f"{preview(item)}: the {what} after ':' must be a positive number, got {preview(value)}"
+                )
         s = ClipSetting(mode, threshold)
         if s in settings:
-            raise ValueError(f"{s.label!r} is listed twice")
+            raise ValueError(f"{preview(s.label)} is listed twice")
         settings.append(s)
     return settings

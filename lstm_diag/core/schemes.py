@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import preview
 from .engine import Spec
 
 
@@ -255,13 +256,13 @@ def _option_value(item: str, key: str, text: str) -> float:
     except ValueError:
         v = math.nan
     if not math.isfinite(v):
-        raise ValueError(f"{item!r}: {key} must be a finite number, got {text!r}")
+        raise ValueError(f"{preview(item)}: {key} must be a finite number, got {preview(text)}")
     if key == "t_max" and v <= 2:
         raise ValueError(
-            f"{item!r}: t_max must be > 2 (chrono draws b_f from log U[1, t_max - 1]), got {v:g}"
+            f"{preview(item)}: t_max must be > 2 (chrono draws b_f from log U[1, t_max - 1]), got {v:g}"
         )
     if key == "recurrent_scale" and v <= 0:
-        raise ValueError(f"{item!r}: recurrent_scale must be positive, got {v:g}")
+        raise ValueError(f"{preview(item)}: recurrent_scale must be positive, got {v:g}")
     return v
 
 
@@ -270,34 +271,35 @@ def parse_init_spec(item: str) -> InitSpec:
     item = item.strip()
     scheme, *parts = (p.strip() for p in item.split(":"))
     if not scheme:
-        raise ValueError(f"{item!r}: no scheme name; {SPEC_EXAMPLE}")
+        raise ValueError(f"{preview(item)}: no scheme name; {SPEC_EXAMPLE}")
     if scheme not in SCHEMES:
         if "=" in scheme:
             raise ValueError(
-                f"{item!r}: options follow a scheme and ':', e.g. xavier_uniform:forget_bias=1"
+                f"{preview(item)}: options follow a scheme and ':', e.g. xavier_uniform:forget_bias=1"
                 "; several options are separated by ':' (chrono:t_max=500:recurrent_scale=0.9)"
             )
-        close = difflib.get_close_matches(scheme, list(SCHEMES), n=1)
+        close = difflib.get_close_matches(scheme[:100], list(SCHEMES), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown init scheme {scheme!r}{hint}; one of {', '.join(SCHEMES)}")
+        raise ValueError(f"unknown init scheme {preview(scheme)}{hint}; one of {', '.join(SCHEMES)}")
     valid = _valid_options(scheme)
     options: list[tuple[str, float]] = []
     for part in parts:
         key, sep, text = (s.strip() for s in part.partition("="))
         if not sep or not key:
             raise ValueError(
-                f"{item!r}: expected option=value after ':', got {part!r}; {scheme} takes {', '.join(valid)}"
+                f"{preview(item)}: expected option=value after ':', got {preview(part)}; "
+                f"{scheme} takes {', '.join(valid)}"
             )
         if key not in valid:
             only = OPTIONS.get(key, ())
             if only:
                 why = f"{key} applies to {', '.join(only)} only"
             else:
-                close = difflib.get_close_matches(key, valid, n=1)
-                why = f"unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-            raise ValueError(f"{item!r}: {why}; {scheme} takes {', '.join(valid)}")
+                close = difflib.get_close_matches(key[:100], valid, n=1)
+                why = f"unknown option {preview(key)}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            raise ValueError(f"{preview(item)}: {why}; {scheme} takes {', '.join(valid)}")
         if any(k == key for k, _ in options):
-            raise ValueError(f"{item!r}: {key} is given twice")
+            raise ValueError(f"{preview(item)}: {key} is given twice")
         options.append((key, _option_value(item, key, text)))
     return InitSpec(scheme, tuple(options))
 
@@ -310,10 +312,10 @@ def parse_init_specs(specs: str | Sequence[str]) -> list[InitSpec]:
     out: list[InitSpec] = []
     for item in items:
         if not item.strip():
-            raise ValueError(f"empty entry in {','.join(items)!r}; {SPEC_EXAMPLE}")
+            raise ValueError(f"empty entry in {preview(','.join(items))}; {SPEC_EXAMPLE}")
         spec = parse_init_spec(item)
         same = next((s for s in out if s.scheme == spec.scheme and set(s.options) == set(spec.options)), None)
         if same is not None:
-            raise ValueError(f"{spec.label!r} is listed twice")
+            raise ValueError(f"{preview(spec.label)} is listed twice")
         out.append(spec)
     return out

@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ..core.clipping import ClipSetting, parse_clip
 from ..core.schemes import SCHEMES, InitSpec, parse_init_specs
-from ..errors import ConfigError
+from ..errors import ConfigError, preview
+from .bounded_yaml import load_yaml, read_text_capped
 
 
 class _Section(BaseModel):
@@ -223,13 +223,13 @@ class Config(_Section):
 
 def _need(field, got, want, why):
     if got != want:
-        raise ValueError(f"{field}: must be {want!r} ({why}), got {got!r}")
+        raise ValueError(f"{field}: must be {want!r} ({why}), got {preview(got)}")
 
 
 def _choice_message(field, got, choices):
-    close = difflib.get_close_matches(str(got), list(choices), n=1)
+    close = difflib.get_close_matches(str(got)[:100], list(choices), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"model.{field}: unknown scheme {got!r}{hint}; one of {', '.join(choices)}"
+    return f"model.{field}: unknown scheme {preview(got)}{hint}; one of {', '.join(choices)}"
 
 
 def parse_seq_lens(value: int | str | Sequence[int]) -> list[int]:
@@ -247,10 +247,12 @@ def parse_seq_lens(value: int | str | Sequence[int]) -> list[int]:
         except (TypeError, ValueError):
             n = math.nan
         if isinstance(n, float) or n <= 0:
-            raise ValueError(f"each sequence length must be a positive integer, got {v!r}; e.g. 50,200,1000")
+            raise ValueError(
+                f"each sequence length must be a positive integer, got {preview(v)}; e.g. 50,200,1000"
+            )
         out.append(n)
     if len(set(out)) != len(out):
-        raise ValueError(f"a sequence length is listed twice in {value!r}")
+        raise ValueError(f"a sequence length is listed twice in {preview(value)}")
     return sorted(out)
 
 
@@ -267,26 +269,10 @@ PATH_FIELDS = (
 # ---------------------------------------------------------------------------- loading
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading 1e-3 as a float as YAML 1.2 does (1.1 needs 1.0e-3)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(text: str):
-    return yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
+def yaml_load(text: str, source: str = "YAML"):
+    """YAML through the one bounded loader (setup/bounded_yaml.py): no objects, no duplicate
+    keys, nesting, aliases and expanded size bounded."""
+    return load_yaml(text, source)
 
 
 def default_config_path() -> Path:
@@ -294,22 +280,8 @@ def default_config_path() -> Path:
 
 
 def read_yaml(path: Path) -> dict:
-    """Parse a YAML file safely; syntax errors name the line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__})") from None
-    try:
-        raw = yaml_load(text)
-    except ValueError as e:  # a scalar the resolver took for a number but is not one
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    """Parse a YAML config file safely and within bounds; errors name the line and column."""
+    raw = load_yaml(read_text_capped(path), str(path))
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -317,16 +289,26 @@ def read_yaml(path: Path) -> dict:
     return raw
 
 
+KEY_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b=value` -> (["a", "b"], value); the value is read as YAML (1e-3, true, null)."""
     key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.hidden_size=64")
+    keys = key.strip().split(".")
+    if not sep or not all(KEY_PART.fullmatch(k) for k in keys):
+        raise ConfigError(
+            f"--set {preview(item)}: expected KEY=VALUE with KEY a dotted field name, "
+            "e.g. model.hidden_size=64"
+        )
+    source = f"--set {'.'.join(keys)}"
     try:
-        parsed = yaml_load(value) if value.strip() else ""
-    except (yaml.YAMLError, ValueError):
+        parsed = yaml_load(value, source) if value.strip() else ""
+    except ConfigError as e:
+        if "refused" in str(e) or "duplicate key" in str(e):
+            raise  # a bound: never fall back to the raw text
         parsed = value
-    return key.strip().split("."), parsed
+    return keys, parsed
 
 
 def apply_override(raw: dict, keys: list[str], value: Any, what: str | None = None) -> None:
@@ -361,19 +343,25 @@ def format_validation_error(err: ValidationError) -> str:
         model = Config
         for part in parent.split(".") if parent else []:
             model = model.model_fields[part].annotation
-        close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+        close = difflib.get_close_matches(key[:100], list(model.model_fields), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         known = ", ".join(model.model_fields)
-        return f"{loc}: unknown key{hint}; known keys here: {known}"
+        return f"{preview_loc(loc)}: unknown key{hint}; known keys here: {known}"
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     if kind == "greater_than" and e.get("ctx", {}).get("gt") == 0 and isinstance(got, int):
-        return f"{loc}: must be a positive integer, got {got!r}"
+        return f"{loc}: must be a positive integer, got {preview(got)}"
     if kind == "model_type":
-        return f"{loc}: must be a section (a mapping), got {got!r}"
+        return f"{loc}: must be a section (a mapping), got {preview(got)}"
     msg = msg.replace("Input should be", "must be")
     msg = msg.split(", got ")[0]  # we say what we got ourselves
-    return f"{loc}: {msg[0].lower()}{msg[1:]}, got {got!r}"
+    msg = preview(msg, 200)[1:-1] if len(msg) > 200 else msg
+    return f"{loc}: {msg[0].lower()}{msg[1:]}, got {preview(got)} ({type(got).__name__})"
+
+
+def preview_loc(loc: str) -> str:
+    """A field path for a message; an unknown key may be any text, so it is cut too."""
+    return loc if len(loc) <= 80 and loc.isprintable() else preview(loc)
 
 
 def load_config(
