@@ -83,7 +83,7 @@ class _Progress:
     type=click.Choice(["sgd", "momentum", "adam"]),
     help="sgd, momentum (SGD, train.momentum 0.9) or adam [train.optimizer: sgd].",
 )
-@click.option("--lr", type=FiniteFloat(0, open_min=True), help="Learning rate [train.lr: 0.1].")
+@click.option("--lr", type=FiniteFloat(), help="Learning rate [train.lr: 0.1].")
 @click.option(
     "--clip",
     metavar="SETTINGS",
