@@ -12,6 +12,7 @@ from . import __version__
 from .commands.analyze import analyze_cmd
 from .commands.codes import codes_cmd
 from .commands.compare import compare_cmd
+from .commands.convert import convert_cmd
 from .commands.explain import explain_cmd
 from .commands.gradcheck import gradcheck_cmd
 from .commands.plot import plot_cmd
@@ -39,6 +40,7 @@ def main() -> None:
       lstm-diag compare cfg.yaml --init pytorch,keras,chrono --seeds 5
       lstm-diag train configs/adding.yaml --clip none,norm:1.0
       lstm-diag explain --toy                    # the equations with real numbers
+      lstm-diag convert model.keras --to model.safetensors  # Keras/ONNX -> nn.LSTM names
 
     \b
     Exit codes: 0 ok, 1 a --fail-on finding or a failed check, 2 bad usage or
@@ -55,5 +57,6 @@ for command in (
     train_cmd,
     explain_cmd,
     codes_cmd,
+    convert_cmd,
 ):
     main.add_command(command)

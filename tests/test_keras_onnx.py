@@ -263,3 +263,68 @@ def test_read_by_content_whatever_the_name(case, fname, tmp_path):
         assert sorted(loaded.arrays) == sorted(expected.arrays)
         assert loaded.meta["source layout"] == expected.source
     assert loaded.note is not None and "weights.bin" in loaded.note
+
+
+# ----------------------------------------------------------------------------- convert -> a real nn.LSTM
+
+
+def _torch_model(torch, sd: dict, prefix: str = "lstm."):
+    """nn.Embedding? -> nn.LSTM(batch_first) -> nn.Linear, shaped from the converted arrays."""
+    w = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    L = sum(1 for k in w if k.startswith("weight_ih_l") and not k.endswith("_reverse"))
+    bidirectional = "weight_ih_l0_reverse" in w
+    I, H = w["weight_ih_l0"].shape[1], w["weight_hh_l0"].shape[1]
+    model = torch.nn.Module()
+    model.lstm = torch.nn.LSTM(I, H, num_layers=L, batch_first=True, bidirectional=bidirectional)
+    model.head = torch.nn.Linear(*sd["head.weight"].shape[::-1])
+    if "embedding.weight" in sd:
+        model.embedding = torch.nn.Embedding(*sd["embedding.weight"].shape)
+    return model.double()
+
+
+@pytest.mark.parametrize("case,fname", KERAS + ONNX)
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_convert_loads_into_nn_lstm_and_computes_the_models_outputs(case, fname, suffix, tmp_path):
+    torch = pytest.importorskip("torch", reason="the converted file is loaded into a real nn.LSTM")
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors", reason="writing .safetensors needs the safetensors package")
+    convert(case, fname)  # skips without h5py/onnx
+    from click.testing import CliRunner
+
+    from lstm_diag.cli import main
+    from lstm_diag.formats.sniff import read_arrays
+
+    out = tmp_path / f"converted{suffix}"
+    result = CliRunner().invoke(main, ["convert", str(HERE / case / fname), "--to", str(out)])
+    assert result.exit_code == 0, result.output
+    sd = {k: np.asarray(v) for k, v in read_arrays(out).arrays.items()}
+    model = _torch_model(torch, sd)
+    model.load_state_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in sd.items()}, strict=True)
+    data, _ = load(case)
+    target = convert(case, fname).target or "last"
+    with torch.no_grad():
+        if "tokens" in data:
+            x = model.embedding(torch.tensor(data["tokens"]))
+        else:
+            x = torch.tensor(data["x"], dtype=torch.float64)
+        y, _ = model.lstm(x)
+        logits = model.head(y[:, -1] if target == "last" else y).numpy()
+    tol = 1e-5 if data["logits"].dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(logits, data["logits"], rtol=0, atol=tol)
+
+
+def test_convert_refuses_what_it_cannot_write(tmp_path):
+    pytest.importorskip("h5py", reason="Keras files need h5py (extra 'keras')")
+    from click.testing import CliRunner
+
+    from lstm_diag.cli import main
+
+    src = HERE / "keras_stack" / "model.keras"
+    r = CliRunner().invoke(main, ["convert", str(src), "--to", str(tmp_path / "x.pt")])
+    assert r.exit_code == 2 and "must end in .npz or .safetensors" in r.output
+    copy = tmp_path / "m.npz"
+    copy.write_bytes((HERE / "onnx_torch_stack" / "model.onnx").read_bytes())
+    pytest.importorskip("onnx", reason="ONNX files need the onnx package (extra 'onnx')")
+    r = CliRunner().invoke(main, ["convert", str(copy), "--to", str(copy)])
+    assert r.exit_code == 2 and "is the input file" in r.output
+    assert copy.read_bytes() == (HERE / "onnx_torch_stack" / "model.onnx").read_bytes()
