@@ -71,7 +71,7 @@ def test_missing_weight_file_and_missing_arrays(tmp_path):
     np.savez(tmp_path / "w.npz", **arrays)
     cfg = write(tmp_path, "c.yaml", (CASE / "config.yaml").read_text().replace("weights.npz", "w.npz"))
     cfg.write_text(cfg.read_text().replace("data.npz", str(CASE / "data.npz")))
-    one_error_line(run("analyze", cfg), "w.npz: missing bias_hh_l0")
+    one_error_line(run("analyze", cfg), "w.npz: missing lstm.bias_hh_l0 (nn.LSTM(3, 4) has it)")
 
 
 def test_pickled_weights_are_refused(tmp_path):
@@ -85,9 +85,9 @@ def test_pickled_weights_are_refused(tmp_path):
 
 def test_single_npy_and_garbage_are_refused(tmp_path):
     np.save(tmp_path / "w.npy", np.zeros(3))
-    one_error_line(run("analyze", "--set", f"model.weights={tmp_path / 'w.npy'}"), "not a single .npy")
+    one_error_line(run("analyze", "--set", f"model.weights={tmp_path / 'w.npy'}"), "a single .npy array")
     (tmp_path / "g.npz").write_bytes(b"PK\x03\x04garbage")
-    one_error_line(run("analyze", "--set", f"model.weights={tmp_path / 'g.npz'}"), "not a valid weights .npz")
+    one_error_line(run("analyze", "--set", f"model.weights={tmp_path / 'g.npz'}"), "damaged or truncated zip")
 
 
 def test_data_file_problems(tmp_path):

@@ -7,6 +7,8 @@ import yaml
 
 from lstm_diag.errors import ConfigError
 from lstm_diag.setup.config import default_config_path, load_config
+from lstm_diag.setup.outputs import save_weights
+from lstm_diag.setup.problem import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,9 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch)
     sub.mkdir()
     p = sub / "c.yaml"
     p.write_text("model: {weights: w.npz}\ndata: {task: file, path: ../d/data.npz}\n")
+    params = build(load_config(None)[0]).params  # real weight files: their sizes are read
+    save_weights(sub / "w.npz", params)
+    save_weights(tmp_path / "other.npz", params)
     monkeypatch.chdir(tmp_path)
     cfg, _ = load_config(p)
     assert cfg.model.weights == str(sub / "w.npz")

@@ -180,9 +180,17 @@ def stderr_console():
 
 
 def load(config, overrides):
+    """The validated config; notes about its weights file (format, unused arrays) on stderr."""
     from ..setup.config import load_config
 
-    return load_config(config, overrides)[0]
+    cfg = load_config(config, overrides)[0]
+    m = cfg.model
+    if m.weights is not None:
+        from ..setup.weights import SELECTORS, notes
+
+        for line in notes(m.weights, **{k: getattr(m, k) for k in SELECTORS}):
+            click.echo(f"note: {one_line(line)}", err=True)
+    return cfg
 
 
 def with_flags(cfg, section: str, flags: dict):

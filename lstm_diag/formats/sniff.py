@@ -39,6 +39,7 @@ NAMES = {
     "onnx": "ONNX model",
     "pickle": "Python pickle",
     "zip": "zip archive",
+    "bad-zip": "damaged zip archive",
     "text": "text file",
     "empty": "empty file",
     "unknown": "file of unknown format",
@@ -105,7 +106,7 @@ def _zip_kind(p: Path) -> str:
         with zipfile.ZipFile(p) as zf:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError):
-        return "zip"
+        return "bad-zip"
     if is_torchscript(names):
         return "torchscript"
     if find_prefix(names) is not None:
@@ -176,6 +177,8 @@ def refusal(p: Path, kind: str, what: str) -> str:
         return f"{p}: a text file, not a {what} file{hint}"
     if kind == "empty":
         return f"{p}: the file is empty"
+    if kind == "bad-zip":
+        return f"{p}: a damaged or truncated zip archive (the container of .pt, .npz, .keras files)"
     if kind == "zip":
         return f"{p}: a zip archive that is neither a torch.save file, an .npz nor a .keras file"
     return (

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from ..core.clipping import ClipSetting, parse_clip
 from ..core.schemes import SCHEMES, InitSpec, parse_init_specs
 from ..errors import ConfigError, preview
+from . import weights as weights_mod
 from .bounded_yaml import load_yaml, read_text_capped
 
 
@@ -36,11 +37,18 @@ class ModelConfig(_Section):
     gain: float = 1.0
     recurrent_scale: float = 1.0
     weights: str | None = None
+    weights_key: str | None = None  # the checkpoint section holding the state dict ("model")
+    lstm: str | None = None  # which LSTM in the weights file (a prefix: "encoder.rnn")
+    head: str | None = None  # which linear layer is the head ("fc", "decoder")
+    embedding: str | None = None  # which matrix is the embedding ("embed")
 
     @model_validator(mode="after")
     def _known_scheme(self):
         if self.init not in SCHEMES:
             raise ValueError(_choice_message("init", self.init, SCHEMES))
+        for name in ("weights_key", "lstm", "head", "embedding"):
+            if getattr(self, name) is not None and self.weights is None:
+                raise ValueError(f"model.{name}: picks arrays in a weights file; set model.weights too")
         return self
 
 
@@ -215,6 +223,9 @@ class Config(_Section):
         raw = self.model_dump()
         for key, value in overrides.items():
             apply_override(raw, key.split("."), value, what=key)
+        picks = {k.split(".", 1)[1] for k in overrides if k.startswith("model.")}
+        if picks & {"weights", *weights_mod.SELECTORS}:  # another weights file: its sizes
+            _fill_from_weights(raw, picks)
         try:
             return Config.model_validate(raw)
         except ValidationError as err:
@@ -383,13 +394,46 @@ def load_config(
         origin = Path(source)
         raw = read_yaml(origin)
         _resolve_paths(raw, origin.resolve().parent)
+    # model fields the user gave (not the built-in default's): they must agree with weights
+    given = set(raw["model"]) if source is not None and isinstance(raw.get("model"), dict) else set()
     for item in overrides:
-        apply_override(raw, *parse_override(item))
+        keys, value = parse_override(item)
+        apply_override(raw, keys, value)
+        if len(keys) == 2 and keys[0] == "model":
+            given.add(keys[1])
     _resolve_paths(raw, Path.cwd())
+    _fill_from_weights(raw, given)
     try:
         return Config.model_validate(raw), origin
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+
+
+def _fill_from_weights(raw: dict, given: set[str]) -> None:
+    """With model.weights, the sizes come from the arrays: a size the config gives must
+    agree (else ConfigError naming both values); the others are filled in."""
+    m = raw.get("model")
+    if not isinstance(m, dict) or not isinstance(m.get("weights"), str):
+        return
+    selection = {k: m.get(k) for k in weights_mod.SELECTORS if isinstance(m.get(k), str)}
+    _, found = weights_mod.find_model(m["weights"], **selection)
+    problem = weights_mod.unsupported_layout(found)
+    if problem:
+        raise ConfigError(f"model.weights: {problem}")
+    loss = raw.get("loss")
+    if not (isinstance(loss, dict) and loss.get("type") == "upstream"):
+        found.need_head()  # the losses need the model's linear head
+    name = Path(m["weights"]).name
+    for key, value in weights_mod.model_fields(found).items():
+        if key not in ModelConfig.model_fields:
+            continue
+        if key in given and m.get(key) != value and type(m.get(key)) is type(value):
+            raise ConfigError(
+                f"model.{key}: the config says {m[key]}, but the weights in {name} have {value} "
+                f"({found.lstm.describe()}); remove model.{key} or fix it"
+            )
+        if key not in given:
+            m[key] = value
 
 
 def _deep_copy(m: Mapping) -> dict:

@@ -1,18 +1,31 @@
 """Weight files -> parameters in the engine's layout, checked against the model.
 
-Loading checks once, at the border, and raises `InputError` naming the file and
-the array, e.g. `weights.npz: weight_hh_l0 has shape (64, 8), expected (128, 32)`.
+Any file `formats.sniff.read_arrays` reads (PyTorch torch.save, safetensors, npz, ...);
+the model in it is found by `setup.discover` (names and shapes only), and only the
+arrays the model needs are read. Errors are one line naming the file and the array,
+e.g. `weights.npz: lstm.weight_hh_l0 has shape (64, 8), expected (128, 32)`.
+
+`model_fields` gives the config the sizes the arrays determine (input_size,
+hidden_size, num_layers, output_size, and the layout: proj_size, bidirectional, bias);
+`unsupported_layout` is the one place that knows which layouts the engine runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..core.engine import Spec
 from ..errors import InputError
-from ..formats.npz import read_npz
+from ..formats.loaded import LoadedFile
+from ..formats.sniff import read_arrays
+from .discover import FoundModel, discover
+
+SELECTORS = ("weights_key", "lstm", "head", "embedding")  # config fields that pick arrays
+LAYOUT_DEFAULTS = {"proj_size": 0, "bidirectional": False, "bias": True}  # nn.LSTM's defaults
 
 
 def check_numeric(a: np.ndarray, p: Path, name: str, what: str = "a numeric array") -> None:
@@ -20,39 +33,92 @@ def check_numeric(a: np.ndarray, p: Path, name: str, what: str = "a numeric arra
         raise InputError(f"{p}: {name} has dtype {a.dtype}, expected {what}")
 
 
-def _match_names(found: list[str], expected: list[str], path: Path) -> dict[str, str]:
-    """Map expected PyTorch names to keys in the file, allowing a common prefix (`lstm.`)."""
-    mapping, used = {}, set()
-    for name in expected:
-        hits = [k for k in found if k == name or k.endswith("." + name)]
-        if len(hits) > 1:
-            raise InputError(f"{path}: {name} matches several arrays: {', '.join(sorted(hits))}")
-        if hits:
-            mapping[name] = hits[0]
-            used.add(hits[0])
-    missing = [n for n in expected if n not in mapping]
-    extra = [k for k in found if k not in used]
-    if missing:
-        raise InputError(
-            f"{path}: missing {', '.join(missing)} (the config's model needs "
-            f"{len(expected)} arrays: {', '.join(expected)})"
-        )
-    if extra:
-        raise InputError(f"{path}: unexpected arrays {', '.join(extra)} for this model")
-    return mapping
+def find_model(path: str | Path, **selection: str | None) -> tuple[LoadedFile, FoundModel]:
+    """Read a weights file's names and shapes and find the model in it (no array data read).
+
+    selection: weights_key, lstm, head, embedding (the config fields of the same names).
+    """
+    loaded = read_arrays(path, "weights")
+    found = discover(
+        loaded.shapes(),
+        sections=loaded.sections,
+        source=str(loaded.path),
+        **{k: v for k, v in selection.items() if k in SELECTORS},
+    )
+    return loaded, found
 
 
-def load_weights(path: str | Path, spec: Spec, dtype: str) -> dict[str, np.ndarray]:
-    """Weights under PyTorch names (`lstm.weight_ih_l0` or `weight_ih_l0`, `head.weight`)."""
-    p = Path(path)
-    arrays = read_npz(p, "weights")
-    shapes = spec.param_shapes()
-    mapping = _match_names(list(arrays), list(shapes), p)
+def model_fields(found: FoundModel) -> dict[str, Any]:
+    """The model.* config values the arrays determine."""
+    lstm = found.lstm
+    fields: dict[str, Any] = {
+        "input_size": lstm.input_size,
+        "hidden_size": lstm.hidden_size,
+        "num_layers": lstm.num_layers,
+        "proj_size": lstm.proj_size,
+        "bidirectional": lstm.bidirectional,
+        "bias": lstm.bias,
+    }
+    if found.head is not None:
+        fields["output_size"] = found.head.out_features
+    return fields
+
+
+def unsupported_layout(found: FoundModel) -> str | None:
+    """What the engine cannot run yet in this model, or None.
+
+    The engine's `Spec` has a field for each layout option it supports (proj_size,
+    bidirectional, bias); a non-default value without its field cannot be run.
+    """
+    known = {f.name for f in dataclasses.fields(Spec)}
+    got = model_fields(found)
+    missing = [f"{k}={got[k]}" for k, d in LAYOUT_DEFAULTS.items() if k not in known and got[k] != d]
+    if not missing:
+        return None
+    return (
+        f"{found.source} holds {found.lstm.describe()}; this version of lstm-diag analyses "
+        f"unidirectional LSTMs with biases and no projection, not {', '.join(missing)}"
+    )
+
+
+def load_weights(path: str | Path, spec: Spec, dtype: str, **selection: str | None) -> dict[str, np.ndarray]:
+    """The engine's parameters (`weight_ih_l0`..., `head.weight`, `head.bias`) from a
+    weights file, in `dtype`, checked against `spec`; other arrays are not read."""
+    loaded, found = find_model(path, **selection)
+    p = loaded.path
+    problem = unsupported_layout(found)
+    if problem:
+        raise InputError(problem)
+    names = found.param_names(with_head=True)
     params = {}
-    for name, shape in shapes.items():
-        a = arrays[mapping[name]]
-        if a.shape != shape:
-            raise InputError(f"{p}: {mapping[name]} has shape {a.shape}, expected {shape} from the config")
-        check_numeric(a, p, mapping[name], "a float array")
-        params[name] = np.ascontiguousarray(a, dtype=dtype)
+    for name, shape in spec.param_shapes().items():
+        if name not in names:
+            raise InputError(f"{p}: the model needs {name}, which {found.lstm.describe()} in the file lacks")
+        stored = names[name]
+        info = loaded.info[stored]
+        if info.shape != shape:
+            raise InputError(f"{p}: {stored} has shape {info.shape}, expected {shape} from the config")
+        params[name] = _cast(loaded.arrays[stored], p, stored, dtype)
     return params
+
+
+def _cast(a: np.ndarray, p: Path, name: str, dtype: str) -> np.ndarray:
+    """A writeable copy in the model's dtype; values that overflow it are refused."""
+    if not np.issubdtype(a.dtype, np.floating):
+        raise InputError(f"{p}: {name} has dtype {a.dtype}, expected a float array")
+    out = np.array(a, dtype=dtype, order="C", copy=True)
+    if np.dtype(dtype).itemsize < a.dtype.itemsize and np.isinf(out).any() and not np.isinf(a).any():
+        big = float(np.abs(a).max())
+        raise InputError(f"{p}: {name} holds {big:.3g}, which overflows {dtype}; use dtype: float64")
+    return out
+
+
+def notes(path: str | Path, **selection: str | None) -> list[str]:
+    """Lines for stderr about a weights file: a content/extension mismatch and what is unused."""
+    loaded, found = find_model(path, **selection)
+    out = [loaded.note] if loaded.note else []
+    lines = [f"{n} ({why})" if c == 1 else f"{n} ({c} arrays: {why})" for n, c, why in found.unused_groups()]
+    if lines:
+        shown = "; ".join(lines[:4]) + (f"; and {len(lines) - 4} more" if len(lines) > 4 else "")
+        out.append(f"{loaded.path.name}: unused: {shown} (details: lstm-diag inspect {loaded.path.name})")
+    return out
