@@ -262,3 +262,72 @@ def test_dynamics_is_skipped_when_it_would_exceed_the_memory_budget():
     doc = analyze(None, ["diagnostics.memory=full", "diagnostics.memory_budget_mb=0.5"]).to_dict()
     assert doc["memory"]["mode"] == "full"
     assert not doc["dynamics"]["computed"] and "memory_budget_mb" in doc["dynamics"]["reason"]
+
+
+def _gates(T, B, H, dtype, seed=0):
+    """Activations as the engine makes them (sigmoid i, f, o; tanh g), with forget values on
+    and next to histogram edges."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(T, B, 4 * H)) * 2
+    z[:, :, H : 2 * H] += 2.0
+    a = 1 / (1 + np.exp(-z))
+    a[:, :, 2 * H : 3 * H] = np.tanh(z[:, :, 2 * H : 3 * H])
+    edges = np.linspace(0, 1, 51)
+    f = a[:, :, H : 2 * H].reshape(-1)
+    picks = np.concatenate([edges, np.nextafter(edges, 2), np.nextafter(edges, -1)]).clip(0, 1)
+    f[: min(f.size, picks.size)] = picks[: f.size]
+    return a.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("chunk", [1 << 15, 100])  # one chunk per step; chunks that split steps
+def test_streaming_gate_statistics_equal_a_float64_reference(dtype, chunk, monkeypatch):
+    """Counts and histogram exactly; mean, std, mean ln f to 1e-13 of a float64 two-pass
+    reference (in float32 too: deviations are taken in float64)."""
+    from lstm_diag import diagnostics
+
+    monkeypatch.setattr(diagnostics, "STREAM_CHUNK", chunk)
+    T, B, H = 37, 5, 7
+    g = _gates(T, B, H, dtype)
+    acc = GateAccumulator(H, 0.1)
+    acc.add(g[:20])
+    acc.add(g[20:])
+    r = acc.result()
+    a = g.astype(np.float64).reshape(T, B, 4, H)
+    lo = np.array([0.1, 0.1, -0.8, 0.1])[None, None, :, None].astype(dtype)
+    hi = np.array([0.9, 0.9, 0.8, 0.9])[None, None, :, None].astype(dtype)
+    low, high = g.reshape(T, B, 4, H) < lo, g.reshape(T, B, 4, H) > hi
+    for j, name in enumerate(GATES):
+        v = a[:, :, j]
+        np.testing.assert_allclose(r[name]["mean"], v.mean(), rtol=1e-13)
+        np.testing.assert_allclose(r[name]["std"], v.std(), rtol=1e-13)
+        assert r[name]["saturation_over_time"] == ((low | high)[:, :, j].sum(axis=(1, 2)) / (B * H)).tolist()
+        assert r[name]["unit_saturated_low"] == (low[:, :, j].sum(axis=(0, 1)) / (T * B)).tolist()
+        assert r[name]["unit_saturated_high"] == (high[:, :, j].sum(axis=(0, 1)) / (T * B)).tolist()
+    f = g.reshape(T, B, 4, H)[:, :, 1]
+    assert acc.forget_histogram()["counts"] == np.histogram(f, np.linspace(0, 1, 51))[0].tolist()
+    np.testing.assert_allclose(acc.forget_log_mean(), np.log(a[:, :, 1]).mean(), rtol=1e-13)
+
+
+def test_forget_histogram_leaves_nan_out_like_numpy():
+    g = _gates(6, 3, 4, np.float32)
+    g[2, 1, 5] = np.nan  # a forget-gate entry
+    acc = GateAccumulator(4, 0.1)
+    acc.add(g)
+    f = g.reshape(6, 3, 4, 4)[:, :, 1]
+    assert acc.forget_histogram()["counts"] == np.histogram(f, np.linspace(0, 1, 51))[0].tolist()
+    assert np.isnan(acc.forget_log_mean())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_streaming_gradient_norms_equal_float64_einsum(dtype, monkeypatch):
+    from lstm_diag import diagnostics
+
+    monkeypatch.setattr(diagnostics, "STREAM_CHUNK", 64)
+    dz = np.random.default_rng(3).normal(size=(9, 4, 4 * 6)).astype(dtype)
+    d = dz.astype(np.float64)
+    ref_z = np.sqrt(np.einsum("tbgh,tbgh->tg", d.reshape(9, 4, 4, 6), d.reshape(9, 4, 4, 6)))
+    np.testing.assert_allclose(diagnostics.gate_grad_norms(dz), ref_z, rtol=1e-14)
+    ref_c = np.sqrt(np.einsum("tbh,tbh->t", d[:, :, :6], d[:, :, :6]))
+    np.testing.assert_allclose(diagnostics.frob_over_time(dz[:, :, :6]), ref_c, rtol=1e-14)
+    assert diagnostics.count_abs_above(dz, 1.0) == int(np.count_nonzero(np.abs(dz) > 1.0))

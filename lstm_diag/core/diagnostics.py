@@ -21,6 +21,15 @@ GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 
 # ------------------------------------------------------------------- gate statistics
 
+# Streaming passes work on chunks of whole steps of about this many elements, so that a
+# chunk and its float64 working copy stay in the core's L2 cache (docs/performance.md).
+STREAM_CHUNK = 1 << 15
+_HIST_BINS = 50  # forget-gate histogram: 50 equal bins on [0, 1]
+
+
+def _rows_per_chunk(n_rows: int, row: int) -> int:
+    return max(1, min(n_rows, STREAM_CHUNK // max(row, 1)))
+
 
 @dataclass
 class GateAccumulator:
@@ -28,6 +37,13 @@ class GateAccumulator:
 
     `add` takes a segment of activations (T_s, B, 4H) in gate order i, f, g, o; the
     candidate g is mapped to (g + 1) / 2 before applying the saturation threshold.
+
+    One streaming pass per segment, a chunk of steps at a time (`STREAM_CHUNK` elements,
+    cache-resident): each chunk is widened into one reused float64 buffer, its per-gate
+    mean and sum of squared deviations are computed there (two-pass within the chunk) and
+    merged into the running ones (Chan, Golub & LeVeque); the 0/1 saturation indicators
+    are summed by BLAS in float32, exact because a chunk has far fewer than 2^24 rows; the
+    forget histogram is bin arithmetic + `np.bincount`, with the same bins as `np.histogram`.
     """
 
     hidden_size: int
@@ -35,8 +51,7 @@ class GateAccumulator:
     n: int = 0  # entries per gate seen so far
     mean: np.ndarray = field(default=None)  # (4,)
     m2: np.ndarray = field(default=None)  # (4,) sum of squared deviations (Chan et al.)
-    low_per_step: list = field(default_factory=list)  # (T_s, 4) counts, per segment
-    high_per_step: list = field(default_factory=list)
+    sat_per_step: list = field(default_factory=list)  # (T_s, 4) low + high counts, per segment
     low_per_unit: np.ndarray = field(default=None)  # (4, H) counts
     high_per_unit: np.ndarray = field(default=None)
     log_f_sum: float = 0.0
@@ -50,45 +65,88 @@ class GateAccumulator:
         self.m2 = np.zeros(4)
         self.low_per_unit = np.zeros((4, H), np.int64)
         self.high_per_unit = np.zeros((4, H), np.int64)
-        self.f_hist_edges = np.linspace(0.0, 1.0, 51)
-        self.f_hist = np.zeros(50, np.int64)
+        self.f_hist_edges = np.linspace(0.0, 1.0, _HIST_BINS + 1)
+        self.f_hist = np.zeros(_HIST_BINS, np.int64)
+
+    def _thresholds(self, dt) -> tuple[np.ndarray, np.ndarray]:
+        """(4H,) low and high thresholds per column, in the activations' dtype."""
+        e, H = self.eps, self.hidden_size
+        lo = np.repeat(np.array([e, e, 2 * e - 1, e], dt), H)
+        hi = np.repeat(np.array([1 - e, 1 - e, 1 - 2 * e, 1 - e], dt), H)
+        return lo, hi
 
     def add(self, gates: np.ndarray) -> None:
         T, B, H4 = gates.shape
         H = H4 // 4
         self.batch = B
-        a = gates.reshape(T, B, 4, H)
-        cnt = T * B * H
-        seg_mean = a.mean(axis=(0, 1, 3), dtype=np.float64)  # (4,)
-        dev = a - seg_mean[None, None, :, None].astype(a.dtype)  # (T, B, 4, H), one segment
-        seg_m2 = np.einsum("tbgh,tbgh->g", dev, dev, dtype=np.float64)
+        a2 = gates.reshape(T * B, H4)  # (T*B, 4H), one row per (step, sample)
+        R = _rows_per_chunk(T * B, H4)
+        buf = np.empty(R * H4)  # float64 working copy of one chunk, reused
+        ind = np.empty((R, 2 * H4), np.float32)  # 0/1 indicators [low | high] of one chunk
+        ones = np.ones(R)  # float64, for column sums
+        ones32 = np.ones(max(R, H), np.float32)  # for counts
+        lo, hi = self._thresholds(gates.dtype)
+        sat_rows = np.empty((T * B, 4), np.float32)  # low + high count of each row and gate
+        low_u = np.zeros(H4)
+        high_u = np.zeros(H4)
+        for r0 in range(0, T * B, R):
+            r1 = min(T * B, r0 + R)
+            rows = r1 - r0
+            a = a2[r0:r1]  # (rows, 4H)
+            self._moments(a, buf[: rows * H4].reshape(rows, H4), ones[:rows])
+            # saturation: sigmoid gates directly, the tanh candidate through (g + 1) / 2
+            c = ind[:rows]
+            np.less(a, lo, out=c[:, :H4])
+            np.greater(a, hi, out=c[:, H4:])
+            per_unit = ones32[:rows] @ c  # (2*4H,) exact: rows < 2^24
+            low_u += per_unit[:H4]
+            high_u += per_unit[H4:]
+            per_block = c.reshape(rows * 8, H) @ ones32[:H]  # (rows*8,) exact: H < 2^24
+            np.add(*per_block.reshape(rows, 2, 4).transpose(1, 0, 2), out=sat_rows[r0:r1])
+            self._forget(a[:, H : 2 * H], buf[: rows * H].reshape(rows, H))
+        self.sat_per_step.append(sat_rows.reshape(T, B, 4).sum(axis=1, dtype=np.int64))
+        self.low_per_unit += low_u.reshape(4, H).astype(np.int64)
+        self.high_per_unit += high_u.reshape(4, H).astype(np.int64)
+
+    def _moments(self, a: np.ndarray, x: np.ndarray, ones: np.ndarray) -> None:
+        """Merge the per-gate count, mean and M2 of one chunk a (rows, 4H); x: float64 scratch."""
+        rows, H4 = a.shape
+        H = H4 // 4
+        cnt = rows * H
+        if a.dtype == np.float64:
+            col = ones @ a  # (4H,) column sums
+        else:
+            np.copyto(x, a)  # widen once; everything below reads x
+            col = ones @ x
+            a = x
+        c_mean = col.reshape(4, H).sum(axis=1) / cnt  # (4,)
+        np.subtract(a, np.repeat(c_mean, H), out=x)
+        np.multiply(x, x, out=x)
+        c_m2 = (ones @ x).reshape(4, H).sum(axis=1)  # (4,)
         if self.n == 0:
-            self.mean, self.m2 = seg_mean, seg_m2
+            self.mean, self.m2 = c_mean, c_m2
         else:  # merge two (count, mean, M2) summaries
             tot = self.n + cnt
-            delta = seg_mean - self.mean
+            delta = c_mean - self.mean
             self.mean = self.mean + delta * cnt / tot
-            self.m2 = self.m2 + seg_m2 + delta**2 * self.n * cnt / tot
+            self.m2 = self.m2 + c_m2 + delta**2 * self.n * cnt / tot
         self.n += cnt
-        # saturation: sigmoid gates directly, the tanh candidate through (g + 1) / 2
-        lo_thr = np.array([self.eps, self.eps, 2 * self.eps - 1, self.eps], a.dtype)[:, None]
-        hi_thr = np.array([1 - self.eps, 1 - self.eps, 1 - 2 * self.eps, 1 - self.eps], a.dtype)[:, None]
-        low = a < lo_thr  # (T, B, 4, H)
-        high = a > hi_thr
-        self.low_per_step.append(low.sum(axis=(1, 3)))  # (T, 4)
-        self.high_per_step.append(high.sum(axis=(1, 3)))
-        self.low_per_unit += low.sum(axis=(0, 1))  # (4, H)
-        self.high_per_unit += high.sum(axis=(0, 1))
-        f = a[:, :, 1]
-        with np.errstate(divide="ignore"):
-            self.log_f_sum += float(np.log(f, dtype=np.float64).sum())
-        self.f_hist += np.histogram(f, bins=self.f_hist_edges)[0]
+
+    def _forget(self, f: np.ndarray, y: np.ndarray) -> None:
+        """Sum of ln f and the histogram of one chunk of the forget gate f (rows, H); y: scratch."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.log(f, out=y, dtype=np.float64)
+        s = float(y.sum())
+        self.log_f_sum += s
+        if s != s:  # NaN in the chunk: np.histogram leaves NaN out; do exactly that
+            self.f_hist += np.histogram(f, bins=self.f_hist_edges)[0]
+            return
+        self.f_hist += unit_interval_bincount(f, _HIST_BINS, y)
 
     def result(self, stuck_fraction: float = 0.9) -> dict:
         """Plain data for `layers[k].gates` (fractions in [0, 1])."""
-        low_t = np.concatenate(self.low_per_step)  # (T, 4)
-        high_t = np.concatenate(self.high_per_step)
-        T = low_t.shape[0]
+        sat_t = np.concatenate(self.sat_per_step)  # (T, 4)
+        T = sat_t.shape[0]
         per_step = self.batch * self.hidden_size
         per_unit = T * self.batch
         std = np.sqrt(self.m2 / self.n)
@@ -101,7 +159,7 @@ class GateAccumulator:
                 "std": float(std[k]),
                 "saturated_low": float(self.low_per_unit[k].sum() / self.n),
                 "saturated_high": float(self.high_per_unit[k].sum() / self.n),
-                "saturation_over_time": ((low_t[:, k] + high_t[:, k]) / per_step).tolist(),
+                "saturation_over_time": (sat_t[:, k] / per_step).tolist(),
                 "unit_saturated_low": u_low.tolist(),
                 "unit_saturated_high": u_high.tolist(),
                 "stuck_units": int(np.sum(u_low + u_high > stuck_fraction)),
@@ -116,6 +174,31 @@ class GateAccumulator:
 
     def forget_histogram(self) -> dict:
         return {"edges": self.f_hist_edges.tolist(), "counts": self.f_hist.tolist()}
+
+
+def unit_interval_bincount(v: np.ndarray, nb: int, y: np.ndarray | None = None) -> np.ndarray:
+    """What `np.histogram(v, np.linspace(0, 1, nb + 1))` counts, for v in [0, 1] without NaN:
+    bin k = [edges[k], edges[k+1]), the last one closed, by arithmetic instead of a search.
+    y: float64 scratch of v's shape.
+
+    `linspace` makes edges[k] = fl(k * step), step = fl(1 / nb) (and edges[nb] = 1). For
+    float32 v, v * nb is exact in float64 (24 + 7 bits) and never lands within rounding of
+    an integer it is not (k / nb has no short binary expansion), so its floor is the bin.
+    For float64 v the floor of the rounded product can be one off next to an edge: it is
+    corrected by comparing v with fl(k * step) exactly as `np.histogram` compares.
+    """
+    y = np.empty(v.shape) if y is None else y
+    np.multiply(v, float(nb), out=y, dtype=np.float64)
+    k = y.astype(np.intp)
+    np.minimum(k, nb - 1, out=k)
+    if v.dtype != np.float32:
+        step = 1.0 / nb
+        np.multiply(k, step, out=y)  # edges[k]
+        k -= v < y
+        np.add(k, 1, out=k)
+        np.multiply(k, step, out=y)  # edges[k + 1] (k < nb here where it matters)
+        k -= (v < y) | (k == nb)
+    return np.bincount(k.ravel(), minlength=nb)
 
 
 def gate_statistics(
@@ -147,19 +230,53 @@ def theil_sen_slope(y: np.ndarray, max_points: int = 400) -> float:
 
 
 def frob_over_time(a: np.ndarray) -> np.ndarray:
-    """(T, B, H) -> (T,) Frobenius norm over (batch, hidden), computed in float64."""
-    a64 = a.astype(np.float64, copy=False)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.sqrt(np.einsum("tbh,tbh->t", a64, a64))
+    """(T, B, H) -> (T,) Frobenius norm over (batch, hidden), computed in float64.
+
+    Streaming: a chunk of rows at a time is squared into one reused float64 buffer and
+    summed by a BLAS matrix-vector product; no full-size copy."""
+    T, B, H = a.shape
+    return np.sqrt(_sum_squares(a.reshape(T * B, H)).reshape(T, B).sum(axis=1))
 
 
 def gate_grad_norms(dz: np.ndarray) -> np.ndarray:
     """(T, B, 4H) -> (T, 4): ||dL/dz^gate_t||_F over (batch, unit) per gate i, f, g, o,
-    eqs. (10)-(13), computed in float64."""
+    eqs. (10)-(13), computed in float64 (streaming, like `frob_over_time`)."""
     T, B, H4 = dz.shape
-    d = dz.reshape(T, B, 4, H4 // 4).astype(np.float64, copy=False)
+    return np.sqrt(_sum_squares(dz.reshape(T * B * 4, H4 // 4)).reshape(T, B, 4).sum(axis=1))
+
+
+def count_abs_above(a: np.ndarray, level: float) -> int:
+    """How many entries of a have |a| > level, a chunk at a time (no full-size mask)."""
+    rows = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+    R = _rows_per_chunk(*rows.shape)
+    mask = np.empty((R, rows.shape[1]), bool)
+    total = 0
+    for r0 in range(0, rows.shape[0], R):
+        r1 = min(rows.shape[0], r0 + R)
+        m = mask[: r1 - r0]
+        np.greater(rows[r0:r1], level, out=m)
+        total += int(np.count_nonzero(m))
+        np.less(rows[r0:r1], -level, out=m)
+        total += int(np.count_nonzero(m))
+    return total
+
+
+def _sum_squares(a: np.ndarray) -> np.ndarray:
+    """a (n, m) -> (n,) float64 sum of squares of each row, a chunk of rows at a time."""
+    n, m = a.shape
+    out = np.zeros(n)
+    if not m:
+        return out
+    R = _rows_per_chunk(n, m)
+    buf = np.empty(R * m)  # float64, reused
+    ones = np.ones(m)
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.sqrt(np.einsum("tbgh,tbgh->tg", d, d))
+        for r0 in range(0, n, R):
+            r1 = min(n, r0 + R)
+            x = buf[: (r1 - r0) * m].reshape(r1 - r0, m)
+            np.multiply(a[r0:r1], a[r0:r1], out=x, dtype=np.float64)
+            np.matmul(x, ones, out=out[r0:r1])
+    return out
 
 
 @dataclass

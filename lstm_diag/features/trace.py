@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import engine
-from ..core.diagnostics import GateAccumulator, frob_over_time, gate_grad_norms
+from ..core.diagnostics import GateAccumulator, count_abs_above, frob_over_time, gate_grad_norms
 
 TANH_SATURATED = 0.99  # |tanh c| above this: 1 - tanh^2 c < 0.02
 
@@ -78,22 +78,29 @@ def _z_overflow(W_ih, W_hh, b, x, h_prev) -> int | None:
 
 
 def _observe_forward(lt: LayerTrace, cache: engine.LayerCache, t0: int, W_ih, W_hh, b) -> None:
-    """Fold one segment's forward caches (steps t0..) into the layer's running summaries."""
+    """Fold one segment's forward caches (steps t0..) into the layer's running summaries.
+
+    Per-step reductions only (max and min over each contiguous step; NaN propagates through
+    them, so a step is finite exactly when its extremes are): no full-size temporaries."""
     lt.gates.add(cache.gates)
-    c = cache.c[1:]  # (T_s, B, H)
-    absc = np.abs(c)
-    lt.max_abs_c = max(lt.max_abs_c, float(np.max(absc)) if absc.size else 0.0)
-    lt.tanh_saturated += int(np.count_nonzero(np.abs(cache.tanh_c) > TANH_SATURATED))
+    T_s = cache.tanh_c.shape[0]
+    c = cache.c[1:].reshape(T_s, -1)  # (T_s, B*H)
+    h = cache.h[1:].reshape(T_s, -1)
+    abs_c = np.maximum(c.max(axis=1), -c.min(axis=1)) if c.size else np.zeros(T_s)  # (T_s,) max |c_t|
+    lt.max_abs_c = max(lt.max_abs_c, float(np.max(abs_c)) if abs_c.size else 0.0)
+    lt.tanh_saturated += count_abs_above(cache.tanh_c, TANH_SATURATED)
     lt.entries += cache.tanh_c.size
     if lt.first_nonfinite_state is None and lt.first_nonfinite_z is None:
-        ok = np.isfinite(c).all(axis=(1, 2)) & np.isfinite(cache.h[1:]).all(axis=(1, 2))
+        ok = np.isfinite(abs_c)
+        if h.size:
+            ok &= np.isfinite(h.max(axis=1)) & np.isfinite(h.min(axis=1))
         t_state = None if ok.all() else int(np.argmin(ok))
         t_z = _z_overflow(W_ih, W_hh, b, cache.x, cache.h[:-1])
         first = min(t for t in (t_state, t_z, len(ok)) if t is not None)
         if first < len(ok):
             lt.first_nonfinite_state = None if t_state is None else t0 + t_state
             lt.first_nonfinite_z = None if t_z is None else t0 + t_z
-            lt.max_abs_c_before = max(lt.max_abs_c_before, float(np.max(absc[:first])) if first else 0.0)
+            lt.max_abs_c_before = max(lt.max_abs_c_before, float(np.max(abs_c[:first])) if first else 0.0)
         else:
             lt.max_abs_c_before = lt.max_abs_c
 
