@@ -284,7 +284,7 @@ def _gates(T, B, H, dtype, seed=0):
 def test_streaming_gate_statistics_equal_a_float64_reference(dtype, chunk, monkeypatch):
     """Counts and histogram exactly; mean, std, mean ln f to 1e-13 of a float64 two-pass
     reference (in float32 too: deviations are taken in float64)."""
-    from lstm_diag import diagnostics
+    from lstm_diag.core import diagnostics
 
     monkeypatch.setattr(diagnostics, "STREAM_CHUNK", chunk)
     T, B, H = 37, 5, 7
@@ -321,7 +321,7 @@ def test_forget_histogram_leaves_nan_out_like_numpy():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_streaming_gradient_norms_equal_float64_einsum(dtype, monkeypatch):
-    from lstm_diag import diagnostics
+    from lstm_diag.core import diagnostics
 
     monkeypatch.setattr(diagnostics, "STREAM_CHUNK", 64)
     dz = np.random.default_rng(3).normal(size=(9, 4, 4 * 6)).astype(dtype)
