@@ -328,3 +328,62 @@ def test_convert_refuses_what_it_cannot_write(tmp_path):
     r = CliRunner().invoke(main, ["convert", str(copy), "--to", str(copy)])
     assert r.exit_code == 2 and "is the input file" in r.output
     assert copy.read_bytes() == (HERE / "onnx_torch_stack" / "model.onnx").read_bytes()
+
+
+# ----------------------------------------------------------------------------- the guard in every command
+
+
+def _fixture_copy(tmp_path, permute=False, logits=None):
+    """tests/fixtures/l2_T150_mse_all in tmp_path; weights with gates f and o swapped if asked."""
+    src = Path(__file__).parent / "fixtures" / "l2_T150_mse_all"
+    for name in ("config.yaml", "data.npz"):
+        (tmp_path / name).write_bytes((src / name).read_bytes())
+    weights = dict(np.load(src / "weights.npz"))
+    if permute:
+        for k, v in weights.items():
+            if not k.startswith("head."):
+                H = v.shape[0] // 4
+                weights[k] = np.concatenate([v[:H], v[3 * H :], v[2 * H : 3 * H], v[H : 2 * H]])
+    np.savez(tmp_path / "weights.npz", **weights)
+    if logits is not None:
+        np.savez(tmp_path / "data.npz", **dict(np.load(src / "data.npz")), logits=logits)
+    return tmp_path / "config.yaml", float(np.load(src / "reference.npz")["loss"])
+
+
+def _analyze(*args):
+    from click.testing import CliRunner
+
+    from lstm_diag.cli import main
+
+    return CliRunner().invoke(main, ["analyze", *args, "--format", "json", "--no-dynamics"])
+
+
+def test_expected_loss_passes_when_read_right_and_stops_a_misread_file(tmp_path):
+    config, loss = _fixture_copy(tmp_path)
+    assert _analyze(str(config), "--set", f"data.expected_loss={loss!r}").exit_code == 0
+    config, loss = _fixture_copy(tmp_path, permute=True)
+    r = _analyze(str(config), "--set", f"data.expected_loss={loss!r}")
+    assert r.exit_code == 2, r.output
+    assert "data.expected_loss: the file's layout was not read as the model computes it" in r.output
+    r = _analyze(str(config), "--set", "data.expected_loss=nan")
+    assert r.exit_code == 2 and "data.expected_loss" in r.output
+
+
+def test_logits_in_the_data_file_stop_a_misread_file(tmp_path):
+    torch = pytest.importorskip("torch", reason="the model's own outputs come from PyTorch")
+    src = Path(__file__).parent / "fixtures" / "l2_T150_mse_all"
+    w = {k: torch.tensor(v) for k, v in np.load(src / "weights.npz").items()}
+    lstm = torch.nn.LSTM(2, 5, num_layers=2, batch_first=True).double()
+    lstm.load_state_dict({k.removeprefix("lstm."): v for k, v in w.items() if not k.startswith("head.")})
+    with torch.no_grad():
+        out, _ = lstm(torch.tensor(np.load(src / "data.npz")["x"]))
+        logits = (out @ w["head.weight"].T + w["head.bias"]).numpy()  # (B, T, O)
+    config, _ = _fixture_copy(tmp_path, logits=logits)
+    r = _analyze(str(config))
+    assert r.exit_code == 0, r.output
+    config, _ = _fixture_copy(tmp_path, permute=True, logits=logits)
+    r = _analyze(str(config))
+    assert r.exit_code == 2 and "max |Δlogit| = " in r.output, r.output
+    config, _ = _fixture_copy(tmp_path, logits=logits[:, -1])  # outputs for the last step only
+    r = _analyze(str(config))
+    assert r.exit_code == 2 and "while loss.target is all" in r.output, r.output

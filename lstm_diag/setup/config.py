@@ -57,6 +57,15 @@ class DataConfig(_Section):
     batch_size: int = Field(16, gt=0)
     seq_len: int = Field(100, gt=0)
     path: str | None = None
+    # The model's own loss on this data (from PyTorch/Keras/ONNX): the forward pass must
+    # reproduce it, or the run stops (setup/guard.py).
+    expected_loss: float | None = None
+
+    @model_validator(mode="after")
+    def _finite_expected_loss(self):
+        if self.expected_loss is not None and not math.isfinite(self.expected_loss):
+            raise ValueError(f"data.expected_loss: must be a finite number, got {self.expected_loss}")
+        return self
 
 
 class LossConfig(_Section):

@@ -56,3 +56,21 @@ def load_data(path: str | Path, spec: Spec, loss: str, target: str, dtype: str):
             )
         y = y.astype(np.int64)
     return x.astype(dtype), y
+
+
+def read_logits(path: str | Path) -> np.ndarray | None:
+    """The model's own outputs saved with the data (`logits`, (B, O) or (B, T, O)), or None.
+    Only that member of the .npz is read."""
+    import zipfile
+
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if "logits" not in z.files:
+                return None
+            logits = z["logits"]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"{p}: cannot read logits ({e.__class__.__name__}: {e})") from None
+    if logits.dtype.kind != "f" or not np.all(np.isfinite(logits)):
+        raise InputError(f"{p}: logits must be finite floats (the model's outputs), got dtype {logits.dtype}")
+    return logits

@@ -18,6 +18,36 @@ import numpy as np
 from ..errors import InputError
 
 
+def verify(problem, logits: np.ndarray | None, data_path) -> None:
+    """Stop (InputError, exit 2) when the model's real outputs or loss are given and the
+    forward pass on the loaded weights does not reproduce them. No-op otherwise."""
+    expected = problem.config.data.expected_loss
+    if logits is None and expected is None:
+        return
+    from ..core.engine import forward
+
+    fwd = forward(problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target)
+    if logits is not None:
+        check_outputs(fwd.y_hat, logits, Path(str(data_path)), problem.loss)
+    if expected is not None:
+        check_loss(fwd.loss, expected, problem.params["weight_hh_l0"].dtype)
+
+
+def check_loss(loss: float, expected: float, dtype: np.dtype) -> float:
+    """data.expected_loss against the forward pass, relative tolerance 1e-5 (a float32 model's
+    own rounding stays well below it; give the loss to 6 significant digits), or the
+    analysis dtype's tolerance when that is coarser (float32: 1.4e-3). A loss is a weaker
+    check than logits: one number can hide a misread that changes it by less."""
+    tol = max(1e-5, tolerance(dtype)) * max(1.0, abs(expected))
+    delta = abs(loss - expected)
+    if not delta <= tol:
+        raise InputError(
+            f"data.expected_loss: the file's layout was not read as the model computes it: the forward "
+            f"pass gives loss {loss:.8g}, the model {expected:.8g} (|Δ| = {delta:.3g}, tolerance {tol:.2g})"
+        )
+    return delta
+
+
 def tolerance(*dtypes: np.dtype) -> float:
     """Relative tolerance: four times the square root of the coarser dtype's epsilon
     (about 1.4e-3 for float32, 6e-8 for float64): far above rounding over long sequences,
@@ -35,27 +65,32 @@ def model_outputs(y_hat: np.ndarray, activation: str | None) -> np.ndarray:
     return y_hat
 
 
-def check_outputs(y_hat: np.ndarray, logits: np.ndarray, path: Path, activation: str | None = None) -> float:
+def check_outputs(y_hat: np.ndarray, logits: np.ndarray, path: Path, loss: str = "mse") -> float:
     """Raise InputError when the forward pass does not reproduce the model's own outputs;
-    returns max |Δ| otherwise. y_hat (B, O) or (B, T, O) from the engine, logits from the file."""
-    out = model_outputs(np.asarray(y_hat, np.float64), activation)
+    returns max |Δ| otherwise. y_hat (B, O) or (B, T, O) from the engine (the head's
+    logits), `logits` from the file: the model's outputs, which for a cross-entropy model
+    may also be its softmax or log-softmax (Keras `Dense(activation="softmax")`)."""
     logits = np.asarray(logits)
-    if logits.shape != out.shape:
-        if logits.ndim == 3 and out.ndim == 2:
+    y64 = np.asarray(y_hat, np.float64)
+    if logits.shape != y64.shape:
+        if logits.ndim == 3 and y64.ndim == 2:
             why = "the model's outputs are per step (B, T, O) while loss.target is last"
-        elif logits.ndim == 2 and out.ndim == 3:
+        elif logits.ndim == 2 and y64.ndim == 3:
             why = "the model's outputs are for the last step (B, O) while loss.target is all"
         else:
             why = "they do not match"
-        raise InputError(f"{path}: logits have shape {logits.shape}, the model computes {out.shape}: {why}")
+        raise InputError(f"{path}: logits have shape {logits.shape}, the model computes {y64.shape}: {why}")
     if logits.dtype.kind != "f":
         raise InputError(f"{path}: logits have dtype {logits.dtype}, expected floats (the model's outputs)")
-    delta = float(np.max(np.abs(out - logits.astype(np.float64)))) if out.size else 0.0
     scale = max(1.0, float(np.max(np.abs(logits)))) if logits.size else 1.0
     tol = tolerance(logits.dtype, np.asarray(y_hat).dtype) * scale
+    kinds = (None, "softmax", "logsoftmax") if loss == "cross_entropy" else (None,)
+    deltas = [float(np.max(np.abs(model_outputs(y64, k) - logits))) if y64.size else 0.0 for k in kinds]
+    delta = min(deltas)
     if not delta <= tol:
         raise InputError(
-            f"{path}: the file's layout was not read as the model computes it: max |Δlogit| = {delta:.3g} "
+            f"{path}: the file's layout was not read as the model computes it: "
+            f"max |Δlogit| = {deltas[0]:.3g} "
             f"(tolerance {tol:.2g}) between the forward pass and the logits stored with the data"
         )
     return delta

@@ -16,7 +16,8 @@ from ..core.engine import Spec
 from ..core.schemes import InitOptions, init_params
 from ..errors import ConfigError
 from .config import Config
-from .datafile import load_data
+from .datafile import load_data, read_logits
+from .guard import verify
 from .weights import load_weights
 
 
@@ -145,4 +146,7 @@ def build(config: Config) -> Problem:
     if config.data.task == "file":
         config = config.patched({"data.batch_size": x.shape[0], "data.seq_len": x.shape[1]})
         check_memory(config)
-    return Problem(config=config, spec=spec_of(config), params=params, x=x, y=y)
+    problem = Problem(config=config, spec=spec_of(config), params=params, x=x, y=y)
+    logits = read_logits(config.data.path) if config.data.task == "file" else None
+    verify(problem, logits, config.data.path)
+    return problem
