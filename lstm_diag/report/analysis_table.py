@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.diagnostics import GATE_SYMBOL
+from .describe import init_text, model_line
 from .text import fmt, sparkline, table
 
 VERDICT_STYLE = {"healthy": "bold green", "vanishing": "bold yellow", "exploding": "bold red"}
@@ -26,15 +27,9 @@ def _sat_style(frac: float) -> str:
 def describe_config(doc: dict) -> list[str]:
     c = doc["config"]
     m, d, lo = c["model"], c["data"], c["loss"]
-    init = m["init"] if m["weights"] is None else f"weights {m['weights']}"
-    extras = [f"{k}={m[k]}" for k in ("forget_bias",) if m.get(k) is not None]
-    extras += [f"{k}={m[k]}" for k in ("recurrent_scale",) if m.get(k, 1.0) != 1.0]
-    if extras:
-        init += " (" + ", ".join(extras) + ")"
     data = d["task"] + (f" {d['path']}" if d["task"] == "file" else "")
     lines = [
-        f"model  LSTM {m['input_size']}→{m['hidden_size']}, {m['num_layers']} layer(s), "
-        f"head →{m['output_size']}; init {init}; {c['dtype']}",
+        f"model  {model_line(m)}; init {init_text(m)}; {c['dtype']}",
         f"data   {data}; batch {d['batch_size']}, {d['seq_len']} steps; seed {c['seed']}",
         f"loss   {lo['type']} on target '{lo['target']}' = {fmt(doc['loss'], 6)}",
     ]

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .describe import model_line
 from .plots import GREY, OKABE_ITO, STYLE
 
 DPI = 110
@@ -54,7 +55,7 @@ def _subtitle(doc: dict, T: int, flow: bool = False) -> str:
     m, d, lo = c["model"], c["data"], c["loss"]
     n = len(doc["seed_values"])
     return (
-        f"LSTM {m['input_size']}→{m['hidden_size']}, {m['num_layers']} layer(s) · {d['task']} data, "
+        f"{model_line(m)} · {d['task']} data, "
         f"B={d['batch_size']}, T={T} · {lo['type']} on '{lo['target']}' · median and IQR over {n} seeds "
         "(same batch for every scheme)"
         + (
@@ -288,7 +289,7 @@ def horizon_figure(doc: dict) -> Figure:
         m, d = c["model"], c["data"]
         fig.suptitle(
             "Gradient horizon against sequence length, by init scheme\n"
-            f"LSTM {m['input_size']}→{m['hidden_size']}, {m['num_layers']} layer(s) · {d['task']} data, "
+            f"{model_line(m)} · {d['task']} data, "
             f"B={d['batch_size']} · median and IQR over {len(doc['seed_values'])} seeds",
             x=0.01,
             ha="left",

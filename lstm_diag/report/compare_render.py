@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.diagnostics import GATE_SYMBOL
+from .describe import model_line
 from .text import table
 
 VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red"}
@@ -106,8 +107,7 @@ def describe(doc: dict) -> list[str]:
     lens = doc["seq_lens"]
     T_txt = ", ".join(str(T) for T in lens)
     lines = [
-        f"model  LSTM {m['input_size']}→{m['hidden_size']}, {m['num_layers']} layer(s), "
-        f"head →{m['output_size']}; {c['dtype']}",
+        f"model  {model_line(m)}; {c['dtype']}",
         f"data   {d['task']}; batch {d['batch_size']}, T = {T_txt} step(s); "
         f"loss {lo['type']} on '{lo['target']}'",
         f"runs   {len(s['init'])} schemes × {len(seeds)} seeds ({seed_txt})"

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from ..core.names import param_name
 from ..features.explain import Contribution, Equation, Explanation, StepView, Toy, sub, sup
+from .describe import model_line
 from .text import fmt, table
 
 DIGITS = 4  # significant digits of every number shown
@@ -173,7 +174,7 @@ def render_step(ex: Explanation, console: Console) -> None:
     head = Text()
     head.append("model  ", style="bold")
     head.append(
-        f"LSTM {n['I']}→{n['H']}×{n['L']} layer(s)→{n['O']}, {cfg.dtype}, B = {n['B']}, T = {n['T']}\n"
+        f"{model_line(cfg.model.model_dump())}, {cfg.dtype}, B = {n['B']}, T = {n['T']}\n"
     )
     head.append("loss   ", style="bold")
     head.append(f"{cfg.loss.type} on '{cfg.loss.target}', L = {num(ex.loss)}\n")
@@ -378,7 +379,7 @@ def markdown_step(ex: Explanation) -> str:
     units = ", ".join(map(str, v.units))
     parts = [
         f"# lstm-diag explain: step t = {v.step}, layer {v.layer}, sample {v.sample}\n",
-        f"LSTM {n['I']}→{n['H']}×{n['L']} layer(s)→{n['O']}, {cfg.dtype}; loss {cfg.loss.type} on "
+        f"{model_line(cfg.model.model_dump())}, {cfg.dtype}; loss {cfg.loss.type} on "
         f"'{cfg.loss.target}', $L = {num_tex(ex.loss)}$. Step {v.step} of {n['T']}, layer {v.layer} of "
         f"{n['L']} (0-based), sample {v.sample} of {n['B']}, units {units} of {n['H']}. "
         r"$\delta x = dL/dx$; $\odot$ elementwise; $[u]$ hidden unit $u$; (n) is theory.md eq. n. "

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from .. import __version__
 from ..core.diagnostics import GATE_SYMBOL
 from ..numfmt import fmt
+from .describe import init_text, model_line
 
 VERDICT_COLOR = {"healthy": "#009E73", "vanishing": "#E69F00", "exploding": "#D55E00"}  # Okabe-Ito
 SEVERITY_COLOR = {"error": "#D55E00", "warning": "#B07800", "info": "#0072B2"}
@@ -118,20 +119,10 @@ def _figure(name: str, images: Mapping[str, bytes]) -> str:
 def _config_lines(doc: dict) -> list[tuple[str, str]]:
     c = doc["config"]
     m, d, lo = c["model"], c["data"], c["loss"]
-    init = m["init"] if m.get("weights") is None else f"weights {m['weights']}"
-    extras = [f"forget_bias={m['forget_bias']:g}"] if m.get("forget_bias") is not None else []
-    extras += [f"recurrent_scale={m['recurrent_scale']:g}"] if m.get("recurrent_scale", 1.0) != 1.0 else []
-    if extras:
-        init += " (" + ", ".join(extras) + ")"
     T = len(doc["layers"][0]["grad_c_norm"])
     data = d["task"] + (f" {d['path']}" if d["task"] == "file" and d.get("path") else "")
-    layers = f"{m['num_layers']} layer{'s' * (m['num_layers'] != 1)}"
     return [
-        (
-            "model",
-            f"LSTM {m['input_size']}→{m['hidden_size']}, {layers}, head →{m['output_size']}; "
-            f"init {init}; {c['dtype']}",
-        ),
+        ("model", f"{model_line(m)}; init {init_text(m)}; {c['dtype']}"),
         ("data", f"{data}; batch {d['batch_size']}, {T} steps; seed {c['seed']}"),
         ("loss", f"{lo['type']} on target '{lo['target']}' = {fmt(doc['loss'], 6)}"),
     ]

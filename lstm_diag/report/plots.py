@@ -34,6 +34,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from ..core.diagnostics import GATE_NAMES, GATE_SYMBOL
 from ..numfmt import fmt
+from .describe import init_text, model_line
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.
 OKABE_ITO = {
@@ -97,15 +98,9 @@ def describe(doc: dict) -> str:
     """One line: model, data, loss (all from the document)."""
     c = doc["config"]
     m, d, lo = c["model"], c["data"], c["loss"]
-    init = m["init"] if m.get("weights") is None else "weights from file"
-    if m.get("forget_bias") is not None:
-        init += f", forget_bias={m['forget_bias']:g}"
-    if m.get("recurrent_scale", 1.0) != 1.0:
-        init += f", recurrent_scale={m['recurrent_scale']:g}"
-    layers = f"{m['num_layers']} layer{'s' * (m['num_layers'] != 1)}"
     T = len(doc["layers"][0]["grad_c_norm"])
     return (
-        f"LSTM {m['input_size']}→{m['hidden_size']}, {layers} ({init}) · {d['task']} data, "
+        f"{model_line(m)}, init {init_text(m, path=False)} · {d['task']} data, "
         f"B={d['batch_size']}, T={T} · {lo['type']} on target '{lo['target']}', loss = {fmt(doc['loss'], 4)}"
     )
 

@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .describe import init_text, model_line
 from .text import fmt, table
 
 KIND_STYLE = {
@@ -116,7 +117,6 @@ class MetricsWriter:
 def describe(doc: dict) -> list[str]:
     c = doc["config"]
     m, d, lo, t = c["model"], c["data"], c["loss"], c["train"]
-    init = m["init"] if m["weights"] is None else f"weights {m['weights']}"
     data = d["task"] + (
         f" {d['path']} (epochs, shuffled)" if d["task"] == "file" else " (new batch each step)"
     )
@@ -132,8 +132,7 @@ def describe(doc: dict) -> list[str]:
         steps += " (interrupted)"
     n = len(doc["settings"])
     return [
-        f"model  LSTM {m['input_size']}→{m['hidden_size']}, {m['num_layers']} layer(s), "
-        f"head →{m['output_size']}; init {init}; {c['dtype']}",
+        f"model  {model_line(m)}; init {init_text(m)}; {c['dtype']}",
         f"data   {data}; batch {d['batch_size']}, {d['seq_len']} steps; seed {c['seed']}",
         f"loss   {lo['type']} on target '{lo['target']}'",
         f"train  {opt}, lr {t['lr']:g}; {steps}; {n} setting(s), same init and batches",

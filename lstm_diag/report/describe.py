@@ -1,0 +1,23 @@
+"""The one-line descriptions of a model that every output shares (tables, markdown, HTML,
+figure subtitles): made here, from the `config.model` section of a document."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def model_line(m: Mapping[str, Any]) -> str:
+    """`LSTM 8→32, 2 layers, head →1`: input size → hidden size, depth, head outputs."""
+    L = m["num_layers"]
+    return f"LSTM {m['input_size']}→{m['hidden_size']}, {L} layer{'s' * (L != 1)}, head →{m['output_size']}"
+
+
+def init_text(m: Mapping[str, Any], path: bool = True) -> str:
+    """`chrono (forget_bias=1, recurrent_scale=0.9)`, or `weights PATH` (`weights from file`
+    with path=False, for figures where a long path does not fit)."""
+    if m.get("weights") is not None:
+        return f"weights {m['weights']}" if path else "weights from file"
+    extras = [f"forget_bias={m['forget_bias']:g}"] if m.get("forget_bias") is not None else []
+    extras += [f"recurrent_scale={m['recurrent_scale']:g}"] if m.get("recurrent_scale", 1.0) != 1.0 else []
+    return m["init"] + (f" ({', '.join(extras)})" if extras else "")
