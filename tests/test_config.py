@@ -6,19 +6,20 @@ import pytest
 import yaml
 
 from lstm_diag.errors import ConfigError
-from lstm_diag.setup.config import default_config_path, load_config
+from lstm_diag.setup.config import Config, load_config
 from lstm_diag.setup.outputs import save_weights
 from lstm_diag.setup.problem import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_builtin_default_is_configs_default_yaml():
-    builtin = yaml.safe_load(default_config_path().read_text())
-    shipped = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    assert builtin == shipped
+def test_builtin_default_is_the_fields_defaults_and_configs_default_yaml_writes_them_out():
     cfg, origin = load_config(None)
-    assert origin is None
+    assert origin is None and cfg == Config()
+    shipped, _ = load_config(ROOT / "configs" / "default.yaml")
+    assert shipped == Config()
+    raw = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    assert set(raw) >= {"seed", "dtype", "model", "data", "loss", "diagnostics", "clipping"}
     assert (cfg.model.input_size, cfg.model.hidden_size, cfg.model.num_layers) == (8, 32, 1)
     assert (cfg.data.task, cfg.data.batch_size, cfg.data.seq_len) == ("random", 16, 100)
     assert (cfg.loss.type, cfg.loss.target, cfg.dtype, cfg.seed) == ("mse", "last", "float64", 0)

@@ -67,8 +67,6 @@ def copy_task(rng, batch_size, seq_len):
     return x, y
 
 
-TASKS = ("random", "adding", "copy", "file")
-
 
 def generate(task, rng, batch_size, seq_len, input_size, output_size, loss, target):
     """One batch of a synthetic task (config validation has checked the sizes)."""

@@ -236,7 +236,6 @@ class TrainResult:
     steps: int  # requested
     steps_run: int  # lock-step steps started (the last may be partial if interrupted)
     interrupted: bool
-    initial_params: dict[str, np.ndarray]
     summaries: list[dict] = field(default_factory=list)
     suggestion: dict | None = None
     findings: list[dict] = field(default_factory=list)
@@ -334,7 +333,6 @@ def train(
         steps=tc.steps,
         steps_run=step,
         interrupted=interrupted,
-        initial_params=initial,
     )
     summarize(result)
     return result

@@ -68,7 +68,6 @@ DPI = 110
 MAX_POINTS = 1200  # steps drawn per line; longer series are drawn as a min/max envelope
 MAX_UNITS = 64  # heatmap rows; more units are averaged in bins of consecutive units
 MAX_COLUMNS = 600  # heatmap columns; more steps are averaged in bins of consecutive steps
-FIGURE_NAMES = ("grad_flow", "gate_heatmaps", "saturation", "forget_gate", "gate_grads", "dynamics")
 
 STYLE = {
     "font.size": 9.5,

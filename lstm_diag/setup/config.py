@@ -295,10 +295,6 @@ def yaml_load(text: str, source: str = "YAML"):
     return load_yaml(text, source)
 
 
-def default_config_path() -> Path:
-    return Path(__file__).parent.parent / "default.yaml"
-
-
 def read_yaml(path: Path) -> dict:
     """Parse a YAML config file safely and within bounds; errors name the line and column."""
     raw = load_yaml(read_text_capped(path), str(path))
@@ -390,13 +386,14 @@ def load_config(
 ) -> tuple[Config, Path | None]:
     """Load and validate a config. Returns the config and the file it came from.
 
-    source: a YAML path, an already parsed mapping, or None for the built-in default.
+    source: a YAML path, an already parsed mapping, or None for the built-in default
+    (the fields' defaults, written out in configs/default.yaml).
     Relative paths in a file resolve against its folder; in a mapping or in
     overrides, against the working directory.
     """
     origin: Path | None = None
     if source is None:
-        raw = read_yaml(default_config_path())
+        raw = {}
     elif isinstance(source, Mapping):
         raw = _deep_copy(source)
     else:
