@@ -1,29 +1,27 @@
 """The CLI as users run it: stdout holds only the document, exit codes mean something."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import TINY, run
 
 from lstm_diag import __version__, analyze
-from lstm_diag.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+SETS = [x for o in TINY for x in ("--set", o)]
 
 
 def test_analyze_json_is_the_whole_stdout_and_matches_the_api():
     r = run("analyze", "--format", "json", "--set", "data.seq_len=30")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2 and doc["command"] == "analyze"
     assert len(doc["layers"][0]["grad_c_norm"]) == 30 and len(doc["layers"][0]["grad_h_norm"]) == 30
     assert set(doc["parameters"]) == {
         "weight_ih_l0",
@@ -152,24 +150,13 @@ def test_markdown_report_has_the_sections():
 
 
 def test_table_fits_80_columns_without_colour():
-    env = {"NO_COLOR": "1", "COLUMNS": "80", "TERM": "xterm"}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lstm_diag",
-            "analyze",
-            str(Path(__file__).resolve().parents[1] / "configs" / "exploding.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**__import__("os").environ, **env},
-    )
-    assert out.returncode == 0
-    lines = out.stdout.splitlines()
+    exploding = Path(__file__).resolve().parents[1] / "configs" / "exploding.yaml"
+    r = run("analyze", exploding, env={"COLUMNS": "80"})
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert "\x1b[" not in out.stdout  # no escape codes
-    assert "EXPLODING" in out.stdout and "LD102" in out.stdout
+    assert "\x1b[" not in r.stdout  # no escape codes
+    assert "EXPLODING" in r.stdout and "LD102" in r.stdout
 
 
 def test_codes_lists_every_code():
@@ -179,3 +166,75 @@ def test_codes_lists_every_code():
     assert [c["code"] for c in json.loads(r.stdout)["codes"]] == list(CODES)
     assert "LD101" in run("codes").stdout
     assert "LD2" not in run("codes", "LD1", "--format", "json").stdout
+
+
+# ------------------------------------------------------------------- exit codes 2, 3, 130
+
+
+def _raise(exc):
+    def boom(*args, **kwargs):
+        raise exc
+
+    return boom
+
+
+def test_an_internal_error_exits_3_with_one_line_and_the_traceback_with_debug(monkeypatch):
+    import lstm_diag.features.analysis as analysis
+
+    monkeypatch.setattr(analysis, "analyze_problem", _raise(RuntimeError("injected bug")))
+    r = run("analyze", *SETS, "--format", "json")
+    assert r.exit_code == 3 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "internal error: RuntimeError: injected bug (rerun with --debug for the traceback)"
+    ]
+    r = run("analyze", *SETS, "--format", "json", "--debug")
+    assert r.exit_code == 3 and r.stdout == ""
+    assert r.stderr.startswith("Traceback (most recent call last):")
+    assert "in boom" in r.stderr  # the injected frame
+    assert r.stderr.rstrip().endswith("RuntimeError: injected bug")
+
+
+def test_out_of_memory_exits_2_with_one_line(monkeypatch):
+    import lstm_diag.features.analysis as analysis
+
+    monkeypatch.setattr(analysis, "analyze_problem", _raise(MemoryError()))
+    r = run("analyze", *SETS)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "error: out of memory: reduce data.batch_size, data.seq_len or model.hidden_size"
+    ]
+
+
+def test_ctrl_c_in_analyze_exits_130(monkeypatch):
+    import lstm_diag.features.analysis as analysis
+
+    monkeypatch.setattr(analysis, "analyze_problem", _raise(KeyboardInterrupt()))
+    r = run("analyze", *SETS, "--format", "json")
+    assert r.exit_code == 130 and r.stdout == "" and r.stderr == "interrupted\n"
+
+
+def test_ctrl_c_in_compare_with_workers_exits_130_promptly(tmp_path):
+    """A real SIGINT to a real process (the point of the subprocess): compare, two worker
+    processes busy, stops with exit 130: one line on stderr, nothing on stdout."""
+    code = (
+        "import sys\n"
+        "import lstm_diag.features.compare as C\n"
+        "plan = C.plan\n"
+        "def announced(*a, **k):\n"
+        "    sys.stderr.write('planned\\n'); sys.stderr.flush()\n"
+        "    return plan(*a, **k)\n"
+        "C.plan = announced\n"
+        "from lstm_diag.cli import main\n"
+        "main(sys.argv[1:], prog_name='lstm-diag')\n"
+    )
+    args = ["compare", "--seeds", "400", "--jobs", "2", "--format", "json", *SETS]
+    args += ["--set", "data.seq_len=200"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    assert proc.stderr.readline() == b"planned\n"
+    time.sleep(0.5)  # the pool is up and running
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert out == b"" and err.decode().splitlines() == ["interrupted"]

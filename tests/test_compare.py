@@ -305,8 +305,10 @@ def test_yaml_section_and_flags_override_it(tmp_path):
 def test_table_fits_80_columns_and_markdown_and_figures(tmp_path):
     from rich.console import Console
 
-    from lstm_diag.report.compare_plots import write_figures
+    from lstm_diag.commands.common import write_figures
     from lstm_diag.report.compare_render import render, render_markdown
+    from lstm_diag.report.figures.compare import figures
+    from lstm_diag.setup.document import loads
 
     cfg, _ = load_config(None, ["model.hidden_size=8", "data.batch_size=4", "model.num_layers=2"])
     specs = parse_init_specs("pytorch,xavier_uniform:forget_bias=1:recurrent_scale=0.5,chrono")
@@ -327,7 +329,7 @@ def test_table_fits_80_columns_and_markdown_and_figures(tmp_path):
     assert "chrono" in text.split("State dynamics at init, layer 0")[1]  # names not folded apart
     md = render_markdown(doc)
     assert "| 1 | `chrono` |" in md
-    paths = write_figures(json.loads(dumps(doc)), tmp_path)  # from the JSON, as a user would
+    paths = write_figures(figures(loads(dumps(doc))), tmp_path, "png", 30)  # from the JSON, as a user would
     assert sorted(p.name for p in paths) == [
         "compare_flow.png",
         "compare_forget.png",

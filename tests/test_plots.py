@@ -2,11 +2,15 @@
 
 The reference for every plotted value is the document of `analyze` (docs/json-schema.md), or for
 the heatmaps the engine's cached gate activations averaged over the batch here, in the test.
+Figures are built once per module; encoding (the costly part) happens only where bytes are the
+point, on a tiny model at low dpi.
 """
 
+import base64
 import copy
+import json
 import math
-import os
+import re
 import struct
 import subprocess
 import sys
@@ -16,23 +20,39 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import TINY, run
 from matplotlib.text import Text
 
 from lstm_diag import analyze
-from lstm_diag.cli import main
-from lstm_diag.report import plots
+from lstm_diag.commands.plot import analysis_document
+from lstm_diag.core.diagnostics import gate_heatmap
+from lstm_diag.report.figures import analysis as plots
+from lstm_diag.report.figures import style
+from lstm_diag.report.figures.analysis import GATES
+from lstm_diag.report.figures.style import VERDICT_COLOR, figure_bytes
 from lstm_diag.report.html import render_html
-from lstm_diag.report.plots import GATES, VERDICT_COLOR
+from lstm_diag.report.jsonout import dumps, roundtrip
+from lstm_diag.setup.document import loads
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"data": {"seq_len": 40, "batch_size": 4}, "model": {"hidden_size": 8}}
+PACKAGE = ROOT / "lstm_diag"
+NAMES = ["grad_flow", "gate_heatmaps_l0", "saturation_l0", "forget_gate_l0", "gate_grads_l0", "dynamics_l0"]
 
 
 @pytest.fixture(scope="module")
 def vanishing():
     """Vanishes within a few steps (forget bias -1): a horizon line and a shaded region to check."""
     return analyze(ROOT / "configs" / "vanishing.yaml", ["data.seq_len=50", "data.batch_size=4"])
+
+
+@pytest.fixture(scope="module")
+def van_doc(vanishing):
+    return roundtrip(vanishing.to_dict())
+
+
+@pytest.fixture(scope="module")
+def van_figs(van_doc):
+    return dict(plots.figures(van_doc))
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +63,14 @@ def stacked_all():
             "model": {"hidden_size": 8, "num_layers": 2},
             "data": {"seq_len": 30, "batch_size": 4},
             "loss": {"target": "all"},
+            "diagnostics": {"dynamics": False},
         }
     )
+
+
+@pytest.fixture(scope="module")
+def stacked_doc(stacked_all):
+    return roundtrip(stacked_all.to_dict())
 
 
 def line(ax, prefix):
@@ -69,13 +95,29 @@ def legend_texts(ax):
     return [t.get_text() for t in ax.get_legend().get_texts()]
 
 
+def same(a, b, path="doc"):
+    """Documents equal value for value, type for type, NaN included (== alone takes 1 == 1.0)."""
+    assert type(a) is type(b), (path, type(a), type(b))
+    if isinstance(a, dict):
+        assert list(a) == list(b), path
+        for k in a:
+            same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert struct.pack("<d", a) == struct.pack("<d", b) or (math.isnan(a) and math.isnan(b)), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
 # ------------------------------------------------------------------ grad_flow
 
 
-def test_grad_flow_draws_the_documents_norms_threshold_and_horizon(vanishing):
-    doc = vanishing.to_dict()
-    layer, T = doc["layers"][0], 50
-    fig = plots.grad_flow(doc, "vanishing.yaml")
+def test_grad_flow_draws_the_documents_norms_threshold_and_horizon(van_doc, van_figs):
+    layer, T = van_doc["layers"][0], 50
+    fig = van_figs["grad_flow"]
     ax = fig.axes[0]
     t = np.arange(1, T + 1)
     c = line(ax, "‖dL/dc_t‖  cell")
@@ -103,11 +145,13 @@ def test_grad_flow_draws_the_documents_norms_threshold_and_horizon(vanishing):
     assert title_color(ax) == VERDICT_COLOR["vanishing"]
     assert "VANISHING" in ax.get_title(loc="left")
     assert any(t.get_text().strip() == "VANISHING" for t in fig.texts)
-    assert "vanishing.yaml" in fig.get_suptitle() and "mse" in fig.get_suptitle()
+    # the run named from the document's source: config file and --set
+    title = fig.get_suptitle()
+    assert "config: vanishing.yaml --set data.seq_len=50 --set data.batch_size=4" in title and "mse" in title
 
 
-def test_grad_flow_target_all_draws_the_last_term_series_per_layer(stacked_all):
-    doc = stacked_all.to_dict()
+def test_grad_flow_target_all_draws_the_last_term_series_per_layer(stacked_doc):
+    doc = stacked_doc
     fig = plots.grad_flow(doc)
     axes = [ax for ax in fig.axes if ax.get_lines()]
     assert len(axes) == 2
@@ -120,14 +164,14 @@ def test_grad_flow_target_all_draws_the_last_term_series_per_layer(stacked_all):
         np.testing.assert_allclose(thr.get_ydata(), 1e-3 * layer["flow_grad_c_norm"][-1], rtol=1e-12)
         assert title_color(ax) == VERDICT_COLOR[layer["verdict"]]
         assert f"layer {layer['layer']}" in ax.get_title(loc="left")
+    assert "config: (in-memory config)" in fig.get_suptitle()
 
 
-def test_nonfinite_and_zero_steps_are_marked_not_dropped(vanishing):
-    doc = copy.deepcopy(vanishing.to_dict())
+def test_nonfinite_and_zero_steps_are_marked_not_dropped(van_doc):
+    doc = copy.deepcopy(van_doc)
     c = doc["layers"][0]["grad_c_norm"]
     c[3], c[5], c[9] = math.nan, math.inf, 0.0
-    fig = plots.grad_flow(doc)
-    ax = fig.axes[0]
+    ax = plots.grad_flow(doc).axes[0]
     y = line(ax, "‖dL/dc_t‖  cell").get_ydata()
     assert np.isnan(y[[3, 5, 9]]).all()
     marks = {coll.get_label(): coll.get_offsets()[:, 0] for coll in ax.collections if coll.get_label()}
@@ -155,8 +199,8 @@ def test_envelope_keeps_a_one_step_spike_and_only_original_points():
     assert y[::k].max() < 1e6
 
 
-def test_long_sequences_are_drawn_as_an_envelope_that_keeps_the_spike(vanishing):
-    doc = copy.deepcopy(vanishing.to_dict())
+def test_long_sequences_are_drawn_as_an_envelope_that_keeps_the_spike(van_doc):
+    doc = copy.deepcopy(van_doc)
     T = 3000
     rng = np.random.default_rng(1)
     for layer in doc["layers"]:
@@ -174,13 +218,13 @@ def test_long_sequences_are_drawn_as_an_envelope_that_keeps_the_spike(vanishing)
 # -------------------------------------------------------------- per-layer figures
 
 
-def test_gate_heatmaps_show_batch_means_on_fixed_scales_and_the_saturation_strip(vanishing):
-    doc = vanishing.to_dict()
+def test_gate_heatmaps_show_batch_means_on_fixed_scales_and_the_saturation_strip(vanishing, van_figs):
     gates = vanishing.fwd.layers[0].gates
     T, B, H4 = gates.shape
     ref = gates.reshape(T, B, 4, H4 // 4).mean(axis=1)  # (T, 4, H)
-    fig = plots.gate_heatmaps(doc, gates, 0, "x.yaml")
+    fig = van_figs["gate_heatmaps_l0"]
     heat = [ax for ax in fig.axes if ax.images]
+    doc_gates = vanishing.to_dict()["layers"][0]["gates"]
     assert len(heat) == 4
     strips = [ax for ax in fig.axes if ax.get_lines() and not ax.images and "saturated" in ax.get_ylabel()]
     for k, (ax, strip, name) in enumerate(zip(heat, strips, GATES, strict=True)):
@@ -188,15 +232,30 @@ def test_gate_heatmaps_show_batch_means_on_fixed_scales_and_the_saturation_strip
         np.testing.assert_allclose(im.get_array(), ref[:, k, :].T, rtol=0, atol=1e-15)
         assert im.get_clim() == ((-1.0, 1.0) if name == "cell" else (0.0, 1.0))
         np.testing.assert_array_equal(
-            strip.get_lines()[0].get_ydata(), doc["layers"][0]["gates"][name]["saturation_over_time"]
+            strip.get_lines()[0].get_ydata(), doc_gates[name]["saturation_over_time"]
         )
         assert name in ax.get_title(loc="left")
+    assert f"mean over the batch of {B}" in fig.get_suptitle()
+
+
+def test_heatmap_data_is_binned_over_many_units_and_long_sequences():
+    rng = np.random.default_rng(2)
+    T, B, H = 1300, 2, 100
+    gates = rng.random((T, B, 4 * H))
+    heat = gate_heatmap(gates)
+    assert heat["units_per_row"] == 2 and heat["steps_per_column"] == 3 and heat["batch"] == B
+    f = gates.reshape(T, B, 4, H)[:, :, 1].mean(axis=1).T  # (H, T): forget gate, batch mean
+    img = np.asarray(heat["forget"])
+    assert img.shape == (50, 434)  # ceil(100 / 2) rows, ceil(1300 / 3) columns
+    np.testing.assert_allclose(img[7, 5], f[14:16, 15:18].mean(), rtol=1e-13)
+    np.testing.assert_allclose(img[0, -1], f[0:2, 1299:].mean(), rtol=1e-13)  # a shorter last bin
 
 
 def test_many_units_are_binned_with_a_note():
-    result = analyze({"model": {"hidden_size": 100}, "data": {"seq_len": 12, "batch_size": 2}})
+    small = {"data": {"seq_len": 12, "batch_size": 2}, "diagnostics": {"dynamics": False}}
+    result = analyze({"model": {"hidden_size": 100}, **small})
     gates = result.fwd.layers[0].gates
-    fig = plots.gate_heatmaps(result.to_dict(), gates, 0)
+    fig = plots.gate_heatmaps(roundtrip(result.to_dict()), 0)
     img = [ax for ax in fig.axes if ax.images][1].images[0].get_array()  # forget gate
     f = gates.reshape(12, 2, 4, 100)[:, :, 1].mean(axis=1).T  # (H, T)
     assert img.shape == (50, 12)
@@ -204,23 +263,20 @@ def test_many_units_are_binned_with_a_note():
     assert "100 units shown in 50 rows: each row is the mean of 2 consecutive units" in fig.get_suptitle()
 
 
-def test_saturation_scatter_is_each_units_low_vs_high_fraction(vanishing):
-    doc = vanishing.to_dict()
-    fig = plots.saturation(doc, 0)
-    panels = [ax for ax in fig.axes if ax.collections]
+def test_saturation_scatter_is_each_units_low_vs_high_fraction(van_doc, van_figs):
+    panels = [ax for ax in van_figs["saturation_l0"].axes if ax.collections]
     assert len(panels) == 4
     for ax, name in zip(panels, GATES, strict=True):
-        g = doc["layers"][0]["gates"][name]
+        g = van_doc["layers"][0]["gates"][name]
         pts = ax.collections[0].get_offsets()
         np.testing.assert_array_equal(pts[:, 0], g["unit_saturated_low"])
         np.testing.assert_array_equal(pts[:, 1], g["unit_saturated_high"])
         assert ax.get_xlim() == ax.get_ylim() == (-0.03, 1.03)
 
 
-def test_forget_histogram_bars_and_time_constant_axis(vanishing):
-    doc = vanishing.to_dict()
-    hist = doc["layers"][0]["forget_histogram"]
-    fig = plots.forget_gate(doc, 0)
+def test_forget_histogram_bars_and_time_constant_axis(van_doc, van_figs):
+    hist = van_doc["layers"][0]["forget_histogram"]
+    fig = van_figs["forget_gate_l0"]
     ax = fig.axes[0]
     bars = ax.patches[-len(hist["counts"]) :]
     np.testing.assert_array_equal([b.get_height() for b in bars], hist["counts"])
@@ -232,14 +288,13 @@ def test_forget_histogram_bars_and_time_constant_axis(vanishing):
     np.testing.assert_allclose(top.get_xticks(), 1 - 1 / taus)  # tau = 1 / (1 - f)
     assert "τ = 1 / (1 − f)" in top.get_xlabel()
     ret = line(ax, "retention")
-    assert ret.get_xdata()[0] == doc["layers"][0]["flow"]["forget_retention"]
+    assert ret.get_xdata()[0] == van_doc["layers"][0]["flow"]["forget_retention"]
 
 
-def test_gate_grads_lines_are_the_documents_dz_norms(stacked_all):
-    doc = stacked_all.to_dict()
+def test_gate_grads_lines_are_the_documents_dz_norms(stacked_doc):
+    doc = stacked_doc
     for k in (0, 1):
-        fig = plots.gate_grads(doc, k)
-        ax = fig.axes[0]
+        ax = plots.gate_grads(doc, k).axes[0]
         for name, sym in zip(GATES, "ifgo", strict=True):
             ln = line(ax, f"‖dL/dz^{sym}_t‖")
             np.testing.assert_array_equal(ln.get_ydata(), positive(doc["layers"][k]["grad_z_norm"][name]))
@@ -249,68 +304,137 @@ def test_gate_grads_lines_are_the_documents_dz_norms(stacked_all):
         assert zero and 1 in zero[0].get_offsets()[:, 0]
 
 
-def test_plotting_changes_no_number(vanishing):
-    before = copy.deepcopy(vanishing.to_dict())
-    gates = vanishing.fwd.layers[0].gates.copy()
-    for _, fig in plots.figures(vanishing):
-        assert fig.axes
-    assert vanishing.to_dict() == before
-    np.testing.assert_array_equal(vanishing.fwd.layers[0].gates, gates)
+def test_dynamics_figure_plots_the_reported_exponents(van_doc, van_figs):
+    left, right = van_figs["dynamics_l0"].axes[:2]
+    dyn = van_doc["layers"][0]["dynamics"]
+    np.testing.assert_array_equal(left.collections[-1].get_offsets()[:, 1], dyn["lyapunov"])
+    lines = {ln.get_label(): ln for ln in right.get_lines()}
+    spectral = next(v for k, v in lines.items() if k.startswith("‖∂s_t"))
+    np.testing.assert_array_equal(spectral.get_ydata(), dyn["spectral_norm"])
+    np.testing.assert_array_equal(spectral.get_xdata(), dyn["norm_steps"])
 
 
-# ------------------------------------------------------------------------- files
+def test_figure_set_and_drawing_changes_no_number(vanishing, van_doc, van_figs, stacked_all):
+    assert list(van_figs) == NAMES
+    same(van_doc, roundtrip(vanishing.to_dict()))  # drawing left the document as it was
+    # checkpointed BPTT keeps no gate cache: no heatmap data, no heatmap figure, the rest drawn
+    ckpt = analyze(ROOT / "configs" / "vanishing.yaml", ["data.seq_len=20", "diagnostics.memory=checkpoint"])
+    doc = roundtrip(ckpt.to_dict())
+    assert "gate_heatmap" not in doc["layers"][0]
+    names = [name for name, _ in plots.figures(doc)]
+    assert names == ["grad_flow", "saturation_l0", "forget_gate_l0", "gate_grads_l0"]
 
 
-def test_write_figures_png_names_and_magic(tmp_path, stacked_all):
-    out = tmp_path / "a" / "b"  # created if missing
-    paths = plots.write_figures(stacked_all, out, "png", dpi=40)
-    names = sorted(p.name for p in paths)
-    expected = ["grad_flow.png"] + [
-        f"{n}_l{k}.png"
-        for k in (0, 1)
-        for n in ("gate_heatmaps", "saturation", "forget_gate", "gate_grads", "dynamics")
-    ]
-    assert names == sorted(expected)
-    assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no temp files left behind
-    for p in paths:
+# ------------------------------------------------- the saved document and its figures
+
+
+def test_json_round_trip_is_exact_for_float32_and_nonfinite_values(tmp_path):
+    """Floats survive JSON bit for bit (float32 models too) and NaN/Inf come back from `nonfinite`."""
+    for extra in (["dtype=float32"], ["model.recurrent_scale=1e300", "diagnostics.dynamics=false"]):
+        sets = [x for o in (*TINY, *extra) for x in ("--set", o)]
+        r = run("analyze", "--format", "json", *sets)
+        assert r.exit_code == 0, r.output
+        path = tmp_path / "r.json"
+        path.write_text(r.stdout)
+        from_json = analysis_document(str(path), ())
+        from_config = analysis_document(None, (*TINY, *extra))
+        same(from_json, from_config)
+        raw = analyze(None, (*TINY, *extra)).to_dict()
+        np.testing.assert_array_equal(from_json["layers"][0]["grad_c_norm"], raw["layers"][0]["grad_c_norm"])
+    assert json.loads(r.stdout)["nonfinite"]  # the second run overflowed: inf written as null
+    assert any(math.isinf(v) for v in from_json["layers"][0]["grad_c_norm"])
+    doc = {"a": [1.0, math.nan, -math.inf], "head.weight": {"x": math.inf}}
+    same(loads(dumps(doc)), doc)
+
+
+def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, monkeypatch):
+    """Compute here, draw anywhere: analyze --plots (from the config) and plot/report of the saved
+    JSON give the same PNG bytes; SVG too; the report of the JSON equals the report of the config."""
+    monkeypatch.setattr(style, "DPI", 30)  # analyze --plots draws at the default dpi: keep it cheap
+    config_route = tmp_path / "from-config"
+    r = run("analyze", tiny_config, "--format", "json", "--plots", config_route)
+    assert r.exit_code == 0, r.output
+    saved = tmp_path / "result.json"
+    saved.write_text(r.stdout)  # stdout is still the JSON document alone
+    assert [Path(p.split(" to ", 1)[1]).name for p in r.stderr.splitlines()] == [f"{n}.png" for n in NAMES]
+
+    html = tmp_path / "r.html"
+    r = run("report", saved, "-o", html, "--dpi", 30)
+    assert r.exit_code == 0 and r.stdout.strip() == str(html), r.output
+    text = html.read_text(encoding="utf-8")
+    embedded = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', text)
+    assert [name for name, _ in embedded] == ["grad_flow", "gate_grads_l0", *NAMES[1:4], "dynamics_l0"]
+    for name, data in embedded:
+        assert base64.b64decode(data) == (config_route / f"{name}.png").read_bytes(), name
+    from_config = analysis_document(str(tiny_config), ())
+    images = {name: base64.b64decode(data) for name, data in embedded}
+    assert render_html(from_config, images, plots.source_label(from_config)) == text
+
+    for p in config_route.iterdir():
         data = p.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n"
-        w, h = struct.unpack(">II", data[16:24])
-        assert w > 200 and h > 150
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 200
+
+    r = run("plot", saved, "-o", tmp_path / "svg", "--format", "svg")
+    assert r.exit_code == 0, r.output
+    listed = [Path(p) for p in r.stdout.splitlines()]
+    assert [p.name for p in listed] == [f"{n}.svg" for n in NAMES]
+    figs = dict(plots.figures(from_config))
+    for p in listed[:2]:  # SVG: the same bytes from the config's document
+        svg = figure_bytes(figs[p.stem], "svg")
+        assert p.read_bytes() == svg and ET.fromstring(svg).tag.endswith("svg")
+        assert b"Date" not in svg and b"Matplotlib v" not in svg  # no date or version in the metadata
 
 
-def test_svg_and_pdf_are_valid(vanishing):
-    fig = plots.grad_flow(vanishing.to_dict())
-    root = ET.fromstring(plots.figure_bytes(fig, "svg"))
-    assert root.tag.endswith("svg")
-    pdf = plots.figure_bytes(fig, "pdf")
+def test_plot_and_report_refuse_what_they_cannot_draw(tmp_path, tiny_config):
+    doc = json.loads(run("analyze", tiny_config, "--format", "json").stdout)
+    cases = {
+        "compare.json": ({**doc, "command": "compare"}, "a compare document; plot and report draw"),
+        "old.json": ({**doc, "schema_version": 1, "command": None}, "schema_version 1, which lacks the"),
+        "new.json": ({**doc, "schema_version": 99}, "schema_version 99; this lstm-diag draws"),
+        "cut.json": ({k: v for k, v in doc.items() if k != "layers"}, "missing layers"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(json.dumps({k: v for k, v in content.items() if v is not None}))
+        for cmd in ("plot", "report"):
+            r = run(cmd, path, "-o", tmp_path / "out")
+            assert r.exit_code == 2 and message in r.stderr, (name, r.output)
+            assert len(r.stderr.splitlines()) == 1
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(doc))
+    r = run("plot", good, "--set", "data.seq_len=5", "-o", tmp_path / "out")
+    assert r.exit_code == 2 and "--set applies to configs only" in r.stderr
+
+
+def test_encodings_carry_no_date_or_version(van_figs):
+    fig = van_figs["forget_gate_l0"]
+    pdf = figure_bytes(fig, "pdf")
     assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
-    for fmt in ("svg", "pdf", "png"):  # no timestamp: the same analysis gives the same bytes
-        again = plots.grad_flow(vanishing.to_dict())
-        assert plots.figure_bytes(plots.grad_flow(vanishing.to_dict()), fmt) == plots.figure_bytes(again, fmt)
+    assert b"CreationDate" not in pdf and b"Matplotlib" not in pdf
     with pytest.raises(ValueError):
-        plots.figure_bytes(fig, "jpg")
+        figure_bytes(fig, "jpg")
 
 
-def test_works_without_a_display_and_never_touches_pyplot(tmp_path):
+def test_no_pyplot_anywhere_and_no_display_needed(tmp_path):
+    """A fresh process is the point: which modules get imported, under a GUI backend, no display."""
+    imports = re.compile(r"^\s*(import matplotlib\.pyplot|from matplotlib import .*pyplot)", re.M)
+    sources = [p for p in PACKAGE.rglob("*.py") if imports.search(p.read_text(encoding="utf-8"))]
+    assert sources == []
     code = (
         "import sys; from lstm_diag import analyze;"
-        "from lstm_diag.report.plots import grad_flow, figure_bytes;"
+        "from lstm_diag.report.figures.analysis import grad_flow;"
+        "from lstm_diag.report.figures.style import figure_bytes;"
         "r = analyze({'data': {'seq_len': 10, 'batch_size': 2}, 'model': {'hidden_size': 4}});"
         "b = figure_bytes(grad_flow(r.to_dict()), 'png', 30); assert b[:4] == b'\\x89PNG';"
         "assert 'matplotlib.pyplot' not in sys.modules; print('ok')"
     )
-    for backend in (None, "Agg", "QtAgg"):  # QtAgg would need a display (and Qt): never used
-        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
-        if backend:
-            env["MPLBACKEND"] = backend
-        r = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path
-        )
-        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["MPLBACKEND"] = "QtAgg"  # would need a display (and Qt): never used
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
-# ---------------------------------------------------------------- CLI and HTML
+# ---------------------------------------------------------------------------- HTML
 
 
 class Refs(HTMLParser):
@@ -323,86 +447,25 @@ class Refs(HTMLParser):
         self.refs += [(tag, k, v) for k, v in attrs if k in ("src", "href", "srcset", "data", "action")]
 
 
-def test_report_is_self_contained_with_every_finding_and_figure(tmp_path):
-    out = tmp_path / "sub" / "r.html"
-    r = CliRunner().invoke(
-        main,
-        [
-            "report",
-            str(ROOT / "configs" / "exploding.yaml"),
-            "-o",
-            str(out),
-            "--dpi",
-            "40",
-            "--set",
-            "data.seq_len=40",
-            "--set",
-            "clipping.mode=value",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    assert r.stdout.strip() == str(out)
-    text = out.read_text(encoding="utf-8")
-    doc = analyze(ROOT / "configs" / "exploding.yaml", ["data.seq_len=40", "clipping.mode=value"]).to_dict()
-    assert doc["findings"]
-    for f in doc["findings"]:
+def test_report_page_is_self_contained_with_every_finding(van_doc):
+    assert van_doc["findings"]
+    images = {"grad_flow": b"\x89PNG fake", "saturation_l0": b"\x89PNG fake"}
+    text = render_html(van_doc, images, plots.source_label(van_doc))
+    for f in van_doc["findings"]:
         assert f">{f['code']}<" in text
     refs = Refs()
     refs.feed(text)
     assert "script" not in refs.tags and "link" not in refs.tags and "iframe" not in refs.tags
     for tag, attr, value in refs.refs:
         assert value.startswith(("data:image/png;base64,", "#")), (tag, attr, value[:40])
-    imgs = [v for tag, a, v in refs.refs if tag == "img"]
-    assert len(imgs) == 6  # grad_flow + 5 per layer (gate_grads, heatmaps, saturation, forget, dynamics)
+    assert len([v for tag, a, v in refs.refs if tag == "img"]) == 2
     assert "http://" not in text and "https://" not in text
-    assert "EXPLODING" in text and "exploding.yaml" in text
+    assert "VANISHING" in text and "vanishing.yaml" in text
 
 
-def test_html_escapes_all_text(vanishing):
-    doc = copy.deepcopy(vanishing.to_dict())
+def test_html_escapes_all_text(van_doc):
+    doc = copy.deepcopy(van_doc)
     doc["findings"][0]["message"] = "<script>alert(1)</script> & more"
     text = render_html(doc, {}, label='<img src="https://x">')
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in text
     assert '<img src="https://x">' not in text
-
-
-def test_plot_command_prints_paths_and_analyze_plots_writes_the_same_files(tmp_path):
-    runner = CliRunner()
-    r = runner.invoke(
-        main, ["plot", "-o", str(tmp_path / "p"), "--format", "svg", "--set", "data.seq_len=20"]
-    )
-    assert r.exit_code == 0, r.output
-    listed = [Path(p) for p in r.stdout.splitlines()]
-    assert [p.name for p in listed] == [
-        "grad_flow.svg",
-        "gate_heatmaps_l0.svg",
-        "saturation_l0.svg",
-        "forget_gate_l0.svg",
-        "gate_grads_l0.svg",
-        "dynamics_l0.svg",
-    ]
-    assert all(p.is_file() for p in listed)
-    r = runner.invoke(
-        main, ["analyze", "--format", "json", "--set", "data.seq_len=20", "--plots", str(tmp_path / "q")]
-    )
-    assert r.exit_code == 0, r.output
-    assert r.stdout.lstrip().startswith("{")  # stdout is still the JSON document alone
-    assert sorted(p.name for p in (tmp_path / "q").iterdir()) == sorted(
-        p.with_suffix(".png").name for p in listed
-    )
-    bad = runner.invoke(main, ["plot", "-o", str(tmp_path), "--format", "jpg"])
-    assert bad.exit_code == 2
-
-
-def test_dynamics_figure_plots_the_reported_exponents():
-    from lstm_diag import analyze
-    from lstm_diag.report.plots import dynamics
-
-    doc = analyze(None, ["data.seq_len=40"]).to_dict()
-    fig = dynamics(doc, 0)
-    left, right = fig.axes[:2]
-    offsets = left.collections[-1].get_offsets()
-    np.testing.assert_allclose(offsets[:, 1], doc["layers"][0]["dynamics"]["lyapunov"])
-    lines = {line.get_label(): line for line in right.get_lines()}
-    spectral = next(v for k, v in lines.items() if k.startswith("‖∂s_t"))
-    np.testing.assert_allclose(spectral.get_ydata(), doc["layers"][0]["dynamics"]["spectral_norm"])

@@ -16,6 +16,7 @@ from .common import (
     set_option,
     stderr_console,
     stdout_console,
+    write_figures,
 )
 
 EPILOG = """\b
@@ -70,11 +71,11 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
     codes, messages and remedies.
     """
     from ..core.diagnostics import matches
-    from ..features.analysis import analyze
+    from ..features.analysis import analyze, run_source
 
     if no_dynamics:
         overrides = (*overrides, "diagnostics.dynamics=false")
-    result = analyze(load(config, overrides))
+    result = analyze(load(config, overrides), source=run_source(config, overrides))
     doc = result.to_dict()
     if fmt == "json":
         from ..report.jsonout import dumps
@@ -102,9 +103,10 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
         path = write_weights(save_weights, result.problem.params)
         stderr_console().print(f"weights written to {path}")
     if plots:
-        from ..report.plots import source_label, write_figures
+        from ..report.figures.analysis import figures
+        from ..report.jsonout import roundtrip
 
-        for path in write_figures(result, plots, label=source_label(config, overrides)):
+        for path in write_figures(figures(roundtrip(doc)), plots):  # as `plot` draws the saved JSON
             click.echo(f"figure written to {path}", err=True)
     if fail_on:
         hit = [f for f in result.findings if matches(f, fail_on)]

@@ -211,3 +211,18 @@ def with_flags(cfg, section: str, flags: dict):
             if msg.startswith(field):
                 raise ConfigError(f"--{key.replace('_', '-')}:{msg[len(field):]}") from None
         raise
+
+
+def write_figures(named_figures, out_dir, fmt: str = "png", dpi: int | None = None) -> list:
+    """Encode each (file stem, Figure) and write it to out_dir/<stem>.<fmt>, atomically
+    (the folder is created if missing); returns the paths written."""
+    from pathlib import Path
+
+    from ..report.figures.style import DPI, figure_bytes
+    from ..setup.outputs import atomic_write_bytes
+
+    out = Path(out_dir)
+    return [
+        atomic_write_bytes(out / f"{stem}.{fmt}", figure_bytes(fig, fmt, DPI if dpi is None else dpi))
+        for stem, fig in named_figures
+    ]

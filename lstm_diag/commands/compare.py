@@ -14,6 +14,7 @@ from .common import (
     stderr_console,
     stdout_console,
     with_flags,
+    write_figures,
 )
 
 EPILOG = """\b
@@ -147,7 +148,8 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
 
         render(doc, stdout_console())
     if s.plots:
-        from ..report.compare_plots import write_figures
+        from ..report.figures.compare import figures
+        from ..report.jsonout import roundtrip
 
-        for path in write_figures(doc, s.plots):
+        for path in write_figures(figures(roundtrip(doc)), s.plots):
             err.print(f"figure written to {path}")

@@ -4,28 +4,57 @@ from __future__ import annotations
 
 import click
 
-from .common import config_argument, debug_option, handle_errors, load, set_option
+from .common import config_argument, debug_option, handle_errors, set_option, write_figures
 
 EPILOG = """\b
 Examples:
   lstm-diag plot -o plots/                       # the built-in default model
   lstm-diag plot configs/vanishing.yaml -o plots/
   lstm-diag plot cfg.yaml -o figs --format svg --set data.seq_len=1000
+  lstm-diag analyze cfg.yaml --format json > result.json   # compute here,
+  lstm-diag plot result.json -o plots/                     # draw anywhere
   lstm-diag analyze cfg.yaml --plots plots/      # the same files, beside the report
 
+\b
+CONFIG may be a document saved by `analyze --format json` (recognised by its
+content): its figures are drawn without computing anything, byte for byte the
+figures of the config it came from.
+
 Files (docs/plots.md): grad_flow, and per layer k gate_heatmaps_l<k>,
-saturation_l<k>, forget_gate_l<k>, gate_grads_l<k>; one path per line on stdout.
+saturation_l<k>, forget_gate_l<k>, gate_grads_l<k>, dynamics_l<k>; one path per
+line on stdout.
 """
 
 
 def dpi_option(fn):
+    from ..report.figures.style import DPI
+
     return click.option(
         "--dpi",
         type=click.IntRange(30, 600),
-        default=110,
+        default=DPI,
         show_default=True,
         help="Resolution of png figures (svg and pdf are vector).",
     )(fn)
+
+
+def analysis_document(config, overrides) -> dict:
+    """The analyze document the figures are drawn from: read from CONFIG when it is a saved
+    `analyze --format json` document, else computed from the config. Either way it is the
+    document as JSON carries it (compute -> document -> draw), so both give the same figures."""
+    from ..features.analysis import SCHEMA_VERSION, analyze, run_source
+    from ..report.jsonout import roundtrip
+    from ..setup.document import read_analysis_document
+    from .common import load
+
+    doc = None if config is None else read_analysis_document(config, SCHEMA_VERSION)
+    if doc is not None:
+        if overrides:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--set: {config} is a saved analyze document; --set applies to configs only")
+        return doc
+    return roundtrip(analyze(load(config, overrides), source=run_source(config, overrides)).to_dict())
 
 
 @click.command("plot", epilog=EPILOG)
@@ -54,15 +83,14 @@ def dpi_option(fn):
 def plot_cmd(config, overrides, out_dir, fmt, dpi):
     """Draw where the gradient dies through time, and why, for the LSTM of CONFIG.
 
-    Runs the same analysis as `analyze` and draws it: ||dL/dc_t|| and ||dL/dh_t||
-    over t with the vanishing threshold and horizon; per layer the gate activations
+    Runs the same analysis as `analyze` and draws it (or draws a saved `analyze
+    --format json` document given as CONFIG): ||dL/dc_t|| and ||dL/dh_t|| over t
+    with the vanishing threshold and horizon; per layer the gate activations
     (units x time), the per-unit saturation scatter (Karpathy et al. 2015), the
-    forget-gate histogram with its time constant, and ||dL/dz|| per gate. Prints the
-    written files, one per line.
+    forget-gate histogram with its time constant, ||dL/dz|| per gate, and the state
+    dynamics. Prints the written files, one per line.
     """
-    from ..features.analysis import analyze
-    from ..report.plots import source_label, write_figures
+    from ..report.figures.analysis import figures
 
-    result = analyze(load(config, overrides))
-    for path in write_figures(result, out_dir, fmt, dpi, label=source_label(config, overrides)):
+    for path in write_figures(figures(analysis_document(config, overrides)), out_dir, fmt, dpi):
         click.echo(str(path))

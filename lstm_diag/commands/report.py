@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .common import config_argument, debug_option, handle_errors, load, set_option
-from .plot import dpi_option
+from .common import config_argument, debug_option, handle_errors, set_option
+from .plot import analysis_document, dpi_option
 
 EPILOG = """\b
 Examples:
   lstm-diag report -o report.html                 # the built-in default model
   lstm-diag report configs/vanishing.yaml -o vanishing.html
   lstm-diag report cfg.yaml -o report.html --set data.seq_len=1000 --dpi 90
+  lstm-diag report result.json -o report.html     # from a saved `analyze --format json`
 
 The file embeds its figures (PNG) and CSS and loads nothing from the network:
 attach it to an issue or a PR. Its path is printed on stdout.
@@ -38,15 +39,15 @@ def report_cmd(config, overrides, out_file, dpi):
 
     The same summary, per-layer tables, gate statistics, clipping snapshot and
     findings (codes, messages, remedies) as `analyze`, with every figure of
-    `lstm-diag plot` embedded.
+    `lstm-diag plot` embedded. CONFIG may also be a document saved by `analyze
+    --format json`: the report is then made from it alone, without computing.
     """
-    from ..features.analysis import analyze
+    from ..report.figures.analysis import figures, source_label
+    from ..report.figures.style import figure_bytes
     from ..report.html import render_html
-    from ..report.plots import figure_bytes, figures, source_label
     from ..setup.outputs import atomic_write_text
 
-    result = analyze(load(config, overrides))
-    label = source_label(config, overrides)
-    images = {name: figure_bytes(fig, "png", dpi) for name, fig in figures(result, label)}
-    path = atomic_write_text(out_file, render_html(result.to_dict(), images, label))
+    doc = analysis_document(config, overrides)
+    images = {name: figure_bytes(fig, "png", dpi) for name, fig in figures(doc)}
+    path = atomic_write_text(out_file, render_html(doc, images, source_label(doc)))
     click.echo(str(path))

@@ -15,6 +15,7 @@ from .common import (
     stderr_console,
     stdout_console,
     with_flags,
+    write_figures,
 )
 
 EPILOG = """\b
@@ -178,9 +179,10 @@ def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weigh
             err.print(f"weights ({run.setting.label}, after {run.steps_done} steps) written to {path}")
     doc = result.to_dict()
     if tc.plots:
-        from ..report.train_plots import draw
+        from ..report.figures.train import figures
+        from ..report.jsonout import roundtrip
 
-        for path in draw(doc, tc.plots):
+        for path in write_figures(figures(roundtrip(doc)), tc.plots):
             err.print(f"figure written to {path}")
     if fmt == "json":
         from ..report.jsonout import dumps

@@ -209,6 +209,44 @@ def gate_statistics(
     return acc.result(stuck_fraction), acc
 
 
+HEATMAP_ROWS = 64  # gate heatmap rows; more units are averaged in bins of consecutive units
+HEATMAP_COLUMNS = 600  # gate heatmap columns; more steps are averaged in bins of consecutive steps
+
+
+def _bin_mean(a: np.ndarray, axis: int, max_bins: int) -> tuple[np.ndarray, int]:
+    """Mean over bins of k consecutive entries along `axis` when it is longer than max_bins
+    (the last bin may hold fewer); returns (binned array, k)."""
+    n = a.shape[axis]
+    k = math.ceil(n / max_bins)
+    if k == 1:
+        return a, 1
+    starts = np.arange(0, n, k)
+    sums = np.add.reduceat(a, starts, axis=axis)
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    shape = [1] * a.ndim
+    shape[axis] = len(starts)
+    return sums / counts.reshape(shape), k
+
+
+def gate_heatmap(gates: np.ndarray, max_rows: int = HEATMAP_ROWS, max_columns: int = HEATMAP_COLUMNS) -> dict:
+    """`layers[k].gate_heatmap`: each gate's batch-mean activation, units x time, binned.
+
+    gates: one layer's activations (T, B, 4H) in gate order i, f, g, o. Units are averaged
+    in bins of `units_per_row` consecutive units when H > max_rows, steps in bins of
+    `steps_per_column` consecutive steps when T > max_columns.
+    """
+    T, B, H4 = gates.shape
+    H = H4 // 4
+    mean = gates.reshape(T, B, 4, H).mean(axis=1)  # (T, 4, H): batch mean
+    out: dict = {"batch": B}
+    for j, name in enumerate(GATE_NAMES):
+        img, k_units = _bin_mean(mean[:, j, :].T, 0, max_rows)  # (rows, T)
+        img, k_steps = _bin_mean(img, 1, max_columns)  # (rows, columns)
+        out["units_per_row"], out["steps_per_column"] = k_units, k_steps
+        out[name] = img.tolist()
+    return out
+
+
 # --------------------------------------------------------------------- gradient flow
 
 

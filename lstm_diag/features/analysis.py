@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from ..core import clipping, engine
-from ..core.diagnostics import GATE_NAMES, Finding, flow_summary, verdict
+from ..core.diagnostics import GATE_NAMES, Finding, flow_summary, gate_heatmap, verdict
 from ..setup.config import Config, load_config
 from ..setup.problem import Problem, build, dynamics_bytes, estimated_bytes
 from . import findings
 from .trace import LayerTrace, Trace, trace_checkpointed, trace_full
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # docs/json-schema.md, "Version history"
 
 
 @dataclass
@@ -57,10 +57,13 @@ class AnalysisResult:
     grads: dict[str, np.ndarray] = field(default_factory=dict)  # dL/dθ under PyTorch names
     findings: list[Finding] = field(default_factory=list)
     sections: dict[str, Any] = field(default_factory=dict)  # top-level diagnostics
+    source: dict[str, Any] = field(default_factory=lambda: {"config": None, "overrides": []})
 
     def to_dict(self) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,
+            "command": "analyze",
+            "source": self.source,
             "config": self.config.model_dump(mode="json"),
             "loss": self.loss,
             "layers": [layer.to_dict() for layer in self.layers],
@@ -203,6 +206,9 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     dyn_note, dyn = dynamics_section(problem, fwd, bwd if flow_bwd is None else flow_bwd)
     for layer, layer_dyn in zip(layers, dyn, strict=False):
         layer.extra["dynamics"] = layer_dyn
+    if fwd is not None:  # the heatmaps need every step's gates: not kept with checkpointing
+        for layer, cache in zip(layers, fwd.layers, strict=True):
+            layer.extra["gate_heatmap"] = gate_heatmap(cache.gates)
     grads = trace.grads
     parameters = {
         name: ParamResult(
@@ -254,13 +260,27 @@ def _overall(verdicts: list[str]) -> str:
     return "healthy"
 
 
+def run_source(config: str | Path | Mapping | Config | None, overrides=()) -> dict:
+    """The document's `source`: the config file as given (None: the built-in default) and the
+    --set overrides, which the figure titles name."""
+    if config is not None and not isinstance(config, (str, Path)):
+        config = "(in-memory config)"
+    return {"config": None if config is None else str(config), "overrides": list(overrides)}
+
+
 def analyze(
-    config: str | Path | Mapping | Config | None = None, overrides: list[str] | tuple[str, ...] = ()
+    config: str | Path | Mapping | Config | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    source: dict | None = None,
 ) -> AnalysisResult:
     """Run the forward pass and BPTT for a config, measure gradient flow and diagnose it.
 
     config: a YAML path, a parsed mapping, a `Config`, or None for the built-in default.
-    Returns an `AnalysisResult`; `.to_dict()` is the JSON document of `analyze --format json`.
+    source: the document's `source` (`run_source`) when `config` is already loaded; by
+    default made from `config` and `overrides`. Returns an `AnalysisResult`; `.to_dict()`
+    is the JSON document of `analyze --format json`.
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)[0]
-    return analyze_problem(build(cfg))
+    result = analyze_problem(build(cfg))
+    result.source = run_source(config, overrides) if source is None else source
+    return result

@@ -1,2 +1,2 @@
-"""Renderers over plain results: rich tables, JSON, markdown (and plots, in plots.py).
+"""Renderers over plain results: rich tables, JSON, markdown, HTML (and figures, in figures/).
 They format; they never compute a diagnostic."""

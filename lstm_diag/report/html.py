@@ -1,7 +1,7 @@
 """A self-contained HTML report of an analysis: one file to attach to an issue or a PR.
 
 Everything shown is read from the analysis document (`AnalysisResult.to_dict()`) and from
-figures already drawn by plots.py (PNG bytes, embedded as base64 data: URIs). The page
+figures already drawn by report/figures (PNG bytes, embedded as base64 data: URIs). The page
 has inline CSS, no script, and no external resource: it opens offline. All text is
 escaped with `html.escape`.
 """
@@ -18,9 +18,9 @@ from .. import __version__
 from ..core.diagnostics import GATE_SYMBOL
 from ..numfmt import fmt
 from .describe import init_text, model_line
+from .figures.style import OKABE_ITO, VERDICT_COLOR
 
-VERDICT_COLOR = {"healthy": "#009E73", "vanishing": "#E69F00", "exploding": "#D55E00"}  # Okabe-Ito
-SEVERITY_COLOR = {"error": "#D55E00", "warning": "#B07800", "info": "#0072B2"}
+SEVERITY_COLOR = {"error": OKABE_ITO["vermillion"], "warning": "#B07800", "info": OKABE_ITO["blue"]}
 
 CAPTIONS = {
     "grad_flow": (
@@ -175,7 +175,8 @@ def _layers_table(doc: dict) -> str:
 
 def _findings(doc: dict) -> str:
     if not doc["findings"]:
-        return '<p><span class="badge" style="background:#009E73">NONE</span> No findings.</p>'
+        none = f'<span class="badge" style="background:{VERDICT_COLOR["healthy"]}">NONE</span>'
+        return f"<p>{none} No findings.</p>"
     rows = []
     for f in doc["findings"]:
         sev = f'<span style="color:{SEVERITY_COLOR[f["severity"]]};font-weight:600">{e(f["severity"])}</span>'

@@ -43,3 +43,12 @@ def to_jsonable(doc: dict) -> dict:
 
 def dumps(doc: dict, indent: int | None = 2) -> str:
     return json.dumps(to_jsonable(doc), indent=indent, allow_nan=False) + "\n"
+
+
+
+def roundtrip(doc: dict) -> dict:
+    """The document as a reader of `dumps` gets it (`setup.document.loads`): what figures are
+    drawn from, whichever machine computed it (same types, same values, NaN and Inf included)."""
+    from ..setup.document import loads
+
+    return loads(dumps(doc, indent=None))

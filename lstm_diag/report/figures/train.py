@@ -9,27 +9,27 @@
 - horizon.png     the gradient horizon of ||dL/dc_t|| (steps back from the loss) at the
                   logged steps, one panel per layer.
 
-matplotlib with the Agg backend, imported only here; colours from the Okabe-Ito palette
-(colour-blind safe). Nothing is computed here beyond running means for display.
+Figures in the style of report/figures/style.py (Agg canvas, Okabe-Ito palette); the
+commands encode and write them. Nothing is computed here beyond running means for display.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from ..numfmt import fmt
+from ...numfmt import fmt
+from .style import GREY, MARKERS, OKABE_ITO, SERIES, new_figure, styled
 
-# Okabe & Ito (2008), "Color Universal Design"; black first for the unclipped run.
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-OKABE_ITO = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442")
+_OTHERS = [c for c in SERIES if c != OKABE_ITO["black"]]
 
 
 def _colors(summary: list[dict]) -> dict[str, str]:
-    """Black for 'none', the palette's colours in order for the others."""
-    others = iter(OKABE_ITO[1:] * 4)
-    return {s["setting"]: OKABE_ITO[0] if s["mode"] == "none" else next(others) for s in summary}
+    """Black for 'none' (the reference), the series colours in order for the others."""
+    others = iter(_OTHERS * 4)
+    return {s["setting"]: OKABE_ITO["black"] if s["mode"] == "none" else next(others) for s in summary}
 
 
 def _running_log_mean(y: np.ndarray, width: int) -> np.ndarray:
@@ -71,8 +71,11 @@ def _title(doc: dict) -> str:
     return f"{d['task']}, T={d['seq_len']}, batch {d['batch_size']}; {t['optimizer']} lr {t['lr']:g}"
 
 
-def loss_figure(doc: dict, plt):
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+@styled
+def loss_figure(doc: dict) -> Figure:
+    """Batch loss per step for every clip setting, log scale, divergence marked."""
+    fig = new_figure(8, 4.5)
+    ax = fig.add_subplot()
     colors = _colors(doc["summary"])
     losses = [_values(run["history"]["loss"]) for run in doc["runs"]]
     tame = [
@@ -109,17 +112,17 @@ def loss_figure(doc: dict, plt):
     ax.set_xlabel("step")
     ax.set_ylabel(f"batch loss ({doc['config']['loss']['type']})")
     ax.set_title(f"Loss per clip setting — {_title(doc)}", fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
 
 
-def norm_figure(doc: dict, plt):
+@styled
+def norm_figure(doc: dict) -> Figure:
+    """Per setting: the pre-clip global gradient norm per step, clipped steps, the threshold."""
     runs, summary = doc["runs"], doc["summary"]
     n = len(runs)
-    fig, axes = plt.subplots(
-        n, 1, figsize=(8, 1.2 + 2.0 * n), sharex=True, layout="constrained", squeeze=False
-    )
+    fig = new_figure(8, 1.2 + 2.0 * n)
+    axes = fig.subplots(n, 1, sharex=True, squeeze=False)
     colors = _colors(summary)
     for ax, run, s in zip(axes[:, 0], runs, summary, strict=True):
         h = run["history"]
@@ -129,28 +132,27 @@ def norm_figure(doc: dict, plt):
         col = colors[run["setting"]]
         ax.plot(steps, pre, color=col, linewidth=1.0, label="pre-clip ‖g‖")
         if s["mode"] != "none":
-            ax.plot(
-                steps, post, color="#555555", linewidth=0.8, alpha=0.7, linestyle="--", label="post-clip ‖g‖"
-            )
+            ax.plot(steps, post, color=GREY, linewidth=0.8, alpha=0.7, linestyle="--", label="post-clip ‖g‖")
         if hit.any():
             ax.plot(
-                steps[hit], pre[hit], linestyle="none", marker="o", markersize=2.5, color="#CC79A7",
-                label=f"clipped ({hit.sum()} of {len(hit)} steps)",
+                steps[hit], pre[hit], linestyle="none", marker="o", markersize=2.5,
+                color=OKABE_ITO["reddish_purple"], label=f"clipped ({hit.sum()} of {len(hit)} steps)",
             )  # fmt: skip
         if s["mode"] == "norm":
             ax.axhline(
                 s["threshold"],
-                color="#0072B2",
+                color=OKABE_ITO["blue"],
                 linewidth=1.2,
                 linestyle=":",
                 label=f"max_norm {s['threshold']:g}",
             )
         if s["diverged"]:
-            ax.axvline(s["diverged"]["step"], color="#D55E00", linewidth=1.0)
+            ax.axvline(s["diverged"]["step"], color=OKABE_ITO["vermillion"], linewidth=1.0)
             d = s["diverged"]
             ax.text(
-                d["step"], 0.05, f"diverged at step {d['step']} ({d['code']}) ", color="#D55E00",
-                transform=ax.get_xaxis_transform(), fontsize=8, va="bottom", ha="right",
+                d["step"], 0.05, f"diverged at step {d['step']} ({d['code']}) ",
+                color=OKABE_ITO["vermillion"], transform=ax.get_xaxis_transform(), fontsize=8, va="bottom",
+                ha="right",
             )  # fmt: skip
         note = {"value": "; threshold is per entry", "agc": "; threshold is per unit, × ‖W_i‖"}.get(
             s["mode"], ""
@@ -161,19 +163,19 @@ def norm_figure(doc: dict, plt):
         ax.set_yscale("log")
         ax.set_ylim(*_log_limits([pre, post, *extra], []))
         ax.set_ylabel("‖g‖₂")
-        ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="upper right", ncol=2)
     axes[-1, 0].set_xlabel("step")
     fig.suptitle(f"Pre-clip gradient norm — {_title(doc)}", fontsize=10)
     return fig
 
 
-def horizon_figure(doc: dict, plt):
+@styled
+def horizon_figure(doc: dict) -> Figure:
+    """The gradient horizon at the logged steps, one panel per layer."""
     L = doc["config"]["model"]["num_layers"]
     T = doc["config"]["data"]["seq_len"]
-    fig, axes = plt.subplots(
-        L, 1, figsize=(8, 1.5 + 2.5 * L), sharex=True, layout="constrained", squeeze=False
-    )
+    fig = new_figure(8, 1.5 + 2.5 * L)
+    axes = fig.subplots(L, 1, sharex=True, squeeze=False)
     colors = _colors(doc["summary"])
     for k in range(L):
         ax = axes[k, 0]
@@ -191,7 +193,7 @@ def horizon_figure(doc: dict, plt):
                 alpha=0.85,
                 label=run["setting"],
             )
-        ax.axhline(T, color="#999999", linestyle=":", linewidth=1.0)
+        ax.axhline(T, color=GREY, linestyle=":", linewidth=1.0)
         ax.text(
             0.01,
             T,
@@ -199,12 +201,11 @@ def horizon_figure(doc: dict, plt):
             transform=ax.get_yaxis_transform(),
             fontsize=8,
             va="bottom",
-            color="#666666",
+            color=GREY,
         )
         ax.set_ylim(0, T * 1.1)
         ax.set_ylabel("horizon (steps back)")
         ax.set_title(f"layer {k}", fontsize=9, loc="left")
-        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     axes[-1, 0].set_xlabel("step")
     ratio = doc["config"]["diagnostics"]["vanishing_ratio"]
@@ -215,20 +216,8 @@ def horizon_figure(doc: dict, plt):
     return fig
 
 
-def draw(doc: dict, out_dir: str | Path) -> list[Path]:
-    """Write loss.png, grad_norm.png and horizon.png into out_dir; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, make in (("loss", loss_figure), ("grad_norm", norm_figure), ("horizon", horizon_figure)):
-        fig = make(doc, plt)
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+def figures(doc: dict) -> Iterator[tuple[str, Figure]]:
+    """(file stem, figure): loss, grad_norm and horizon."""
+    yield "loss", loss_figure(doc)
+    yield "grad_norm", norm_figure(doc)
+    yield "horizon", horizon_figure(doc)

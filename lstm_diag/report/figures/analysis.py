@@ -18,77 +18,37 @@ works on a headless server whatever MPLBACKEND says. File names (docs/plots.md):
 
 from __future__ import annotations
 
-import functools
-import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-import matplotlib as mpl
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
-from ..core.diagnostics import GATE_NAMES, GATE_SYMBOL
-from ..numfmt import fmt
-from .describe import init_text, model_line
+from ...core.diagnostics import GATE_NAMES, GATE_SYMBOL
+from ...numfmt import fmt
+from ..describe import init_text, model_line
+from .style import GATE_COLOR, GREY, NONFINITE_COLOR, OKABE_ITO, VERDICT_COLOR, new_figure, styled
 
-# Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.
-OKABE_ITO = {
-    "black": "#000000",
-    "orange": "#E69F00",
-    "sky_blue": "#56B4E9",
-    "bluish_green": "#009E73",
-    "yellow": "#F0E442",
-    "blue": "#0072B2",
-    "vermillion": "#D55E00",
-    "reddish_purple": "#CC79A7",
-}
-GREY = "#6E6E6E"
-VERDICT_COLOR = {
-    "healthy": OKABE_ITO["bluish_green"],
-    "vanishing": OKABE_ITO["orange"],
-    "exploding": OKABE_ITO["vermillion"],
-}
 GATES = GATE_NAMES  # i, f, g, o: the order of docs and of the engine's cache
-GATE_COLOR = {
-    "input": OKABE_ITO["blue"],
-    "forget": OKABE_ITO["bluish_green"],
-    "cell": OKABE_ITO["reddish_purple"],
-    "output": OKABE_ITO["orange"],
-}
 SERIES_COLOR = {"c": OKABE_ITO["blue"], "h": OKABE_ITO["sky_blue"], "flow": OKABE_ITO["reddish_purple"]}
-NONFINITE_COLOR = OKABE_ITO["vermillion"]
-
-FORMATS = ("png", "svg", "pdf")
-DPI = 110
 MAX_POINTS = 1200  # steps drawn per line; longer series are drawn as a min/max envelope
-MAX_UNITS = 64  # heatmap rows; more units are averaged in bins of consecutive units
-MAX_COLUMNS = 600  # heatmap columns; more steps are averaged in bins of consecutive steps
-
-STYLE = {
-    "font.size": 9.5,
-    "axes.titlesize": 10.5,
-    "axes.labelsize": 9.5,
-    "legend.fontsize": 8.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.25,
-    "grid.linewidth": 0.6,
-}
 
 
 # ------------------------------------------------------------------------ labels
 
 
-def source_label(config: str | Path | None, overrides: Sequence[str] = ()) -> str:
-    """What the titles call the run: the config's file name (or "built-in default") and any --set."""
-    name = "built-in default" if config is None else Path(config).name
-    extra = " ".join(f"--set {o}" for o in overrides)
+def source_label(doc: dict) -> str | None:
+    """What the titles call the run, from the document's `source`: the config's file name
+    (or "built-in default") and any --set; None when the document does not say."""
+    src = doc.get("source")
+    if not src:
+        return None
+    name = "built-in default" if src.get("config") is None else Path(src["config"]).name
+    extra = " ".join(f"--set {o}" for o in src.get("overrides", ()))
     label = f"{name} {extra}".strip()
     return label if len(label) <= 90 else label[:89] + "…"
 
@@ -108,12 +68,12 @@ def _header(
     fig: Figure,
     title: str,
     doc: dict,
-    label: str | None,
     verdict: str,
     note: str = "",
     layer: int | None = None,
 ) -> None:
     """Title (what + which run), a subtitle (model, data, loss) and the verdict as a coloured badge."""
+    label = source_label(doc)
     lines = [title, f"config: {label}" if label else None, describe(doc), note or None]
     fig.suptitle(
         "\n".join(x for x in lines if x),
@@ -134,23 +94,6 @@ def _header(
         color="white",
         bbox={"boxstyle": "round,pad=0.35", "facecolor": VERDICT_COLOR[verdict], "edgecolor": "none"},
     )
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _style(fn):
-    """Apply the shared style while a figure is built (fonts and grid are fixed at creation)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with mpl.rc_context(STYLE):
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 def _layer_codes(doc: dict, k: int, prefixes: tuple[str, ...]) -> str:
@@ -316,8 +259,8 @@ def _flow_title(layer: dict, T: int, ratio: float, exploding_ratio: float) -> st
     return f"{head} — the gradient reaches t = 1 (‖dL/dc_1‖ / ‖dL/dc_T‖ = {fmt(fl['ratio_first_last'])})"
 
 
-@_style
-def grad_flow(doc: dict, label: str | None = None) -> Figure:
+@styled
+def grad_flow(doc: dict) -> Figure:
     """||dL/dc_t|| and ||dL/dh_t|| against t (log), one panel per layer, with the flow measurements.
 
     Drawn per panel: the loss position, the vanishing threshold (vanishing_ratio x the flow
@@ -328,12 +271,10 @@ def grad_flow(doc: dict, label: str | None = None) -> Figure:
     target = doc["config"]["loss"]["target"]
     L = len(doc["layers"])
     T = len(doc["layers"][0]["grad_c_norm"])
-    fig = _new_figure(12.0, 1.3 + 3.4 * L)
+    fig = new_figure(12.0, 1.3 + 3.4 * L)
     axes = fig.subplots(L, 1, sharex=True, squeeze=False)[:, 0]
     note = _downsample_note(T)
-    _header(
-        fig, "Gradient flow back through time: where does the gradient die?", doc, label, doc["verdict"], note
-    )
+    _header(fig, "Gradient flow back through time: where does the gradient die?", doc, doc["verdict"], note)
     for ax, layer in zip(axes, doc["layers"], strict=True):
         fl = layer["flow"]
         flow_series = np.asarray(layer.get("flow_grad_c_norm", layer["grad_c_norm"]), np.float64)
@@ -440,41 +381,26 @@ def _draw_decay(ax, fl: dict, ref: float, T: int, lo: float, hi: float) -> None:
     )
 
 
-def _bin_mean(a: np.ndarray, axis: int, max_bins: int) -> tuple[np.ndarray, int]:
-    """Mean over bins of k consecutive entries along `axis` when it is longer than max_bins."""
-    n = a.shape[axis]
-    k = math.ceil(n / max_bins)
-    if k == 1:
-        return a, 1
-    starts = np.arange(0, n, k)
-    sums = np.add.reduceat(a, starts, axis=axis)
-    counts = np.diff(np.append(starts, n)).astype(np.float64)
-    shape = [1] * a.ndim
-    shape[axis] = len(starts)
-    return sums / counts.reshape(shape), k
-
-
-@_style
-def gate_heatmaps(doc: dict, gates: np.ndarray, layer: int = 0, label: str | None = None) -> Figure:
+@styled
+def gate_heatmaps(doc: dict, layer: int = 0) -> Figure:
     """Per gate, the batch-mean activation as a units x time heatmap, and the saturated fraction beneath.
 
-    gates: the layer's cached activations (T, B, 4H) in gate order i, f, g, o
-    (`result.fwd.layers[layer].gates`). Colour scales are fixed: 0..1 for the sigmoid
-    gates, -1..1 for the tanh candidate g.
+    Drawn from `layers[k].gate_heatmap` (docs/json-schema.md): the batch-mean activations,
+    binned in the analysis to at most 64 rows x 600 columns. Colour scales are fixed: 0..1
+    for the sigmoid gates, -1..1 for the tanh candidate g.
     """
     L = doc["layers"][layer]
     eps = doc["config"]["diagnostics"]["saturation_threshold"]
-    T, B, H4 = gates.shape
-    H = H4 // 4
-    mean = gates.reshape(T, B, 4, H).mean(axis=1)  # (T, 4, H): batch mean, for display
+    heat = L["gate_heatmap"]
+    k_units, k_steps, B = heat["units_per_row"], heat["steps_per_column"], heat["batch"]
+    T = len(L["grad_c_norm"])
+    H = len(L["gates"]["input"]["unit_saturated_low"])
     notes = []
-    fig = _new_figure(12.0, 13.0)
+    fig = new_figure(12.0, 13.0)
     grid = fig.add_gridspec(8, 1, height_ratios=[3.2, 1.0] * 4)
     ax_prev = None
     for k, name in enumerate(GATES):
-        img = mean[:, k, :].T  # (H, T): units x time
-        img, k_units = _bin_mean(img, 0, MAX_UNITS)
-        img, k_steps = _bin_mean(img, 1, MAX_COLUMNS)
+        img = np.asarray(heat[name], np.float64)  # (rows, columns): binned units x binned steps
         ax = fig.add_subplot(grid[2 * k], sharex=ax_prev)
         strip = fig.add_subplot(grid[2 * k + 1], sharex=ax)
         ax_prev = ax
@@ -528,21 +454,19 @@ def gate_heatmaps(doc: dict, gates: np.ndarray, layer: int = 0, label: str | Non
     if sat_note:
         notes.append("saturation strips: " + sat_note.split(": ", 1)[1])
     notes.insert(0, f"layer {layer}: gate activations, mean over the batch of {B}; fixed colour scales")
-    _header(
-        fig, f"Gate activations over time — layer {layer}", doc, label, L["verdict"], "\n".join(notes), layer
-    )
+    _header(fig, f"Gate activations over time — layer {layer}", doc, L["verdict"], "\n".join(notes), layer)
     _set_time_axis(strip, T)
     return fig
 
 
-@_style
-def saturation(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
+@styled
+def saturation(doc: dict, layer: int = 0) -> Figure:
     """Karpathy, Johnson & Fei-Fei (2015), Fig. 3: per unit, the fraction of time each gate is
     left-saturated (x) against right-saturated (y); one panel per gate."""
     L = doc["layers"][layer]
     dcfg = doc["config"]["diagnostics"]
     eps, stuck = dcfg["saturation_threshold"], dcfg["stuck_fraction"]
-    fig = _new_figure(13.0, 4.9)
+    fig = new_figure(13.0, 4.9)
     axes = fig.subplots(1, 4)
     for ax, name in zip(axes, GATES, strict=True):
         g = L["gates"][name]
@@ -615,12 +539,12 @@ def saturation(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
         f"{_layer_codes(doc, layer, ('LD2',))}"
     )
     title = f"Gate saturation per unit (Karpathy et al. 2015) — layer {layer}"
-    _header(fig, title, doc, label, L["verdict"], note, layer)
+    _header(fig, title, doc, L["verdict"], note, layer)
     return fig
 
 
-@_style
-def forget_gate(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
+@styled
+def forget_gate(doc: dict, layer: int = 0) -> Figure:
     """Histogram of forget-gate values f_t with the time constant tau = 1 / (1 - f) on a top axis."""
     L = doc["layers"][layer]
     fl = L["flow"]
@@ -628,7 +552,7 @@ def forget_gate(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
     T = len(L["grad_c_norm"])
     edges = np.asarray(L["forget_histogram"]["edges"], np.float64)
     counts = np.asarray(L["forget_histogram"]["counts"], np.float64)
-    fig = _new_figure(11.0, 5.2)
+    fig = new_figure(11.0, 5.2)
     ax = fig.add_subplot()
     ax.axvspan(0, eps, color=GREY, alpha=0.12, lw=0)
     ax.axvspan(1 - eps, 1, color=GREY, alpha=0.12, lw=0)
@@ -687,19 +611,17 @@ def forget_gate(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
         pad=34,
     )
     codes = _layer_codes(doc, layer, ("LD103", "LD2"))
-    _header(
-        fig, f"Forget gate and memory time constant — layer {layer}", doc, label, L["verdict"], codes, layer
-    )
+    _header(fig, f"Forget gate and memory time constant — layer {layer}", doc, L["verdict"], codes, layer)
     return fig
 
 
-@_style
-def gate_grads(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
+@styled
+def gate_grads(doc: dict, layer: int = 0) -> Figure:
     """||dL/dz_t|| per gate (eqs. 10-13) against t, log axis: which gate carries the gradient."""
     L = doc["layers"][layer]
     T = len(L["grad_c_norm"])
     target = doc["config"]["loss"]["target"]
-    fig = _new_figure(12.0, 5.0)
+    fig = new_figure(12.0, 5.0)
     ax = fig.add_subplot()
     eq = {"input": 10, "forget": 11, "cell": 12, "output": 13}
     series = {}
@@ -724,18 +646,18 @@ def gate_grads(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0)
     _set_time_axis(ax, T)
     title = f"Gradient per gate over time — layer {layer}"
-    _header(fig, title, doc, label, L["verdict"], _downsample_note(T), layer)
+    _header(fig, title, doc, L["verdict"], _downsample_note(T), layer)
     return fig
 
 
-@_style
-def dynamics(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
+@styled
+def dynamics(doc: dict, layer: int = 0) -> Figure:
     """Lyapunov spectrum (exponent against index, ± spread over samples) and the spectral norm
     of the one-step state Jacobian over time, beside the cell path (max f_t) and dc_t/dc_{t-1}."""
     L = doc["layers"][layer]
     dyn = L["dynamics"]
     T = len(L["grad_c_norm"])
-    fig = _new_figure(12.0, 5.2)
+    fig = new_figure(12.0, 5.2)
     left, right = fig.subplots(1, 2, width_ratios=(1, 1.6))
     lam = np.asarray(dyn["lyapunov"], np.float64)
     sd = np.asarray(dyn["lyapunov_std"], np.float64)
@@ -788,7 +710,7 @@ def dynamics(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False, fontsize=8)
     _set_time_axis(right, T)
     codes = _layer_codes(doc, layer, ("LD105", "LD101", "LD102"))
-    _header(fig, f"State dynamics: Jacobians and Lyapunov spectrum — layer {layer}", doc, label, L["verdict"],
+    _header(fig, f"State dynamics: Jacobians and Lyapunov spectrum — layer {layer}", doc, L["verdict"],
             codes, layer)  # fmt: skip
     return fig
 
@@ -796,39 +718,18 @@ def dynamics(doc: dict, layer: int = 0, label: str | None = None) -> Figure:
 # ------------------------------------------------------------------------- files
 
 
-def figures(result, label: str | None = None) -> Iterator[tuple[str, Figure]]:
-    """(file stem, Figure) for every figure of an `AnalysisResult`, in the documented order."""
-    doc = result.to_dict()
-    yield "grad_flow", grad_flow(doc, label)
-    for k in range(len(doc["layers"])):
-        if result.fwd is not None:  # heatmaps need the full gate cache (not kept when checkpointing)
-            yield f"gate_heatmaps_l{k}", gate_heatmaps(doc, result.fwd.layers[k].gates, k, label)
-        yield f"saturation_l{k}", saturation(doc, k, label)
-        yield f"forget_gate_l{k}", forget_gate(doc, k, label)
-        yield f"gate_grads_l{k}", gate_grads(doc, k, label)
-        if "dynamics" in doc["layers"][k]:
-            yield f"dynamics_l{k}", dynamics(doc, k, label)
+def figures(doc: dict) -> Iterator[tuple[str, Figure]]:
+    """(file stem, Figure) for every figure of an analysis document, in the documented order.
 
-
-def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
-    """The figure encoded as png, svg or pdf, without a timestamp (same input, same bytes)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    meta = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
-    buf = io.BytesIO()
-    with mpl.rc_context({"svg.hashsalt": "lstm-diag"}):  # stable SVG element ids
-        fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
-    return buf.getvalue()
-
-
-def write_figures(
-    result, out_dir: str | Path, fmt: str = "png", dpi: int = DPI, label: str | None = None
-) -> list[Path]:
-    """Write every figure to out_dir/<name>.<fmt> (folder created if missing; atomic writes)."""
-    from ..setup.outputs import atomic_write_bytes
-
-    out = Path(out_dir)  # atomic_write_bytes creates it, or raises ConfigError naming the path
-    paths = []
-    for name, fig in figures(result, label):
-        paths.append(atomic_write_bytes(out / f"{name}.{fmt}", figure_bytes(fig, fmt, dpi)))
-    return paths
+    doc: `analyze --format json` as read back by `jsonout.loads` (or the same round trip of
+    `AnalysisResult.to_dict()`): the figures need nothing else.
+    """
+    yield "grad_flow", grad_flow(doc)
+    for k, layer in enumerate(doc["layers"]):
+        if "gate_heatmap" in layer:  # absent with checkpointed BPTT (no full gate cache)
+            yield f"gate_heatmaps_l{k}", gate_heatmaps(doc, k)
+        yield f"saturation_l{k}", saturation(doc, k)
+        yield f"forget_gate_l{k}", forget_gate(doc, k)
+        yield f"gate_grads_l{k}", gate_grads(doc, k)
+        if "dynamics" in layer:
+            yield f"dynamics_l{k}", dynamics(doc, k)

@@ -1,0 +1,116 @@
+"""The one figure style of lstm-diag: palette, figure factory, byte-stable encoding.
+
+Every figure (analyze, compare, train) is built here: on a `matplotlib.figure.Figure`
+with the Agg canvas, never through pyplot, so no display, GUI backend or global figure
+state is involved and drawing works on a headless server whatever MPLBACKEND says.
+Renderers return figures; `figure_bytes` encodes one, and the commands write the bytes
+(atomically). The same figure gives the same bytes, in any process and on any day:
+no date, no version in the PNG, SVG or PDF metadata, fixed SVG element ids.
+
+matplotlib is imported inside the functions that need it, so the palette can be used
+by text renderers (the HTML page) without loading it.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+}
+GREY = "#6E6E6E"
+VERDICT_COLOR = {
+    "healthy": OKABE_ITO["bluish_green"],
+    "vanishing": OKABE_ITO["orange"],
+    "exploding": OKABE_ITO["vermillion"],
+}
+GATE_COLOR = {
+    "input": OKABE_ITO["blue"],
+    "forget": OKABE_ITO["bluish_green"],
+    "cell": OKABE_ITO["reddish_purple"],
+    "output": OKABE_ITO["orange"],
+}
+NONFINITE_COLOR = OKABE_ITO["vermillion"]
+# Colours of compared series (init schemes, clip settings) in the order given; black (kept for
+# reference lines) and a darkened yellow (plain yellow is faint on white) come last.
+_ORDER = ("blue", "orange", "bluish_green", "vermillion", "reddish_purple", "sky_blue", "black")
+SERIES = [OKABE_ITO[k] for k in _ORDER] + ["#B8A800"]
+LINE_STYLES = ["-", "--", "-.", ":"]  # cycled when there are more series than colours
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+FORMATS = ("png", "svg", "pdf")
+DPI = 110  # png resolution of every figure unless --dpi says otherwise
+
+RC = {
+    "font.size": 9.5,
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 9.5,
+    "legend.fontsize": 8.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "grid.linewidth": 0.6,
+}
+# What the encoders would otherwise stamp: matplotlib's version and the date.
+_METADATA = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
+}
+
+
+def series_style(labels: list[str]) -> dict[str, tuple[str, str]]:
+    """label -> (colour, line style), fixed by the order of the labels."""
+    return {
+        lab: (SERIES[i % len(SERIES)], LINE_STYLES[(i // len(SERIES)) % len(LINE_STYLES)])
+        for i, lab in enumerate(labels)
+    }
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A constrained-layout figure on the Agg canvas (size in inches). Build it under `styled`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def styled(fn):
+    """Build the figure under the shared rc settings (fonts and grid are fixed at creation)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib as mpl
+
+        with mpl.rc_context(RC):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
+    """The figure encoded as png, svg or pdf: the same figure gives the same bytes."""
+    import matplotlib as mpl
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    buf = io.BytesIO()
+    with mpl.rc_context({"svg.hashsalt": "lstm-diag"}):  # stable SVG element ids
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
+    return buf.getvalue()
