@@ -15,6 +15,7 @@ from .commands.compare import compare_cmd
 from .commands.convert import convert_cmd
 from .commands.explain import explain_cmd
 from .commands.gradcheck import gradcheck_cmd
+from .commands.inspect import inspect_cmd
 from .commands.plot import plot_cmd
 from .commands.report import report_cmd
 from .commands.train import train_cmd
@@ -41,6 +42,7 @@ def main() -> None:
       lstm-diag train configs/adding.yaml --clip none,norm:1.0
       lstm-diag explain --toy                    # the equations with real numbers
       lstm-diag convert model.keras --to model.safetensors  # Keras/ONNX -> nn.LSTM names
+      lstm-diag inspect model.pt                 # the arrays and the model found in a file
 
     \b
     Exit codes: 0 ok, 1 a --fail-on finding or a failed check, 2 bad usage or
@@ -58,5 +60,6 @@ for command in (
     explain_cmd,
     codes_cmd,
     convert_cmd,
+    inspect_cmd,
 ):
     main.add_command(command)
