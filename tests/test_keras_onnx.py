@@ -276,7 +276,7 @@ def test_read_by_content_whatever_the_name(case, fname, tmp_path):
         assert loaded.format == ("onnx" if fname.endswith(".onnx") else "keras")
         assert loaded.converted is not None and loaded.converted.mapping == expected.mapping
         assert sorted(loaded.arrays) == sorted(expected.arrays)
-        assert loaded.meta["source layout"] == expected.source
+        assert loaded.converted.source == expected.source
     assert loaded.note is not None and "weights.bin" in loaded.note
 
 
@@ -404,3 +404,74 @@ def test_logits_in_the_data_file_stop_a_misread_file(tmp_path):
     config, _ = _fixture_copy(tmp_path, logits=logits[:, -1])  # outputs for the last step only
     r = _analyze(str(config))
     assert r.exit_code == 2 and "while loss.target is all" in r.output, r.output
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+
+def test_hdf5_links_outside_the_file_or_cyclic_are_harmless(tmp_path):
+    h5py = pytest.importorskip("h5py", reason="Keras files need h5py (extra 'keras')")
+    from lstm_diag.formats.keras_file import convert_keras
+
+    ext = tmp_path / "ext.weights.h5"
+    with h5py.File(ext, "w") as f:
+        f.create_group("layers")
+        f["layers/lstm"] = h5py.ExternalLink("/etc/passwd", "/")  # points outside the file
+    with pytest.raises(InputError, match="ExternalLink, which is refused"):
+        convert_keras(ext)
+    soft = tmp_path / "soft.weights.h5"
+    with h5py.File(soft, "w") as f:
+        g = f.create_group("layers/lstm")
+        g["cell"] = h5py.SoftLink("/layers/lstm")  # a cycle through a soft link
+    with pytest.raises(InputError, match="SoftLink, which is refused"):
+        convert_keras(soft)
+    cyclic = tmp_path / "cyclic.weights.h5"
+    with h5py.File(cyclic, "w") as f:
+        g = f.create_group("layers/lstm")
+        g["cell"] = g  # a hard link to itself: a cycle
+    with pytest.raises(InputError):
+        convert_keras(cyclic)
+
+
+def test_keras_archive_bounds_are_checked_before_reading(tmp_path):
+    pytest.importorskip("h5py", reason="Keras files need h5py (extra 'keras')")
+    import zipfile
+
+    from lstm_diag.formats.keras_file import convert_keras
+
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", "{}")
+        z.writestr("metadata.json", "{}")
+        z.writestr("model.weights.h5", b"\0" * (50 * 2**20))  # 50 MB of zeros, ~50 KB compressed
+    with pytest.raises(InputError, match="expands"):
+        convert_keras(bomb)
+    text = tmp_path / "notes.keras"
+    with zipfile.ZipFile(text, "w") as z:
+        z.writestr("config.json", "not json")
+        z.writestr("model.weights.h5", b"")
+    with pytest.raises(InputError, match="not a valid .keras archive"):
+        convert_keras(text)
+
+
+def test_onnx_declared_sizes_and_external_data_are_refused_before_reading(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="needs the onnx package (extra 'onnx')")
+    from onnx import TensorProto
+
+    from lstm_diag.formats.onnx_file import convert_onnx
+
+    model, _ = _single_lstm()
+    huge = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[1, 2**20, 2**12])
+    model.graph.initializer[0].CopyFrom(huge)  # declares 16 GiB, holds nothing
+    onnx.save(model, tmp_path / "huge.onnx")
+    with pytest.raises(InputError, match="GiB"):
+        convert_onnx(tmp_path / "huge.onnx")
+    model, _ = _single_lstm()
+    w = model.graph.initializer[0]
+    w.data_location = TensorProto.EXTERNAL
+    w.ClearField("raw_data")
+    entry = w.external_data.add()
+    entry.key, entry.value = "location", "../../etc/passwd"
+    onnx.save(model, tmp_path / "ext.onnx")
+    with pytest.raises(InputError, match="external file"):
+        convert_onnx(tmp_path / "ext.onnx")

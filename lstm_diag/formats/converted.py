@@ -41,7 +41,7 @@ class Converted:
         self.mapping.append(f"{name} {tuple(array.shape)} <- {origin}")
 
     def meta(self) -> dict[str, Any]:
-        m: dict[str, Any] = {"source layout": self.source}
+        m: dict[str, Any] = {}
         if self.target is not None:
             m["head reads"] = "the last step" if self.target == "last" else "every step"
         if self.head_activation is not None:

@@ -40,6 +40,7 @@ def summary(doc: dict) -> list[tuple[str, str]]:
         rows.append(("note", plain(doc["note"])))
     if doc.get("converted"):
         rows.append(("source layout", plain(doc["converted"]["source"])))
+        rows += [("conversion", plain(n)) for n in doc["converted"]["notes"]]
     m = doc["model"]
     if m is None:
         rows.append(("model", plain(doc["problem"])))
