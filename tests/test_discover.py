@@ -266,3 +266,38 @@ def test_gru_and_unsupported_layouts_exit_2():
 def test_existing_fixture_weights_still_load():
     cfg, _ = load_config(FIXTURES / "l2_T150_mse_all" / "config.yaml")
     assert cfg.model.num_layers == 2
+
+
+def _readme_blocks(marker: str) -> dict[str, str]:
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    part = text.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
+    blocks = part.split("```")[1::2]
+    return {b.split("\n", 1)[0]: b.split("\n", 1)[1] for b in blocks}
+
+
+def test_readme_route_state_dict_and_yaml_as_written(tmp_path, monkeypatch):
+    """The README's first route, run exactly as written, against PyTorch when installed."""
+    blocks = _readme_blocks("readme-route-1")
+    (tmp_path / "my.yaml").write_text(blocks["yaml"])
+    (tmp_path / "model.pt").write_bytes((FIX / "lm_state_dict.pt").read_bytes())
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((3, 7, 5)), rng.integers(0, 11, (3, 7))
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    monkeypatch.chdir(tmp_path)
+    commands = [line.split("#")[0].split() for line in blocks["sh"].splitlines() if line.strip()]
+    assert [c[:2] for c in commands] == [["lstm-diag", "inspect"], ["lstm-diag", "analyze"]]
+    r = cli(*commands[0][1:])
+    assert r.exit_code == 0 and "nn.LSTM(5, 6, num_layers=2) at encoder.rnn" in r.stdout
+    r = cli(*commands[1][1:], "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    loss = json.loads(r.stdout)["loss"]
+    torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
+    sd = torch.load(tmp_path / "model.pt", weights_only=True)
+    lstm = torch.nn.LSTM(5, 6, num_layers=2, batch_first=True).double()
+    lstm.load_state_dict({k.removeprefix("encoder.rnn."): v.double() for k, v in sd.items() if "rnn" in k})
+    head = torch.nn.Linear(6, 11).double()
+    head.load_state_dict({"weight": sd["decoder.weight"].double(), "bias": sd["decoder.bias"].double()})
+    with torch.no_grad():
+        logits = head(lstm(torch.from_numpy(x))[0])
+        ref = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), torch.from_numpy(y).reshape(-1))
+    assert loss == pytest.approx(ref.item(), rel=1e-12)

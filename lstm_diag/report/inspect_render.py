@@ -51,8 +51,9 @@ def summary(doc: dict) -> list[tuple[str, str]]:
     for u in doc["unused"]:
         count = f" ({u['count']} arrays)" if u["count"] > 1 else ""
         rows.append(("unused", f"{plain(u['names'])}{count}: {plain(u['reason'])}"))
-    if doc["meta"]:
-        top = sorted(doc["meta"].items(), key=lambda kv: "." in kv[0])  # epoch, step first
+    meta = {k: v for k, v in doc["meta"].items() if not (doc.get("converted") and k == "source layout")}
+    if meta:
+        top = sorted(meta.items(), key=lambda kv: "." in kv[0])  # epoch, step first
         shown = [f"{plain(k)}={plain(v)}" for k, v in top[:8]]
         more = f" (+{len(top) - 8} more: --format json)" if len(top) > 8 else ""
         rows.append(("meta", ", ".join(shown) + more))
