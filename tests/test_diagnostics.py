@@ -7,8 +7,9 @@ import pytest
 
 from lstm_diag import analyze
 from lstm_diag.core.clipping import clip, snapshot
-from lstm_diag.core.diagnostics import GateAccumulator, matches, theil_sen_slope
+from lstm_diag.core.diagnostics import GateAccumulator, theil_sen_slope
 from lstm_diag.features.analysis import analyze_problem
+from lstm_diag.features.findings import matches
 from lstm_diag.setup.config import load_config
 from lstm_diag.setup.problem import build
 
@@ -224,10 +225,10 @@ def test_every_code_has_a_test_above():
 
 
 def test_fail_on_selectors():
-    from lstm_diag.core.diagnostics import Finding
+    from lstm_diag.features.findings import Finding
 
-    f = Finding("LD203", "info", 0, "m", "r")
-    w = Finding("LD103", "warning", 0, "m", "r")
+    f = Finding("LD203", "info", "m", "r", layer=0)
+    w = Finding("LD103", "warning", "m", "r", layer=0)
     assert matches(f, ["LD203"]) and matches(f, ["LD2"]) and not matches(f, ["warning"])
     assert matches(w, ["warning"]) and not matches(w, ["error"]) and matches(w, ["info"])
 

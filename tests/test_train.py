@@ -211,7 +211,9 @@ def test_a_diverging_run_stops_cleanly_with_a_code_and_the_others_go_on(tmp_path
     assert norm.diverged is None and norm.steps_done == 150
     assert r.summaries[0]["verdict_kind"] == "diverged"
     assert "diverged at step" in r.summaries[1]["verdict"]
-    assert any(f["code"] == d["code"] and f["step"] == d["step"] for f in r.findings)
+    stopped = [f for f in r.findings if f.code == d["code"] and f.step == d["step"]]
+    assert len(stopped) == 1 and stopped[0].setting == "none" and "lower train.lr" in stopped[0].remedy
+    assert set(r.to_dict()["findings"][0]) == {"code", "severity", "setting", "step", "message", "remedy"}
     lines = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
     stop = [x for x in lines if x["status"] == "diverged"]
     assert len(stop) == 1 and stop[0]["step"] == d["step"] and stop[0]["code"] == d["code"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import (
-    Finding,
+    FailOnFinding,
     config_argument,
     debug_option,
     fail_on_option,
@@ -70,8 +70,8 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
     vanishes or explodes); what the configured clipping would do; and findings with
     codes, messages and remedies.
     """
-    from ..core.diagnostics import matches
     from ..features.analysis import analyze, run_source
+    from ..features.findings import matches
 
     if no_dynamics:
         overrides = (*overrides, "diagnostics.dynamics=false")
@@ -113,4 +113,4 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
         if hit:
             codes = ", ".join(sorted({f.code for f in hit}))
             stderr_console().print(f"--fail-on: found {codes}")
-            raise Finding()
+            raise FailOnFinding()

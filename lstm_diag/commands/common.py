@@ -12,7 +12,7 @@ import click
 EXIT_OK, EXIT_FINDING, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-class Finding(Exception):
+class FailOnFinding(Exception):
     """Raised by a command to exit 1 after its output is complete (--fail-on)."""
 
 
@@ -132,7 +132,7 @@ def handle_errors(fn):
                 traceback.print_exc()
             click.echo(f"error: {one_line(str(e))}", err=True)
             sys.exit(EXIT_INPUT)
-        except Finding:
+        except FailOnFinding:
             sys.exit(EXIT_FINDING)
         except MemoryError:
             click.echo(

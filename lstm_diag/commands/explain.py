@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import (
-    Finding,
+    FailOnFinding,
     config_argument,
     debug_option,
     format_option,
@@ -95,4 +95,4 @@ def explain_cmd(config, overrides, fmt, step, layer, sample, units, toy):
 
         render(result, stdout_console())
     if toy and not result.passed:
-        raise Finding()
+        raise FailOnFinding()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import (
-    Finding,
+    FailOnFinding,
     FiniteFloat,
     config_argument,
     debug_option,
@@ -75,4 +75,4 @@ def gradcheck_cmd(config, overrides, fmt, samples, tol):
 
         render(checks, tol, cfg.dtype, stdout_console())
     if not ok:
-        raise Finding()
+        raise FailOnFinding()

@@ -387,33 +387,3 @@ def verdict(flow: FlowSummary, T: int, exploding_ratio: float) -> str:
     if not flow.horizon_reaches_start and flow.horizon < T:
         return "vanishing"
     return "healthy"
-
-
-# ------------------------------------------------------------------------- findings
-
-
-@dataclass
-class Finding:
-    code: str
-    severity: str  # "error" | "warning" | "info"
-    layer: int | None
-    message: str
-    remedy: str
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
-
-
-def matches(finding: Finding, selectors: list[str]) -> bool:
-    """--fail-on: codes (LD101), prefixes (LD1), or severities (warning = warning or worse)."""
-    for s in selectors:
-        s = s.strip()
-        if s.lower() in SEVERITY_RANK:
-            if SEVERITY_RANK[finding.severity] >= SEVERITY_RANK[s.lower()]:
-                return True
-        elif s and finding.code.upper().startswith(s.upper()):
-            return True
-    return False

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from ..core import clipping, engine
-from ..core.diagnostics import GATE_NAMES, Finding, flow_summary, gate_heatmap, verdict
+from ..core.diagnostics import GATE_NAMES, flow_summary, gate_heatmap, verdict
 from ..setup.config import Config, load_config
 from ..setup.problem import Problem, build, dynamics_bytes, estimated_bytes
 from . import findings
+from .findings import Finding
 from .trace import LayerTrace, Trace, trace_checkpointed, trace_full
 
 SCHEMA_VERSION = 2  # docs/json-schema.md, "Version history"

@@ -1,22 +1,68 @@
 """Findings: measured numbers judged against stated thresholds. Pure; codes in codes.py.
 
-Each rule reads the plain per-layer data built by analysis.py and returns `Finding`s whose
-message cites the numbers and whose remedy is concrete.
+`Finding` is the one type for what analyze, train and compare report: a stable code, a
+severity, a message that cites the numbers and a concrete remedy. Each rule here reads the
+plain per-layer data built by analysis.py; train.py makes its own with `finding`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.diagnostics import Finding
 from ..numfmt import fmt
 from .codes import CODES
 
+SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
+
+
+@dataclass
+class Finding:
+    """One judgement, with a code from codes.py (docs/codes.md).
+
+    Where it applies: `layer` for analyze (None: the whole network); `setting` and `step`
+    for train (the clip setting; the step, None for the whole run).
+    """
+
+    code: str
+    severity: str  # "error" | "warning" | "info"
+    message: str
+    remedy: str
+    layer: int | None = None
+    setting: str | None = None
+    step: int | None = None
+
+    def to_dict(self) -> dict:
+        """analyze: code, severity, layer, message, remedy; train: setting and step in place of layer."""
+        if self.setting is None:
+            where = {"layer": self.layer}
+        else:
+            where = {"setting": self.setting, "step": self.step}
+        head = {"code": self.code, "severity": self.severity}
+        return {**head, **where, "message": self.message, "remedy": self.remedy}
+
+
+def finding(code: str, message: str, remedy: str, severity: str | None = None, **where) -> Finding:
+    """A Finding with its code's severity unless one is given; `where`: layer, or setting and step."""
+    return Finding(code, severity or CODES[code].severity, message, remedy, **where)
+
+
+def matches(finding: Finding, selectors: list[str]) -> bool:
+    """--fail-on: codes (LD101), prefixes (LD1), or severities (warning = warning or worse)."""
+    for s in selectors:
+        s = s.strip()
+        if s.lower() in SEVERITY_RANK:
+            if SEVERITY_RANK[finding.severity] >= SEVERITY_RANK[s.lower()]:
+                return True
+        elif s and finding.code.upper().startswith(s.upper()):
+            return True
+    return False
+
 
 def _f(code: str, layer: int | None, message: str, remedy: str, severity: str | None = None) -> Finding:
-    return Finding(code, severity or CODES[code].severity, layer, message, remedy)
+    return finding(code, message, remedy, severity, layer=layer)
 
 
 def flow_findings(layer: dict, T: int, cfg) -> list[Finding]:

@@ -37,6 +37,7 @@ from ..core import clipping, engine
 from ..core.clipping import ClipSetting
 from ..core.diagnostics import flow_summary, frob_over_time, gate_statistics
 from ..core.optim import make_optimizer
+from .findings import Finding, finding
 
 if TYPE_CHECKING:
     from ..setup.config import Config
@@ -238,7 +239,7 @@ class TrainResult:
     interrupted: bool
     summaries: list[dict] = field(default_factory=list)
     suggestion: dict | None = None
-    findings: list[dict] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 
     def to_dict(self, history: bool = True) -> dict:
         doc = {
@@ -249,7 +250,7 @@ class TrainResult:
             "settings": [s.label for s in self.settings],
             "summary": self.summaries,
             "suggested_max_norm": self.suggestion,
-            "findings": self.findings,
+            "findings": [f.to_dict() for f in self.findings],
         }
         if history:
             doc["runs"] = [
@@ -500,16 +501,21 @@ def verdict(s: dict, reference: dict | None, optimizer: str) -> tuple[str, str]:
     return kind, "; ".join(parts)
 
 
-def _finding(code: str, setting: str, step: int | None, message: str) -> dict:
-    from .codes import CODES
+# What to do about each finding of a training run (codes in codes.py, docs/codes.md).
+REMEDIES = {
+    "LD401": "The weights grew until the forward pass overflowed: lower train.lr, or clip "
+    "(--clip norm:MAX_NORM, see the suggested max_norm).",
+    "LD402": "The gradient overflowed: clip it (--clip norm:MAX_NORM, see the suggested max_norm) "
+    "or lower train.lr; in float32 try float64 to see the magnitudes.",
+    "LD403": "The loss overflowed: lower train.lr or clip; check the data for NaN/Inf.",
+    "LD301": "If it binds on most steps, clipping acts as a learning-rate cap rather than a spike "
+    "guard: compare the suggested max_norm with the threshold.",
+    "LD302": "Global-norm clipping (--clip norm:MAX_NORM) rescales without changing the direction.",
+}
 
-    return {
-        "code": code,
-        "severity": CODES[code].severity,
-        "setting": setting,
-        "step": step,
-        "message": message,
-    }
+
+def _finding(code: str, setting: str, step: int | None, message: str) -> Finding:
+    return finding(code, message, REMEDIES[code], setting=setting, step=step)
 
 
 def summarize(result: TrainResult) -> None:

@@ -207,7 +207,10 @@ def findings_lines(doc: dict) -> Table:
     t = _grid("Findings (codes: lstm-diag codes, docs/codes.md)")
     for f in doc["findings"]:
         if f["severity"] != "info":  # LD301 says what the 'clipped' column already shows
-            t.add_row(Text(f["code"], style=SEVERITY_STYLE[f["severity"]]), f["message"])
+            t.add_row(
+                Text(f["code"], style=SEVERITY_STYLE[f["severity"]]),
+                Text(f["message"]).append(f"\n→ {f['remedy']}", style="dim"),
+            )
     return t
 
 
