@@ -475,3 +475,22 @@ def test_onnx_declared_sizes_and_external_data_are_refused_before_reading(tmp_pa
     onnx.save(model, tmp_path / "ext.onnx")
     with pytest.raises(InputError, match="external file"):
         convert_onnx(tmp_path / "ext.onnx")
+
+
+def test_loss_target_follows_the_file_and_a_contradiction_is_refused(tmp_path):
+    pytest.importorskip("h5py", reason="Keras files need h5py (extra 'keras')")
+    from lstm_diag.errors import ConfigError
+    from lstm_diag.setup.config import load_config
+
+    weights = str(HERE / "keras_bidirectional" / "model.keras")  # Dense on every step
+    cfg = {"model": {"weights": weights}, "loss": {"type": "mse"}}
+    try:
+        assert load_config(cfg)[0].loss.target == "all"
+    except ConfigError as e:  # until the engine reads bidirectional models
+        assert "bidirectional" in str(e)
+    weights = str(HERE / "keras_softmax" / "model.keras")  # Dense on the last step
+    cfg = {"model": {"weights": weights}, "loss": {"type": "cross_entropy", "target": "all"}}
+    with pytest.raises(ConfigError, match=r"loss.target: the config says 'all'.*the last step"):
+        load_config(cfg)
+    cfg["loss"].pop("target")
+    assert load_config(cfg)[0].loss.target == "last"

@@ -234,6 +234,8 @@ class Config(_Section):
             apply_override(raw, key.split("."), value, what=key)
         picks = {k.split(".", 1)[1] for k in overrides if k.startswith("model.")}
         if picks & {"weights", *weights_mod.SELECTORS}:  # another weights file: its sizes
+            if "loss.target" not in overrides:
+                raw["loss"].pop("target", None)  # the new file's head decides (Keras/ONNX)
             _fill_from_weights(raw, picks)
         try:
             return Config.model_validate(raw)
@@ -415,6 +417,24 @@ def load_config(
         raise ConfigError(format_validation_error(err)) from None
 
 
+def _target_from_file(raw: dict, loaded) -> None:
+    """Keras and ONNX files say whether their head reads the last step or every step:
+    loss.target follows the file unless the config sets it, and a config that says
+    otherwise is refused (the analysis would be of another model's loss)."""
+    target = getattr(loaded.converted, "target", None)
+    loss = raw.setdefault("loss", {})
+    if target is None or not isinstance(loss, dict) or loss.get("type") == "upstream":
+        return
+    if loss.get("target", target) != target:
+        reads = "every step" if target == "all" else "the last step"
+        raise ConfigError(
+            f"loss.target: the config says {preview(loss['target'])}, but the model in "
+            f"{Path(str(loaded.path)).name} applies its head to {reads} (loss.target: {target}); "
+            "remove loss.target or set it to that"
+        )
+    loss["target"] = target
+
+
 def _fill_from_weights(raw: dict, given: set[str]) -> None:
     """With model.weights, the sizes come from the arrays: a size the config gives must
     agree (else ConfigError naming both values); the others are filled in."""
@@ -422,10 +442,11 @@ def _fill_from_weights(raw: dict, given: set[str]) -> None:
     if not isinstance(m, dict) or not isinstance(m.get("weights"), str):
         return
     selection = {k: m.get(k) for k in weights_mod.SELECTORS if isinstance(m.get(k), str)}
-    _, found = weights_mod.find_model(m["weights"], **selection)
+    loaded, found = weights_mod.find_model(m["weights"], **selection)
     problem = weights_mod.unsupported_layout(found)
     if problem:
         raise ConfigError(f"model.weights: {problem}")
+    _target_from_file(raw, loaded)
     loss = raw.get("loss")
     if not (isinstance(loss, dict) and loss.get("type") == "upstream"):
         found.need_head()  # the losses need the model's linear head
