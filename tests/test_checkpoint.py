@@ -43,8 +43,9 @@ def test_checkpoint_equals_full_on_the_torch_fixtures(case):
         for g in la["gates"]:
             np.testing.assert_allclose(lb["gates"][g]["mean"], la["gates"][g]["mean"], rtol=1e-12)
             assert lb["gates"][g]["saturation_over_time"] == la["gates"][g]["saturation_over_time"]
+    atol = 1e-14 if "float32" not in case else 1e-6  # times the tensor's largest entry: its round-off
     for name, g in full.grads.items():  # summed per segment: equal to round-off
-        np.testing.assert_allclose(ckpt.grads[name], g, rtol=rtol, atol=1e-14 * np.abs(g).max(), err_msg=name)
+        np.testing.assert_allclose(ckpt.grads[name], g, rtol=rtol, atol=atol * np.abs(g).max(), err_msg=name)
     assert [f.code for f in full.findings] == [f.code for f in ckpt.findings]
 
 

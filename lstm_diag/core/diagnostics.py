@@ -387,3 +387,10 @@ def verdict(flow: FlowSummary, T: int, exploding_ratio: float) -> str:
     if not flow.horizon_reaches_start and flow.horizon < T:
         return "vanishing"
     return "healthy"
+
+
+def unit_label(layer: int | None, direction: str | None = None) -> str:
+    """ "layer 0", or "layer 0 forward" / "layer 0 reverse" for one direction of a bidirectional layer."""
+    if layer is None:
+        return ""
+    return f"layer {layer}" if direction is None else f"layer {layer} {direction}"

@@ -4,6 +4,13 @@ A scheme is one function `(rng, spec, options) -> params` decorated with
 `@scheme("name")`; it returns every LSTM and head parameter under PyTorch names.
 `options` carries `t_max` (chrono) and `gain` (identity); `forget_bias` and
 `recurrent_scale` are applied by `init_params` after any scheme.
+
+Every scheme fills every unit (both directions of a bidirectional layer alike) and
+honours bias=False (no bias arrays). With a projection (proj_size P > 0) the recurrent
+weights are (4H, P) and there is weight_hr (P, H): `pytorch` and `chrono` draw it
+U(±1/√H) like nn.LSTM, the Glorot and He schemes apply their rule to it as to any
+matrix; schemes built on square H x H recurrent blocks (orthogonal, identity, keras)
+are refused with a projection, and `chrono` (a bias scheme) without biases.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy as np
 
 from ..errors import preview
 from .engine import Spec
+from .names import param_name
 
 
 @dataclass(frozen=True)
@@ -29,15 +37,34 @@ class InitOptions:
 SchemeFn = Callable[[np.random.Generator, Spec, InitOptions], dict]
 SCHEMES: dict[str, SchemeFn] = {}
 DESCRIPTIONS: dict[str, str] = {}
+NO_PROJECTION: set[str] = set()  # schemes defined for square H x H recurrent blocks only
+NEEDS_BIAS: set[str] = set()  # schemes that are about the biases
 
 
-def scheme(name: str, description: str):
+def scheme(name: str, description: str, projection: bool = True, needs_bias: bool = False):
     def register(fn: SchemeFn) -> SchemeFn:
         SCHEMES[name] = fn
         DESCRIPTIONS[name] = description
+        if not projection:
+            NO_PROJECTION.add(name)
+        if needs_bias:
+            NEEDS_BIAS.add(name)
         return fn
 
     return register
+
+
+def unsupported_layout(name: str, proj_size: int, bias: bool) -> str | None:
+    """Why scheme `name` cannot initialise this layout, or None."""
+    if proj_size > 0 and name in NO_PROJECTION:
+        return (
+            f"scheme {name!r} is defined for square H x H recurrent blocks and cannot initialise "
+            f"a projected LSTM (model.proj_size = {proj_size}); use pytorch, xavier_uniform, "
+            "xavier_normal, he or chrono"
+        )
+    if not bias and name in NEEDS_BIAS:
+        return f"scheme {name!r} sets the gate biases, but model.bias is false"
+    return None
 
 
 # ----------------------------------------------------------------- building blocks
@@ -78,21 +105,26 @@ def _per_gate(block_fn):
 
 def _head(rng, spec: Spec, params: dict) -> dict:
     """`nn.Linear` default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias."""
-    bound = 1.0 / math.sqrt(spec.hidden_size)
-    params["head.weight"] = _uniform(rng, (spec.output_size, spec.hidden_size), bound)
+    bound = 1.0 / math.sqrt(spec.output_width)
+    params["head.weight"] = _uniform(rng, (spec.output_size, spec.output_width), bound)
     params["head.bias"] = _uniform(rng, (spec.output_size,), bound)
     return params
 
 
-def _build(rng, spec: Spec, w_ih, w_hh, bias) -> dict:
-    """Fill every layer from per-tensor factories, then the head."""
+def _build(rng, spec: Spec, w_ih, w_hh, bias, w_hr=None) -> dict:
+    """Fill every unit from per-tensor factories (w_hr defaults to w_ih's rule), then the head."""
     params = {}
+    factories = {
+        "weight_ih": w_ih,
+        "weight_hh": w_hh,
+        "bias_ih": bias,
+        "bias_hh": bias,
+        "weight_hr": w_hr or w_ih,
+    }
     for name, shape in spec.param_shapes().items():
         if name.startswith("head."):
             continue
-        kind = name.split("_l")[0]
-        factory = {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": bias, "bias_hh": bias}[kind]
-        params[name] = factory(shape)
+        params[name] = factories[name.split("_l")[0]](shape)
     return _head(rng, spec, params)
 
 
@@ -122,7 +154,11 @@ def xavier_normal(rng, spec, opts):
     return _build(rng, spec, gn, gn, _zeros)
 
 
-@scheme("orthogonal", "Glorot-uniform input weights; each recurrent gate block H x H orthogonal; biases 0")
+@scheme(
+    "orthogonal",
+    "Glorot-uniform input weights; each recurrent gate block H x H orthogonal; biases 0",
+    projection=False,
+)
 def orthogonal(rng, spec, opts):
     H = spec.hidden_size
     return _build(
@@ -134,7 +170,11 @@ def orthogonal(rng, spec, opts):
     )
 
 
-@scheme("keras", "Keras LSTM: glorot-uniform input, orthogonal (4H, H) recurrent, bias 0 with forget 1")
+@scheme(
+    "keras",
+    "Keras LSTM: glorot-uniform input, orthogonal (4H, H) recurrent, bias 0 with forget 1",
+    projection=False,
+)
 def keras(rng, spec, opts):
     H = spec.hidden_size
     params = _build(
@@ -144,8 +184,9 @@ def keras(rng, spec, opts):
         lambda shape: _orthonormal_columns(rng, 4 * H, H),
         _zeros,
     )
-    for k in range(spec.num_layers):
-        params[f"bias_ih_l{k}"][H : 2 * H] = 1.0  # unit_forget_bias
+    if spec.bias:
+        for k, d in spec.units():
+            params[param_name("bias_ih", k, d)][H : 2 * H] = 1.0  # unit_forget_bias
     return params
 
 
@@ -155,7 +196,11 @@ def he(rng, spec, opts):
     return _build(rng, spec, kn, kn, _zeros)
 
 
-@scheme("identity", "Glorot-uniform input; each recurrent gate block = gain * I (IRNN-style); biases 0")
+@scheme(
+    "identity",
+    "Glorot-uniform input; each recurrent gate block = gain * I (IRNN-style); biases 0",
+    projection=False,
+)
 def identity(rng, spec, opts):
     H = spec.hidden_size
     return _build(
@@ -167,17 +212,21 @@ def identity(rng, spec, opts):
     )
 
 
-@scheme("chrono", "Weights as `pytorch`; b_f ~ log U[1, t_max - 1], b_i = -b_f (Tallec & Ollivier 2018)")
+@scheme(
+    "chrono",
+    "Weights as `pytorch`; b_f ~ log U[1, t_max - 1], b_i = -b_f (Tallec & Ollivier 2018)",
+    needs_bias=True,
+)
 def chrono(rng, spec, opts):
     H = spec.hidden_size
     params = pytorch(rng, spec, opts)
-    for k in range(spec.num_layers):
+    for k, d in spec.units():
         b_f = np.log(rng.uniform(1.0, opts.t_max - 1.0, H))
         b = np.zeros(4 * H)
         b[:H] = -b_f  # input gate
         b[H : 2 * H] = b_f  # forget gate
-        params[f"bias_ih_l{k}"] = b
-        params[f"bias_hh_l{k}"] = np.zeros(4 * H)
+        params[param_name("bias_ih", k, d)] = b
+        params[param_name("bias_hh", k, d)] = np.zeros(4 * H)
     return params
 
 
@@ -196,13 +245,17 @@ def init_params(
     (written into bias_ih, bias_hh's forget slice set to 0; theory.md §1.1).
     recurrent_scale: multiplies every weight_hh after the scheme.
     """
+    problem = unsupported_layout(name, spec.proj_size, spec.bias)
+    if problem:
+        raise ValueError(problem)
     params = SCHEMES[name](rng, spec, options or InitOptions())
     H = spec.hidden_size
-    for k in range(spec.num_layers):
+    for k, d in spec.units():
         if forget_bias is not None:
-            params[f"bias_ih_l{k}"][H : 2 * H] = forget_bias
-            params[f"bias_hh_l{k}"][H : 2 * H] = 0.0
-        params[f"weight_hh_l{k}"] = params[f"weight_hh_l{k}"] * recurrent_scale
+            params[param_name("bias_ih", k, d)][H : 2 * H] = forget_bias
+            params[param_name("bias_hh", k, d)][H : 2 * H] = 0.0
+        W_hh = param_name("weight_hh", k, d)
+        params[W_hh] = params[W_hh] * recurrent_scale
     return {name: np.ascontiguousarray(v, dtype=dtype) for name, v in params.items()}
 
 

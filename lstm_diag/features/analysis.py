@@ -11,25 +11,36 @@ import numpy as np
 
 from ..core import clipping, engine
 from ..core.diagnostics import GATE_NAMES, flow_summary, gate_heatmap, verdict
+from ..core.engine import DIRECTIONS, time_order
+from ..core.names import param_name
 from ..setup.config import Config, load_config
 from ..setup.problem import Problem, build, dynamics_bytes, estimated_bytes
 from . import findings
 from .findings import Finding
 from .trace import LayerTrace, Trace, trace_checkpointed, trace_full
 
-SCHEMA_VERSION = 2  # docs/json-schema.md, "Version history"
+SCHEMA_VERSION = 3  # docs/json-schema.md, "Version history"
 
 
 @dataclass
 class LayerResult:
+    """One unit: a layer, or one direction of a bidirectional layer. Per-step arrays are
+    indexed by position t = 1..T in the sequence for both directions."""
+
     layer: int
     grad_c_norm: np.ndarray  # (T,) ||dL/dc_t||_F over (batch, hidden)
-    grad_h_norm: np.ndarray  # (T,) ||dL/dh_t||_F
+    grad_h_norm: np.ndarray  # (T,) ||dL/dh_t||_F (h_t the unit's output, projected if proj_size > 0)
     extra: dict[str, Any] = field(default_factory=dict)  # diagnostics sections
+    direction: str = "forward"  # engine.DIRECTIONS
+
+    @property
+    def label(self) -> str:
+        return unit_label(self.layer, self.direction)
 
     def to_dict(self) -> dict:
         return {
             "layer": self.layer,
+            "direction": self.direction,
             "grad_c_norm": self.grad_c_norm.tolist(),
             "grad_h_norm": self.grad_h_norm.tolist(),
             **self.extra,
@@ -74,43 +85,95 @@ class AnalysisResult:
         }
 
 
+def unit_label(layer: int, direction: str = "forward") -> str:
+    """ "layer 0", or "layer 0 reverse" / "layer 0 forward" in a bidirectional model's words."""
+    return f"layer {layer}" if direction == "forward" else f"layer {layer} {direction}"
+
+
+def _position(lt: LayerTrace, step: int) -> int:
+    """A unit's 0-based processing step as the 1-based position t in the sequence."""
+    return lt.T - step if lt.direction else step + 1
+
+
+def _where(lt: LayerTrace) -> dict:
+    return {"layer": lt.layer, "direction": DIRECTIONS[lt.direction]}
+
+
 def _first_nonfinite_forward(trace: Trace) -> dict | None:
-    """The first layer and step where z_t, c_t or h_t stopped being finite."""
-    for k, lt in enumerate(trace.layers):
+    """The first layer (and direction) and step where z_t, c_t or h_t stopped being finite."""
+    for lt in trace.layers:
         hits = [(t, q) for t, q in ((lt.first_nonfinite_z, "z_t"), (lt.first_nonfinite_state, "c_t/h_t"))]
         hits = [(t, q) for t, q in hits if t is not None]
         if hits:
             t, quantity = min(hits)
-            return {"layer": k, "step": t + 1, "quantity": quantity, "max_abs_c_before": lt.max_abs_c_before}
+            return {
+                **_where(lt),
+                "step": _position(lt, t),
+                "quantity": quantity,
+                "max_abs_c_before": lt.max_abs_c_before,
+            }
     return None
 
 
 def _first_nonfinite_backward(trace: Trace) -> dict | None:
-    """Top layer first; the first non-finite ||dL/dc_t|| met going back from the loss."""
-    for k in range(len(trace.layers) - 1, -1, -1):
-        bad = ~np.isfinite(trace.layers[k].grad_c_norm)
+    """Top layer first; the first non-finite ||dL/dc_t|| met going back from the loss
+    (backwards in the unit's own time: towards t = T for a reverse unit)."""
+    for lt in reversed(trace.layers):
+        bad = ~np.isfinite(lt.grad_c_norm)  # processing order
         if bad.any():
-            return {"layer": k, "step": int(np.nonzero(bad)[0].max()) + 1}
+            return {**_where(lt), "step": _position(lt, int(np.nonzero(bad)[0].max()))}
     return None
 
 
-def _layer(k: int, lt: LayerTrace, cfg: Config) -> LayerResult:
+def _no_flow(lt: LayerTrace, num_layers: int, target: str) -> str | None:
+    """Why a reverse unit has no flow through time to measure, or None."""
+    if not lt.direction:
+        return None
+    if lt.layer == num_layers - 1 and target == "last":
+        return (
+            "the head reads the output at t = T, where the reverse direction has taken one step (it has "
+            "seen only x_T): no gradient reaches its other steps, so there is no flow through time to measure"
+        )
+    if not np.any(lt.flow_grad_c_norm):
+        return "no gradient enters this direction at t = 1, so there is no flow through time to measure"
+    return None
+
+
+def _layer(lt: LayerTrace, cfg: Config) -> LayerResult:
+    """One unit's results. Per-step arrays in position order; the flow summary is measured in the
+    unit's own time, back from where its gradient enters (for a reverse unit: forward in t)."""
     d = cfg.diagnostics
     gates = lt.gates.result(d.stuck_fraction)
-    source = "loss" if lt.flow_grad_c_norm is None else "last_step_loss_term"
-    flow_c = lt.grad_c_norm if lt.flow_grad_c_norm is None else lt.flow_grad_c_norm
+    source = (
+        "loss"
+        if lt.flow_grad_c_norm is None
+        else ("last_step_loss_term", "entry_at_first_step")[lt.direction]
+    )
+    flow_c = lt.grad_c_norm if lt.flow_grad_c_norm is None else lt.flow_grad_c_norm  # processing order
     flow = flow_summary(flow_c, lt.gates.forget_log_mean(), d.vanishing_ratio, source)
+    if lt.direction and flow.first_nonfinite_step is not None:
+        flow.first_nonfinite_step = _position(lt, flow.first_nonfinite_step - 1)
+    flow_doc = flow.to_dict()
+    no_flow = _no_flow(lt, cfg.model.num_layers, cfg.loss.target)
+    if no_flow:
+        flow_doc["note"] = no_flow
+    if lt.direction:
+        for g in gates.values():
+            g["saturation_over_time"] = g["saturation_over_time"][::-1]
     extra = {
-        "grad_z_norm": {name: lt.grad_z_norm[:, j].tolist() for j, name in enumerate(GATE_NAMES)},
+        "grad_z_norm": {
+            name: time_order(lt.grad_z_norm[:, j], lt.direction).tolist() for j, name in enumerate(GATE_NAMES)
+        },
         "gates": gates,
         "forget_histogram": lt.gates.forget_histogram(),
         "cell_state": {"max_abs": lt.max_abs_c, "tanh_saturated": lt.tanh_saturated / max(lt.entries, 1)},
-        "flow": flow.to_dict(),
-        "verdict": verdict(flow, lt.T, d.exploding_ratio),
+        "flow": flow_doc,
+        "verdict": "no_flow" if no_flow else verdict(flow, lt.T, d.exploding_ratio),
     }
     if source != "loss":
-        extra["flow_grad_c_norm"] = flow_c.tolist()
-    return LayerResult(k, lt.grad_c_norm, lt.grad_h_norm, extra)
+        extra["flow_grad_c_norm"] = time_order(flow_c, lt.direction).tolist()
+    grad_c, grad_h = time_order(lt.grad_c_norm, lt.direction), time_order(lt.grad_h_norm, lt.direction)
+    return LayerResult(lt.layer, grad_c, grad_h, extra, DIRECTIONS[lt.direction])
 
 
 def dynamics_section(problem: Problem, fwd, grads) -> tuple[dict, list[dict]]:
@@ -125,6 +188,13 @@ def dynamics_section(problem: Problem, fwd, grads) -> tuple[dict, list[dict]]:
         return {"computed": False, "reason": "diagnostics.dynamics is off (--no-dynamics)"}, []
     if fwd is None:
         return {"computed": False, "reason": "needs the full caches; skipped with checkpointed BPTT"}, []
+    spec = problem.spec
+    if spec.proj_size > 0:
+        reason = (
+            "not computed for a projected LSTM (model.proj_size > 0): the state Jacobian of "
+            "docs/dynamics.md assumes h_t = o_t ⊙ tanh c_t"
+        )
+        return {"computed": False, "reason": reason}, []
     B, T = problem.x.shape[:2]
     need = dynamics_bytes(problem.config, T, B)
     if need > d.memory_budget_mb * 2**20:
@@ -134,17 +204,21 @@ def dynamics_section(problem: Problem, fwd, grads) -> tuple[dict, list[dict]]:
         return {"computed": False, "reason": reason}, []
     from ..core.dynamics import layer_dynamics
 
-    H = problem.spec.hidden_size
+    H = spec.hidden_size
     S = slice(0, min(d.dynamics_samples, B))  # the first samples of the batch: cost ∝ samples
     out = []
-    for k, c in enumerate(fwd.layers):
+    for j, (k, direction) in enumerate(spec.units()):
+        if direction:
+            out.append(None)  # reverse directions: not computed yet (said in the note)
+            continue
+        c = fwd.layers[j]
         cache = engine.LayerCache(
             x=c.x[:, S], gates=c.gates[:, S], c=c.c[:, S], h=c.h[:, S], tanh_c=c.tanh_c[:, S]
         )
         out.append(
             layer_dynamics(
                 cache,
-                problem.params[f"weight_hh_l{k}"],
+                problem.params[param_name("weight_hh", k)],
                 k=min(d.lyapunov_k, 2 * H),
                 window=min(d.window, T),
                 window_k=min(d.window_k, 2 * H),
@@ -152,10 +226,16 @@ def dynamics_section(problem: Problem, fwd, grads) -> tuple[dict, list[dict]]:
                 norm_samples=1,
                 norm_points=d.norm_points,
                 seed=problem.config.seed,
-                grad_c=grads.layers[k].dc[:, S],
+                grad_c=grads.layers[j].dc[:, S],
             )
         )
-    return {"computed": True, "samples": S.stop}, out
+    note = {"computed": True, "samples": S.stop}
+    if spec.bidirectional:
+        note["directions"] = ["forward"]
+        note["reason"] = (
+            "computed for the forward direction of each layer only; reverse directions are not analysed yet"
+        )
+    return note, out
 
 
 def memory_plan(cfg: Config, T: int, B: int) -> dict:
@@ -203,13 +283,14 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
             problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target, eps
         )
     plan.update(trace.memory)
-    layers = [_layer(k, lt, cfg) for k, lt in enumerate(trace.layers)]
+    layers = [_layer(lt, cfg) for lt in trace.layers]
     dyn_note, dyn = dynamics_section(problem, fwd, bwd if flow_bwd is None else flow_bwd)
     for layer, layer_dyn in zip(layers, dyn, strict=False):
-        layer.extra["dynamics"] = layer_dyn
+        if layer_dyn is not None:
+            layer.extra["dynamics"] = layer_dyn
     if fwd is not None:  # the heatmaps need every step's gates: not kept with checkpointing
-        for layer, cache in zip(layers, fwd.layers, strict=True):
-            layer.extra["gate_heatmap"] = gate_heatmap(cache.gates)
+        for layer, lt, cache in zip(layers, trace.layers, fwd.layers, strict=True):
+            layer.extra["gate_heatmap"] = gate_heatmap(time_order(cache.gates, lt.direction))  # by t
     grads = trace.grads
     parameters = {
         name: ParamResult(
@@ -229,9 +310,14 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     docs = [layer.to_dict() for layer in layers]
     found: list[Finding] = findings.numerics_findings(numerics)
     for doc in docs:
-        found += findings.flow_findings(doc, T, cfg)
-        found += findings.gate_findings(doc, cfg)
-    found += findings.layer_balance_findings(docs)
+        unit = findings.flow_findings(doc, T, cfg) + findings.gate_findings(doc, cfg)
+        if problem.spec.bidirectional:
+            for f in unit:
+                f.direction = doc["direction"]
+        found += unit
+    # Bottom against top layer, forward directions (a top reverse direction under target
+    # "last" is read at one step only, and is no measure of what reaches the top).
+    found += findings.layer_balance_findings([doc for doc in docs if doc["direction"] == "forward"])
     verdicts = [doc["verdict"] for doc in docs]
     found += findings.clipping_findings(clip, verdicts)
     return AnalysisResult(

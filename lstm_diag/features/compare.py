@@ -104,6 +104,11 @@ def plan(
             "model.weights: compare draws each run's weights from an init scheme; "
             "remove model.weights (or use `analyze` for a weight file)"
         )
+    if base.model.bidirectional:
+        raise ConfigError(
+            "model.bidirectional: compare does not handle bidirectional models yet; "
+            "use `analyze` (per-direction flow and verdicts) for one init at a time"
+        )
     if seq_lens and base.data.task == "file":
         raise ConfigError(
             "compare.seq_lens: a data file has its own length; a sweep needs a synthetic data.task"

@@ -742,6 +742,12 @@ def select(
 ) -> View:
     """Validate the requested view against the model's sizes (CLI option names in errors)."""
     spec = problem.spec
+    if spec.bidirectional or spec.proj_size:
+        field = "model.bidirectional" if spec.bidirectional else "model.proj_size"
+        raise ConfigError(
+            f"{field}: explain shows the equations of a unidirectional LSTM without projection; "
+            "this model is not one (use `analyze`, which handles it)"
+        )
     B, T = problem.x.shape[0], problem.x.shape[1]
     H = spec.hidden_size
     t = T if step is None else _index("--step", step, 1, T, "time steps, 1-based")

@@ -33,11 +33,13 @@ class Finding:
     layer: int | None = None
     setting: str | None = None
     step: int | None = None
+    direction: str | None = None  # analyze, bidirectional model: "forward" | "reverse" with `layer`
 
     def to_dict(self) -> dict:
-        """analyze: code, severity, layer, message, remedy; train: setting and step in place of layer."""
+        """analyze: code, severity, layer, direction, message, remedy; train: setting and step in
+        place of layer and direction."""
         if self.setting is None:
-            where = {"layer": self.layer}
+            where = {"layer": self.layer, "direction": self.direction}
         else:
             where = {"setting": self.setting, "step": self.step}
         head = {"code": self.code, "severity": self.severity}
@@ -69,17 +71,24 @@ def flow_findings(layer: dict, T: int, cfg) -> list[Finding]:
     k, fl = layer["layer"], layer["flow"]
     d = cfg.diagnostics
     out = []
-    src = " (from the last step's loss term)" if fl["source"] == "last_step_loss_term" else ""
+    src = {
+        "last_step_loss_term": " (from the last step's loss term)",
+        "entry_at_first_step": " (from the gradient entering this direction at t=1)",
+    }.get(fl["source"], "")
+    rev = layer.get("direction") == "reverse"  # its gradient travels forward in t
+    back = "per step forward in t (back in this direction's time)" if rev else "per step back"
+    ratio = "||dL/dc_T|| / ||dL/dc_1||" if rev else "||dL/dc_1|| / ||dL/dc_T||"
+    where = "entering" if rev else "at the loss"
     if layer["verdict"] == "vanishing":
         per_step = fl["factor_per_step"]
         out.append(
             _f(
                 "LD101",
                 k,
-                f"||dL/dc_t|| falls below {d.vanishing_ratio:g} of its value at the loss after "
-                f"{fl['horizon']} of {T} steps{src}; typical factor per step back "
+                f"||dL/dc_t|| falls below {d.vanishing_ratio:g} of its value {where} after "
+                f"{fl['horizon']} of {T} steps{src}; typical factor {back} "
                 f"×{fmt(per_step)} (decay rate {fmt(fl['decay_rate'])}/step), "
-                f"||dL/dc_1|| / ||dL/dc_T|| = {fmt(fl['ratio_first_last'])}.",
+                f"{ratio} = {fmt(fl['ratio_first_last'])}.",
                 "Keep the cell path open: raise the forget bias (--set model.forget_bias=1, "
                 f"f≈0.73, τ≈3.7 steps; or 3, τ≈21) or use chrono init with t_max≈{T} "
                 f"(--set model.init=chrono); or truncate BPTT to ~{max(fl['horizon'], 1)} steps, "
@@ -91,13 +100,13 @@ def flow_findings(layer: dict, T: int, cfg) -> list[Finding]:
         what = (
             f"gradients overflow at t={fl['first_nonfinite_step']}"
             if fl["first_nonfinite_step"]
-            else f"||dL/dc_1|| / ||dL/dc_T|| = {fmt(growth)} (> {d.exploding_ratio:g})"
+            else f"{ratio} = {fmt(growth)} (> {d.exploding_ratio:g})"
         )
         out.append(
             _f(
                 "LD102",
                 k,
-                f"the gradient grows going back in time{src}: {what}; typical factor per step back "
+                f"the gradient grows going back in time{src}: {what}; typical factor {back} "
                 f"×{fmt(fl['factor_per_step'])}.",
                 "Clip the global gradient norm (clipping.mode=norm; start max_norm near the typical "
                 "unclipped norm, see the clipping section), shrink the recurrent weights "

@@ -12,6 +12,13 @@ finite; and the parameter gradients. Two ways to get them, with the same results
   segment after (engine.layer_backward's dh_next, dc_next). Memory ~ sqrt(T) instead of
   T; about one extra forward pass of time. dL/dc_t, dL/dh_t are bitwise the same as the
   full path; parameter gradients are summed per segment, so they agree to round-off.
+  A bidirectional layer's reverse direction needs the whole input before its first
+  step, so bidirectional models are checkpointed unit by unit instead: each layer's
+  input sequence (T B D R numbers) is kept, each unit's caches are recomputed per
+  segment. Memory is then O(T) for those sequences, several times below the full caches.
+
+One `LayerTrace` per unit (direction of a layer), in `engine.Spec.units()` order; a
+reverse unit's per-step arrays run in its own processing order (index τ is position T-1-τ).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ TANH_SATURATED = 0.99  # |tanh c| above this: 1 - tanh^2 c < 0.02
 class LayerTrace:
     T: int
     gates: GateAccumulator
+    layer: int = 0
+    direction: int = 0  # 0 forward, 1 reverse (engine.DIRECTIONS)
     grad_c_norm: np.ndarray = None  # (T,)
     grad_h_norm: np.ndarray = None  # (T,)
     grad_z_norm: np.ndarray = None  # (T, 4) in gate order i, f, g, o
@@ -60,24 +69,27 @@ class Trace:
 # --------------------------------------------------------------------------- pieces
 
 
-def _z_overflow(W_ih, W_hh, b, x, h_prev) -> int | None:
+def _z_overflow(p: engine.UnitParams, x, h_prev) -> int | None:
     """0-based first step whose pre-activation z_t is not finite, or None.
 
     On ±inf the gates saturate to exactly 0 or 1, so c_t and h_t can stay finite while z_t
     overflowed. z is recomputed only when the bound |z| <= ||W_ih||_∞ max|x| + ||W_hh||_∞
-    + max|b| (|h| <= 1) says overflow is possible at all.
+    max|h| + max|b| says overflow is possible at all.
     """
-    bound = (
-        np.abs(W_ih).sum(axis=1).max() * np.abs(x).max() + np.abs(W_hh).sum(axis=1).max() + np.abs(b).max()
-    )
+    W_ih, W_hh, b = p.W_ih, p.W_hh, p.b
+    h_max = 1.0 if p.W_hr is None else np.abs(h_prev).max()  # |h| <= 1 without a projection
+    b_max = 0.0 if b is None else np.abs(b).max()
+    bound = np.abs(W_ih).sum(axis=1).max() * np.abs(x).max() + np.abs(W_hh).sum(axis=1).max() * h_max + b_max
     if np.isfinite(bound) and bound < np.finfo(W_ih.dtype).max:
         return None
-    z = x @ W_ih.T + b + h_prev @ W_hh.T  # (T, B, 4H), only for this check
+    z = x @ W_ih.T + h_prev @ W_hh.T  # (T, B, 4H), only for this check
+    if b is not None:
+        z += b
     ok = np.isfinite(z).all(axis=(1, 2))
     return None if ok.all() else int(np.argmin(ok))
 
 
-def _observe_forward(lt: LayerTrace, cache: engine.LayerCache, t0: int, W_ih, W_hh, b) -> None:
+def _observe_forward(lt: LayerTrace, cache: engine.LayerCache, t0: int, p: engine.UnitParams) -> None:
     """Fold one segment's forward caches (steps t0..) into the layer's running summaries.
 
     Per-step reductions only (max and min over each contiguous step; NaN propagates through
@@ -95,7 +107,7 @@ def _observe_forward(lt: LayerTrace, cache: engine.LayerCache, t0: int, W_ih, W_
         if h.size:
             ok &= np.isfinite(h.max(axis=1)) & np.isfinite(h.min(axis=1))
         t_state = None if ok.all() else int(np.argmin(ok))
-        t_z = _z_overflow(W_ih, W_hh, b, cache.x, cache.h[:-1])
+        t_z = _z_overflow(p, cache.x, cache.h[:-1])
         first = min(t for t in (t_state, t_z, len(ok)) if t is not None)
         if first < len(ok):
             lt.first_nonfinite_state = None if t_state is None else t0 + t_state
@@ -112,9 +124,8 @@ def _observe_backward(lt: LayerTrace, lg: engine.LayerGrads, t0: int) -> None:
     lt.grad_z_norm[t0:t1] = gate_grad_norms(lg.dz)
 
 
-def _layer_params(params, k):
-    b = params[f"bias_ih_l{k}"] + params[f"bias_hh_l{k}"]
-    return params[f"weight_ih_l{k}"], params[f"weight_hh_l{k}"], b
+def _unit_traces(spec: engine.Spec, T: int, eps: float) -> list[LayerTrace]:
+    return [LayerTrace(T, GateAccumulator(spec.hidden_size, eps), k, d) for k, d in spec.units()]
 
 
 # ------------------------------------------------------------------------ full path
@@ -123,15 +134,19 @@ def _layer_params(params, k):
 def trace_full(
     params, spec: engine.Spec, fwd: engine.Forward, bwd: engine.Backward, eps: float, flow_bwd=None
 ) -> Trace:
-    """Summaries from full caches (flow_bwd: the last-term backward for target "all")."""
-    layers = []
-    for k, cache in enumerate(fwd.layers):
-        lt = LayerTrace(cache.tanh_c.shape[0], GateAccumulator(spec.hidden_size, eps))
-        _observe_forward(lt, cache, 0, *_layer_params(params, k))
-        _observe_backward(lt, bwd.layers[k], 0)
-        if flow_bwd is not None:
-            lt.flow_grad_c_norm = frob_over_time(flow_bwd.layers[k].dc)
-        layers.append(lt)
+    """Summaries from full caches (flow_bwd: the last-term backward for target "all").
+    A reverse unit's flow is that of the gradient entering it at t = 1 alone (`_entry_flow`)."""
+    layers = _unit_traces(spec, fwd.out.shape[0], eps)
+    for j, lt in enumerate(layers):
+        p = engine.unit_params(params, lt.layer, lt.direction)
+        _observe_forward(lt, fwd.layers[j], 0, p)
+        _observe_backward(lt, bwd.layers[j], 0)
+        if lt.direction:  # dh at its last step is what enters there: nothing comes after it
+            lt.flow_grad_c_norm = frob_over_time(
+                engine.entry_backward(p, fwd.layers[j], bwd.layers[j].dh[-1]).dc
+            )
+        elif flow_bwd is not None:
+            lt.flow_grad_c_norm = frob_over_time(flow_bwd.layers[j].dc)
     return Trace(fwd.loss, bwd.params, layers, {"mode": "full"})
 
 
@@ -146,9 +161,9 @@ def _forward_segment(params, spec, x_seg, states_k):
     """All layers over one segment from the given per-layer (h, c) start states."""
     caches, inp = [], x_seg
     for k in range(spec.num_layers):
-        W_ih, W_hh, b = _layer_params(params, k)
+        p = engine.unit_params(params, k)
         h0, c0 = states_k[k]
-        cache = engine.layer_forward(W_ih, W_hh, b, inp, h0=h0, c0=c0)
+        cache = engine.layer_forward(p.W_ih, p.W_hh, p.b, inp, h0=h0, c0=c0, W_hr=p.W_hr)
         caches.append(cache)
         inp = cache.h[1:]
     return caches
@@ -168,23 +183,24 @@ def trace_checkpointed(
     dt = params["weight_hh_l0"].dtype
     X = np.ascontiguousarray(np.swapaxes(np.asarray(x, dt), 0, 1))  # (T, B, I)
     T, B, _ = X.shape
-    H, L = spec.hidden_size, spec.num_layers
+    H, R, L = spec.hidden_size, spec.state_size, spec.num_layers
     S = segment or segment_length(T)
+    if spec.directions > 1:
+        return _trace_units_checkpointed(params, spec, X, y, loss, target, eps, S)
     starts = list(range(0, T, S))
     W_head, b_head = params["head.weight"], params["head.bias"]
-    layers = [LayerTrace(T, GateAccumulator(H, eps)) for _ in range(L)]
-    zeros = np.zeros((B, H), dt)
+    layers = _unit_traces(spec, T, eps)
 
     # Forward sweep: keep the start states of every segment and the head's output.
     states = []  # states[s][k] = (h, c) entering segment s at layer k
-    state = [(zeros, zeros)] * L
+    state = [(np.zeros((B, R), dt), np.zeros((B, H), dt))] * L
     y_parts = []
     with np.errstate(all="ignore"):
         for t0 in starts:
             states.append(state)
             caches = _forward_segment(params, spec, X[t0 : t0 + S], state)
             for k, cache in enumerate(caches):
-                _observe_forward(layers[k], cache, t0, *_layer_params(params, k))
+                _observe_forward(layers[k], cache, t0, engine.unit_params(params, k))
             state = [(cache.h[-1].copy(), cache.c[-1].copy()) for cache in caches]
             if target == "all":
                 y_parts.append(np.swapaxes(caches[-1].h[1:] @ W_head.T + b_head, 0, 1))  # (B, T_s, O)
@@ -194,7 +210,7 @@ def trace_checkpointed(
 
     grads = _backward_sweep(params, spec, X, starts, S, states, dy, target, layers, observe=True)
     if target == "last":
-        grads["head.weight"], grads["head.bias"] = dy.T @ h_T, dy.sum(axis=0)  # (O, B) @ (B, H)
+        grads["head.weight"], grads["head.bias"] = dy.T @ h_T, dy.sum(axis=0)  # (O, B) @ (B, R)
     else:
         grads["head.bias"] = dy.sum(axis=(0, 1))
     if target == "all":  # flow is measured on the last step's loss term alone
@@ -208,19 +224,19 @@ def trace_checkpointed(
     return Trace(L_val, ordered, layers, memory)
 
 
-def _dh_top(dy, W_head, target, t0, t1, T, B, H, dt):
+def _dh_top(dy, W_head, target, t0, t1, T, B, R, dt):
     """Direct dL/dh_t of the top layer over steps t0..t1 (time-major)."""
     if target == "last":
-        d = np.zeros((t1 - t0, B, H), dt)
+        d = np.zeros((t1 - t0, B, R), dt)
         if t1 == T:
-            d[-1] = dy @ W_head  # (B, O) @ (O, H)
+            d[-1] = dy @ W_head  # (B, O) @ (O, R)
         return d
-    return np.swapaxes(dy[:, t0:t1] @ W_head, 0, 1)  # (T_s, B, H)
+    return np.swapaxes(dy[:, t0:t1] @ W_head, 0, 1)  # (T_s, B, R)
 
 
 def _backward_sweep(params, spec, X, starts, S, states, dy, target, layers, observe=False, flows=None):
     T, B, _ = X.shape
-    H, L = spec.hidden_size, spec.num_layers
+    R, L = spec.state_size, spec.num_layers
     dt = X.dtype
     W_head = params["head.weight"]
     carry = [(None, None)] * L  # (W_hh^T δz, δc ⊙ f) entering each layer's segment from the next
@@ -230,31 +246,123 @@ def _backward_sweep(params, spec, X, starts, S, states, dy, target, layers, obse
             t0 = starts[s]
             t1 = min(t0 + S, T)
             caches = _forward_segment(params, spec, X[t0:t1], states[s])
-            dh_in = _dh_top(dy, W_head, target, t0, t1, T, B, H, dt)
+            dh_in = _dh_top(dy, W_head, target, t0, t1, T, B, R, dt)
             if observe and target == "all":  # the head reads every h_t of the top layer
-                h_top = caches[-1].h[1:].reshape(-1, H)  # (T_s*B, H)
+                h_top = caches[-1].h[1:].reshape(-1, R)  # (T_s*B, R)
                 dy_s = np.swapaxes(dy[:, t0:t1], 0, 1).reshape(-1, dy.shape[-1])  # (T_s*B, O)
                 g = dy_s.T @ h_top
                 grads["head.weight"] = g if "head.weight" not in grads else grads["head.weight"] + g
             new_carry = list(carry)
             for k in range(L - 1, -1, -1):
-                W_ih, W_hh, _ = _layer_params(params, k)
-                lb = engine.layer_backward_full(W_ih, W_hh, caches[k], dh_in, *carry[k])
+                p = engine.unit_params(params, k)
+                lb = engine.layer_backward_full(p.W_ih, p.W_hh, caches[k], dh_in, *carry[k], W_hr=p.W_hr)
                 lg = lb.grads
                 new_carry[k] = (lg.dh0, lg.dc0)
                 if observe:
                     _observe_backward(layers[k], lg, t0)
-                    for name, g in (
-                        (f"weight_ih_l{k}", lb.dW_ih),  # eq. (14)
-                        (f"weight_hh_l{k}", lb.dW_hh),  # eq. (15)
-                        (f"bias_ih_l{k}", lb.db),  # eq. (16)
-                    ):
-                        grads[name] = g if name not in grads else grads[name] + g
+                    engine.store_unit_grads(grads, spec, k, 0, lb, add=True)  # eqs. (14)-(16), (19)
                 if flows is not None:
                     flows[k][t0:t1] = frob_over_time(lg.dc)
                 dh_in = lb.dx  # dL/dx_t to the layer below
             carry = new_carry
-    for k in range(L):
-        if f"bias_ih_l{k}" in grads:
-            grads[f"bias_hh_l{k}"] = grads[f"bias_ih_l{k}"].copy()
     return grads
+
+
+# ------------------------------------------------- checkpointed, unit by unit (bidirectional)
+
+
+def _trace_units_checkpointed(params, spec, X, y, loss, target, eps, S) -> Trace:
+    """Checkpointed trace of any layout, one unit at a time: each layer's input sequence is
+    kept; each unit keeps its (h, c) at segment starts and recomputes a segment's caches
+    in backward. X (T, B, I) time-major."""
+    T = X.shape[0]
+    starts = list(range(0, T, S))
+    layers = _unit_traces(spec, T, eps)
+    inputs, states, inp = [], {}, X  # inputs[k]: layer k's input, position order
+    with np.errstate(all="ignore"):
+        for k in range(spec.num_layers):
+            inputs.append(inp)
+            outs = []
+            for d in range(spec.directions):
+                j = k * spec.directions + d
+                p = engine.unit_params(params, k, d)
+                states[j], h = _unit_forward(p, engine.unit_input(inp, d), starts, S, layers[j])
+                outs.append(engine.time_order(h, d))
+            inp = np.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]  # eq. (21)
+        y_hat = engine.head_forward(params["head.weight"], params["head.bias"], inp, target)
+        L_val, dy = engine.loss_and_grad(y_hat, y, loss)
+        grads: dict[str, np.ndarray] = {}
+        d_out, _ = engine.head_backward(params["head.weight"], inp, dy, target, grads)
+        _units_backward(params, spec, inputs, states, starts, S, d_out, layers, grads)
+        if target == "all":  # flow is measured on the last step's loss term alone (forward units)
+            d_last, _ = engine.head_backward(
+                params["head.weight"], inp, engine.last_step_term(dy), target, {}
+            )
+            flows = [np.zeros(T) for _ in layers]
+            _units_backward(params, spec, inputs, states, starts, S, d_last, layers, None, flows)
+            for lt, fl in zip(layers, flows, strict=True):
+                if not lt.direction:
+                    lt.flow_grad_c_norm = fl
+    ordered = {name: grads[name] for name in spec.param_shapes()}
+    memory = {"mode": "checkpoint", "segment": S, "segments": len(starts), "scheme": "per unit"}
+    return Trace(L_val, ordered, layers, memory)
+
+
+def _unit_forward(p: engine.UnitParams, x, starts, S, lt: LayerTrace):
+    """One unit over its input x (T, B, I_k) in processing order, segment by segment:
+    ([(h, c) entering each segment], h (T, B, R) its output in processing order)."""
+    T, B, _ = x.shape
+    R, H = p.W_hh.shape[1], p.W_hh.shape[0] // 4
+    h0, c0 = np.zeros((B, R), x.dtype), np.zeros((B, H), x.dtype)
+    states, out = [], np.empty((T, B, R), x.dtype)
+    for t0 in starts:
+        states.append((h0, c0))
+        cache = engine.layer_forward(p.W_ih, p.W_hh, p.b, x[t0 : t0 + S], h0=h0, c0=c0, W_hr=p.W_hr)
+        _observe_forward(lt, cache, t0, p)
+        out[t0 : t0 + S] = cache.h[1:]
+        h0, c0 = cache.h[-1].copy(), cache.c[-1].copy()
+    return states, out
+
+
+def _units_backward(params, spec, inputs, states, starts, S, d_out, layers, grads, flows=None):
+    """BPTT through every unit, top layer first; d_out (T, B, D R): dL/d(top output).
+    grads None: only the flows (per-step ||dL/dc_t|| per unit) are recorded."""
+    D = spec.directions
+    for k in range(spec.num_layers - 1, -1, -1):
+        dx = None
+        for d, dh_d in enumerate(engine.split_directions(d_out, D)):
+            j = k * D + d
+            p = engine.unit_params(params, k, d)
+            x = engine.unit_input(inputs[k], d)
+            dx_d = _unit_backward(p, x, states[j], starts, S, dh_d, spec, (k, d), layers[j], grads, flows, j)
+            if d and grads is not None:  # a reverse unit's flow: what enters at t = 1 alone
+                entry = np.zeros_like(dh_d)
+                entry[-1] = dh_d[-1]
+                fl = [np.zeros(len(entry))]
+                _unit_backward(p, x, states[j], starts, S, entry, spec, (k, d), layers[j], None, fl, 0)
+                layers[j].flow_grad_c_norm = fl[0]
+            dx_d = engine.time_order(dx_d, d)
+            dx = dx_d if dx is None else dx + dx_d  # eq. (23)
+        d_out = dx
+
+
+def _unit_backward(p, x, states, starts, S, dh_in, spec, kd, lt, grads, flows, j):
+    """One unit's BPTT, segments from the last, with the carries between them; returns
+    dL/dx (T, B, I_k) in the unit's processing order."""
+    T = x.shape[0]
+    dx = np.empty_like(x)
+    carry = (None, None)  # (W_hh^T δz, δc ⊙ f) entering the segment from the next
+    for s in range(len(starts) - 1, -1, -1):
+        t0 = starts[s]
+        t1 = min(t0 + S, T)
+        h0, c0 = states[s]
+        cache = engine.layer_forward(p.W_ih, p.W_hh, p.b, x[t0:t1], h0=h0, c0=c0, W_hr=p.W_hr)
+        lb = engine.layer_backward_full(p.W_ih, p.W_hh, cache, dh_in[t0:t1], *carry, W_hr=p.W_hr)
+        carry = (lb.grads.dh0, lb.grads.dc0)
+        if grads is not None:
+            _observe_backward(lt, lb.grads, t0)
+            engine.store_unit_grads(grads, spec, *kd, lb, add=True)  # eqs. (14)-(16), (19)
+        if flows is not None:
+            flows[j][t0:t1] = frob_over_time(lb.grads.dc)
+        dx[t0:t1] = lb.dx
+    return dx

@@ -142,9 +142,11 @@ def _gradient_cause(grads: dict[str, np.ndarray]) -> tuple[str, str]:
 
 
 def _flow_metrics(config: Config, spec: engine.Spec, params, fwd, bwd) -> dict[str, float]:
-    """Per layer k: horizon_lk, decay_rate_lk (of ||dL/dc_t||), forget_mean_lk, saturation_lk.
+    """Per layer k: horizon_lk, decay_rate_lk (of ||dL/dc_t||), forget_mean_lk, saturation_lk;
+    for the reverse direction of a bidirectional layer the same with `_lk_reverse`.
 
-    As analyze: with target 'all' the flow is measured on the last step's loss term alone.
+    As analyze: with target 'all' the flow is measured on the last step's loss term alone; a
+    reverse direction's on the gradient entering it at t = 1 alone.
     """
     d = config.diagnostics
     flow_bwd = bwd
@@ -152,11 +154,14 @@ def _flow_metrics(config: Config, spec: engine.Spec, params, fwd, bwd) -> dict[s
         flow_bwd = engine.last_term_backward(params, spec, fwd)
     source = "loss" if flow_bwd is bwd else "last_step_loss_term"
     out: dict[str, float] = {}
-    for k, cache in enumerate(fwd.layers):
+    for j, (layer, direction) in enumerate(spec.units()):
+        cache = fwd.layers[j]
         gates, acc = gate_statistics(cache.gates, d.saturation_threshold, d.stuck_fraction)
-        flow = flow_summary(
-            frob_over_time(flow_bwd.layers[k].dc), acc.forget_log_mean(), d.vanishing_ratio, source
-        )
+        dc = flow_bwd.layers[j].dc
+        if direction:  # dh at its last step is what enters it there (t = 1)
+            dc = engine.entry_backward(engine.unit_params(params, layer, 1), cache, bwd.layers[j].dh[-1]).dc
+        flow = flow_summary(frob_over_time(dc), acc.forget_log_mean(), d.vanishing_ratio, source)
+        k = f"{layer}_reverse" if direction else layer
         out[f"horizon_l{k}"] = flow.horizon
         out[f"decay_rate_l{k}"] = flow.decay_rate
         out[f"forget_mean_l{k}"] = gates["forget"]["mean"]

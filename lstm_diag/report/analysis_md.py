@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from .analysis_table import GATE_SYMBOL, describe_config
-from .text import fmt, sparkline
+from .text import finding_label, flow_words, fmt, layer_label, sparkline
 
 
 def _row(*cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _flow_text(layer: dict, T: int, ratio: float) -> str:
+    fl = layer["flow"]
+    w = flow_words(layer, T)
+    src = f" {w['source'][0].upper()}{w['source'][1:]}." if w["source"] else ""
+    if "note" in fl:
+        return f"No flow: {fl['note']}."
+    return (
+        f"Decay rate {fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} {w['back']}); "
+        f"horizon {w['reach']} (until < {ratio:g}× {w['ref']}); "
+        f"{w['ratio']} = {fmt(fl['ratio_first_last'])}; forget retention "
+        f"{fmt(fl['forget_retention'])}/step (τ≈{fmt(fl['forget_time_constant'])}).{src}"
+    )
 
 
 def render_markdown(doc: dict) -> str:
@@ -18,25 +32,21 @@ def render_markdown(doc: dict) -> str:
     out += [f"- {line.split(None, 1)[0]}: {line.split(None, 1)[1]}" for line in describe_config(doc)]
     out += [f"- **verdict: {doc['verdict']}** ({len(doc['findings'])} findings)", ""]
     for layer in doc["layers"]:
-        fl = layer["flow"]
-        out += [f"### Layer {layer['layer']}: {layer['verdict']}", ""]
+        label = layer_label(layer, doc)
+        out += [f"### {label[0].upper()}{label[1:]}: {layer['verdict']}", ""]
         out += [
             _row("Frobenius norm", "t=1", f"t={T}", "log scale, t = 1 → T"),
             _row("---", "---:", "---:", "---"),
         ]
         rows = [("‖dL/dc_t‖", layer["grad_c_norm"]), ("‖dL/dh_t‖", layer["grad_h_norm"])]
         if "flow_grad_c_norm" in layer:
-            rows.append(("‖dL/dc_t‖ (last step's loss term)", layer["flow_grad_c_norm"]))
+            rows.append((f"‖dL/dc_t‖ ({flow_words(layer, T)['term']})", layer["flow_grad_c_norm"]))
         rows += [(f"‖dL/dz^{GATE_SYMBOL[g]}‖ ({g})", v) for g, v in layer["grad_z_norm"].items()]
         out += [_row(label, fmt(v[0]), fmt(v[-1]), f"`{sparkline(v, 30)}`") for label, v in rows]
-        reach = "reaches t=1" if fl["horizon_reaches_start"] else f"{fl['horizon']} of {T} steps"
-        src = " Measured on the last step's loss term." if fl["source"] == "last_step_loss_term" else ""
+        flow_text = _flow_text(layer, T, d["vanishing_ratio"])
         out += [
             "",
-            f"Decay rate {fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} per step back); "
-            f"horizon {reach} (until < {d['vanishing_ratio']:g}× its value at the loss); "
-            f"‖dL/dc_1‖/‖dL/dc_T‖ = {fmt(fl['ratio_first_last'])}; forget retention "
-            f"{fmt(fl['forget_retention'])}/step (τ≈{fmt(fl['forget_time_constant'])}).{src}",
+            flow_text,
             "",
         ]
         dyn = layer.get("dynamics")
@@ -92,7 +102,7 @@ def render_markdown(doc: dict) -> str:
     if not doc["findings"]:
         out.append("None.")
     for f in doc["findings"]:
-        where = f" (layer {f['layer']})" if f["layer"] is not None else ""
+        where = f" ({finding_label(f)})" if f["layer"] is not None else ""
         out.append(f"- **{f['code']}** {f['severity']}{where}: {f['message']}  ")
         out.append(f"  *Remedy:* {f['remedy']}")
     out.append("")

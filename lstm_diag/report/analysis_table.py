@@ -14,9 +14,14 @@ from rich.text import Text
 
 from ..core.diagnostics import GATE_SYMBOL
 from .describe import init_text, model_line
-from .text import fmt, sparkline, table
+from .text import finding_label, flow_words, fmt, layer_label, sparkline, table
 
-VERDICT_STYLE = {"healthy": "bold green", "vanishing": "bold yellow", "exploding": "bold red"}
+VERDICT_STYLE = {
+    "healthy": "bold green",
+    "vanishing": "bold yellow",
+    "exploding": "bold red",
+    "no_flow": "bold",
+}
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
@@ -60,7 +65,7 @@ def flow_table(layer: dict, T: int) -> Table:
     t.add_column("log scale, t = 1 → T", no_wrap=True)
     rows = [("‖dL/dc_t‖", layer["grad_c_norm"]), ("‖dL/dh_t‖", layer["grad_h_norm"])]
     if "flow_grad_c_norm" in layer:
-        rows.append(("‖dL/dc_t‖ last term", layer["flow_grad_c_norm"]))
+        rows.append((f"‖dL/dc_t‖ {flow_words(layer, T)['term']}", layer["flow_grad_c_norm"]))
     rows += [(f"‖dL/dz^{GATE_SYMBOL[g]}‖ ({g})", v) for g, v in layer["grad_z_norm"].items()]
     for label, v in rows:
         t.add_row(label, fmt(v[0]), fmt(v[-1]), sparkline(v, 30))
@@ -69,14 +74,18 @@ def flow_table(layer: dict, T: int) -> Table:
 
 def flow_line(layer: dict, T: int, ratio: float) -> Text:
     fl = layer["flow"]
-    reach = "reaches t=1" if fl["horizon_reaches_start"] else f"{fl['horizon']} of {T} steps"
-    src = "  (measured on the last step's loss term)" if fl["source"] == "last_step_loss_term" else ""
+    w = flow_words(layer, T)
+    src = f"  ({w['source']})" if w["source"] else ""
     txt = Text()
+    if "note" in fl:  # no flow through time to measure
+        txt.append("no flow ", style="bold")
+        txt.append(fl["note"])
+        return txt
     txt.append("decay ", style="bold")
-    txt.append(f"{fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} per step back)")
+    txt.append(f"{fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} {w['back']})")
     txt.append("   horizon ", style="bold")
-    txt.append(f"{reach} (until < {ratio:g}× its value at the loss)")
-    txt.append("\n‖dL/dc_1‖/‖dL/dc_T‖ ", style="bold")
+    txt.append(f"{w['reach']} (until < {ratio:g}× {w['ref']})")
+    txt.append(f"\n{w['ratio']} ", style="bold")
     txt.append(fmt(fl["ratio_first_last"]))
     txt.append("   forget retention ", style="bold")
     txt.append(f"{fmt(fl['forget_retention'])}/step (τ≈{fmt(fl['forget_time_constant'])})")
@@ -143,7 +152,7 @@ def layer_panel(layer: dict, doc: dict) -> Panel:
     T = doc["config"]["data"]["seq_len"]
     d = doc["config"]["diagnostics"]
     v = layer["verdict"]
-    title = Text(f"layer {layer['layer']}: ")
+    title = Text(f"{layer_label(layer, doc)}: ")
     title.append(v.upper(), style=VERDICT_STYLE[v])
     parts = [flow_table(layer, T), flow_line(layer, T, d["vanishing_ratio"])]
     dyn = dynamics_line(layer)
@@ -194,7 +203,7 @@ def findings_view(findings: list[dict]) -> Group:
     for f in findings:
         code = Text(f"{f['code']}\n", style="bold")
         code.append(f["severity"], style=SEVERITY_STYLE[f["severity"]])
-        body = Text(f"layer {f['layer']}: " if f["layer"] is not None else "")
+        body = Text(f"{finding_label(f)}: " if f["layer"] is not None else "")
         body.append(f["message"])
         body.append(f"\n→ {f['remedy']}", style="dim")
         if grid.row_count:

@@ -8,9 +8,20 @@ from typing import Any
 
 
 def model_line(m: Mapping[str, Any]) -> str:
-    """`LSTM 8→32, 2 layers, head →1`: input size → hidden size, depth, head outputs."""
+    """`LSTM 8→32, 2 layers, head →1`: input size → hidden size, depth, head outputs; and
+    nn.LSTM's other arguments when set (`bidirectional`, `projected to P`, `no biases`)."""
     L = m["num_layers"]
-    return f"LSTM {m['input_size']}→{m['hidden_size']}, {L} layer{'s' * (L != 1)}, head →{m['output_size']}"
+    layout = "".join(
+        [
+            ", bidirectional" if m.get("bidirectional") else "",
+            f", projected to {m['proj_size']}" if m.get("proj_size") else "",
+            ", no biases" if m.get("bias") is False else "",
+        ]
+    )
+    return (
+        f"LSTM {m['input_size']}→{m['hidden_size']}, {L} layer{'s' * (L != 1)}{layout}, "
+        f"head →{m['output_size']}"
+    )
 
 
 def init_text(m: Mapping[str, Any], path: bool = True) -> str:

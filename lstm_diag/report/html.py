@@ -19,6 +19,7 @@ from ..core.diagnostics import GATE_SYMBOL
 from ..numfmt import fmt
 from .describe import init_text, model_line
 from .figures.style import OKABE_ITO, VERDICT_COLOR
+from .text import finding_label, flow_words, layer_label, unit_key
 
 SEVERITY_COLOR = {"error": OKABE_ITO["vermillion"], "warning": "#B07800", "info": OKABE_ITO["blue"]}
 
@@ -145,10 +146,12 @@ def _layers_table(doc: dict) -> str:
     for layer in doc["layers"]:
         fl = layer["flow"]
         T = len(layer["grad_c_norm"])
-        reach = f"reaches t=1 ({T})" if fl["horizon_reaches_start"] else f"{fl['horizon']} of {T}"
+        w = flow_words(layer, T)
+        reach = f"{w['reach']} ({T})" if fl["horizon_reaches_start"] else f"{fl['horizon']} of {T}"
+        name = layer_label(layer, doc).removeprefix("layer ")
         rows.append(
             [
-                f'<a href="#layer-{layer["layer"]}">{e(layer["layer"])}</a>',
+                f'<a href="#layer-{e(unit_key(layer))}">{e(name)}</a>',
                 _badge(layer["verdict"]),
                 e(f"{fmt(fl['decay_rate'])} (×{fmt(fl['factor_per_step'])})"),
                 e(reach),
@@ -156,7 +159,12 @@ def _layers_table(doc: dict) -> str:
                 e(fmt(fl["forget_retention"])),
                 e(fmt(fl["forget_time_constant"])),
                 e(fmt(fl["cell_path_horizon"])),
-                e("last step's loss term" if fl["source"] == "last_step_loss_term" else "loss"),
+                e(
+                    {
+                        "last_step_loss_term": "last step's loss term",
+                        "entry_at_first_step": "gradient entering at t = 1",
+                    }.get(fl["source"], "loss")
+                ),
             ]
         )
     header = [
@@ -164,7 +172,7 @@ def _layers_table(doc: dict) -> str:
         "verdict",
         "decay rate /step (factor)",
         f"horizon (steps until < {ratio:g}×)",
-        "‖dL/dc_1‖ / ‖dL/dc_T‖",
+        "‖dL/dc_first‖ / ‖dL/dc_last‖ (the direction's own time)",
         "forget retention",
         "τ (steps)",
         "cell-path horizon",
@@ -180,7 +188,7 @@ def _findings(doc: dict) -> str:
     rows = []
     for f in doc["findings"]:
         sev = f'<span style="color:{SEVERITY_COLOR[f["severity"]]};font-weight:600">{e(f["severity"])}</span>'
-        where = "—" if f["layer"] is None else e(f["layer"])
+        where = "—" if f["layer"] is None else e(finding_label(f).removeprefix("layer "))
         body = f"{e(f['message'])}<div class='remedy'>→ {e(f['remedy'])}</div>"
         rows.append([f'<span class="code" id="{e(f["code"])}">{e(f["code"])}</span>', sev, where, body])
     note = "<p class='muted'>Each code is explained by <code>lstm-diag codes</code> and in docs/codes.md.</p>"
@@ -188,13 +196,18 @@ def _findings(doc: dict) -> str:
 
 
 def _layer_section(layer: dict, doc: dict, images: Mapping[str, bytes]) -> str:
-    k = layer["layer"]
+    key = unit_key(layer)
     T = len(layer["grad_c_norm"])
     eps = doc["config"]["diagnostics"]["saturation_threshold"]
     fl = layer["flow"]
     norms = [("‖dL/dc_t‖ (eq. 9)", layer["grad_c_norm"]), ("‖dL/dh_t‖ (eq. 8)", layer["grad_h_norm"])]
     if "flow_grad_c_norm" in layer:
-        norms.append(("‖dL/dc_t‖, last step's loss term", layer["flow_grad_c_norm"]))
+        norms.append(
+            (
+                f"‖dL/dc_t‖, {flow_words(layer, T)['source'].removeprefix('measured on ')}",
+                layer["flow_grad_c_norm"],
+            )
+        )
     norms += [(f"‖dL/dz^{GATE_SYMBOL[g]}‖ ({g})", v) for g, v in layer["grad_z_norm"].items()]
     flow_rows = [[e(name), e(fmt(v[0])), e(fmt(v[-1]))] for name, v in norms]
     H = len(layer["gates"]["input"]["unit_saturated_low"])
@@ -211,14 +224,21 @@ def _layer_section(layer: dict, doc: dict, images: Mapping[str, bytes]) -> str:
     ]
     cs = layer["cell_state"]
     tanh_sat = f"{cs['tanh_saturated']:.1%}"
-    src = " Measured on the last step's loss term (target: all)." if fl["source"] != "loss" else ""
-    reach = "reaches t = 1" if fl["horizon_reaches_start"] else f"{fl['horizon']} of {T} steps"
-    parts = [
-        f'<h2 id="layer-{e(k)}">Layer {e(k)} {_badge(layer["verdict"])}</h2>',
-        f"<p>Decay rate <b>{e(fmt(fl['decay_rate']))}</b>/step (×{e(fmt(fl['factor_per_step']))} per step "
-        f"back); horizon <b>{e(reach)}</b>; ‖dL/dc_1‖/‖dL/dc_T‖ = {e(fmt(fl['ratio_first_last']))}; "
+    w = flow_words(layer, T)
+    src = f" {w['source'][0].upper()}{w['source'][1:]} (target: all)." if w["source"] else ""
+    label = layer_label(layer, doc)
+    flow_p = (
+        f"<p>No flow: {e(fl['note'])}.</p>"
+        if "note" in fl
+        else f"<p>Decay rate <b>{e(fmt(fl['decay_rate']))}</b>/step (×{e(fmt(fl['factor_per_step']))} "
+        f"{e(w['back'])}); horizon <b>{e(w['reach'])}</b>; "
+        f"{e(w['ratio'])} = {e(fmt(fl['ratio_first_last']))}; "
         f"forget retention {e(fmt(fl['forget_retention']))}/step (τ ≈ {e(fmt(fl['forget_time_constant']))} "
-        f"steps, cell-path horizon {e(fmt(fl['cell_path_horizon']))} steps).{e(src)}</p>",
+        f"steps, cell-path horizon {e(fmt(fl['cell_path_horizon']))} steps).{e(src)}</p>"
+    )
+    parts = [
+        f'<h2 id="layer-{e(key)}">{e(label[0].upper() + label[1:])} {_badge(layer["verdict"])}</h2>',
+        flow_p,
         "<h3>Gradient norms (Frobenius over batch and units)</h3>",
         _table(["norm", "t = 1", f"t = {T}"], flow_rows),
         f"<h3>Gates (saturated: &lt; {e(f'{eps:g}')} or &gt; {e(f'{1 - eps:g}')}; "
@@ -239,7 +259,7 @@ def _layer_section(layer: dict, doc: dict, images: Mapping[str, bytes]) -> str:
             + ". λ₁ &lt; 0: the dynamics contract and gradients vanish; λ₁ &gt; 0: chaotic, they grow.</p>"
         )
     parts += [
-        _figure(f"{name}_l{k}", images)
+        _figure(f"{name}_{key}", images)
         for name in ("gate_grads", "gate_heatmaps", "saturation", "forget_gate", "dynamics")
     ]
     return "\n".join(parts)

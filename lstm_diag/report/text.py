@@ -7,6 +7,7 @@ import math
 from rich import box
 from rich.table import Table
 
+from ..core.diagnostics import unit_label
 from ..numfmt import fmt
 
 __all__ = ["fmt", "sparkline", "table"]
@@ -43,6 +44,43 @@ def sparkline(values: list[float | None], width: int = 32) -> str:
         "×" if v is None else "·" if v == -math.inf else BARS[min(int((v - lo) / span * 7.999), 7)]
         for v in logs
     )
+
+
+def layer_label(layer: dict, doc: dict) -> str:
+    """An analysis entry's name: "layer 0", or "layer 0 reverse" in a bidirectional model."""
+    bidirectional = doc["config"]["model"].get("bidirectional", False)
+    return unit_label(layer["layer"], layer.get("direction") if bidirectional else None)
+
+
+def unit_key(layer: dict) -> str:
+    """`l0` or `l0_reverse`: an entry's tag in figure names and HTML anchors."""
+    return f"l{layer['layer']}" + ("_reverse" if layer.get("direction") == "reverse" else "")
+
+
+def finding_label(f: dict) -> str:
+    return unit_label(f["layer"], f.get("direction"))
+
+
+def flow_words(layer: dict, T: int) -> dict[str, str]:
+    """How to say an entry's flow summary. A reverse direction runs from t = T down to 1, so
+    its gradient travels forward in t: its "steps back" go towards T, its start is t = T."""
+    fl = layer["flow"]
+    rev = layer.get("direction") == "reverse"
+    start = f"t={T}" if rev else "t=1"
+    return {
+        "reach": f"reaches {start}" if fl["horizon_reaches_start"] else f"{fl['horizon']} of {T} steps",
+        "ratio": "‖dL/dc_T‖/‖dL/dc_1‖" if rev else "‖dL/dc_1‖/‖dL/dc_T‖",
+        "ref": "its value where it enters, t=1" if rev else "its value at the loss",
+        "back": "per step forward in t (back in this direction's time)" if rev else "per step back",
+        "source": {
+            "last_step_loss_term": "measured on the last step's loss term",
+            "entry_at_first_step": "measured on the gradient entering this direction at t=1 alone, "
+            "as its own recurrence carries it towards t=T",
+        }.get(fl["source"], ""),
+        "term": {"last_step_loss_term": "last term", "entry_at_first_step": "from t=1"}.get(
+            fl["source"], ""
+        ),
+    }
 
 
 def table(title: str | None = None, **kwargs) -> Table:

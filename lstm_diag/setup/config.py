@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ..core.clipping import ClipSetting, parse_clip
-from ..core.schemes import SCHEMES, InitSpec, parse_init_specs
+from ..core.schemes import SCHEMES, InitSpec, parse_init_specs, unsupported_layout
 from ..errors import ConfigError, preview
 from . import weights as weights_mod
 from .bounded_yaml import load_yaml, read_text_capped
@@ -31,6 +31,9 @@ class ModelConfig(_Section):
     hidden_size: int = Field(32, gt=0)
     num_layers: int = Field(1, gt=0)
     output_size: int = Field(1, gt=0)
+    bidirectional: bool = False
+    proj_size: int = Field(0, ge=0)
+    bias: bool = True
     init: str = "pytorch"
     forget_bias: float | None = None
     t_max: float | None = Field(None, gt=2)
@@ -49,6 +52,19 @@ class ModelConfig(_Section):
         for name in ("weights_key", "lstm", "head", "embedding"):
             if getattr(self, name) is not None and self.weights is None:
                 raise ValueError(f"model.{name}: picks arrays in a weights file; set model.weights too")
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(
+                f"model.proj_size: must be smaller than model.hidden_size ({self.hidden_size}), "
+                f"as nn.LSTM requires; got {self.proj_size}"
+            )
+        if self.weights is None:
+            problem = unsupported_layout(self.init, self.proj_size, self.bias)
+            if problem:
+                raise ValueError(f"model.init: {problem}")
+        if not self.bias and self.forget_bias is not None:
+            raise ValueError(
+                "model.forget_bias: the model has no biases (model.bias is false); remove forget_bias"
+            )
         return self
 
 

@@ -42,7 +42,9 @@ class Problem:
 
 def spec_of(config: Config) -> Spec:
     m = config.model
-    return Spec(m.input_size, m.hidden_size, m.num_layers, m.output_size)
+    return Spec(
+        m.input_size, m.hidden_size, m.num_layers, m.output_size, m.bidirectional, m.proj_size, m.bias
+    )
 
 
 def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:

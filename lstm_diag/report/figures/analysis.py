@@ -31,6 +31,7 @@ from matplotlib.transforms import blended_transform_factory
 from ...core.diagnostics import GATE_NAMES, GATE_SYMBOL
 from ...numfmt import fmt
 from ..describe import init_text, model_line
+from ..text import layer_label, unit_key
 from .style import GATE_COLOR, GREY, NONFINITE_COLOR, OKABE_ITO, VERDICT_COLOR, new_figure, styled
 
 GATES = GATE_NAMES  # i, f, g, o: the order of docs and of the engine's cache
@@ -86,7 +87,9 @@ def _header(
     fig.text(
         0.995,
         0.995,
-        f" {verdict.upper()} " if layer is None else f" layer {layer}: {verdict.upper()} ",
+        f" {verdict.upper().replace('_', ' ')} "
+        if layer is None
+        else f" {_name(doc, layer)}: {verdict.upper().replace('_', ' ')} ",
         ha="right",
         va="top",
         fontsize=12,
@@ -96,8 +99,21 @@ def _header(
     )
 
 
+def _name(doc: dict, j: int) -> str:
+    """Entry j of doc["layers"] by name: "layer 0", or "layer 0 reverse" in a bidirectional model."""
+    return layer_label(doc["layers"][j], doc)
+
+
+def _is_entry(f: dict, doc: dict, j: int) -> bool:
+    """Whether finding f is about entry j of doc["layers"]."""
+    e = doc["layers"][j]
+    return f["layer"] == e["layer"] and f.get("direction") in (None, e.get("direction", "forward"))
+
+
 def _layer_codes(doc: dict, k: int, prefixes: tuple[str, ...]) -> str:
-    codes = sorted({f["code"] for f in doc["findings"] if f["layer"] == k and f["code"].startswith(prefixes)})
+    codes = sorted(
+        {f["code"] for f in doc["findings"] if _is_entry(f, doc, k) and f["code"].startswith(prefixes)}
+    )
     return ("findings: " + ", ".join(codes)) if codes else "no findings"
 
 
@@ -241,22 +257,30 @@ def _downsample_note(T: int) -> str:
 # ----------------------------------------------------------------------- figures
 
 
-def _flow_title(layer: dict, T: int, ratio: float, exploding_ratio: float) -> str:
+def _flow_title(layer: dict, doc: dict, T: int, ratio: float, exploding_ratio: float) -> str:
+    """A reverse direction's gradient travels forward in t: from t = 1, where it is measured
+    entering, towards t = T; its ratio is ‖dL/dc_T‖ / ‖dL/dc_1‖."""
     fl, v = layer["flow"], layer["verdict"]
-    head = f"layer {layer['layer']}: {v.upper()}"
+    rev = layer.get("direction") == "reverse"
+    head = f"{layer_label(layer, doc)}: {v.upper().replace('_', ' ')}"
+    ratio_name = "‖dL/dc_T‖ / ‖dL/dc_1‖" if rev else "‖dL/dc_1‖ / ‖dL/dc_T‖"
+    if v == "no_flow":
+        return f"{head} — read by the head at t = T only, after one step: no flow through time"
     if v == "exploding":
         if fl["first_nonfinite_step"] is not None:
-            return f"{head} — dL/dc_t is non-finite at t ≤ {fl['first_nonfinite_step']} (overflow)"
+            side = "≥" if rev else "≤"
+            return f"{head} — dL/dc_t is non-finite at t {side} {fl['first_nonfinite_step']} (overflow)"
         return (
-            f"{head} — ‖dL/dc_1‖ / ‖dL/dc_T‖ = {fmt(fl['ratio_first_last'])} (> {exploding_ratio:g}): "
-            "the gradient grows going back"
+            f"{head} — {ratio_name} = {fmt(fl['ratio_first_last'])} (> {exploding_ratio:g}): "
+            "the gradient grows going back in this direction's time"
         )
     if v == "vanishing":
+        where = "where it enters at t = 1" if rev else "at the loss"
         return (
-            f"{head} — ‖dL/dc_t‖ falls below {ratio:g}× its value at the loss "
-            f"after {fl['horizon']} of {T} steps"
+            f"{head} — ‖dL/dc_t‖ falls below {ratio:g}× its value {where} after {fl['horizon']} of {T} steps"
         )
-    return f"{head} — the gradient reaches t = 1 (‖dL/dc_1‖ / ‖dL/dc_T‖ = {fmt(fl['ratio_first_last'])})"
+    end = "t = T" if rev else "t = 1"
+    return f"{head} — the gradient reaches {end} ({ratio_name} = {fmt(fl['ratio_first_last'])})"
 
 
 @styled
@@ -276,67 +300,42 @@ def grad_flow(doc: dict) -> Figure:
     note = _downsample_note(T)
     _header(fig, "Gradient flow back through time: where does the gradient die?", doc, doc["verdict"], note)
     for ax, layer in zip(axes, doc["layers"], strict=True):
-        fl = layer["flow"]
         flow_series = np.asarray(layer.get("flow_grad_c_norm", layer["grad_c_norm"]), np.float64)
         c = np.asarray(layer["grad_c_norm"], np.float64)
         h = np.asarray(layer["grad_h_norm"], np.float64)
         _log_series(ax, c, label="‖dL/dc_t‖  cell state, total (eq. 9)", color=SERIES_COLOR["c"], lw=2.0)
         _log_series(ax, h, label="‖dL/dh_t‖  hidden state, total (eq. 8)", color=SERIES_COLOR["h"], lw=1.3)
         special = {"‖dL/dc_t‖": c, "‖dL/dh_t‖": h}
+        rev = layer.get("direction") == "reverse"  # its gradient travels from t = 1 towards T
         if "flow_grad_c_norm" in layer:
+            what = "entering this direction at t = 1 alone" if rev else "of the last step's loss term alone"
             _log_series(
                 ax,
                 flow_series,
-                label="‖dL/dc_t‖ of the last step's loss term alone\n(what the verdict measures)",
+                label=f"‖dL/dc_t‖ {what}\n(what the verdict measures)",
                 color=SERIES_COLOR["flow"],
                 lw=2.0,
                 z=4,
             )
-            special["last-term ‖dL/dc_t‖"] = flow_series
+            special["flow ‖dL/dc_t‖"] = flow_series
         _mark_special(ax, special)
-        ref = flow_series[-1]
+        ref = flow_series[0] if rev else flow_series[-1]
         lo, hi = _ylim(np.concatenate([c, h, flow_series]), ref * d["vanishing_ratio"])
         ax.set_yscale("log")
         ax.set_ylim(lo, hi)
         # the loss: every step for target "all", the last step for "last"
         where = "loss terms at every t; the last at t = T" if target == "all" else f"loss at t = T = {T}"
         ax.axvline(T, color=OKABE_ITO["black"], lw=1.4, label=where, zorder=2)
-        if np.isfinite(ref) and ref > 0:
-            thr = d["vanishing_ratio"] * ref
-            ax.axhline(
-                thr,
-                color=GREY,
-                ls="--",
-                lw=1.1,
-                label=f"vanishing threshold {d['vanishing_ratio']:g} × {'last-term ' * (target == 'all')}"
-                f"value at t = T = {fmt(thr)}",
+        if layer["verdict"] == "no_flow":
+            ax.plot(
+                [], [], " ", label="reverse direction read at t = T only:\nno flow through time to measure"
             )
-            _draw_decay(ax, fl, ref, T, lo, hi)
-        if fl["horizon_reaches_start"]:
-            ax.plot([], [], " ", label=f"horizon: reaches t = 1 (all {T} steps)")
+        elif rev:
+            _reverse_flow_marks(ax, layer, flow_series, ref, T, d["vanishing_ratio"], lo, hi)
         else:
-            t_h = T - fl["horizon"]
-            ax.axvline(
-                t_h,
-                color=VERDICT_COLOR["vanishing"],
-                ls=":",
-                lw=2.0,
-                zorder=2,
-                label=f"horizon: {fl['horizon']} steps back "
-                f"({'below threshold' if np.isfinite(flow_series[t_h - 1]) else 'non-finite'} at t = {t_h})",
-            )
-            if layer["verdict"] == "vanishing":
-                ax.axvspan(
-                    0,
-                    t_h,
-                    color=VERDICT_COLOR["vanishing"],
-                    alpha=0.10,
-                    lw=0,
-                    label=f"beyond the horizon (t < {t_h}): below the threshold,\n"
-                    "these steps barely move the weights",
-                )
+            _forward_flow_marks(ax, layer, flow_series, ref, T, d["vanishing_ratio"], target, lo, hi)
         ax.set_title(
-            _flow_title(layer, T, d["vanishing_ratio"], d["exploding_ratio"]),
+            _flow_title(layer, doc, T, d["vanishing_ratio"], d["exploding_ratio"]),
             loc="left",
             color=VERDICT_COLOR[layer["verdict"]],
             fontweight="bold",
@@ -345,6 +344,98 @@ def grad_flow(doc: dict) -> Figure:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0)
     _set_time_axis(axes[-1], T)
     return fig
+
+
+def _forward_flow_marks(
+    ax, layer: dict, flow_series, ref: float, T: int, ratio: float, target: str, lo, hi
+) -> None:
+    """Threshold, fitted decay and horizon, measured back from the loss at t = T."""
+    fl = layer["flow"]
+    if np.isfinite(ref) and ref > 0:
+        thr = ratio * ref
+        ax.axhline(
+            thr,
+            color=GREY,
+            ls="--",
+            lw=1.1,
+            label=f"vanishing threshold {ratio:g} × {'last-term ' * (target == 'all')}"
+            f"value at t = T = {fmt(thr)}",
+        )
+        _draw_decay(ax, fl, ref, T, lo, hi)
+    if fl["horizon_reaches_start"]:
+        ax.plot([], [], " ", label=f"horizon: reaches t = 1 (all {T} steps)")
+        return
+    t_h = T - fl["horizon"]
+    ax.axvline(
+        t_h,
+        color=VERDICT_COLOR["vanishing"],
+        ls=":",
+        lw=2.0,
+        zorder=2,
+        label=f"horizon: {fl['horizon']} steps back "
+        f"({'below threshold' if np.isfinite(flow_series[t_h - 1]) else 'non-finite'} at t = {t_h})",
+    )
+    if layer["verdict"] == "vanishing":
+        ax.axvspan(
+            0,
+            t_h,
+            color=VERDICT_COLOR["vanishing"],
+            alpha=0.10,
+            lw=0,
+            label=f"beyond the horizon (t < {t_h}): below the threshold,\n"
+            "these steps barely move the weights",
+        )
+
+
+def _reverse_flow_marks(ax, layer: dict, flow: np.ndarray, ref: float, T: int, ratio: float, lo, hi) -> None:
+    """Threshold, fitted decay and horizon of a reverse direction, measured from t = 1 (where the
+    gradient enters it) towards t = T (back in its own time)."""
+    fl = layer["flow"]
+    ax.axvline(
+        1, color=OKABE_ITO["black"], lw=1.4, ls="--", zorder=2, label="gradient measured entering at t = 1"
+    )
+    if not (np.isfinite(ref) and ref > 0):
+        return
+    thr = ratio * ref
+    ax.axhline(
+        thr, color=GREY, ls="--", lw=1.1, label=f"vanishing threshold {ratio:g} × value at t = 1 = {fmt(thr)}"
+    )
+    rate = fl["decay_rate"]
+    if rate is not None and np.isfinite(rate):
+        t = np.linspace(1, T, 200)
+        with np.errstate(over="ignore", under="ignore"):
+            log10_y = math.log10(ref) - rate * (t - 1) / math.log(10)  # falls by `rate` per step towards T
+            y = np.where((log10_y > math.log10(lo)) & (log10_y < math.log10(hi)), 10**log10_y, np.nan)
+        ax.plot(
+            t,
+            y,
+            color=OKABE_ITO["black"],
+            lw=0.9,
+            ls="-.",
+            alpha=0.7,
+            label=f"fitted decay rate {fmt(rate)}/step towards T (×{fmt(fl['factor_per_step'])})",
+        )
+    if fl["horizon_reaches_start"]:
+        ax.plot([], [], " ", label=f"horizon: reaches t = T (all {T} steps)")
+        return
+    t_h = 1 + fl["horizon"]
+    ax.axvline(
+        t_h,
+        color=VERDICT_COLOR["vanishing"],
+        ls=":",
+        lw=2.0,
+        zorder=2,
+        label=f"horizon: {fl['horizon']} steps forward in t (t = {t_h})",
+    )
+    if layer["verdict"] == "vanishing":
+        ax.axvspan(
+            t_h,
+            T,
+            color=VERDICT_COLOR["vanishing"],
+            alpha=0.10,
+            lw=0,
+            label=f"beyond the horizon (t > {t_h}): what enters at t = 1\nno longer reaches these steps",
+        )
 
 
 def _ylim(values: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -453,8 +544,9 @@ def gate_heatmaps(doc: dict, layer: int = 0) -> Figure:
     sat_note = _downsample_note(T)
     if sat_note:
         notes.append("saturation strips: " + sat_note.split(": ", 1)[1])
-    notes.insert(0, f"layer {layer}: gate activations, mean over the batch of {B}; fixed colour scales")
-    _header(fig, f"Gate activations over time — layer {layer}", doc, L["verdict"], "\n".join(notes), layer)
+    name = _name(doc, layer)
+    notes.insert(0, f"{name}: gate activations, mean over the batch of {B}; fixed colour scales")
+    _header(fig, f"Gate activations over time — {name}", doc, L["verdict"], "\n".join(notes), layer)
     _set_time_axis(strip, T)
     return fig
 
@@ -510,7 +602,7 @@ def saturation(doc: dict, layer: int = 0) -> Figure:
         flagged = [
             f["code"]
             for f in doc["findings"]
-            if f["layer"] == layer
+            if _is_entry(f, doc, layer)
             and (
                 (f["code"] == "LD201" and f["message"].startswith(f"{name} gate"))
                 or (f["code"] == "LD202" and (g["stuck_low"] if name == "forget" else g["stuck_units"]))
@@ -538,7 +630,7 @@ def saturation(doc: dict, layer: int = 0) -> Figure:
         f"each dot is one unit: fraction of its (time × batch) entries saturated, per side · "
         f"{_layer_codes(doc, layer, ('LD2',))}"
     )
-    title = f"Gate saturation per unit (Karpathy et al. 2015) — layer {layer}"
+    title = f"Gate saturation per unit (Karpathy et al. 2015) — {_name(doc, layer)}"
     _header(fig, title, doc, L["verdict"], note, layer)
     return fig
 
@@ -604,14 +696,21 @@ def forget_gate(doc: dict, layer: int = 0) -> Figure:
         else f"cell-path horizon {fmt(fl['cell_path_horizon'])} ≥ T = {T} steps"
     )
     ax.set_title(
-        f"layer {layer}: {verdict_txt}",
+        f"{_name(doc, layer)}: {verdict_txt}",
         loc="left",
         fontweight="bold",
         color=OKABE_ITO["vermillion"] if short else OKABE_ITO["bluish_green"],
         pad=34,
     )
     codes = _layer_codes(doc, layer, ("LD103", "LD2"))
-    _header(fig, f"Forget gate and memory time constant — layer {layer}", doc, L["verdict"], codes, layer)
+    _header(
+        fig,
+        f"Forget gate and memory time constant — {_name(doc, layer)}",
+        doc,
+        L["verdict"],
+        codes,
+        layer,
+    )
     return fig
 
 
@@ -638,14 +737,14 @@ def gate_grads(doc: dict, layer: int = 0) -> Figure:
     ax.axvline(T, color=OKABE_ITO["black"], lw=1.4, label=where, zorder=2)
     ax.set_ylabel("Frobenius norm over (batch, units), log scale")
     ax.set_title(
-        f"layer {layer}: {L['verdict'].upper()} — gradient reaching each gate's pre-activation",
+        f"{_name(doc, layer)}: {L['verdict'].upper()} — gradient reaching each gate's pre-activation",
         loc="left",
         color=VERDICT_COLOR[L["verdict"]],
         fontweight="bold",
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0)
     _set_time_axis(ax, T)
-    title = f"Gradient per gate over time — layer {layer}"
+    title = f"Gradient per gate over time — {_name(doc, layer)}"
     _header(fig, title, doc, L["verdict"], _downsample_note(T), layer)
     return fig
 
@@ -710,8 +809,8 @@ def dynamics(doc: dict, layer: int = 0) -> Figure:
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False, fontsize=8)
     _set_time_axis(right, T)
     codes = _layer_codes(doc, layer, ("LD105", "LD101", "LD102"))
-    _header(fig, f"State dynamics: Jacobians and Lyapunov spectrum — layer {layer}", doc, L["verdict"],
-            codes, layer)  # fmt: skip
+    title = f"State dynamics: Jacobians and Lyapunov spectrum — {_name(doc, layer)}"
+    _header(fig, title, doc, L["verdict"], codes, layer)
     return fig
 
 
@@ -725,11 +824,12 @@ def figures(doc: dict) -> Iterator[tuple[str, Figure]]:
     `AnalysisResult.to_dict()`): the figures need nothing else.
     """
     yield "grad_flow", grad_flow(doc)
-    for k, layer in enumerate(doc["layers"]):
+    for k, layer in enumerate(doc["layers"]):  # one per layer, or per direction of a layer
+        key = unit_key(layer)  # l0, or l0_reverse
         if "gate_heatmap" in layer:  # absent with checkpointed BPTT (no full gate cache)
-            yield f"gate_heatmaps_l{k}", gate_heatmaps(doc, k)
-        yield f"saturation_l{k}", saturation(doc, k)
-        yield f"forget_gate_l{k}", forget_gate(doc, k)
-        yield f"gate_grads_l{k}", gate_grads(doc, k)
+            yield f"gate_heatmaps_{key}", gate_heatmaps(doc, k)
+        yield f"saturation_{key}", saturation(doc, k)
+        yield f"forget_gate_{key}", forget_gate(doc, k)
+        yield f"gate_grads_{key}", gate_grads(doc, k)
         if "dynamics" in layer:
-            yield f"dynamics_l{k}", dynamics(doc, k)
+            yield f"dynamics_{key}", dynamics(doc, k)

@@ -36,6 +36,7 @@ VERDICT_COLOR = {
     "healthy": OKABE_ITO["bluish_green"],
     "vanishing": OKABE_ITO["orange"],
     "exploding": OKABE_ITO["vermillion"],
+    "no_flow": GREY,  # a reverse direction with no flow through time to measure
 }
 GATE_COLOR = {
     "input": OKABE_ITO["blue"],
