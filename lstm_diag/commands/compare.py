@@ -16,6 +16,7 @@ from .common import (
     with_flags,
     write_figures,
 )
+from .progress import ProgressBar
 
 EPILOG = """\b
 Examples:
@@ -33,34 +34,8 @@ the compare: section of CONFIG. Details: docs/compare.md.
 """
 
 
-class _Progress:
-    """A rich progress bar on stderr over all runs."""
-
-    def __init__(self, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        console = stderr_console()
-        self.progress = Progress(
-            TextColumn("[bold]compare[/]"),
-            BarColumn(bar_width=24),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}"),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        )
-        self.task = self.progress.add_task("compare", total=total, last="")
-
-    def start(self) -> None:
-        self.progress.start()
-
-    def done(self, run: dict) -> None:
-        last = f"{run['scheme']} seed {run['seed']} T={run['seq_len']}: horizon {run['horizon']}"
-        self.progress.update(self.task, advance=1, last=last)
-
-    def stop(self) -> None:
-        self.progress.stop()
+def _run_line(run: dict) -> str:
+    return f"{run['scheme']} seed {run['seed']} T={run['seq_len']}: horizon {run['horizon']}"
 
 
 @click.command("compare", epilog=EPILOG)
@@ -113,7 +88,7 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
     s = cfg.compare
     specs, lens = s.init_specs, s.seq_len_list
     runs = plan(cfg, specs, s.seeds, lens)
-    progress = _Progress(len(runs))
+    progress = ProgressBar("compare", len(runs))
     t0 = time.perf_counter()
     try:
         doc = compare(
@@ -123,7 +98,7 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
             lens,
             jobs=s.jobs,
             train_steps=s.train_steps,
-            on_done=progress.done,
+            on_done=lambda run: progress.update(advance=1, text=_run_line(run)),
             on_start=progress.start,
             runs=runs,
         )

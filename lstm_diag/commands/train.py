@@ -17,6 +17,7 @@ from .common import (
     with_flags,
     write_figures,
 )
+from .progress import ProgressBar
 
 EPILOG = """\b
 Examples:
@@ -35,45 +36,28 @@ measured so far (exit 130). Details: docs/train.md.
 EXIT_INTERRUPTED = 130
 
 
-class _Progress:
-    """A rich progress bar on stderr (steps, it/s, each setting's loss) and the Ctrl-C flag."""
+class _StopFlag:
+    """Ctrl-C during training: the first asks train() to stop after the current step (it still
+    writes everything measured), a second aborts at once."""
 
-    def __init__(self, total: int, labels: list[str]):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def __init__(self, bar: ProgressBar):
+        self.bar, self.requested = bar, False
 
-        self.labels = labels
-        self.progress = Progress(
-            TextColumn("[bold]train[/]"),
-            BarColumn(bar_width=20),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[loss]}"),
-            console=stderr_console(),
-            transient=False,
-        )
-        self.task = self.progress.add_task("train", total=total, rate="", loss="")
-        self.stop_requested = False
-
-    def update(self, event) -> None:
-        from ..numfmt import fmt
-
-        task = self.progress.tasks[0]
-        elapsed = task.elapsed or 0.0
-        rate = f"{event.step / elapsed:.1f} it/s" if elapsed > 0 else ""
-        loss = "loss " + " ".join(fmt(event.losses[k], 2) if k in event.losses else "×" for k in self.labels)
-        self.progress.update(self.task, completed=event.step, rate=rate, loss=loss)
-        for d in event.diverged:
-            self.progress.console.print(
-                f"[red]{d['setting']}[/] stopped at step {d['step']}: {d['code']} {d['cause']}"
-            )
-
-    def on_sigint(self, signum, frame) -> None:
+    def __call__(self, signum, frame) -> None:
         import signal
 
-        self.stop_requested = True
+        self.requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts now
-        self.progress.console.print("stopping after this step (Ctrl-C again to abort)")
+        self.bar.print("stopping after this step (Ctrl-C again to abort)")
+
+
+def _show_step(bar: ProgressBar, labels: list[str], event) -> None:
+    from ..numfmt import fmt
+
+    loss = "loss " + " ".join(fmt(event.losses[k], 2) if k in event.losses else "×" for k in labels)
+    bar.update(event.step, loss)
+    for d in event.diverged:
+        bar.print(f"[red]{d['setting']}[/] stopped at step {d['step']}: {d['code']} {d['cause']}")
 
 
 @click.command("train", epilog=EPILOG)
@@ -142,20 +126,21 @@ def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weigh
         from ..report.train_render import MetricsWriter
 
         writer = MetricsWriter(tc.metrics, cfg.model.num_layers)
-    bar = _Progress(tc.steps, labels)
+    bar = ProgressBar("train", tc.steps, transient=False, rate=True, width=20)
+    stop = _StopFlag(bar)
 
     def on_step(event):
         if writer is not None:
             writer.write(event.records)
-        bar.update(event)
+        _show_step(bar, labels, event)
 
     try:
-        previous = signal.signal(signal.SIGINT, bar.on_sigint)
+        previous = signal.signal(signal.SIGINT, stop)
     except ValueError:  # not the main thread: Ctrl-C raises KeyboardInterrupt, which train() catches
         previous = None
     try:
-        with bar.progress:
-            result = train(cfg, on_step, lambda: bar.stop_requested)
+        with bar:
+            result = train(cfg, on_step, lambda: stop.requested)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
