@@ -60,6 +60,19 @@ def _show_step(bar: ProgressBar, labels: list[str], event) -> None:
         bar.print(f"[red]{d['setting']}[/] stopped at step {d['step']}: {d['code']} {d['cause']}")
 
 
+def _save_weights(result, target: str, err) -> None:
+    """Each setting's final weights: OUT.npz -> OUT.<setting>.npz, paths on stderr."""
+    from pathlib import Path
+
+    from ..setup.outputs import save_weights as write_weights
+
+    out = Path(target)
+    for run in result.runs:
+        name = f"{out.stem}.{run.setting.slug}{out.suffix or '.npz'}"
+        path = write_weights(out.with_name(name), run.params)
+        err.print(f"weights ({run.setting.label}, after {run.steps_done} steps) written to {path}")
+
+
 @click.command("train", epilog=EPILOG)
 @config_argument
 @click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps per setting [train.steps: 200].")
@@ -152,16 +165,7 @@ def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weigh
     if writer is not None:
         err.print(f"metrics: {writer.lines} lines written to {writer.path}")
     if tc.save_weights:
-        from pathlib import Path
-
-        from ..setup.outputs import save_weights as write_weights
-
-        out = Path(tc.save_weights)
-        for run in result.runs:
-            path = write_weights(
-                out.with_name(f"{out.stem}.{run.setting.slug}{out.suffix or '.npz'}"), run.params
-            )
-            err.print(f"weights ({run.setting.label}, after {run.steps_done} steps) written to {path}")
+        _save_weights(result, tc.save_weights, err)
     doc = result.to_dict()
     if tc.plots:
         from ..report.figures.train import figures
