@@ -300,7 +300,9 @@ class TorchNet(torch.nn.Module):
         self.target = target
 
     def forward(self, inp):
-        out, _ = self.lstm(self.embedding(inp) if self.embedding is not None else inp)
+        out, (h, _) = self.lstm(self.embedding(inp) if self.embedding is not None else inp)
+        if self.target == "h_n":
+            return self.head(h[-1])  # the top layer's final state: out[:, -1] for one direction
         return self.head(out[:, -1] if self.target == "last" else out)
 
 
@@ -316,7 +318,7 @@ def torch_onnx_case(name, rng, V, I, H, L, O, B, T, bidirectional, loss, target)
     else:
         inp = rng.normal(0, 1, (B, T, I)).astype(np.float32)
         data = {"x": inp}
-    lead = (B,) if target == "last" else (B, T)
+    lead = (B,) if target != "all" else (B, T)
     data["y"] = rng.integers(0, O, lead) if loss == "cross_entropy" else rng.normal(0, 1, lead + (O,))
 
     def export(path):
@@ -330,6 +332,7 @@ def torch_onnx_case(name, rng, V, I, H, L, O, B, T, bidirectional, loss, target)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     export(folder / "model.onnx")
+    target = "last" if target == "h_n" else target
     ref = reference(sd, data, loss, target)
     check_logits(name, data["logits"], ref["y_hat"])
     np.savez(folder / "data.npz", **data)
@@ -492,6 +495,20 @@ def main():
     )
     helper_bidirectional(rng)
     helper_refused(rng)
+    torch_onnx_case(
+        "onnx_torch_h_n",
+        rng,
+        V=0,
+        I=3,
+        H=4,
+        L=2,
+        O=2,
+        B=3,
+        T=6,
+        bidirectional=False,
+        loss="mse",
+        target="h_n",
+    )
     manifest = sorted(str(p.relative_to(HERE)) for p in HERE.rglob("*") if p.is_file())
     (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
 

@@ -31,6 +31,7 @@ ONNX = [
     ("onnx_torch_stack", "model.onnx"),
     ("onnx_torch_bidirectional", "model.onnx"),
     ("onnx_helper_bidirectional", "model.onnx"),
+    ("onnx_torch_h_n", "model.onnx"),
 ]
 
 
@@ -78,6 +79,7 @@ def test_keras_target_comes_from_return_sequences():
 
 
 def test_onnx_target_comes_from_the_graph():
+    assert convert("onnx_torch_h_n", "model.onnx").target == "last"  # fc(h_n[-1]): Concat, Gather(-1)
     assert convert("onnx_torch_stack", "model.onnx").target == "last"  # Gather(-1) then Gemm
     assert convert("onnx_torch_bidirectional", "model.onnx").target == "all"  # MatMul + Add per step
     assert convert("onnx_helper_bidirectional", "model.onnx").target == "all"
@@ -108,6 +110,7 @@ UNIDIRECTIONAL = [
     ("keras_softmax", "model.keras", "cross_entropy", "last"),
     ("keras_softmax", "legacy.h5", "cross_entropy", "last"),
     ("onnx_torch_stack", "model.onnx", "cross_entropy", "last"),
+    ("onnx_torch_h_n", "model.onnx", "mse", "last"),
 ]
 
 
@@ -494,3 +497,22 @@ def test_loss_target_follows_the_file_and_a_contradiction_is_refused(tmp_path):
         load_config(cfg)
     cfg["loss"].pop("target")
     assert load_config(cfg)[0].loss.target == "last"
+
+
+@pytest.mark.parametrize("case", ["keras_softmax", "onnx_torch_h_n"])
+def test_analyze_reads_the_file_as_pytorch_computes_it(case):
+    """`lstm-diag analyze config.yaml` with model.weights: model.keras / model.onnx: the loss and
+    per-step ||dL/dc_t|| of every layer equal the float64 PyTorch reference."""
+    convert(case, "model.keras" if case.startswith("keras") else "model.onnx")  # skips without h5py/onnx
+    import json
+
+    r = _analyze(str(HERE / case / "config.yaml"))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    _, ref = load(case)
+    assert abs(doc["loss"] - float(ref["loss"])) <= 1e-12 * max(1.0, abs(float(ref["loss"])))
+    for k, layer in enumerate(doc["layers"]):
+        dc = ref["dc"][k, 0]  # (T, B, H)
+        np.testing.assert_allclose(
+            layer["grad_c_norm"], np.linalg.norm(dc.reshape(dc.shape[0], -1), axis=1), rtol=1e-10
+        )

@@ -22,7 +22,8 @@ What is read, and what is refused (never ignored):
   LSTM's X (through Transpose/Identity).
 - A head: Gemm (alpha = beta = 1), or MatMul followed by Add of a constant, reading the top
   LSTM's output either at the last step (Gather index -1 or Slice [-1:] on the time axis, or
-  Y_h of a one-direction LSTM) or at every step, through Squeeze/Transpose/Reshape, and
+  Y_h of a one-direction LSTM, also h_n[-1] as a Concat of every layer's Y_h then Gather -1)
+  or at every step, through Squeeze/Transpose/Reshape, and
   ending the graph (an output, or a Softmax/LogSoftmax that is one). Anything else after the
   LSTM means no head: the notes say what was found instead.
 """
@@ -409,12 +410,47 @@ class Graph:
         if op == "Gather":
             axis = self.attrs(node).get("axis", 0) % len(axes)
             idx = self.const(node.input[1])
-            if axes[axis] == "T" and idx is not None and idx.ndim == 0 and int(idx) == -1:
-                return Flow(out, axes[:axis] + axes[axis + 1 :], True)
+            if idx is None or idx.ndim != 0:
+                return None
+            kept = axes[:axis] + axes[axis + 1 :]
+            if kept and kept[-1] == "H" and "D" not in kept:
+                kept[-1] = "F"
+            if axes[axis] == "T" and int(idx) == -1:  # out[:, -1]: the last step
+                return Flow(out, kept, True)
+            if axes[axis] == "D" and D == 1 and int(idx) in (0, -1):  # h_n[0] of one layer
+                return Flow(out, kept, flow.last)
+            if axes[axis] == "LD" and int(idx) == -1:  # h_n[-1]: the top layer's final state
+                return Flow(out, kept, flow.last)
             return None
+        if op == "Concat":
+            return self._concat_final_states(node, flow, D)
         if op == "Slice":
             return self._slice(node, flow)
         return None
+
+    def _concat_final_states(self, node, flow: Flow, D: int) -> Flow | None:
+        """nn.LSTM's h_n: the Y_h of every layer concatenated on the direction axis, ours last."""
+        axis = self.attrs(node).get("axis", 0) % len(flow.axes)
+        if flow.axes[axis] != "D" or D != 1 or node.input[-1] != flow.name:
+            return None
+        for name in node.input:
+            producer = self._source(name)
+            if producer is None or producer.op_type != "LSTM" or not self._through_layout(name, producer):
+                return None
+        axes = list(flow.axes)
+        axes[axis] = "LD"
+        return Flow(node.output[0], axes, flow.last)
+
+    def _through_layout(self, name: str, lstm) -> bool:
+        """Whether a tensor is an LSTM's Y_h seen through layout-only nodes."""
+        for _ in range(16):
+            if name == lstm.output[1]:
+                return True
+            node = self.producer.get(name)
+            if node is None or node.op_type not in ("Squeeze", "Transpose", "Reshape", "Identity"):
+                return False
+            name = node.input[0]
+        return False
 
     def _axes_arg(self, node, index: int) -> list[int] | None:
         if len(node.input) > index and node.input[index]:
