@@ -14,7 +14,7 @@ time t+1) and sample b:
     c, h     (L, T+1, B, H)        the trajectory of an unrolled copy of the network
     J        (L, T, B, 2H, 2H)     ∂(c_t, h_t)/∂(c_{t-1}, h_{t-1}) with the layer's input x_t fixed
     dcdc     (L, T, B, H, H)       dc_t/dc_{t-1} through h_{t-1} = o_{t-1} ⊙ tanh c_{t-1} with
-                                   o_{t-1} fixed (theory.md §4.2); h_0 is given, so t = 1 has
+                                   o_{t-1} fixed (docs/theory.md §4.2); h_0 is given, so t = 1 has
                                    only the diag(f_1) path
 """
 

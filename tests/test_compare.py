@@ -186,7 +186,7 @@ def test_forget_bias_one_and_chrono_carry_the_gradient_further_than_pytorch(long
     xavier_uniform:forget_bias=1    33, 36, 33         33 [33, 34.5]    0.183
     chrono (t_max = T = 200)        200, 200, 200      200 [200, 200]   0.0089 (reaches t = 1)
 
-    The cell path alone predicts it (theory.md §4.2): f ≈ σ(b_f) per step, σ(0) = 0.5 vs
+    The cell path alone predicts it (docs/theory.md §4.2): f ≈ σ(b_f) per step, σ(0) = 0.5 vs
     σ(1) = 0.731, so ln(1e-3) / ln f ≈ 10 vs 22 steps; chrono's f is close to 1.
     """
     agg = {a["scheme"]: a for a in long_doc["aggregates"]}

@@ -1,4 +1,4 @@
-"""Initialization schemes (theory.md §2-§3) and synthetic tasks (§7), by their definitions."""
+"""Initialization schemes (docs/theory.md §2-§3) and synthetic tasks (§7), by their definitions."""
 
 import math
 
@@ -93,7 +93,7 @@ def test_chrono_biases():
     assert np.all(b_f >= 0) and np.all(b_f <= math.log(49))
     np.testing.assert_array_equal(b_i, -b_f)
     assert not b[2 * H :].any()
-    tau = 1 + np.exp(b_f)  # theory.md §3: tau = 1 + e^{b_f} in [2, T_max]
+    tau = 1 + np.exp(b_f)  # docs/theory.md §3: tau = 1 + e^{b_f} in [2, T_max]
     assert tau.min() >= 2 and tau.max() <= 50
 
 

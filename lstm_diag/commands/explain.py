@@ -47,7 +47,7 @@ def explain_cmd(config, overrides, fmt, step, layer, sample, units, toy):
     """Show the LSTM equations at one time step with the numbers substituted.
 
     For step t of one layer and sample, and a few hidden units: the forward pass
-    (z_t, i, f, g, o, c_t, h_t; theory.md eqs. 1-7), the backward pass (dL/dh_t,
+    (z_t, i, f, g, o, c_t, h_t; docs/equations.md eqs. 1-7), the backward pass (dL/dh_t,
     dL/dc_t, each gate's derivative, dL/dz_t; eqs. 8-13), the step's share of the
     parameter gradients (eqs. 14-16) and what flows back to step t-1. Every number
     is the engine's own, so it explains what `analyze` reports.

@@ -1,4 +1,4 @@
-"""Gradient clipping, with PyTorch's and Brock et al.'s semantics (theory.md §6). Pure.
+"""Gradient clipping, with PyTorch's and Brock et al.'s semantics (docs/theory.md §6). Pure.
 
 - norm:  N = ||all grads||_2; coef = min(1, max_norm / (N + 1e-6)); every gradient is
          multiplied by coef (as `torch.nn.utils.clip_grad_norm_`, which multiplies

@@ -1,6 +1,6 @@
 """Diagnostics: pure functions of engine results. They measure and judge; they never print.
 
-- Gate statistics (Karpathy, Johnson & Fei-Fei 2015 §4 saturation; theory.md §5), accumulated
+- Gate statistics (Karpathy, Johnson & Fei-Fei 2015 §4 saturation; docs/theory.md §5), accumulated
   segment by segment so a long sequence never needs a second copy of all activations.
 - Gradient flow: norms of dL/dc_t, dL/dh_t, dL/dz per gate over time, the per-step decay rate
   (Theil-Sen fit of ln ||dL/dc_t|| against steps back), the gradient horizon, the forget-gate
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-GATE_NAMES = ("input", "forget", "cell", "output")  # i, f, g, o of theory.md
+GATE_NAMES = ("input", "forget", "cell", "output")  # i, f, g, o of docs/equations.md
 GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 
 

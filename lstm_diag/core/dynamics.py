@@ -1,9 +1,9 @@
 """State Jacobians of an LSTM layer, their spectra, and the Lyapunov spectrum.
 
-Math: docs/dynamics.md. One-step Jacobians are theory.md §4.2; Lyapunov exponents by
-QR re-orthonormalization (Benettin) are theory.md §4.4, after Vogt et al. 2022
+Math: docs/dynamics.md. One-step Jacobians are docs/theory.md §4.2; Lyapunov exponents by
+QR re-orthonormalization (Benettin) are docs/theory.md §4.4, after Vogt et al. 2022
 (arXiv 2006.14123) and Engelken, Wolf & Abbott (arXiv 2006.02427). Equation numbers
-(1)-(16) are theory.md's.
+(1)-(23) are docs/equations.md's.
 
 The state of one layer is s_t = (c_t, h_t) in R^{2H}, stacked [c; h]. One step maps
 s_{t-1} to s_t by eqs. (1)-(7) with the layer's input x_t held fixed: for layer k > 0,
@@ -48,7 +48,7 @@ class StateJacobians:
     """The one-step Jacobians J_t = ∂s_t/∂s_{t-1} of one layer along a forward pass.
 
     Kept as the local derivatives they are made of, never as dense matrices:
-    with U_i, U_f, U_g, U_o the gate blocks of W_hh (theory.md §4.2),
+    with U_i, U_f, U_g, U_o the gate blocks of W_hh (docs/theory.md §4.2),
 
         B_t     = diag(a^f) U_f + diag(a^i) U_i + diag(a^g) U_g     (= ∂c_t/∂h_{t-1})
         J_t     = [[diag f_t,        B_t                             ],
@@ -170,7 +170,7 @@ class StateJacobians:
     # ------------------------------------------------- the cell-to-cell Jacobian
 
     def dcdc_jvp(self, t: Steps, u: np.ndarray) -> np.ndarray:
-        """M_t u with M_t = dc_t/dc_{t-1} = diag(f_t) + B_t diag(d_{t-1}) (theory.md §4.2).
+        """M_t u with M_t = dc_t/dc_{t-1} = diag(f_t) + B_t diag(d_{t-1}) (docs/theory.md §4.2).
 
         The path through h_{t-1} = o_{t-1} ⊙ tanh c_{t-1} with o_{t-1} held fixed;
         at t = 0, h_0 is given and M_0 = diag(f_1). u (B, p, H).
@@ -404,7 +404,7 @@ def benettin(
     split: Callable[[np.ndarray], Frame] | None = None,
     join: Callable[[Frame], np.ndarray] | None = None,
 ) -> Lyapunov:
-    """Lyapunov exponents by QR re-orthonormalization (theory.md §4.4).
+    """Lyapunov exponents by QR re-orthonormalization (docs/theory.md §4.4).
 
     step(t, U) returns J_t U for U (B, k, n) (rows); Q (B, k, n) has orthonormal rows.
     Steps 0..warmup-1 only align Q (their growth is discarded); steps warmup..T-1 add

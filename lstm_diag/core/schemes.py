@@ -1,4 +1,4 @@
-"""Initialization schemes (theory.md §2-§3), registered in one table.
+"""Initialization schemes (docs/theory.md §2-§3), registered in one table.
 
 A scheme is one function `(rng, spec, options) -> params` decorated with
 `@scheme("name")`; it returns every LSTM and head parameter under PyTorch names.
@@ -75,7 +75,7 @@ def _uniform(rng, shape, bound):
 
 
 def _glorot_uniform(rng, shape):
-    fan_out, fan_in = shape  # PyTorch (out, in); the whole stacked matrix, theory.md §3
+    fan_out, fan_in = shape  # PyTorch (out, in); the whole stacked matrix, docs/theory.md §3
     return _uniform(rng, shape, math.sqrt(6.0 / (fan_in + fan_out)))
 
 
@@ -242,7 +242,7 @@ def init_params(
     """Draw parameters with a registered scheme, then apply the overrides.
 
     forget_bias: the effective forget bias b_ih[f] + b_hh[f] is set to this value
-    (written into bias_ih, bias_hh's forget slice set to 0; theory.md §1.1).
+    (written into bias_ih, bias_hh's forget slice set to 0; docs/theory.md §1.1).
     recurrent_scale: multiplies every weight_hh after the scheme.
     """
     problem = unsupported_layout(name, spec.proj_size, spec.bias)

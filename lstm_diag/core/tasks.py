@@ -1,4 +1,4 @@
-"""Synthetic tasks generated from a seed (theory.md §7). Pure: no file I/O here.
+"""Synthetic tasks generated from a seed (docs/theory.md §7). Pure: no file I/O here.
 
 Every generator returns x (B, T, I) and y shaped for its loss and target:
 (B, O) / (B,) for target "last", (B, T, O) / (B, T) for target "all".

@@ -3,7 +3,7 @@
 Pure: builds plain data, prints nothing (renderers are in report/explain_render.py).
 Each `Equation` holds its symbolic form (plain text with Unicode sub/superscripts,
 and LaTeX), a template into which a renderer substitutes the numbers of its
-operands, and its value. Equation numbers (1)-(16) are theory.md's (§1.1, §4.1).
+operands, and its value. Equation numbers (1)-(23) are docs/equations.md's.
 
 Where the numbers come from:
 - forward values (i, f, g, o, c_t, h_t, tanh c_t, x_t) are the engine's caches
@@ -16,7 +16,7 @@ Where the numbers come from:
   per-step shares of eqs. (14)-(16). Tests check that they recombine to the
   engine's values.
 
-Time steps are 1-based as in theory.md (t = 1..T; t = 0 is the initial state);
+Time steps are 1-based as in docs/equations.md (t = 1..T; t = 0 is the initial state);
 layers, samples and units are 0-based, as PyTorch indexes them.
 """
 
@@ -66,7 +66,7 @@ class Equation:
     """
 
     key: str  # stable id, e.g. "c", "dz_f", "dh_prev"
-    ref: str  # theory.md equation number(s), e.g. "6", "8 at t-1"; "" for a definition
+    ref: str  # docs/equations.md equation number(s), e.g. "6", "8 at t-1"; "" for a definition
     lhs: Form
     rhs: Form
     subst: Form | None = None

@@ -68,7 +68,7 @@ def numeric_rhs(eq: Equation, row: int, number=num) -> tuple[str, str]:
 
 
 def ref_label(ref: str) -> str:
-    """theory.md's number: "6" -> "(6)", "8 at t-1" -> "(8) at t-1"."""
+    """An equation number of docs/equations.md: "6" -> "(6)", "8 at t-1" -> "(8) at t-1"."""
     if not ref:
         return ""
     n, _, rest = ref.partition(" ")
@@ -182,7 +182,7 @@ def render_step(ex: Explanation, console: Console) -> None:
     head.append(f"step t = {v.step}, layer {v.layer}, sample {v.sample}, units {units}\n")
     head.append(
         "δx = dL/dx, the total derivative of the loss; ⊙ elementwise; [u] unit u;\n"
-        "(n) theory.md eq. n. Numbers: the engine's caches and gradients, 4 digits.",
+        "(n) docs/equations.md eq. n. Numbers: the engine's caches and gradients, 4 digits.",
         style="dim",
     )
     console.print(Panel(head, title="lstm-diag explain", title_align="left"))
@@ -248,7 +248,7 @@ def render_toy(toy: Toy, console: Console) -> None:
         f"b_head = {num(P['head.bias'][0])}; loss L = (ŷ - y)².\n"
     )
     intro.append(
-        "δx = dL/dx, the total derivative of the loss; (n) = theory.md eq. n. Every\n"
+        "δx = dL/dx, the total derivative of the loss; (n) = docs/equations.md eq. n. Every\n"
         "number is the engine's, rounded to 4 digits: redo any line with a calculator.",
         style="dim",
     )
@@ -382,7 +382,7 @@ def markdown_step(ex: Explanation) -> str:
         f"{model_line(cfg.model.model_dump())}, {cfg.dtype}; loss {cfg.loss.type} on "
         f"'{cfg.loss.target}', $L = {num_tex(ex.loss)}$. Step {v.step} of {n['T']}, layer {v.layer} of "
         f"{n['L']} (0-based), sample {v.sample} of {n['B']}, units {units} of {n['H']}. "
-        r"$\delta x = dL/dx$; $\odot$ elementwise; $[u]$ hidden unit $u$; (n) is theory.md eq. n. "
+        r"$\delta x = dL/dx$; $\odot$ elementwise; $[u]$ hidden unit $u$; (n) is docs/equations.md eq. n. "
         "Values: the engine's caches and gradients, 4 significant digits.\n",
         *_md_step(ex.step, n["B"]),
     ]
@@ -404,7 +404,7 @@ def markdown_toy(toy: Toy) -> str:
         rf"${W} = {num_tex(P['head.weight'][0, 0])}$, ${b} = {num_tex(P['head.bias'][0])}$; loss "
         r"$L = (\hat y - y)^2$."
         "\n",
-        r"$\delta x = dL/dx$ is the total derivative of the loss; (n) is theory.md's equation n. "
+        r"$\delta x = dL/dx$ is the total derivative of the loss; (n) is equation n of docs/equations.md. "
         "Every number is the engine's, rounded to 4 significant digits.\n",
         "\n".join(w) + "\n",
     ]
