@@ -8,6 +8,8 @@ from .common import (
     FailOnFinding,
     config_argument,
     debug_option,
+    engine_notes,
+    engine_option,
     fail_on_option,
     file_console,
     format_option,
@@ -16,6 +18,7 @@ from .common import (
     set_option,
     stderr_console,
     stdout_console,
+    with_engine,
     write_figures,
 )
 
@@ -59,9 +62,10 @@ Examples:
     help="Skip the state Jacobians and Lyapunov spectrum (diagnostics.dynamics=false); "
     "they cost up to about one more forward+backward pass (docs/dynamics.md).",
 )
+@engine_option
 @debug_option
 @handle_errors
-def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no_dynamics):
+def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no_dynamics, engine):
     """Run the LSTM on CONFIG and diagnose gradient flow through time.
 
     Reports the loss; per layer the norms of dL/dc_t, dL/dh_t and dL/dz per gate at
@@ -75,7 +79,10 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
 
     if no_dynamics:
         overrides = (*overrides, "diagnostics.dynamics=false")
-    result = analyze(load(config, overrides), source=run_source(config, overrides))
+    overrides = with_engine(overrides, engine)
+    cfg = load(config, overrides)
+    result = analyze(cfg, source=run_source(config, overrides))
+    engine_notes()
     doc = result.to_dict()
     if fmt == "json":
         from ..report.jsonout import dumps

@@ -209,7 +209,7 @@ def with_flags(cfg, section: str, flags: dict):
         for key in given:
             field = f"{section}.{key}:"
             if msg.startswith(field):
-                raise ConfigError(f"--{key.replace('_', '-')}:{msg[len(field):]}") from None
+                raise ConfigError(f"--{key.replace('_', '-')}:{msg[len(field) :]}") from None
         raise
 
 
@@ -226,3 +226,34 @@ def write_figures(named_figures, out_dir, fmt: str = "png", dpi: int | None = No
         atomic_write_bytes(out / f"{stem}.{fmt}", figure_bytes(fig, fmt, DPI if dpi is None else dpi))
         for stem, fig in named_figures
     ]
+
+
+def engine_option(fn):
+    return click.option(
+        "--engine",
+        type=click.Choice(["numpy", "fast", "auto"]),
+        default=None,
+        help="Step loops: numpy (the reference), fast (fused numba kernels, extra `fast`), "
+        "auto (fast when installed). Default: the config's engine (auto).",
+    )(fn)
+
+
+def with_engine(overrides, engine):
+    """--engine as the config override engine=..."""
+    return overrides if engine is None else (*overrides, f"engine={engine}")
+
+
+def engine_notes() -> None:
+    """After a run, on stderr: a first-use compile of the fused kernels with its time, and
+    (once) a model layout that made the NumPy engine run instead of the fast one."""
+    from ..core.backends import last, take_compiled
+
+    for sel in take_compiled():
+        click.echo(
+            f"engine: compiled the fast kernels for {sel.dtype} in {sel.compile_s:.1f} s "
+            f"(first use; cached in {sel.cache_dir}, or set NUMBA_CACHE_DIR)",
+            err=True,
+        )
+    sel = last()
+    if sel is not None and sel.note and sel.requested != "numpy" and "cover" in sel.note:
+        click.echo(f"engine: {sel.note}", err=True)

@@ -7,12 +7,15 @@ import click
 from .common import (
     config_argument,
     debug_option,
+    engine_notes,
+    engine_option,
     format_option,
     handle_errors,
     load,
     set_option,
     stderr_console,
     stdout_console,
+    with_engine,
     with_flags,
     write_figures,
 )
@@ -67,9 +70,10 @@ def _run_line(run: dict) -> str:
 )
 @set_option
 @format_option("table", "json", "markdown")
+@engine_option
 @debug_option
 @handle_errors
-def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrides, fmt):
+def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrides, fmt, engine):
     """Compare initialization schemes on CONFIG's architecture and data, over seeds.
 
     For every scheme x seed (x sequence length): the same data batch per seed, the
@@ -84,7 +88,7 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
 
     flags = {"init": init, "seeds": seeds, "jobs": jobs, "seq_lens": seq_lens}
     flags |= {"train_steps": train_steps, "plots": plots}
-    cfg = with_flags(load(config, overrides), "compare", flags)
+    cfg = with_flags(load(config, with_engine(overrides, engine)), "compare", flags)
     s = cfg.compare
     specs, lens = s.init_specs, s.seq_len_list
     runs = plan(cfg, specs, s.seeds, lens)
@@ -104,6 +108,7 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
         )
     finally:
         progress.stop()
+    engine_notes()
     err = stderr_console()
     err.print(
         f"compare: {len(runs)} runs ({len(specs)} schemes × {s.seeds} seeds"

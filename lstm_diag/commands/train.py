@@ -8,12 +8,15 @@ from .common import (
     FiniteFloat,
     config_argument,
     debug_option,
+    engine_notes,
+    engine_option,
     format_option,
     handle_errors,
     load,
     set_option,
     stderr_console,
     stdout_console,
+    with_engine,
     with_flags,
     write_figures,
 )
@@ -106,9 +109,12 @@ def _save_weights(result, target: str, err) -> None:
 @click.option("--plots", type=click.Path(file_okay=False), help="Write loss, norm and horizon figures here.")
 @set_option
 @format_option("table", "json")
+@engine_option
 @debug_option
 @handle_errors
-def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weights, plots, overrides, fmt):
+def train_cmd(
+    config, steps, optimizer, lr, clip, log_every, metrics, save_weights, plots, overrides, fmt, engine
+):
     """Train CONFIG's LSTM under several gradient-clipping settings and compare them.
 
     Each setting (--clip) trains from the same initial weights on the same batches, with
@@ -131,7 +137,7 @@ def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weigh
         "save_weights": save_weights,
         "plots": plots,
     }
-    cfg = with_flags(load(config, overrides), "train", flags)
+    cfg = with_flags(load(config, with_engine(overrides, engine)), "train", flags)
     tc = cfg.train
     labels = [s.label for s in cfg.clip_settings]
     writer = None
@@ -154,6 +160,7 @@ def train_cmd(config, steps, optimizer, lr, clip, log_every, metrics, save_weigh
     try:
         with bar:
             result = train(cfg, on_step, lambda: stop.requested)
+        engine_notes()
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

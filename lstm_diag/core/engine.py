@@ -31,6 +31,10 @@ import numpy as np
 from .names import HEAD_BIAS, HEAD_WEIGHT, param_name, suffix, unit_names
 
 GATES = ("i", "f", "g", "o")
+
+# The fused step kernels (core/fused.py, optional extra `fast`) when core/backends.py has
+# selected them; None: the NumPy loops below, the reference and the fallback.
+FUSED = None
 LOSSES = ("mse", "cross_entropy")
 TARGETS = ("last", "all")
 
@@ -194,6 +198,8 @@ def layer_forward(
     is three in-place passes over the whole 4H block. Negating a weight is exact and
     round-to-nearest is symmetric, so a_t is bitwise -z_t.
     """
+    if FUSED is not None and W_hr is None:
+        return FUSED.layer_forward(W_ih, W_hh, b, x, h0, c0)
     T, B, I = x.shape
     H4, R = W_hh.shape
     H = H4 // 4
@@ -364,6 +370,8 @@ def _layer_backward(
     """`layer_backward` before scaling back: dc[t], dh[t], dz[t] come scaled by
     2^exps[t] (dh0, dc0 by 2^exps[0]); `_unscale` finishes. `active` (T,) bool tells
     which steps have dh_in[t] != 0; the other steps of dh_in are not read."""
+    if FUSED is not None and W_hr is None:
+        return FUSED.layer_backward_scaled(W_hh, cache, dh_in, active, dh_next, dc_next)
     gates = cache.gates
     T, B, H4 = gates.shape
     H = H4 // 4

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import clipping, engine
+from ..core import backends, clipping, engine
 from ..core.diagnostics import GATE_NAMES, flow_summary, gate_heatmap, verdict
 from ..core.engine import DIRECTIONS, time_order
 from ..core.names import param_name
@@ -266,6 +266,7 @@ def analyze_problem(problem: Problem) -> AnalysisResult:
 
 def _analyze_problem(problem: Problem) -> AnalysisResult:
     cfg = problem.config
+    backends.select(cfg.engine, cfg.dtype, problem.spec)
     eps = cfg.diagnostics.saturation_threshold
     B, T = problem.x.shape[:2]
     plan = memory_plan(cfg, T, B)

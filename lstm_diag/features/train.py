@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core import clipping, engine
+from ..core import backends, clipping, engine
 from ..core.clipping import ClipSetting
 from ..core.diagnostics import flow_summary, frob_over_time, gate_statistics
 from ..core.optim import make_optimizer
@@ -291,6 +291,7 @@ def train(
     data = None
     if config.data.task == "file":
         data = load_data(config.data.path, spec, config.loss.type, config.loss.target, config.dtype)
+    backends.select(config.engine, config.dtype, spec)
     initial = make_params(config, rngs(config.seed)[0])
     runs = [
         Run(

@@ -178,6 +178,7 @@ class CompareConfig(_Section):
 class Config(_Section):
     seed: int = Field(0, ge=0)
     dtype: Literal["float32", "float64"] = "float64"
+    engine: Literal["numpy", "fast", "auto"] = "auto"  # step loops: NumPy, or fused numba kernels
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     loss: LossConfig = LossConfig()

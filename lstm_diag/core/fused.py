@@ -1,0 +1,114 @@
+"""The fused engine: `engine.layer_forward` and BPTT with each step's element-wise work in
+one numba kernel (core/fused_kernels.py); the GEMMs stay in BLAS through NumPy.
+
+Same interface and results as the NumPy engine it stands in for (the reference and the
+fallback): the backward kernel repeats the NumPy engine's arithmetic operation for
+operation (bitwise equal given the same gates), the forward differs only through the
+kernels' own exp and tanh (about 1 ulp). Importing this module imports numba; nothing
+else in the package does, so it is imported only once the fused engine is selected
+(core/backends.py). Pure computation: no I/O, no printing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .engine import _GUARD_BITS, _GUARD_EVERY, LayerCache, LayerGrads, _negated_transpose, _rescale
+from .fused_kernels import KERNELS
+
+
+def layer_forward(
+    W_ih: np.ndarray,
+    W_hh: np.ndarray,
+    b: np.ndarray | None,
+    x: np.ndarray,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+) -> LayerCache:
+    """`engine.layer_forward` with one kernel call per step (no projection). x (T, B, I);
+    b (4H,) or None (bias=False)."""
+    T, B, I = x.shape
+    H = W_hh.shape[1]
+    dt = W_hh.dtype
+    forward_step = KERNELS[dt][0]
+    gates = np.empty((T, B, 4 * H), dt)  # a_t = -z_t until step t's kernel writes [i|f|g|o]
+    np.matmul(x.reshape(T * B, I), np.negative(W_ih.T), gates.reshape(T * B, 4 * H))  # (T*B, I) @ (I, 4H)
+    if b is not None:
+        gates -= b  # a = -(W_ih x_t + b_ih + b_hh), eq. (1) negated
+    c = np.empty((T + 1, B, H), dt)
+    h = np.empty((T + 1, B, H), dt)
+    c[0] = 0.0 if c0 is None else c0
+    h[0] = 0.0 if h0 is None else h0
+    tanh_c = np.empty((T, B, H), dt)
+    neg_W_hh_T = _negated_transpose(W_hh)  # (H, 4H)
+    rec = np.empty((B, 4 * H), dt)  # -W_hh h_{t-1}
+    h_ = list(h)
+    for t in range(T):
+        np.matmul(h_[t], neg_W_hh_T, rec)  # (B, H) @ (H, 4H)
+        forward_step(gates, rec, c, h, tanh_c, t)  # eqs. (1)-(7)
+    return LayerCache(x=x, gates=gates, c=c, h=h, tanh_c=tanh_c)
+
+
+def layer_backward_scaled(
+    W_hh: np.ndarray,
+    cache: LayerCache,
+    dh_in: np.ndarray,
+    active: np.ndarray,
+    dh_next: np.ndarray | None,
+    dc_next: np.ndarray | None,
+) -> tuple[LayerGrads, list[int]]:
+    """`engine._layer_backward` (subnormal guard included, same decisions) with one kernel
+    call per step: results still scaled by 2^exps[t]; the engine's `_unscale` finishes."""
+    gates = cache.gates
+    T, B, H4 = gates.shape
+    H = H4 // 4
+    dt = gates.dtype
+    backward_step = KERNELS[dt][1]
+    dz = np.empty_like(gates)  # (T, B, 4H)
+    dh = np.empty((T, B, H), dt)  # dh[t-1] receives W_hh^T δz_t from step t
+    dc = np.empty((T, B, H), dt)
+    dh0 = np.empty((B, H), dt)
+    carry = np.zeros((B, H), dt) if dc_next is None else np.array(dc_next, dt)  # δc_{t+1} ⊙ f_{t+1}
+    dh[T - 1] = 0.0 if dh_next is None else dh_next
+    scaled_in = np.empty((B, H), dt)
+    fi = np.finfo(dt)
+    guard_below = float(np.ldexp(fi.tiny, _GUARD_BITS))
+    guard_above = float(np.ldexp(1.0, _GUARD_BITS))
+    e, exps = 0, [0] * T
+    dh_, dz_, dh_in_ = list(dh), list(dz), list(dh_in)
+    dh_out_ = [dh0] + dh_[:-1]  # where step t's W_hh^T δz_t goes
+    active = active.tolist()
+    c = cache.c  # c[t] = c_{t-1} of step t
+    tanh_c = cache.tanh_c
+    for t in range(T - 1, -1, -1):
+        dh_t = dh_[t]
+        if e or (T - 1 - t) % _GUARD_EVERY == 0:  # subnormal guard, as engine._layer_backward
+            m = max(carry.max(), -carry.min(), dh_t.max(), -dh_t.min())
+            if 0.0 < m < guard_below or (e and m > guard_above):
+                k = max(-int(np.frexp(m)[1]), -e)
+                e += _rescale(min(k, fi.maxexp - 2), dh_t, carry)
+        if active[t]:  # eq. (8): δh_t = ∂ℓ/∂h_t + W_hh^T δz_{t+1}
+            if e:
+                d = dh_in_[t]
+                m = max(d.max(), -d.min())
+                if m > 0.0:
+                    k = max(-int(np.frexp(m)[1]), 0) - e
+                    if k < 0:
+                        e += _rescale(k, dh_t, carry)
+                dh_t += np.ldexp(d, e, scaled_in) if e else d
+            else:
+                dh_t += dh_in_[t]
+        backward_step(gates, c, tanh_c, dh, carry, dc, dz, t)  # eqs. (9)-(13)
+        np.matmul(dz_[t], W_hh, dh_out_[t])  # (B, 4H) @ (4H, H): W_hh^T δz_t, into δh_{t-1}
+        exps[t] = e
+    return LayerGrads(dc=dc, dh=dh, dz=dz, dh0=dh0, dc0=carry), exps
+
+
+def warm_up(dtype: np.dtype) -> None:
+    """Compile (or load from the cache) both kernels for one dtype, on a tiny problem."""
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    T, B, I, H = 2, 1, 1, 1
+    W_ih, W_hh = rng.normal(size=(4 * H, I)).astype(dt), rng.normal(size=(4 * H, H)).astype(dt)
+    cache = layer_forward(W_ih, W_hh, np.zeros(4 * H, dt), rng.normal(size=(T, B, I)).astype(dt))
+    layer_backward_scaled(W_hh, cache, np.ones((T, B, H), dt), np.ones(T, bool), None, None)

@@ -1,0 +1,122 @@
+"""The fused engine (core/fused.py, extra `fast`) against the NumPy engine, the reference.
+
+Float64: every array of the forward pass and BPTT, and every number of the analysis,
+agrees to 1e-12 relative (in practice ~1e-15: the backward kernel repeats the NumPy
+engine's arithmetic; the forward differs only through its own exp and tanh, <= 1 ulp).
+Float32: to 1e-4 of each array's largest entry (the float32 round-off of the recurrence
+started from gates that differ by an ulp), the same bound as the PyTorch comparison.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba", reason="the fast engine needs numba (pip install 'lstm-diag[fast]')")
+
+from lstm_diag import analyze  # noqa: E402
+from lstm_diag.core import backends, engine  # noqa: E402
+from lstm_diag.core.fused_kernels import elementwise  # noqa: E402
+from lstm_diag.setup.config import load_config  # noqa: E402
+from lstm_diag.setup.problem import build  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+TOL = {"float64": 1e-12, "float32": 1e-4}
+
+
+@pytest.fixture(autouse=True)
+def numpy_engine_after():
+    yield
+    backends.select("numpy")
+
+
+def _run(problem, name):
+    backends.select(name, problem.config.dtype, problem.spec)
+    return engine.run(problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target)
+
+
+def _close(a, b, tol, what):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(np.abs(a).max(initial=0.0), np.finfo(np.float64).tiny)
+    err = np.abs(a - b).max(initial=0.0) / scale
+    assert err <= tol, f"{what}: max difference {err:.2e} of the largest entry > {tol:g}"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_engines_agree_on_every_fixture(case):
+    cfg = load_config(FIXTURES / case / "config.yaml")[0]
+    problem = build(cfg)
+    tol = TOL[cfg.dtype]
+    f0, b0 = _run(problem, "numpy")
+    f1, b1 = _run(problem, "fast")
+    assert engine.FUSED is not None
+    _close(f0.loss, f1.loss, tol, "loss")
+    for k, (c0, c1) in enumerate(zip(f0.layers, f1.layers, strict=True)):
+        for name in ("gates", "c", "h", "tanh_c"):
+            _close(getattr(c0, name), getattr(c1, name), tol, f"layer {k} {name}")
+            assert getattr(c1, name).dtype == getattr(c0, name).dtype
+    for k, (g0, g1) in enumerate(zip(b0.layers, b1.layers, strict=True)):
+        for name in ("dc", "dh", "dz", "dh0", "dc0"):
+            _close(getattr(g0, name), getattr(g1, name), tol, f"layer {k} {name}")
+    for name, g in b0.params.items():
+        _close(g, b1.params[name], tol, name)
+    _close(b0.dx, b1.dx, tol, "dL/dx")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_analysis_is_the_same_on_both_engines(case):
+    a = analyze(FIXTURES / case / "config.yaml", ["engine=numpy"]).to_dict()
+    b = analyze(FIXTURES / case / "config.yaml", ["engine=fast"]).to_dict()
+    tol = TOL[a["config"]["dtype"]]
+    _close(a["loss"], b["loss"], tol, "loss")
+    for la, lb in zip(a["layers"], b["layers"], strict=True):
+        for key in ("grad_c_norm", "grad_h_norm"):
+            _close(la[key], lb[key], tol, key)
+        assert la["verdict"] == lb["verdict"]
+    assert [f["code"] for f in a["findings"]] == [f["code"] for f in b["findings"]]
+
+
+def test_vanishing_gradients_take_the_same_guard_decisions():
+    """200 steps with forget bias 0 in float32: dL/dc_t reaches the subnormal range, where
+    the subnormal guard rescales; both engines scale at the same steps."""
+    cfg = load_config(None, ["dtype=float32", "data.seq_len=400", "model.forget_bias=-3"])[0]
+    problem = build(cfg)
+    _, b0 = _run(problem, "numpy")
+    _, b1 = _run(problem, "fast")
+    dc0, dc1 = b0.layers[0].dc, b1.layers[0].dc
+    assert np.abs(dc0[0]).max() < 1e-30  # really vanished
+    per_step = np.abs(dc0).reshape(len(dc0), -1).max(axis=1)
+    diff = np.abs(dc0 - dc1).reshape(len(dc0), -1).max(axis=1)
+    assert np.all(diff <= 1e-3 * per_step + 1e-44)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_own_exp_and_tanh_are_within_two_ulp(dtype):
+    fi = np.finfo(dtype)
+    x = np.linspace(np.log(fi.tiny), np.log(fi.max) * 0.999, 20001).astype(dtype)
+    exact = np.exp(x.astype(np.longdouble))
+    err = np.abs(elementwise("exp", x) - exact) / exact / fi.eps
+    assert err.max() <= 2.0
+    x = np.concatenate([np.linspace(-20, 20, 20000), np.geomspace(1e-30, 1e-3, 1001)]).astype(dtype)
+    x = x[x != 0]
+    exact = np.tanh(x.astype(np.longdouble))
+    err = np.abs(elementwise("tanh", x) - exact) / np.abs(exact) / fi.eps
+    assert err.max() <= 2.0
+    special = np.array([np.inf, -np.inf, np.nan, 0.0, 1e4, -1e4], dtype)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(elementwise("exp", special), np.exp(special))
+    np.testing.assert_array_equal(elementwise("tanh", special), np.tanh(special))
+
+
+def test_auto_picks_fast_and_numpy_is_the_reference():
+    assert backends.select("auto", "float64").used == "fast"
+    assert backends.select("numpy").used == "numpy" and engine.FUSED is None
+
+
+def test_uncovered_layout_falls_back_with_a_note():
+    class Projected:
+        proj_size = 4
+
+    sel = backends.select("fast", "float64", Projected())
+    assert sel.used == "numpy" and "proj_size" in sel.note and engine.FUSED is None
