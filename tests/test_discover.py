@@ -301,3 +301,24 @@ def test_readme_route_state_dict_and_yaml_as_written(tmp_path, monkeypatch):
         logits = head(lstm(torch.from_numpy(x))[0])
         ref = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), torch.from_numpy(y).reshape(-1))
     assert loss == pytest.approx(ref.item(), rel=1e-12)
+
+
+def test_a_head_without_bias_is_named(tmp_path):
+    arrays = {k: np.zeros(s) for k, s in lstm_shapes().items()}
+    arrays["fc.weight"] = np.zeros((2, 4))
+    np.savez(tmp_path / "w.npz", **arrays)
+    r = cli("analyze", "--set", f"model.weights={tmp_path / 'w.npz'}", "--set", "model.head=fc")
+    assert r.exit_code == 2 and "the head fc has no bias" in r.stderr, r.stderr
+    r = cli("analyze", "--set", f"model.weights={tmp_path / 'w.npz'}")
+    assert r.exit_code == 2 and "no linear head reading the LSTM's 4 outputs" in r.stderr, r.stderr
+
+
+def test_weights_key_reaches_the_analysis():
+    base = ["analyze", "--format", "json", "--no-dynamics", "--set", "data.seq_len=5"]
+    r = cli(*base, "--set", f"model.weights={FIX / 'two_state_dicts.pt'}")
+    assert r.exit_code == 2 and "holds 2 LSTMs" in r.stderr
+    r = cli(*base, "--set", f"model.weights={FIX / 'two_state_dicts.pt'}", "--set", "model.weights_key=ema")
+    assert r.exit_code == 0, r.stderr
+    assert "model.* (11 arrays: outside the state dict 'ema', ignored)" in r.stderr
+    same = cli(*base, "--set", f"model.weights={FIX / 'checkpoint.pt'}")  # the same weights
+    assert json.loads(r.stdout)["loss"] == json.loads(same.stdout)["loss"]

@@ -357,3 +357,12 @@ def test_safetensors_missing_package_is_one_line(monkeypatch):
     msg = r"needs the safetensors package: pip install 'lstm-diag\[safetensors\]'"
     with pytest.raises(InputError, match=msg):
         read_arrays(FIX / "lm.safetensors")
+
+
+def test_unsupported_dtypes_and_whole_modules_are_named(tmp_path):
+    path = _torch_zip(tmp_path / "c.pt", _pickle_calling("torch", "ComplexFloatStorage", 2))
+    with pytest.raises(InputError, match="holds ComplexFloatStorage tensors, a dtype lstm-diag does not"):
+        read_arrays(path)
+    path = _torch_zip(tmp_path / "m.pt", _pickle_calling("torch.nn.modules.rnn", "LSTM", 2))
+    with pytest.raises(InputError, match=r"'torch.nn.modules.rnn.LSTM'.*save model.state_dict\(\) instead"):
+        read_arrays(path)

@@ -163,9 +163,17 @@ class _Unpickler(pickle.Unpickler):
             return _np_scalar
         if full == "numpy.dtype":
             return _np_dtype
+        if module == "torch" and name.endswith("Storage"):  # complex, quantized, float8...
+            raise InputError(
+                f"{self.archive.path}: holds {name} tensors, a dtype lstm-diag does not read "
+                "(floating point, integer and bool tensors only)"
+            )
+        hint = ""
+        if module.startswith("torch.nn.") or module == "__main__" or name[:1].isupper():
+            hint = "; if this is torch.save(model), save model.state_dict() instead"
         raise InputError(
             f"{self.archive.path}: refused global '{full}' in the pickle: lstm-diag reads only "
-            "tensors, dicts, lists, numbers and strings from a torch file (nothing was executed)"
+            f"tensors, dicts, lists, numbers and strings from a torch file (nothing was executed){hint}"
         )
 
     def persistent_load(self, pid: Any) -> _Storage:

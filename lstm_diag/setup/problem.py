@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from .config import Config
 from .datafile import load_data, read_logits
 from .guard import verify
-from .weights import load_weights
+from .weights import SELECTORS, load_weights
 
 
 @dataclass
@@ -56,7 +56,7 @@ def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
 def make_params(config: Config, rng: np.random.Generator) -> dict[str, np.ndarray]:
     m, spec = config.model, spec_of(config)
     if m.weights is not None:
-        return load_weights(m.weights, spec, config.dtype)
+        return load_weights(m.weights, spec, config.dtype, **{k: getattr(m, k) for k in SELECTORS})
     options = InitOptions(t_max=config.chrono_t_max(), gain=m.gain)
     return init_params(
         m.init,

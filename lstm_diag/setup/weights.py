@@ -92,6 +92,11 @@ def load_weights(path: str | Path, spec: Spec, dtype: str, **selection: str | No
     names = found.param_names(with_head=True)
     params = {}
     for name, shape in spec.param_shapes().items():
+        if name == "head.bias" and name not in names:
+            raise InputError(
+                f"{p}: the head {found.need_head().name} has no bias; lstm-diag's head is an "
+                "nn.Linear with a bias (or use the upstream-gradient mode, loss.type: upstream)"
+            )
         if name not in names:
             raise InputError(f"{p}: the model needs {name}, which {found.lstm.describe()} in the file lacks")
         stored = names[name]
