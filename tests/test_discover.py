@@ -322,3 +322,30 @@ def test_weights_key_reaches_the_analysis():
     assert "model.* (11 arrays: outside the state dict 'ema', ignored)" in r.stderr
     same = cli(*base, "--set", f"model.weights={FIX / 'checkpoint.pt'}")  # the same weights
     assert json.loads(r.stdout)["loss"] == json.loads(same.stdout)["loss"]
+
+
+def test_bidirectional_projected_biasless_pt_against_pytorch(tmp_path):
+    """A .pt of nn.LSTM(4, 6, 2, bidirectional, proj_size=3, bias=False) + Linear(6, 7), read
+    without torch, sizes inferred; the loss equals PyTorch's on the same data."""
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 7))
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    sets = [
+        f"model.weights={FIX / 'bidir_proj_nobias.pt'}",
+        "data.task=file",
+        f"data.path={tmp_path / 'd.npz'}",
+    ]
+    r = cli(
+        "analyze", "--format", "json", "--no-dynamics", *(f"--set={s}" for s in sets), "--set=loss.target=all"
+    )
+    assert r.exit_code == 0, r.stderr
+    loss = json.loads(r.stdout)["loss"]
+    torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
+    sd = torch.load(FIX / "bidir_proj_nobias.pt", weights_only=True)
+    lstm = torch.nn.LSTM(4, 6, 2, batch_first=True, bidirectional=True, proj_size=3, bias=False).double()
+    lstm.load_state_dict({k[5:]: v.double() for k, v in sd.items() if k.startswith("lstm.")})
+    head = torch.nn.Linear(6, 7).double()
+    head.load_state_dict({k[5:]: v.double() for k, v in sd.items() if k.startswith("head.")})
+    with torch.no_grad():
+        ref = torch.nn.functional.mse_loss(head(lstm(torch.from_numpy(x))[0]), torch.from_numpy(y))
+    assert loss == pytest.approx(ref.item(), rel=1e-12)
