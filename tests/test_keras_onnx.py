@@ -553,3 +553,25 @@ def test_bidirectional_files_analysed_exactly(case, fname, tmp_path):
     for name, g in result.grads.items():
         r = ref["grad." + (name if name.startswith("head.") else "lstm." + name)]
         np.testing.assert_allclose(g, r, rtol=0, atol=1e-10 * max(1.0, np.max(np.abs(r))), err_msg=name)
+
+
+def test_convert_a_pytorch_checkpoint_keeps_the_model_and_leaves_the_optimizer(tmp_path):
+    torch = pytest.importorskip("torch", reason="the converted file is loaded into a real nn.LSTM")
+    from click.testing import CliRunner
+
+    from lstm_diag.cli import main
+
+    src = Path(__file__).parent / "fixtures_torchfile" / "checkpoint.pt"
+    out = tmp_path / "model.npz"
+    r = CliRunner().invoke(main, ["convert", str(src), "--to", str(out), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    doc = json.loads(r.stdout)
+    assert doc["left_out"] and all(n.startswith("optimizer.") for n in doc["left_out"])
+    sd = dict(np.load(out))
+    model = _torch_model(torch, sd)
+    model.load_state_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in sd.items()}, strict=True)
+    original = torch.load(src, weights_only=False)["model"]  # our own fixture, written by PyTorch
+    for new, info in doc["arrays"].items():
+        np.testing.assert_array_equal(sd[new], original[info["from"].removeprefix("model.")].numpy())

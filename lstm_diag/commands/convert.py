@@ -83,7 +83,7 @@ def convert_cmd(source, target, prefix, lstm_only, fmt):
     err = stderr_console()
     if sd.left_out:
         err.print(
-            f"left out {len(sd.left_out)} array(s) that are not the model's LSTM: "
+            f"left out {len(sd.left_out)} array(s) that are not part of the model (LSTM, head, embedding): "
             + ", ".join(sd.left_out[:8])
             + (" ..." if len(sd.left_out) > 8 else ""),
             markup=False,

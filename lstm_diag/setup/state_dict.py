@@ -2,24 +2,21 @@
 
 Keras and ONNX files arrive already converted (formats/keras_file.py, onnx_file.py) under
 `lstm.`, `head.` and `embedding.`; PyTorch-named files (torch.save, safetensors, npz)
-keep their layout and only have their nn.LSTM found (by the `weight_ih_l0` suffix) and
-re-prefixed. The result loads with `module.load_state_dict(..., strict=True)` into a
+keep their layout: their nn.LSTM, linear head and embedding are found as `inspect` finds
+them (setup/discover.py) and renamed. The result loads with `module.load_state_dict(..., strict=True)` into a
 module whose nn.LSTM is `<prefix>` (`lstm.` by default), with an nn.Linear `head` and an
 nn.Embedding `embedding` when the model has them.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import InputError
 from ..formats.loaded import LoadedFile
-
-LSTM_PARAM = re.compile(r"(?:weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l\d+(?:_reverse)?$")
-PARTS = ("lstm.", "head.", "embedding.")
+from .discover import discover
 
 
 @dataclass
@@ -27,19 +24,6 @@ class StateDict:
     arrays: dict[str, np.ndarray]  # output name -> array (C-contiguous)
     origin: dict[str, str]  # output name -> where it came from in the input file
     left_out: list[str] = field(default_factory=list)  # input arrays not written
-
-
-def lstm_prefix(names: list[str], path) -> str:
-    """The prefix of the one nn.LSTM in a PyTorch-named file (`lstm.`, `model.encoder.rnn.`, ``)."""
-    prefixes = sorted({n[: -len("weight_ih_l0")] for n in names if n.endswith("weight_ih_l0")})
-    if not prefixes:
-        raise InputError(f"{path}: no nn.LSTM parameters (no array named ...weight_ih_l0)")
-    if len(prefixes) > 1:
-        raise InputError(
-            f"{path}: several LSTMs ({', '.join(p or '(no prefix)' for p in prefixes)}); "
-            "convert reads files with one"
-        )
-    return prefixes[0]
 
 
 def state_dict(loaded: LoadedFile, prefix: str = "lstm.", lstm_only: bool = False) -> StateDict:
@@ -55,11 +39,16 @@ def state_dict(loaded: LoadedFile, prefix: str = "lstm.", lstm_only: bool = Fals
             elif not lstm_only:
                 renamed[name] = name
         where = {line.split(" ", 1)[0]: line.split(" <- ", 1)[-1] for line in loaded.converted.mapping}
-    else:
-        src = lstm_prefix(names, loaded.path)
-        for name in names:
-            if name.startswith(src) and LSTM_PARAM.fullmatch(name[len(src) :]):
-                renamed[name] = prefix + name[len(src) :]
+    else:  # PyTorch names already: find the model (setup/discover.py) and re-prefix it
+        found = discover(loaded.shapes(), sections=loaded.sections, source=str(loaded.path))
+        for engine_name, name in found.lstm.names.items():
+            renamed[name] = prefix + engine_name
+        if not lstm_only and found.head is not None:
+            renamed[found.head.weight] = "head.weight"
+            if found.head.bias is not None:
+                renamed[found.head.bias] = "head.bias"
+        if not lstm_only and found.embedding is not None:
+            renamed[found.embedding.weight] = "embedding.weight"
         where = {}
     arrays = {new: np.ascontiguousarray(loaded.arrays[old]) for old, new in renamed.items()}
     origin = {new: where.get(old, old) for old, new in renamed.items()}
