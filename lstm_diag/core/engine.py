@@ -35,8 +35,6 @@ GATES = ("i", "f", "g", "o")
 # The fused step kernels (core/fused.py, optional extra `fast`) when core/backends.py has
 # selected them; None: the NumPy loops below, the reference and the fallback.
 FUSED = None
-LOSSES = ("mse", "cross_entropy")
-TARGETS = ("last", "all")
 
 
 DIRECTIONS = ("forward", "reverse")
@@ -157,15 +155,6 @@ class Backward:
     params: dict[str, np.ndarray]  # dL/dθ under PyTorch names
     layers: list[LayerGrads]  # one per unit, Spec.units() order (reverse units in processing order)
     dx: np.ndarray  # (T, B, I)  dL/dx_t of the network input, eq. (23)
-
-
-def sigmoid_(a: np.ndarray) -> np.ndarray:
-    """σ(a) = 1 / (1 + e^-a), in place; e^-a may overflow to inf, giving exactly 0."""
-    np.negative(a, out=a)
-    np.exp(a, out=a)
-    a += 1.0
-    np.reciprocal(a, out=a)
-    return a
 
 
 # ---------------------------------------------------------------------------- forward

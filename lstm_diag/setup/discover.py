@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..core.names import param_name
 from ..errors import ConfigError, InputError
 
 Shape = tuple[int, ...]
@@ -302,15 +303,12 @@ def _check_layers(shapes, prefix, cell, source, input_size, H, P) -> LSTMParams:
     D, R = (2 if bidir else 1), (P or H)
     expected: dict[str, Shape] = {}
     for k in range(layers):
-        for sfx in ["", "_reverse"][:D]:
-            tag = "" if cell else f"_l{k}{sfx}"
-            expected[f"weight_ih{tag}"] = (4 * H, input_size if k == 0 else D * R)
-            expected[f"weight_hh{tag}"] = (4 * H, R)
-            if bias:
-                expected[f"bias_ih{tag}"] = (4 * H,)
-                expected[f"bias_hh{tag}"] = (4 * H,)
-            if P:
-                expected[f"weight_hr{tag}"] = (P, H)
+        for d in range(D):
+            shapes_kd = {"weight_ih": (4 * H, input_size if k == 0 else D * R), "weight_hh": (4 * H, R)}
+            shapes_kd |= {"bias_ih": (4 * H,), "bias_hh": (4 * H,)} if bias else {}
+            shapes_kd |= {"weight_hr": (P, H)} if P else {}
+            for kind, shape in shapes_kd.items():  # nn.LSTMCell names have no _l{k}
+                expected[kind if cell else param_name(kind, k, d)] = shape
     desc = LSTMParams(prefix, input_size, H, layers, P, bidir, bias, {}, cell).describe()
     for name, shape in expected.items():
         full = prefix + name
