@@ -153,7 +153,7 @@ def test_same_batch_for_every_scheme_at_a_seed_and_each_run_rebuilds_with_analyz
         "data.seq_len=200",
     ]
     res = analyze(None, LONG + run["reproduce"])
-    flow = res.layers[0].extra["flow"]
+    flow = res.layers[0].flow
     assert run["loss"] == res.loss
     assert run["horizon"] == flow["horizon"] and run["decay_rate"] == flow["decay_rate"]
     assert run["layers"][0]["grad_c_norm"] == res.layers[0].grad_c_norm.tolist()

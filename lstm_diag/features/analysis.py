@@ -30,8 +30,16 @@ class LayerResult:
     layer: int
     grad_c_norm: np.ndarray  # (T,) ||dL/dc_t||_F over (batch, hidden)
     grad_h_norm: np.ndarray  # (T,) ||dL/dh_t||_F (h_t the unit's output, projected if proj_size > 0)
-    extra: dict[str, Any] = field(default_factory=dict)  # diagnostics sections
+    grad_z_norm: dict[str, list[float]]  # gate -> (T,) ||dL/dz_t|| of its pre-activation
+    gates: dict[str, dict]  # gate -> statistics (docs/json-schema.md)
+    forget_histogram: dict
+    cell_state: dict  # max_abs, tanh_saturated
+    flow: dict  # diagnostics.flow_summary, as a document
+    verdict: str  # healthy | vanishing | exploding | no_flow
     direction: str = "forward"  # engine.DIRECTIONS
+    flow_grad_c_norm: list[float] | None = None  # the series the flow was measured on, if not grad_c_norm
+    dynamics: dict | None = None  # docs/dynamics.md; None when not computed
+    gate_heatmap: dict | None = None  # binned gate activations; None with checkpointing
 
     @property
     def label(self) -> str:
@@ -43,7 +51,21 @@ class LayerResult:
             "direction": self.direction,
             "grad_c_norm": self.grad_c_norm.tolist(),
             "grad_h_norm": self.grad_h_norm.tolist(),
-            **self.extra,
+            "grad_z_norm": self.grad_z_norm,
+            "gates": self.gates,
+            "forget_histogram": self.forget_histogram,
+            "cell_state": self.cell_state,
+            "flow": self.flow,
+            "verdict": self.verdict,
+            **{
+                key: value
+                for key, value in (
+                    ("flow_grad_c_norm", self.flow_grad_c_norm),
+                    ("dynamics", self.dynamics),
+                    ("gate_heatmap", self.gate_heatmap),
+                )
+                if value is not None
+            },
         }
 
 
@@ -66,9 +88,13 @@ class AnalysisResult:
     problem: Problem
     fwd: engine.Forward | None  # full caches; None when analysed with checkpointing
     bwd: engine.Backward | None
-    grads: dict[str, np.ndarray] = field(default_factory=dict)  # dL/dθ under PyTorch names
+    grads: dict[str, np.ndarray]  # dL/dθ under PyTorch names
+    verdict: str  # the network's: exploding if any unit explodes, else vanishing if any vanishes
+    clipping: dict  # clipping.snapshot: what the configured clipping does to this gradient
+    numerics: dict  # loss_finite, first_nonfinite_forward, first_nonfinite_backward
+    memory: dict  # full or checkpointed BPTT, and why
+    dynamics: dict  # the top-level note of the dynamics section (docs/dynamics.md)
     findings: list[Finding] = field(default_factory=list)
-    sections: dict[str, Any] = field(default_factory=dict)  # top-level diagnostics
     source: dict[str, Any] = field(default_factory=lambda: {"config": None, "overrides": []})
 
     def to_dict(self) -> dict:
@@ -80,7 +106,11 @@ class AnalysisResult:
             "loss": self.loss,
             "layers": [layer.to_dict() for layer in self.layers],
             "parameters": {k: v.to_dict() for k, v in self.parameters.items()},
-            **self.sections,
+            "verdict": self.verdict,
+            "clipping": self.clipping,
+            "numerics": self.numerics,
+            "memory": self.memory,
+            "dynamics": self.dynamics,
             "findings": [f.to_dict() for f in self.findings],
         }
 
@@ -160,20 +190,22 @@ def _layer(lt: LayerTrace, cfg: Config) -> LayerResult:
     if lt.direction:
         for g in gates.values():
             g["saturation_over_time"] = g["saturation_over_time"][::-1]
-    extra = {
-        "grad_z_norm": {
+    grad_c, grad_h = time_order(lt.grad_c_norm, lt.direction), time_order(lt.grad_h_norm, lt.direction)
+    return LayerResult(
+        layer=lt.layer,
+        grad_c_norm=grad_c,
+        grad_h_norm=grad_h,
+        grad_z_norm={
             name: time_order(lt.grad_z_norm[:, j], lt.direction).tolist() for j, name in enumerate(GATE_NAMES)
         },
-        "gates": gates,
-        "forget_histogram": lt.gates.forget_histogram(),
-        "cell_state": {"max_abs": lt.max_abs_c, "tanh_saturated": lt.tanh_saturated / max(lt.entries, 1)},
-        "flow": flow_doc,
-        "verdict": "no_flow" if no_flow else verdict(flow, lt.T, d.exploding_ratio),
-    }
-    if source != "loss":
-        extra["flow_grad_c_norm"] = time_order(flow_c, lt.direction).tolist()
-    grad_c, grad_h = time_order(lt.grad_c_norm, lt.direction), time_order(lt.grad_h_norm, lt.direction)
-    return LayerResult(lt.layer, grad_c, grad_h, extra, DIRECTIONS[lt.direction])
+        gates=gates,
+        forget_histogram=lt.gates.forget_histogram(),
+        cell_state={"max_abs": lt.max_abs_c, "tanh_saturated": lt.tanh_saturated / max(lt.entries, 1)},
+        flow=flow_doc,
+        verdict="no_flow" if no_flow else verdict(flow, lt.T, d.exploding_ratio),
+        direction=DIRECTIONS[lt.direction],
+        flow_grad_c_norm=None if source == "loss" else time_order(flow_c, lt.direction).tolist(),
+    )
 
 
 def dynamics_section(problem: Problem, fwd, grads) -> tuple[dict, list[dict]]:
@@ -288,10 +320,10 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     dyn_note, dyn = dynamics_section(problem, fwd, bwd if flow_bwd is None else flow_bwd)
     for layer, layer_dyn in zip(layers, dyn, strict=False):
         if layer_dyn is not None:
-            layer.extra["dynamics"] = layer_dyn
+            layer.dynamics = layer_dyn
     if fwd is not None:  # the heatmaps need every step's gates: not kept with checkpointing
         for layer, lt, cache in zip(layers, trace.layers, fwd.layers, strict=True):
-            layer.extra["gate_heatmap"] = gate_heatmap(time_order(cache.gates, lt.direction))  # by t
+            layer.gate_heatmap = gate_heatmap(time_order(cache.gates, lt.direction))  # by t
     grads = trace.grads
     parameters = {
         name: ParamResult(
@@ -330,14 +362,12 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
         fwd=fwd,
         bwd=bwd,
         grads=grads,
+        verdict=_overall(verdicts),
+        clipping=clip,
+        numerics=numerics,
+        memory=plan,
+        dynamics=dyn_note,
         findings=found,
-        sections={
-            "verdict": _overall(verdicts),
-            "clipping": clip,
-            "numerics": numerics,
-            "memory": plan,
-            "dynamics": dyn_note,
-        },
     )
 
 

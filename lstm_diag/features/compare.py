@@ -156,9 +156,8 @@ def measure(result) -> dict:
     params = result.problem.params
     layers = []
     for lr in result.layers:
-        ex, fl = lr.extra, lr.extra["flow"]
-        gates = ex["gates"]
-        series = ex.get("flow_grad_c_norm", lr.grad_c_norm.tolist())  # the series the flow was measured on
+        fl, gates = lr.flow, lr.gates
+        series = lr.flow_grad_c_norm or lr.grad_c_norm.tolist()  # the series the flow was measured on
         layers.append(
             {
                 "layer": lr.layer,
@@ -171,19 +170,19 @@ def measure(result) -> dict:
                 "forget_mean": float(gates["forget"]["mean"]),
                 "forget_time_constant": float(fl["forget_time_constant"]),
                 "sigma_max": sigma_max(params[param_name("weight_hh", lr.layer)]),
-                "verdict": ex["verdict"],
+                "verdict": lr.verdict,
                 "flow_source": fl["source"],
                 "grad_c_norm": [float(v) for v in series],
-                "forget_histogram": [int(c) for c in ex["forget_histogram"]["counts"]],
+                "forget_histogram": [int(c) for c in lr.forget_histogram["counts"]],
                 # top-k Lyapunov exponents of the state (c, h), natural log per step (docs/dynamics.md)
-                "lyapunov": [float(v) for v in ex["dynamics"]["lyapunov"]] if "dynamics" in ex else [],
+                "lyapunov": [float(v) for v in lr.dynamics["lyapunov"]] if lr.dynamics is not None else [],
             }
         )
     k = bottleneck(layers)
     b = layers[k]
     return {
         "loss": float(result.loss),
-        "verdict": result.sections["verdict"],
+        "verdict": result.verdict,
         "bottleneck_layer": k,
         "horizon": b["horizon"],
         "horizon_reaches_start": b["horizon_reaches_start"],
