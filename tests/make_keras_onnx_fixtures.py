@@ -69,7 +69,9 @@ def reference(sd: dict, data: dict, loss: str, target: str) -> dict:
 
     # fused
     x, E = inputs()
-    lstm = torch.nn.LSTM(x.shape[2], H, num_layers=L, batch_first=True, bidirectional=D == 2).double()
+    bias = "lstm.bias_ih_l0" in sd
+    lstm = torch.nn.LSTM(x.shape[2], H, num_layers=L, batch_first=True, bidirectional=D == 2, bias=bias)
+    lstm = lstm.double()
     lstm.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("lstm.")}, strict=True)
     W = sd["head.weight"].clone().requires_grad_(True)
     b = sd["head.bias"].clone().requires_grad_(True)
@@ -92,15 +94,17 @@ def reference(sd: dict, data: dict, loss: str, target: str) -> dict:
     for k in range(L):
         outs = []
         for d, sfx in enumerate(["", "_reverse"][:D]):
-            cell = torch.nn.LSTMCell(inp[0].shape[1], H).double()
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            cell = torch.nn.LSTMCell(inp[0].shape[1], H, bias=bias).double()
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if bias else 2]:
                 getattr(cell, name).data.copy_(sd[f"lstm.{name}_l{k}{sfx}"])
+            b_ih = cell.bias_ih if bias else 0.0
+            b_hh = cell.bias_hh if bias else 0.0
             h = torch.zeros(B, H, dtype=torch.float64)
             c = torch.zeros(B, H, dtype=torch.float64)
             hs, cl, gl = [None] * T, [None] * T, [None] * T
             for t in range(T) if d == 0 else range(T - 1, -1, -1):
                 with torch.no_grad():
-                    z = inp[t] @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
+                    z = inp[t] @ cell.weight_ih.T + b_ih + h @ cell.weight_hh.T + b_hh
                     gi, gf, gg, go = z.chunk(4, 1)
                     gl[t] = torch.cat([gi.sigmoid(), gf.sigmoid(), gg.tanh(), go.sigmoid()], 1)
                 h, c = cell(inp[t], (h, c))
@@ -260,6 +264,45 @@ def keras_cases(rng):
     }
     write_case("keras_softmax", {"model.keras": model.save, "legacy.h5": model.save}, data, ref, config)
 
+    # LSTMs without biases and a TimeDistributed(Dense) head on every step (float64).
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    I, H, O, B, T = 3, 4, 2, 2, 6
+    model = keras.Sequential(
+        [
+            keras.Input((T, I)),
+            keras.layers.LSTM(H, use_bias=False, return_sequences=True, name="l1"),
+            keras.layers.LSTM(H, use_bias=False, return_sequences=True, name="l2"),
+            keras.layers.TimeDistributed(keras.layers.Dense(O), name="td"),
+        ]
+    )
+    randomize(model, rng)
+    x = rng.normal(0, 1, (B, T, I))
+    logits = np.asarray(model(x).detach().cpu().numpy())
+    w = {v.path.split("/", 1)[1]: np.asarray(v.numpy()) for v in model.weights}
+    sd = {}
+    for k, layer in enumerate(["l1", "l2"]):
+        sd[f"lstm.weight_ih_l{k}"] = w[f"{layer}/lstm_cell/kernel"].T
+        sd[f"lstm.weight_hh_l{k}"] = w[f"{layer}/lstm_cell/recurrent_kernel"].T
+    dense = [k for k in w if k.startswith("td/")]
+    sd["head.weight"] = w[next(k for k in dense if k.endswith("kernel"))].T
+    sd["head.bias"] = w[next(k for k in dense if k.endswith("bias"))]
+    data = {"x": x, "y": rng.normal(0, 1, (B, T, O)), "logits": logits}
+    ref = reference(sd, data, "mse", "all")
+    check_logits("keras_nobias_timedistributed", logits, ref["y_hat"])
+    config = {
+        "model": {"weights": "model.keras"},
+        "data": {"task": "file", "path": "data.npz"},
+        "loss": {"type": "mse", "target": "all"},
+    }
+    write_case(
+        "keras_nobias_timedistributed",
+        {"model.keras": model.save, "legacy.h5": model.save},
+        data,
+        ref,
+        config,
+    )
+
     # Models the engine cannot express: each must be refused, naming what it is.
     keras.config.set_floatx("float32")
     keras.config.set_dtype_policy("float32")
@@ -272,6 +315,14 @@ def keras_cases(rng):
         ),
         "bidirectional_last": keras.Sequential(
             [keras.Input((5, 3)), keras.layers.Bidirectional(keras.layers.LSTM(4)), keras.layers.Dense(2)]
+        ),
+        "mixed_directions": keras.Sequential(
+            [
+                keras.Input((5, 3)),
+                keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True)),
+                keras.layers.LSTM(4),
+                keras.layers.Dense(2),
+            ]
         ),
         "merge_sum": keras.Sequential(
             [

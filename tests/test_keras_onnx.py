@@ -26,6 +26,8 @@ KERAS = [
     ("keras_bidirectional", "legacy.h5"),
     ("keras_softmax", "model.keras"),
     ("keras_softmax", "legacy.h5"),
+    ("keras_nobias_timedistributed", "model.keras"),
+    ("keras_nobias_timedistributed", "legacy.h5"),
 ]
 ONNX = [
     ("onnx_torch_stack", "model.onnx"),
@@ -198,6 +200,7 @@ def test_onnx_features_the_engine_cannot_express_are_refused(fname, words):
         ("go_backwards.keras", "go_backwards=True outside a Bidirectional"),
         ("relu.keras", "activation='relu'"),
         ("merge_sum.keras", "merge_mode='sum'"),
+        ("mixed_directions.keras", "mix Bidirectional and one-direction layers"),
         ("bidirectional_last.keras", "return_sequences=False"),
     ],
 )
@@ -293,7 +296,9 @@ def _torch_model(torch, sd: dict, prefix: str = "lstm."):
     bidirectional = "weight_ih_l0_reverse" in w
     I, H = w["weight_ih_l0"].shape[1], w["weight_hh_l0"].shape[1]
     model = torch.nn.Module()
-    model.lstm = torch.nn.LSTM(I, H, num_layers=L, batch_first=True, bidirectional=bidirectional)
+    model.lstm = torch.nn.LSTM(
+        I, H, num_layers=L, batch_first=True, bidirectional=bidirectional, bias="bias_ih_l0" in w
+    )
     model.head = torch.nn.Linear(*sd["head.weight"].shape[::-1])
     if "embedding.weight" in sd:
         model.embedding = torch.nn.Embedding(*sd["embedding.weight"].shape)
@@ -518,7 +523,9 @@ def test_analyze_reads_the_file_as_pytorch_computes_it(case):
         )
 
 
-BIDIRECTIONAL = [
+END_TO_END = [
+    ("keras_nobias_timedistributed", "model.keras"),
+    ("keras_nobias_timedistributed", "legacy.h5"),
     ("keras_bidirectional", "model.keras"),
     ("keras_bidirectional", "legacy.h5"),
     ("onnx_torch_bidirectional", "model.onnx"),
@@ -526,10 +533,10 @@ BIDIRECTIONAL = [
 ]
 
 
-@pytest.mark.parametrize("case,fname", BIDIRECTIONAL)
-def test_bidirectional_files_analysed_exactly(case, fname, tmp_path):
-    """Bidirectional Keras/ONNX models through the whole analysis: loss, per-step dL/dc_t of
-    each layer and direction, gates and every parameter gradient equal PyTorch (float64)."""
+@pytest.mark.parametrize("case,fname", END_TO_END)
+def test_files_analysed_exactly(case, fname, tmp_path):
+    """Bidirectional and bias-free Keras/ONNX models through the whole analysis: loss, per-step
+    dL/dc_t of each layer and direction, gates and every parameter gradient equal PyTorch."""
     convert(case, fname)  # skips without h5py/onnx
     from lstm_diag import analyze
 

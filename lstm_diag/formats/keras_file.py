@@ -47,6 +47,7 @@ KINDS = {
     "lstm": "LSTM",
     "bidirectional": "Bidirectional",
     "dense": "Dense",
+    "time_distributed": "TimeDistributed",
     "dropout": "Dropout",
     "spatial_dropout1d": "SpatialDropout1D",
     "gaussian_noise": "GaussianNoise",
@@ -215,6 +216,8 @@ def _layers_v3(layers, p: Path) -> list[KLayer]:
                 layer.vars.update({f"{d}.{r}": v for r, v in _positional(cell, "LSTM", p).items()})
         elif _child(g, "cell", p) is not None:
             layer.vars = _positional(g["cell"], "LSTM", p)
+        elif _child(g, "layer", p) is not None:  # TimeDistributed(Dense): the Dense's variables
+            layer.vars = _positional(g["layer"], "Dense", p)
         elif own is not None:
             layer.vars = _positional(g, layer.kind, p)
         out.append(layer)
@@ -276,6 +279,12 @@ def _config_layers(config: dict, p: Path) -> list[dict] | None:
     return layers
 
 
+def _wraps_dense(layer: KLayer) -> bool:
+    """TimeDistributed(Dense) is a Dense on every step; other wrapped layers are not read."""
+    wrapped = layer.config.get("layer", {}).get("class_name")
+    return wrapped == "Dense" if wrapped else set(layer.vars) <= {"kernel", "bias"} and "kernel" in layer.vars
+
+
 def _sources(nodes: list) -> list[str]:
     """Names of the layers a Functional layer reads: Keras 3 writes `keras_history`
     entries, Keras 2 nested lists [[[name, node, tensor, kwargs], ...]]."""
@@ -331,6 +340,9 @@ def _assemble(layers: list[KLayer], p: Path, has_config: bool) -> Converted:
             stack.append(layer)
         elif layer.kind == "Dense" and stack:
             dense = layer
+        elif layer.kind == "TimeDistributed" and stack and _wraps_dense(layer):
+            layer.config = layer.config.get("layer", {}).get("config", {})  # the Dense's settings
+            dense = layer
         elif layer.kind in ("GRU", "SimpleRNN"):
             raise InputError(f"{p}: {what}: a {layer.kind} is not an LSTM; lstm-diag analyses LSTMs")
         else:
@@ -342,6 +354,13 @@ def _assemble(layers: list[KLayer], p: Path, has_config: bool) -> Converted:
         conv.notes.append(
             "no architecture in the file (weights only): layers ordered by their Keras names; "
             "activations and return_sequences could not be checked"
+        )
+    kinds = {k.kind for k in stack}
+    if len(kinds) > 1:
+        raise InputError(
+            f"{p}: the LSTM layers mix Bidirectional and one-direction layers "
+            f"({', '.join(f'{k.name} ({k.kind})' for k in stack)}); nn.LSTM (and the engine) has one "
+            "bidirectional setting for all layers"
         )
     width, H = _embedding(embedding, conv, p), None
     for k, layer in enumerate(stack):

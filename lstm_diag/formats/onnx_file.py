@@ -79,6 +79,12 @@ def convert_onnx(path: str | Path) -> Converted:
         f"{', '.join(repr(n.name or n.output[0]) for n in stack)}; "
         "W [D, 4H, I], R [D, 4H, H], B [D, 8H], gates i, o, f, c"
     )
+    directions = {graph.direction(n) for n in stack}
+    if len(directions) > 1:
+        raise InputError(
+            f"{p}: the LSTM nodes mix directions ({', '.join(sorted(directions))}); nn.LSTM "
+            "(and the engine) has one bidirectional setting for all layers"
+        )
     width = graph.embedding(stack[0], conv)
     H = None
     for k, node in enumerate(stack):
@@ -355,7 +361,7 @@ class Graph:
 
     def _check_link(self, lower, upper) -> None:
         """The path from lower's Y to upper's X must hand over (T, B, D*H) in upper's layout."""
-        D = 2 if self._direction(lower) == "bidirectional" else 1
+        D = 2 if self.direction(lower) == "bidirectional" else 1
         R = self.const(lower.input[2])
         self.H = R.shape[-1] if R is not None else 0
         flow = self.follow(Flow(lower.output[0], self._y_axes(lower), False), D, stop=upper)
@@ -367,7 +373,7 @@ class Graph:
                 f"sequence is rearranged in a way lstm-diag does not follow ({got})"
             )
 
-    def _direction(self, node) -> str:
+    def direction(self, node) -> str:
         d = self.attrs(node).get("direction", b"forward")
         return d.decode() if isinstance(d, bytes) else d
 
@@ -512,7 +518,7 @@ class Graph:
 
     def head(self, top, width: int, conv: Converted) -> None:
         """A linear head on the top LSTM: Gemm, or MatMul (+ Add), ending the graph."""
-        D = 2 if self._direction(top) == "bidirectional" else 1
+        D = 2 if self.direction(top) == "bidirectional" else 1
         self.H = width // D
         layout = self._layout(top)
         starts = [Flow(top.output[0], self._y_axes(top), False)]
