@@ -17,8 +17,20 @@ from lstm_diag.cli import main
 from lstm_diag.core.engine import Spec
 from lstm_diag.errors import InputError
 from lstm_diag.formats.npz import read_npz
-from lstm_diag.setup.datafile import load_data
+from lstm_diag.setup.config import load_config
+from lstm_diag.setup.datafile import load_data as _load_data
 from lstm_diag.setup.outputs import atomic_write_text, save_weights
+
+
+def load_data(path, spec, loss, target, dtype):
+    """(x, y) of a data file read for a model `spec` with this loss and target."""
+    m = dict(input_size=spec.input_size, hidden_size=spec.hidden_size, num_layers=spec.num_layers)
+    m["output_size"] = spec.output_size
+    data = {"task": "file", "path": str(path)}
+    cfg = load_config({"dtype": dtype, "model": m, "data": data, "loss": {"type": loss, "target": target}})[0]
+    ds = _load_data(cfg, spec)
+    return ds.x, ds.y
+
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CASE = FIXTURES / "l1_T1_mse_last"

@@ -131,12 +131,12 @@ def test_first_batch_is_analyzes_batch_and_stream_is_reproducible():
 
     cfg = config()
     a, b = batch_stream(cfg), batch_stream(cfg)
-    x0, y0 = next(a)
+    x0, y0, *_ = next(a)
     np.testing.assert_array_equal(x0, build(cfg).x)
     np.testing.assert_array_equal(y0, build(cfg).y)
     next(b)
-    x1a, _ = next(a)
-    x1b, _ = next(b)
+    x1a = next(a)[0]
+    x1b = next(b)[0]
     np.testing.assert_array_equal(x1a, x1b)
     assert not np.array_equal(x0, x1a)  # a new batch each step
 
@@ -147,8 +147,8 @@ def test_file_dataset_epochs_cover_every_sample_once(tmp_path):
     y = rng.normal(size=(20, 1))
     x[:, 0, 0] = np.arange(20)  # sample ids
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    cfg = config(data={"task": "file", "path": str(tmp_path / "d.npz"), "batch_size": 8})
-    data = (x, y)
+    cfg = config(data={"task": "file", "path": str(tmp_path / "d.npz"), "batch_size": 8, "seq_len": None})
+    data = (x, y, None, None)
     stream = batch_stream(cfg, data)
     epoch1 = [next(stream)[0] for _ in range(3)]  # 8 + 8 + 4
     assert [len(b) for b in epoch1] == [8, 8, 4]

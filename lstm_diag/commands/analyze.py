@@ -8,6 +8,7 @@ from .common import (
     FailOnFinding,
     config_argument,
     debug_option,
+    echo_notes,
     engine_notes,
     engine_option,
     fail_on_option,
@@ -83,6 +84,7 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
     cfg = load(config, overrides)
     result = analyze(cfg, source=run_source(config, overrides))
     engine_notes()
+    echo_notes(result.problem.notes)
     doc = result.to_dict()
     if fmt == "json":
         from ..report.jsonout import dumps

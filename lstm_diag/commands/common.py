@@ -179,6 +179,13 @@ def stderr_console():
     return Console(stderr=True, highlight=False)
 
 
+def echo_notes(lines) -> None:
+    """How the inputs were read ("warning: ..." / "note: ...", e.g. a data file's layout or
+    selection): one line each, on stderr."""
+    for line in lines:
+        click.echo(one_line(line), err=True)
+
+
 def load(config, overrides):
     """The validated config; notes about its weights file (format, unused arrays) on stderr."""
     from ..setup.config import load_config

@@ -45,7 +45,7 @@ def analysis_document(config, overrides) -> dict:
     from ..features.analysis import SCHEMA_VERSION, analyze, run_source
     from ..report.jsonout import roundtrip
     from ..setup.document import read_analysis_document
-    from .common import load
+    from .common import echo_notes, load
 
     doc = None if config is None else read_analysis_document(config, SCHEMA_VERSION)
     if doc is not None:
@@ -54,7 +54,9 @@ def analysis_document(config, overrides) -> dict:
 
             raise ConfigError(f"--set: {config} is a saved analyze document; --set applies to configs only")
         return doc
-    return roundtrip(analyze(load(config, overrides), source=run_source(config, overrides)).to_dict())
+    result = analyze(load(config, overrides), source=run_source(config, overrides))
+    echo_notes(result.problem.notes)
+    return roundtrip(result.to_dict())
 
 
 @click.command("plot", epilog=EPILOG)

@@ -6,7 +6,12 @@ and gate order (i, f, g, o) are PyTorch's `nn.LSTM`: weight_ih_l{k} (4H, I_k),
 weight_hh_l{k} (4H, R), bias_ih_l{k}, bias_hh_l{k} (4H,) unless bias=False,
 weight_hr_l{k} (P, H) when proj_size P > 0, and the same with the suffix `_reverse`
 for the reverse direction of a bidirectional layer. A linear head `head.weight`
-(O, D R), `head.bias` (O) reads the top layer's output. Initial states are zero.
+(O, D R), `head.bias` (O) reads the top layer's output. Without a head (the upstream-
+gradient mode, docs/upstream.md) the output is the top layer's output itself and the
+"loss" is given by its gradient. Initial states are zero unless given (h0 (L D, B, R),
+c0 (L D, B, H), as nn.LSTM takes them). With an embedding `embedding.weight` (V, I) in
+the parameters, the input is token ids (B, T) and x_t = E[token_t] (eq. 24); its
+gradient is the scatter-add of dL/dx_t (eq. 25).
 
 Shapes: T time steps, B batch, I input size, H hidden size (the cell c_t), R the size
 of h_t (P with a projection, else H), D directions (1 or 2), O output size. Layer
@@ -137,6 +142,7 @@ class Forward:
     y_hat: np.ndarray  # (B, O) for target "last", (B, T, O) for "all"
     loss: float
     dy_hat: np.ndarray  # dL/dy_hat, same shape as y_hat
+    tokens: np.ndarray | None = None  # (T, B) ids when the input went through an embedding
 
 
 @dataclass
@@ -259,24 +265,51 @@ def loss_and_grad(y_hat: np.ndarray, y: np.ndarray, loss: str) -> tuple[float, n
 
     mse: mean over all elements of (y_hat - y)^2, as `F.mse_loss`.
     cross_entropy: y_hat holds logits (..., O), y integer class ids (...); mean over
-    samples (and steps for target "all"), as `F.cross_entropy`.
+    samples (and steps for target "all"), as `F.cross_entropy`; ids < 0 are masked
+    targets (its ignore_index, remapped by setup): left out of the sum and of the count.
+    upstream: y holds dL/dy_hat itself (the user's model's gradient); the value returned
+    is <y, y_hat>, a linear functional with that gradient, NOT a loss (never reported as one).
     """
+    if loss == "upstream":
+        g = np.asarray(y, y_hat.dtype)
+        return float(np.vdot(g, y_hat)), g
     if loss == "mse":
         r = y_hat - np.asarray(y, y_hat.dtype)  # float32 stays float32 whatever y is
         return float(np.mean(r * r)), (2.0 / r.size) * r
     O = y_hat.shape[-1]
     logits = y_hat.reshape(-1, O)  # (N, O)
     ids = y.reshape(-1)
-    N = logits.shape[0]
+    rows = np.arange(logits.shape[0])
+    kept = ids >= 0  # masked targets (ignore_index) are < 0
+    if not kept.all():
+        rows, ids = rows[kept], ids[kept]
+    N = rows.shape[0]  # the targets counted, as F.cross_entropy's mean
     m = logits.max(axis=1, keepdims=True)
     e = np.exp(logits - m)
     s = e.sum(axis=1, keepdims=True)
     log_p = logits - m - np.log(s)  # log softmax, (N, O)
-    L = -float(np.mean(log_p[np.arange(N), ids]))
+    L = -float(np.mean(log_p[rows, ids])) if N else float("nan")
     d = e / s
-    d[np.arange(N), ids] -= 1.0
-    d /= N
+    d[rows, ids] -= 1.0
+    if N < logits.shape[0]:
+        d[~kept] = 0.0
+    d /= max(N, 1)
     return L, d.reshape(y_hat.shape)
+
+
+def embed(E: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """x_t = E[token_t], eq. (24): (B, T) ids -> (B, T, I)."""
+    if tokens.size and tokens.max() >= E.shape[0]:
+        raise IndexError(f"token id {int(tokens.max())} outside the embedding's {E.shape[0]} rows")
+    return E[tokens]
+
+
+def embedding_grad(E: np.ndarray, tokens: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """dL/dE = Σ_t Σ_b e_{token} (dL/dx_t)^T, eq. (25): the scatter-add of dx (T, B, I) onto the
+    rows of the tokens (T, B), as nn.Embedding's backward (rows of unused ids stay zero)."""
+    dE = np.zeros_like(E)
+    np.add.at(dE, tokens.reshape(-1), dx.reshape(-1, dx.shape[-1]))
+    return dE
 
 
 def forward(
@@ -286,9 +319,16 @@ def forward(
     y: np.ndarray,
     loss: str = "mse",
     target: str = "last",
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
 ) -> Forward:
-    """Forward pass of the stacked LSTM and head, and the loss. x (B, T, I) batch-first."""
+    """Forward pass of the stacked LSTM and head, and the loss. x (B, T, I) batch-first, or
+    token ids (B, T) with `embedding.weight`; h0 (L D, B, R), c0 (L D, B, H) or None (zero)."""
     dt = params[param_name("weight_hh", 0)].dtype
+    tokens = None
+    if "embedding.weight" in params:  # x holds token ids (B, T)
+        tokens = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # (T, B)
+        x = embed(params["embedding.weight"], x)
     inp = np.ascontiguousarray(np.swapaxes(np.asarray(x, dt), 0, 1))  # (T, B, I)
     layers = []
     with np.errstate(over="ignore", invalid="ignore"):
@@ -296,12 +336,17 @@ def forward(
             caches = []
             for d in range(spec.directions):
                 p = unit_params(params, k, d)
-                caches.append(layer_forward(p.W_ih, p.W_hh, p.b, unit_input(inp, d), W_hr=p.W_hr))
+                j = k * spec.directions + d  # nn.LSTM's row of h0, c0
+                s0 = (None, None) if h0 is None else (h0[j], c0[j])
+                caches.append(layer_forward(p.W_ih, p.W_hh, p.b, unit_input(inp, d), *s0, W_hr=p.W_hr))
             layers += caches
             inp = layer_output(caches)  # (T, B, D R) feeds the layer above, eq. (21)
-        y_hat = head_forward(params["head.weight"], params["head.bias"], inp, target)
+        if HEAD_WEIGHT in params:
+            y_hat = head_forward(params[HEAD_WEIGHT], params[HEAD_BIAS], inp, target)
+        else:  # no head: the output is the top layer's output itself, (B, T, D R)
+            y_hat = np.swapaxes(inp, 0, 1)
         L, dy_hat = loss_and_grad(y_hat, y, loss)
-    return Forward(layers=layers, out=inp, y_hat=y_hat, loss=L, dy_hat=dy_hat)
+    return Forward(layers=layers, out=inp, y_hat=y_hat, loss=L, dy_hat=dy_hat, tokens=tokens)
 
 
 # --------------------------------------------------------------------------- backward
@@ -559,12 +604,18 @@ def backward(params: dict[str, np.ndarray], spec: Spec, fwd: Forward, target: st
     grads: dict[str, np.ndarray] = {}
     T = fwd.out.shape[0]
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        dh_in, active = head_backward(params["head.weight"], fwd.out, fwd.dy_hat, target, grads)
+        if HEAD_WEIGHT in params:
+            dh_in, active = head_backward(params[HEAD_WEIGHT], fwd.out, fwd.dy_hat, target, grads)
+        else:  # no head: dy_hat is dL/d(top output) itself, (B, T, D R)
+            dh_in = np.ascontiguousarray(np.swapaxes(np.asarray(fwd.dy_hat, fwd.out.dtype), 0, 1))
+            active = dh_in.reshape(T, -1).any(axis=1)
         unit_grads: list[LayerGrads] = [None] * len(fwd.layers)  # type: ignore[list-item]
         for k in range(spec.num_layers - 1, -1, -1):
             dh_in = _layer_backward_all(params, spec, fwd.layers, k, dh_in, active, grads, unit_grads)
             active = np.ones(T, bool)  # dh_in = dL/dx_t of this layer, for the layer below
-    ordered = {name: grads[name] for name in spec.param_shapes()}
+    if fwd.tokens is not None:
+        grads["embedding.weight"] = embedding_grad(params["embedding.weight"], fwd.tokens, dh_in)  # eq. (25)
+    ordered = {name: grads[name] for name in ("embedding.weight", *spec.param_shapes()) if name in grads}
     return Backward(params=ordered, layers=unit_grads, dx=dh_in)
 
 
@@ -657,9 +708,11 @@ def run(
     y: np.ndarray,
     loss: str = "mse",
     target: str = "last",
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
 ) -> tuple[Forward, Backward]:
     """Forward and backward in one call."""
-    fwd = forward(params, spec, x, y, loss, target)
+    fwd = forward(params, spec, x, y, loss, target, h0, c0)
     return fwd, backward(params, spec, fwd, target)
 
 
@@ -670,6 +723,8 @@ def loss_only(
     y: np.ndarray,
     loss: str = "mse",
     target: str = "last",
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
 ) -> float:
     """The loss alone (what finite differences perturb)."""
-    return forward(params, spec, x, y, loss, target).loss
+    return forward(params, spec, x, y, loss, target, h0, c0).loss

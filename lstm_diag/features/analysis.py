@@ -96,14 +96,24 @@ class AnalysisResult:
     dynamics: dict  # the top-level note of the dynamics section (docs/dynamics.md)
     findings: list[Finding] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=lambda: {"config": None, "overrides": []})
+    loss_kind: str = "computed"  # "computed" by the engine; "captured" from your model (upstream); "none"
 
     def to_dict(self) -> dict:
+        p = self.problem
+        emb = p.params.get("embedding.weight")
         return {
             "schema_version": SCHEMA_VERSION,
             "command": "analyze",
             "source": self.source,
             "config": self.config.model_dump(mode="json"),
+            "model": {
+                "what_if": p.what_ifs,
+                "embedding": None if emb is None else list(emb.shape),
+                "head": "head.weight" in p.params,
+            },
+            "data": None if p.data is None else {**p.data.info, "notes": p.notes},
             "loss": self.loss,
+            "loss_kind": self.loss_kind,
             "layers": [layer.to_dict() for layer in self.layers],
             "parameters": {k: v.to_dict() for k, v in self.parameters.items()},
             "verdict": self.verdict,
@@ -304,17 +314,14 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     plan = memory_plan(cfg, T, B)
     fwd = bwd = flow_bwd = None
     if plan["mode"] == "full":
-        fwd, bwd = engine.run(
-            problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target
-        )
+        fwd, bwd = engine.run(*problem.engine_args())
         flow_bwd = (
             engine.last_term_backward(problem.params, problem.spec, fwd) if problem.target == "all" else None
         )
         trace = trace_full(problem.params, problem.spec, fwd, bwd, eps, flow_bwd)
     else:
-        trace = trace_checkpointed(
-            problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target, eps
-        )
+        p = problem
+        trace = trace_checkpointed(p.params, p.spec, p.x, p.y, p.loss, p.target, eps, h0=p.h0, c0=p.c0)
     plan.update(trace.memory)
     layers = [_layer(lt, cfg) for lt in trace.layers]
     dyn_note, dyn = dynamics_section(problem, fwd, bwd if flow_bwd is None else flow_bwd)
@@ -353,9 +360,11 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     found += findings.layer_balance_findings([doc for doc in docs if doc["direction"] == "forward"])
     verdicts = [doc["verdict"] for doc in docs]
     found += findings.clipping_findings(clip, verdicts)
+    loss, loss_kind = _reported_loss(problem, trace.loss)
     return AnalysisResult(
         config=problem.config,
-        loss=trace.loss,
+        loss=loss,
+        loss_kind=loss_kind,
         layers=layers,
         parameters=parameters,
         problem=problem,
@@ -369,6 +378,18 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
         dynamics=dyn_note,
         findings=found,
     )
+
+
+def _reported_loss(problem: Problem, value: float) -> tuple[float | None, str]:
+    """The loss to report and what it is. The upstream mode computes no loss (the engine's
+    <dh, h> is a linear functional with the right gradient, not a loss): it reports the loss
+    captured from your model (data.expected_loss, else `expected_loss` in the file), if any."""
+    if problem.loss != "upstream":
+        return value, "computed"
+    captured = problem.config.data.expected_loss
+    if captured is None and problem.data is not None:
+        captured = problem.data.expected_loss
+    return (captured, "captured") if captured is not None else (None, "none")
 
 
 def _overall(verdicts: list[str]) -> str:

@@ -83,17 +83,29 @@ def check_gradients(
 ) -> list[TensorCheck]:
     """Compare analytic and finite-difference gradients on `samples` entries per tensor."""
     spec, loss, target = problem.spec, problem.loss, problem.target
-    _, bwd = engine.run(problem.params, spec, problem.x, problem.y, loss, target)
+    _, bwd = engine.run(*problem.engine_args())
     # Differences are taken in float64 whatever the model's dtype.
     params = {k: v.astype(np.float64) for k, v in problem.params.items()}
-    x = problem.x.astype(np.float64)
-    y = problem.y.astype(np.float64) if loss == "mse" else problem.y
-    L0 = engine.loss_only(params, spec, x, y, loss, target)
+    tokens = "embedding.weight" in params  # x holds token ids: dL/dE is checked instead of dL/dx
+    x = problem.x if tokens else problem.x.astype(np.float64)
+    y = problem.y if loss == "cross_entropy" else problem.y.astype(np.float64)
+    states = {"h0": problem.h0, "c0": problem.c0}
+    states = {k: None if v is None else v.astype(np.float64) for k, v in states.items()}
+
+    def loss_now() -> float:
+        return engine.loss_only(params, spec, x, y, loss, target, states["h0"], states["c0"])
+
+    L0 = loss_now()
     floor = 1e-6 * max(abs(L0), 1.0)
     analytic = dict(bwd.params)
-    analytic["x"] = np.swapaxes(bwd.dx, 0, 1)  # (B, T, I)
     tensors = dict(params)
-    tensors["x"] = x
+    if not tokens:
+        analytic["x"] = np.swapaxes(bwd.dx, 0, 1)  # (B, T, I)
+        tensors["x"] = x
+    if states["h0"] is not None:  # dL/dh_0, dL/dc_0 of every layer, (L, B, H)
+        analytic["h0"] = np.stack([g.dh0 for g in bwd.layers])
+        analytic["c0"] = np.stack([g.dc0 for g in bwd.layers])
+        tensors.update(states)
     rng = np.random.default_rng(seed)
     results = []
     for name, arr in tensors.items():
@@ -102,7 +114,7 @@ def check_gradients(
         rel, ab, num = [], [], []
         idx = _sample(rng, grad, samples)
         for j in idx:
-            n = central_difference(lambda: engine.loss_only(params, spec, x, y, loss, target), flat, j, step)
+            n = central_difference(loss_now, flat, j, step)
             a = float(grad.reshape(-1)[j])
             num.append(n)
             ab.append(abs(a - n))

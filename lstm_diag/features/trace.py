@@ -178,15 +178,22 @@ def trace_checkpointed(
     target: str,
     eps: float,
     segment: int | None = None,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
 ) -> Trace:
-    """Forward + BPTT in O(sqrt(T)) memory; x (B, T, I) batch-first."""
+    """Forward + BPTT in O(sqrt(T)) memory; x (B, T, I) batch-first, or token ids (B, T) with
+    `embedding.weight` in params; h0, c0 (L D, B, ·) initial states or None (zero)."""
     dt = params["weight_hh_l0"].dtype
+    tokens = None
+    if "embedding.weight" in params:  # x_t = E[token_t], eq. (24)
+        tokens = np.swapaxes(x, 0, 1)  # (T, B)
+        x = engine.embed(params["embedding.weight"], x)
     X = np.ascontiguousarray(np.swapaxes(np.asarray(x, dt), 0, 1))  # (T, B, I)
     T, B, _ = X.shape
     H, R, L = spec.hidden_size, spec.state_size, spec.num_layers
     S = segment or segment_length(T)
-    if spec.directions > 1:
-        return _trace_units_checkpointed(params, spec, X, y, loss, target, eps, S)
+    if spec.directions > 1 or tokens is not None or h0 is not None or "head.weight" not in params:
+        return _trace_units_checkpointed(params, spec, X, y, loss, target, eps, S, (h0, c0), tokens)
     starts = list(range(0, T, S))
     W_head, b_head = params["head.weight"], params["head.bias"]
     layers = _unit_traces(spec, T, eps)
@@ -271,10 +278,14 @@ def _backward_sweep(params, spec, X, starts, S, states, dy, target, layers, obse
 # ------------------------------------------------- checkpointed, unit by unit (bidirectional)
 
 
-def _trace_units_checkpointed(params, spec, X, y, loss, target, eps, S) -> Trace:
+def _trace_units_checkpointed(
+    params, spec, X, y, loss, target, eps, S, s0=(None, None), tokens=None
+) -> Trace:
     """Checkpointed trace of any layout, one unit at a time: each layer's input sequence is
     kept; each unit keeps its (h, c) at segment starts and recomputes a segment's caches
-    in backward. X (T, B, I) time-major."""
+    in backward. X (T, B, I) time-major; s0 = (h0, c0) initial states (L D, B, ·) or None;
+    tokens (T, B) when X came from the embedding (its gradient is reported); without a head
+    (upstream mode) y is dL/d(top output) (B, T, D R)."""
     T = X.shape[0]
     starts = list(range(0, T, S))
     layers = _unit_traces(spec, T, eps)
@@ -286,34 +297,44 @@ def _trace_units_checkpointed(params, spec, X, y, loss, target, eps, S) -> Trace
             for d in range(spec.directions):
                 j = k * spec.directions + d
                 p = engine.unit_params(params, k, d)
-                states[j], h = _unit_forward(p, engine.unit_input(inp, d), starts, S, layers[j])
+                init = (None, None) if s0[0] is None else (s0[0][j], s0[1][j])
+                states[j], h = _unit_forward(p, engine.unit_input(inp, d), starts, S, layers[j], *init)
                 outs.append(engine.time_order(h, d))
             inp = np.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]  # eq. (21)
-        y_hat = engine.head_forward(params["head.weight"], params["head.bias"], inp, target)
-        L_val, dy = engine.loss_and_grad(y_hat, y, loss)
+        head = "head.weight" in params
+        y_hat = engine.head_forward(params["head.weight"], params["head.bias"], inp, target) if head else None
+        L_val, dy = engine.loss_and_grad(np.swapaxes(inp, 0, 1) if y_hat is None else y_hat, y, loss)
         grads: dict[str, np.ndarray] = {}
-        d_out, _ = engine.head_backward(params["head.weight"], inp, dy, target, grads)
-        _units_backward(params, spec, inputs, states, starts, S, d_out, layers, grads)
+
+        def d_top(dy_hat, into):  # dL/d(top output) (T, B, D R)
+            if head:
+                return engine.head_backward(params["head.weight"], inp, dy_hat, target, into)[0]
+            return np.ascontiguousarray(np.swapaxes(dy_hat, 0, 1))  # no head: dy is it (upstream)
+
+        dx = _units_backward(params, spec, inputs, states, starts, S, d_top(dy, grads), layers, grads)
+        if tokens is not None:
+            grads["embedding.weight"] = engine.embedding_grad(
+                params["embedding.weight"], tokens, dx
+            )  # eq. (25)
         if target == "all":  # flow is measured on the last step's loss term alone (forward units)
-            d_last, _ = engine.head_backward(
-                params["head.weight"], inp, engine.last_step_term(dy), target, {}
-            )
+            d_last = d_top(engine.last_step_term(dy), {})
             flows = [np.zeros(T) for _ in layers]
             _units_backward(params, spec, inputs, states, starts, S, d_last, layers, None, flows)
             for lt, fl in zip(layers, flows, strict=True):
                 if not lt.direction:
                     lt.flow_grad_c_norm = fl
-    ordered = {name: grads[name] for name in spec.param_shapes()}
+    ordered = {name: grads[name] for name in ("embedding.weight", *spec.param_shapes()) if name in grads}
     memory = {"mode": "checkpoint", "segment": S, "segments": len(starts), "scheme": "per unit"}
     return Trace(L_val, ordered, layers, memory)
 
 
-def _unit_forward(p: engine.UnitParams, x, starts, S, lt: LayerTrace):
-    """One unit over its input x (T, B, I_k) in processing order, segment by segment:
-    ([(h, c) entering each segment], h (T, B, R) its output in processing order)."""
+def _unit_forward(p: engine.UnitParams, x, starts, S, lt: LayerTrace, h0=None, c0=None):
+    """One unit over its input x (T, B, I_k) in processing order, segment by segment, from
+    (h0, c0) (None: zero): ([(h, c) entering each segment], h (T, B, R) its output)."""
     T, B, _ = x.shape
     R, H = p.W_hh.shape[1], p.W_hh.shape[0] // 4
-    h0, c0 = np.zeros((B, R), x.dtype), np.zeros((B, H), x.dtype)
+    h0 = np.zeros((B, R), x.dtype) if h0 is None else h0
+    c0 = np.zeros((B, H), x.dtype) if c0 is None else c0
     states, out = [], np.empty((T, B, R), x.dtype)
     for t0 in starts:
         states.append((h0, c0))
@@ -326,7 +347,8 @@ def _unit_forward(p: engine.UnitParams, x, starts, S, lt: LayerTrace):
 
 def _units_backward(params, spec, inputs, states, starts, S, d_out, layers, grads, flows=None):
     """BPTT through every unit, top layer first; d_out (T, B, D R): dL/d(top output).
-    grads None: only the flows (per-step ||dL/dc_t|| per unit) are recorded."""
+    grads None: only the flows (per-step ||dL/dc_t|| per unit) are recorded. Returns dL/dx
+    of the network's input (T, B, I), position order."""
     D = spec.directions
     for k in range(spec.num_layers - 1, -1, -1):
         dx = None
@@ -344,6 +366,7 @@ def _units_backward(params, spec, inputs, states, starts, S, d_out, layers, grad
             dx_d = engine.time_order(dx_d, d)
             dx = dx_d if dx is None else dx + dx_d  # eq. (23)
         d_out = dx
+    return d_out
 
 
 def _unit_backward(p, x, states, starts, S, dh_in, spec, kd, lt, grads, flows, j):

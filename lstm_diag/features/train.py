@@ -59,26 +59,29 @@ SUGGEST_FACTOR = 2.0  # our choice inside that range: 2 x the median unclipped n
 # ----------------------------------------------------------------------------- batches
 
 
-def batch_stream(config: Config, data: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator:
-    """Batches (x, y), one per step, from the config's data stream (a fresh, seeded copy).
+def batch_stream(config: Config, data: tuple | None = None) -> Iterator:
+    """Batches (x, y, h0, c0), one per step, from the config's data stream (a fresh, seeded copy).
 
     Synthetic tasks: a new batch from the task generator each step (the first is the batch
-    `analyze` sees for the same config). File data: epochs over `data` = (x, y) in
-    minibatches of data.batch_size, each epoch in a new order from the data stream.
+    `analyze` sees for the same config), zero initial states. File data: epochs over
+    `data` = (x, y, h0, c0) (x may be token ids, h0/c0 None) in minibatches of
+    data.batch_size (16 when not given), each epoch in a new order from the data stream.
     """
+    from ..setup.config import DEFAULT_BATCH_SIZE
     from ..setup.problem import make_data, rngs
 
     rng = rngs(config.seed)[1]
     if data is None:
         while True:
-            yield make_data(config, rng)
-    x, y = data
-    n, bs = x.shape[0], min(config.data.batch_size, x.shape[0])
+            yield (*make_data(config, rng), None, None)
+    x, y, h0, c0 = data
+    n, bs = x.shape[0], min(config.data.batch_size or DEFAULT_BATCH_SIZE, x.shape[0])
     while True:
         order = rng.permutation(n)
         for lo in range(0, n, bs):
             idx = order[lo : lo + bs]
-            yield x[idx], y[idx]
+            states = (None, None) if h0 is None else (h0[:, idx], c0[:, idx])
+            yield (x[idx], y[idx], *states)
 
 
 # --------------------------------------------------------------------------------- runs
@@ -173,8 +176,8 @@ def _flow_metrics(config: Config, spec: engine.Spec, params, fwd, bwd) -> dict[s
 def _step(run: Run, config: Config, spec: engine.Spec, step: int, log: bool, t0: float) -> dict | None:
     """One training step of one run. Returns the metrics record if this step is logged."""
     start = time.perf_counter()
-    x, y = next(run.batches)
-    fwd = engine.forward(run.params, spec, x, y, config.loss.type, config.loss.target)
+    x, y, h0, c0 = next(run.batches)
+    fwd = engine.forward(run.params, spec, x, y, config.loss.type, config.loss.target, h0, c0)
     cause = _forward_cause(fwd)
     if cause is None:
         bwd = engine.backward(run.params, spec, fwd, config.loss.target)
@@ -249,6 +252,7 @@ class TrainResult:
     def to_dict(self, history: bool = True) -> dict:
         doc = {
             "config": self.config.model_dump(mode="json"),
+            "model": {"what_if": self.config.model.what_ifs()},
             "steps": self.steps,
             "steps_run": self.steps_run,
             "interrupted": self.interrupted,
@@ -282,17 +286,26 @@ def train(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train one run per clip setting of `config.train.clip`; see the module docstring."""
-    from ..setup.datafile import load_data
-    from ..setup.problem import make_params, rngs, spec_of
+    from ..errors import ConfigError
+    from ..setup.problem import build, make_params, rngs, spec_of
 
     tc = config.train
     settings = config.clip_settings
     spec = spec_of(config)
     data = None
-    if config.data.task == "file":
-        data = load_data(config.data.path, spec, config.loss.type, config.loss.target, config.dtype)
+    if config.loss.type == "upstream":
+        raise ConfigError(
+            "loss.type: upstream has no loss to train on (dh is one gradient of your model); "
+            "train needs mse or cross_entropy with a head"
+        )
+    if config.data.task == "file":  # every sequence of the file (data.batch_size: the minibatch)
+        whole = config.patched({"data.batch_size": None})
+        problem = build(whole)
+        data = (problem.x, problem.y, problem.h0, problem.c0)
+        initial = problem.params  # with the embedding when the file holds token ids: trained too
+    else:
+        initial = make_params(config, rngs(config.seed)[0])
     backends.select(config.engine, config.dtype, spec)
-    initial = make_params(config, rngs(config.seed)[0])
     runs = [
         Run(
             setting=s,

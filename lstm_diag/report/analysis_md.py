@@ -29,7 +29,10 @@ def render_markdown(doc: dict) -> str:
     d = doc["config"]["diagnostics"]
     eps = d["saturation_threshold"]
     out = ["## lstm-diag analyze", ""]
-    out += [f"- {line.split(None, 1)[0]}: {line.split(None, 1)[1]}" for line in describe_config(doc)]
+    lines = describe_config(doc)
+    for line in lines:  # continuation lines (indented) are details of the line above
+        key, _, rest = line.strip().partition(" ")
+        out.append(f"  - {line.strip()}" if line.startswith(" ") else f"- {key}: {rest.strip()}")
     out += [f"- **verdict: {doc['verdict']}** ({len(doc['findings'])} findings)", ""]
     for layer in doc["layers"]:
         label = layer_label(layer, doc)

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from ..core.diagnostics import GATE_SYMBOL
 from .describe import init_text, model_line
+from .inputs_text import data_details, has_head, loss_text, what_if_line
 from .text import finding_label, flow_words, fmt, layer_label, sparkline, table
 
 VERDICT_STYLE = {
@@ -31,12 +32,18 @@ def _sat_style(frac: float) -> str:
 
 def describe_config(doc: dict) -> list[str]:
     c = doc["config"]
-    m, d, lo = c["model"], c["data"], c["loss"]
+    m, d = c["model"], c["data"]
     data = d["task"] + (f" {d['path']}" if d["task"] == "file" else "")
     lines = [
-        f"model  {model_line(m)}; init {init_text(m)}; {c['dtype']}",
+        f"model  {model_line(m, has_head(doc))}; init {init_text(m)}; {c['dtype']}",
+    ]
+    what_if = what_if_line(doc)
+    if what_if:
+        lines.append(f"what-if {what_if.removeprefix('what-if: ')}")
+    lines += [
         f"data   {data}; batch {d['batch_size']}, {d['seq_len']} steps; seed {c['seed']}",
-        f"loss   {lo['type']} on target '{lo['target']}' = {fmt(doc['loss'], 6)}",
+        *(f"       {x}" for x in data_details(doc)),
+        f"loss   {loss_text(doc)}",
     ]
     mem = doc.get("memory", {})
     if mem.get("mode") == "checkpoint":

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def model_line(m: Mapping[str, Any]) -> str:
-    """`LSTM 8→32, 2 layers, head →1`: input size → hidden size, depth, head outputs; and
-    nn.LSTM's other arguments when set (`bidirectional`, `projected to P`, `no biases`)."""
+def model_line(m: Mapping[str, Any], head: bool = True) -> str:
+    """`LSTM 8→32, 2 layers, head →1`: input size → hidden size, depth, head outputs (`no head`
+    in the upstream-gradient mode); and nn.LSTM's other arguments when set (`bidirectional`,
+    `projected to P`, `no biases`)."""
     L = m["num_layers"]
     layout = "".join(
         [
@@ -18,10 +19,8 @@ def model_line(m: Mapping[str, Any]) -> str:
             ", no biases" if m.get("bias") is False else "",
         ]
     )
-    return (
-        f"LSTM {m['input_size']}→{m['hidden_size']}, {L} layer{'s' * (L != 1)}{layout}, "
-        f"head →{m['output_size']}"
-    )
+    out = f"head →{m['output_size']}" if head else "no head"
+    return f"LSTM {m['input_size']}→{m['hidden_size']}, {L} layer{'s' * (L != 1)}{layout}, {out}"
 
 
 def init_text(m: Mapping[str, Any], path: bool = True) -> str:
@@ -31,4 +30,5 @@ def init_text(m: Mapping[str, Any], path: bool = True) -> str:
         return f"weights {m['weights']}" if path else "weights from file"
     extras = [f"forget_bias={m['forget_bias']:g}"] if m.get("forget_bias") is not None else []
     extras += [f"recurrent_scale={m['recurrent_scale']:g}"] if m.get("recurrent_scale", 1.0) != 1.0 else []
-    return m["init"] + (f" ({', '.join(extras)})" if extras else "")
+    extras += [f"gain={m['gain']:g}"] if m.get("gain", 1.0) != 1.0 else []
+    return (m.get("init") or "pytorch") + (f" ({', '.join(extras)})" if extras else "")

@@ -19,6 +19,7 @@ from ..core.diagnostics import GATE_SYMBOL
 from ..numfmt import fmt
 from .describe import init_text, model_line
 from .figures.style import OKABE_ITO, VERDICT_COLOR
+from .inputs_text import data_details, has_head, loss_text, what_if_line
 from .text import finding_label, flow_words, layer_label, unit_key
 
 SEVERITY_COLOR = {"error": OKABE_ITO["vermillion"], "warning": "#B07800", "info": OKABE_ITO["blue"]}
@@ -119,13 +120,20 @@ def _figure(name: str, images: Mapping[str, bytes]) -> str:
 
 def _config_lines(doc: dict) -> list[tuple[str, str]]:
     c = doc["config"]
-    m, d, lo = c["model"], c["data"], c["loss"]
+    m, d = c["model"], c["data"]
     T = len(doc["layers"][0]["grad_c_norm"])
     data = d["task"] + (f" {d['path']}" if d["task"] == "file" and d.get("path") else "")
+    what_if = what_if_line(doc)
+    details = "; ".join(data_details(doc))
     return [
-        ("model", f"{model_line(m)}; init {init_text(m)}; {c['dtype']}"),
-        ("data", f"{data}; batch {d['batch_size']}, {T} steps; seed {c['seed']}"),
-        ("loss", f"{lo['type']} on target '{lo['target']}' = {fmt(doc['loss'], 6)}"),
+        ("model", f"{model_line(m, has_head(doc))}; init {init_text(m)}; {c['dtype']}"),
+        *([("what-if", what_if.removeprefix("what-if: "))] if what_if else []),
+        (
+            "data",
+            f"{data}; batch {d['batch_size']}, {T} steps; seed {c['seed']}"
+            + (f"; {details}" * bool(details)),
+        ),
+        ("loss", loss_text(doc)),
     ]
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .describe import init_text, model_line
+from .inputs_text import what_if_line
 from .text import fmt, table
 
 KIND_STYLE = {
@@ -133,6 +134,7 @@ def describe(doc: dict) -> list[str]:
     n = len(doc["settings"])
     return [
         f"model  {model_line(m)}; init {init_text(m)}; {c['dtype']}",
+        *([f"what-if {w.removeprefix('what-if: ')}"] if (w := what_if_line(doc)) else []),
         f"data   {data}; batch {d['batch_size']}, {d['seq_len']} steps; seed {c['seed']}",
         f"loss   {lo['type']} on target '{lo['target']}'",
         f"train  {opt}, lr {t['lr']:g}; {steps}; {n} setting(s), same init and batches",

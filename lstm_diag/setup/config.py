@@ -34,7 +34,7 @@ class ModelConfig(_Section):
     bidirectional: bool = False
     proj_size: int = Field(0, ge=0)
     bias: bool = True
-    init: str = "pytorch"
+    init: str | None = None  # None: "pytorch" for a drawn model; the loaded weights as they are
     forget_bias: float | None = None
     t_max: float | None = Field(None, gt=2)
     gain: float = 1.0
@@ -45,9 +45,30 @@ class ModelConfig(_Section):
     head: str | None = None  # which linear layer is the head ("fc", "decoder")
     embedding: str | None = None  # which matrix is the embedding ("embed")
 
+    @property
+    def scheme(self) -> str:
+        """The init scheme of a drawn model: `init`, else PyTorch's default."""
+        return self.init or "pytorch"
+
+    def what_ifs(self) -> list[str]:
+        """What is changed on loaded weights (model.weights), in words; empty without weights.
+        The rules are docs/what-if.md's: forget bias, then gain, then recurrent scale."""
+        if self.weights is None:
+            return []
+        out = []
+        if self.forget_bias is not None:
+            out.append(f"forget bias {self.forget_bias:g} on loaded weights")
+        if self.gain != 1.0:
+            out.append(f"gain {self.gain:g} on loaded weights (every LSTM weight matrix ×{self.gain:g})")
+        if self.recurrent_scale != 1.0:
+            out.append(
+                f"recurrent scale {self.recurrent_scale:g} on loaded weights (W_hh ×{self.recurrent_scale:g})"
+            )
+        return out
+
     @model_validator(mode="after")
     def _known_scheme(self):
-        if self.init not in SCHEMES:
+        if self.init is not None and self.init not in SCHEMES:
             raise ValueError(_choice_message("init", self.init, SCHEMES))
         for name in ("weights_key", "lstm", "head", "embedding"):
             if getattr(self, name) is not None and self.weights is None:
@@ -70,9 +91,13 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     task: Literal["random", "adding", "copy", "file"] = "random"
-    batch_size: int = Field(16, gt=0)
-    seq_len: int = Field(100, gt=0)
+    # None: 16 and 100 for a generated task, the file's sizes for a data file (given: the
+    # first batch_size samples and seq_len steps of the file are analysed).
+    batch_size: int | None = Field(None, gt=0)
+    seq_len: int | None = Field(None, gt=0)
     path: str | None = None
+    layout: Literal["batch_first", "time_major"] = "batch_first"
+
     # The model's own loss on this data (from PyTorch/Keras/ONNX): the forward pass must
     # reproduce it, or the run stops (setup/guard.py).
     expected_loss: float | None = None
@@ -85,8 +110,9 @@ class DataConfig(_Section):
 
 
 class LossConfig(_Section):
-    type: Literal["mse", "cross_entropy"] = "mse"
+    type: Literal["mse", "cross_entropy", "upstream"] = "mse"
     target: Literal["last", "all"] = "last"
+    ignore_index: int = -100  # cross_entropy: targets equal to this are left out, as F.cross_entropy
 
 
 class DiagnosticsConfig(_Section):
@@ -179,18 +205,20 @@ class Config(_Section):
     seed: int = Field(0, ge=0)
     dtype: Literal["float32", "float64"] = "float64"
     engine: Literal["numpy", "fast", "auto"] = "auto"  # step loops: NumPy, or fused numba kernels
-    model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
-    loss: LossConfig = LossConfig()
-    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
-    clipping: ClippingConfig = ClippingConfig()
-    train: TrainConfig = TrainConfig()
-    compare: CompareConfig = CompareConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    clipping: ClippingConfig = Field(default_factory=ClippingConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
     _clip_settings: list[ClipSetting] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self):
         m, d, lo = self.model, self.data, self.loss
+        _check_data(d, lo)
+        _check_model(m, d, lo)
         if d.task == "adding":
             if d.seq_len < 2:
                 raise ValueError(f"data.seq_len: the adding task needs at least 2 steps, got {d.seq_len}")
@@ -207,11 +235,11 @@ class Config(_Section):
                 raise ValueError(f"data.seq_len: the copy task needs at least 21 steps, got {d.seq_len}")
         elif d.task == "file" and d.path is None:
             raise ValueError("data.path: task 'file' needs the path of an .npz with x and y")
-        if lo.type == "cross_entropy" and m.output_size < 2:
+        if lo.type == "cross_entropy" and m.output_size < 2 and m.weights is None:
             raise ValueError(
                 f"model.output_size: cross_entropy needs at least 2 classes, got {m.output_size}"
             )
-        if m.init == "chrono" and m.t_max is None:
+        if m.scheme == "chrono" and m.t_max is None:
             if d.task == "file":
                 raise ValueError("model.t_max: chrono init with a data file needs t_max (in steps)")
             if d.seq_len <= 2:
@@ -258,6 +286,53 @@ class Config(_Section):
             return Config.model_validate(raw)
         except ValidationError as err:
             raise ConfigError(format_validation_error(err)) from None
+
+
+DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN = 16, 100  # of a generated task
+
+
+def _check_data(d: DataConfig, lo: LossConfig) -> None:
+    """Fields that only apply to a data file, and the generated task's default sizes."""
+    if d.task != "file":
+        if d.layout != "batch_first":
+            raise ValueError(f"data.layout: applies to a data file (data.task: file), got {d.layout!r}")
+        if d.expected_loss is not None:
+            raise ValueError(
+                "data.expected_loss: your model's loss on a data file (data.task: file), "
+                f"checked by the forward pass; a generated task has none, got {d.expected_loss:g}"
+            )
+        if lo.type == "upstream":
+            raise ValueError(
+                "loss.type: upstream needs dL/dh from your model in a data file "
+                "(data.task: file with an array dh); see lstm_diag.capture"
+            )
+        # Filled in here, so that everything downstream reads sizes: not "given" any more.
+        d.batch_size = DEFAULT_BATCH_SIZE if d.batch_size is None else d.batch_size
+        d.seq_len = DEFAULT_SEQ_LEN if d.seq_len is None else d.seq_len
+    if lo.ignore_index != -100 and lo.type != "cross_entropy":
+        raise ValueError(f"loss.ignore_index: applies to cross_entropy targets, not to loss.type {lo.type!r}")
+    if lo.type == "upstream" and lo.target != "last":
+        raise ValueError(
+            "loss.target: in the upstream mode the array dh says where the loss acts; leave loss.target unset"
+        )
+
+
+def _check_model(m: ModelConfig, d: DataConfig, lo: LossConfig) -> None:
+    """Init fields that would do nothing are refused, never ignored."""
+    if m.weights is not None and m.init is not None:
+        raise ValueError(
+            f"model.init: {m.init!r} would replace the loaded weights (model.weights) by a new draw; "
+            "drop model.init to analyse the weights (what-ifs: model.forget_bias, model.recurrent_scale, "
+            "model.gain), or drop model.weights to analyse the scheme"
+        )
+    if m.weights is None and m.gain != 1.0 and m.scheme != "identity":
+        raise ValueError(
+            f"model.gain: scales the identity init's recurrent blocks (or, with model.weights, every "
+            f"loaded weight matrix); init {m.scheme!r} has no gain, got {m.gain:g}"
+        )
+    if m.t_max is not None and (m.weights is not None or m.scheme != "chrono"):
+        what = "loaded weights" if m.weights is not None else f"init {m.scheme!r}"
+        raise ValueError(f"model.t_max: is chrono init's T_max; {what} take none, got {m.t_max:g}")
 
 
 def _need(field, got, want, why):

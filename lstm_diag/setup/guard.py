@@ -18,18 +18,31 @@ import numpy as np
 from ..errors import InputError
 
 
-def verify(problem, logits: np.ndarray | None, data_path) -> None:
+def verify(problem) -> None:
     """Stop (InputError, exit 2) when the model's real outputs or loss are given and the
-    forward pass on the loaded weights does not reproduce them. No-op otherwise."""
+    forward pass on the loaded weights does not reproduce them. No-op otherwise.
+
+    What is checked: `logits` in the data file against the head's outputs; the model's loss
+    (data.expected_loss, else `expected_loss` in the file) against the engine's loss; in the
+    upstream mode (no head, no loss) `output` in the file against the LSTM's output, while
+    the captured loss is only reported (the engine computes no loss to compare it with)."""
+    data = problem.data
+    if data is None:
+        return
+    upstream = problem.loss == "upstream"
     expected = problem.config.data.expected_loss
-    if logits is None and expected is None:
+    if expected is None:
+        expected = data.expected_loss
+    outputs = data.output if upstream else data.logits
+    if outputs is None and (expected is None or upstream):
         return
     from ..core.engine import forward
 
-    fwd = forward(problem.params, problem.spec, problem.x, problem.y, problem.loss, problem.target)
-    if logits is not None:
-        check_outputs(fwd.y_hat, logits, Path(str(data_path)), problem.loss)
-    if expected is not None:
+    p = problem
+    fwd = forward(p.params, p.spec, p.x, p.y, p.loss, p.target, p.h0, p.c0)
+    if outputs is not None:
+        check_outputs(fwd.y_hat, outputs, Path(str(data.path)), "mse" if upstream else problem.loss)
+    if expected is not None and not upstream:
         check_loss(fwd.loss, expected, problem.params["weight_hh_l0"].dtype)
 
 

@@ -14,11 +14,11 @@ import numpy as np
 from ..core import tasks as data_mod
 from ..core.engine import Spec
 from ..core.schemes import InitOptions, init_params
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from .config import Config
-from .datafile import load_data, read_logits
+from .datafile import DataSet, load_data
 from .guard import verify
-from .weights import SELECTORS, load_weights
+from .weights import SELECTORS, apply_what_ifs, load_weights
 
 
 @dataclass
@@ -27,9 +27,12 @@ class Problem:
 
     config: Config
     spec: Spec
-    params: dict[str, np.ndarray]
-    x: np.ndarray  # (B, T, I)
-    y: np.ndarray
+    params: dict[str, np.ndarray]  # with `embedding.weight` (V, I) when x holds token ids
+    x: np.ndarray  # (B, T, I), or token ids (B, T)
+    y: np.ndarray  # targets; the upstream mode: dL/dh_t (B, T, H)
+    h0: np.ndarray | None = None  # (L, B, H) initial states; None: zero
+    c0: np.ndarray | None = None
+    data: DataSet | None = None  # the data file as read (None: a generated task)
 
     @property
     def loss(self) -> str:
@@ -37,7 +40,21 @@ class Problem:
 
     @property
     def target(self) -> str:
-        return self.config.loss.target
+        """Where the loss acts; the upstream mode's dh is per step: "all"."""
+        return "all" if self.loss == "upstream" else self.config.loss.target
+
+    @property
+    def notes(self) -> list[str]:
+        """What a person should know about how the inputs were read (stderr)."""
+        return [] if self.data is None else list(self.data.notes)
+
+    @property
+    def what_ifs(self) -> list[str]:
+        return self.config.model.what_ifs()
+
+    def engine_args(self) -> tuple:
+        """(params, spec, x, y, loss, target, h0, c0): what engine.run takes."""
+        return self.params, self.spec, self.x, self.y, self.loss, self.target, self.h0, self.c0
 
 
 def spec_of(config: Config) -> Spec:
@@ -53,13 +70,29 @@ def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return np.random.default_rng(init_seq), np.random.default_rng(data_seq)
 
 
-def make_params(config: Config, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def make_params(
+    config: Config, rng: np.random.Generator, embedding: bool = False
+) -> dict[str, np.ndarray]:
+    """Drawn by the init scheme, or loaded (model.weights) with the what-ifs applied; no head
+    in the upstream mode; `embedding.weight` too when the data holds token ids."""
     m, spec = config.model, spec_of(config)
     if m.weights is not None:
-        return load_weights(m.weights, spec, config.dtype, **{k: getattr(m, k) for k in SELECTORS})
+        head = config.loss.type != "upstream"
+        picks = {k: getattr(m, k) for k in SELECTORS}
+        params = load_weights(
+            m.weights, spec, config.dtype, with_head=head, with_embedding=embedding, **picks
+        )
+        return apply_what_ifs(params, m, spec.num_layers)
+    if embedding:
+        raise ConfigError(
+            "model.weights: the data file holds token ids (tokens); they need the model's embedding, "
+            "from a weights file that holds it"
+        )
+    if config.loss.type == "upstream":
+        raise ConfigError("model.weights: the upstream mode analyses your model's LSTM: give its weights")
     options = InitOptions(t_max=config.chrono_t_max(), gain=m.gain)
     return init_params(
-        m.init,
+        m.scheme,
         spec,
         rng,
         config.dtype,
@@ -70,9 +103,8 @@ def make_params(config: Config, rng: np.random.Generator) -> dict[str, np.ndarra
 
 
 def make_data(config: Config, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A generated batch (x, y) of data.task (not "file": see `load_data`)."""
     d, spec = config.data, spec_of(config)
-    if d.task == "file":
-        return load_data(d.path, spec, config.loss.type, config.loss.target, config.dtype)
     x, y = data_mod.generate(
         d.task,
         rng,
@@ -139,16 +171,28 @@ def check_memory(config: Config) -> None:
 
 
 def build(config: Config) -> Problem:
-    """Parameters and data for a config (file sizes win over data.batch_size/seq_len)."""
+    """Parameters and data for a config. A data file's sizes are used unless data.batch_size /
+    data.seq_len are given; then its first samples and steps (setup/datafile.py)."""
+    init_rng, data_rng = rngs(config.seed)
     if config.data.task != "file":
         check_memory(config)
-    init_rng, data_rng = rngs(config.seed)
-    x, y = make_data(config, data_rng)
-    params = make_params(config, init_rng)
-    if config.data.task == "file":
-        config = config.patched({"data.batch_size": x.shape[0], "data.seq_len": x.shape[1]})
-        check_memory(config)
-    problem = Problem(config=config, spec=spec_of(config), params=params, x=x, y=y)
-    logits = read_logits(config.data.path) if config.data.task == "file" else None
-    verify(problem, logits, config.data.path)
+        x, y = make_data(config, data_rng)
+        return Problem(config=config, spec=spec_of(config), params=make_params(config, init_rng), x=x, y=y)
+    data = load_data(config, spec_of(config))
+    config = config.patched({"data.batch_size": data.batch, "data.seq_len": data.steps})
+    check_memory(config)
+    params = make_params(config, init_rng, embedding=data.tokens is not None)
+    x = data.x
+    if data.tokens is not None:
+        E = params["embedding.weight"]
+        if data.tokens.max() >= E.shape[0]:
+            raise InputError(
+                f"{data.path}: tokens hold id {int(data.tokens.max())}, the embedding has "
+                f"{E.shape[0]} rows (ids 0..{E.shape[0] - 1})"
+            )
+        x = data.tokens
+        data.info["embedding"] = list(E.shape)
+    y = data.dh if config.loss.type == "upstream" else data.y
+    problem = Problem(config, spec_of(config), params, x, y, h0=data.h0, c0=data.c0, data=data)
+    verify(problem)
     return problem

@@ -81,17 +81,31 @@ def unsupported_layout(found: FoundModel) -> str | None:
     )
 
 
-def load_weights(path: str | Path, spec: Spec, dtype: str, **selection: str | None) -> dict[str, np.ndarray]:
+def load_weights(
+    path: str | Path,
+    spec: Spec,
+    dtype: str,
+    with_head: bool = True,
+    with_embedding: bool = False,
+    **selection: str | None,
+) -> dict[str, np.ndarray]:
     """The engine's parameters (`weight_ih_l0`..., `head.weight`, `head.bias`) from a
-    weights file, in `dtype`, checked against `spec`; other arrays are not read."""
+    weights file, in `dtype`, checked against `spec`; other arrays are not read.
+    with_head=False: without the head (the upstream mode); with_embedding: with the model's
+    embedding as `embedding.weight` (V, I) (the data holds token ids)."""
     loaded, found = find_model(path, **selection)
     p = loaded.path
     problem = unsupported_layout(found)
     if problem:
         raise InputError(problem)
-    names = found.param_names(with_head=True)
+    names = found.param_names(with_head=with_head)
+    shapes = {k: v for k, v in spec.param_shapes().items() if with_head or not k.startswith("head.")}
+    if with_embedding:
+        emb = found.need_embedding()
+        names["embedding.weight"] = emb.weight
+        shapes = {"embedding.weight": (emb.num_embeddings, spec.input_size), **shapes}
     params = {}
-    for name, shape in spec.param_shapes().items():
+    for name, shape in shapes.items():
         if name == "head.bias" and name not in names:
             raise InputError(
                 f"{p}: the head {found.need_head().name} has no bias; lstm-diag's head is an "
@@ -105,6 +119,34 @@ def load_weights(path: str | Path, spec: Spec, dtype: str, **selection: str | No
             raise InputError(f"{p}: {stored} has shape {info.shape}, expected {shape} from the config")
         params[name] = _cast(loaded.arrays[stored], p, stored, dtype)
     return params
+
+
+def apply_what_ifs(params: dict[str, np.ndarray], model, num_layers: int) -> dict[str, np.ndarray]:
+    """The what-ifs of docs/what-if.md on loaded weights (a new dict; the input is untouched):
+    forget bias b: bias_ih[f] = b, bias_hh[f] = 0 (the effective b_ih[f] + b_hh[f] is b);
+    gain g: every LSTM weight matrix (W_ih, W_hh, W_hr) times g; recurrent scale s: W_hh times s."""
+    out = dict(params)
+    for k in range(num_layers):
+        for s in (f"_l{k}", f"_l{k}_reverse"):
+            if f"weight_hh{s}" not in out:
+                continue
+            if model.forget_bias is not None:
+                if f"bias_ih{s}" not in out:
+                    raise InputError(
+                        "model.forget_bias: the loaded LSTM has no biases (bias=False): no forget bias to set"
+                    )
+                H = out[f"weight_hh{s}"].shape[0] // 4
+                for name, value in ((f"bias_ih{s}", model.forget_bias), (f"bias_hh{s}", 0.0)):
+                    b = out[name].copy()
+                    b[H : 2 * H] = value
+                    out[name] = b
+            if model.gain != 1.0:
+                for w in ("weight_ih", "weight_hh", "weight_hr"):
+                    if f"{w}{s}" in out:
+                        out[f"{w}{s}"] = out[f"{w}{s}"] * model.gain
+            if model.recurrent_scale != 1.0:
+                out[f"weight_hh{s}"] = out[f"weight_hh{s}"] * model.recurrent_scale
+    return out
 
 
 def _cast(a: np.ndarray, p: Path, name: str, dtype: str) -> np.ndarray:

@@ -31,6 +31,7 @@ from matplotlib.transforms import blended_transform_factory
 from ...core.diagnostics import GATE_NAMES, GATE_SYMBOL
 from ...numfmt import fmt
 from ..describe import init_text, model_line
+from ..inputs_text import has_head, loss_text, what_if_line
 from ..text import layer_label, unit_key
 from .style import GATE_COLOR, GREY, NONFINITE_COLOR, OKABE_ITO, VERDICT_COLOR, new_figure, styled
 
@@ -57,11 +58,15 @@ def source_label(doc: dict) -> str | None:
 def describe(doc: dict) -> str:
     """One line: model, data, loss (all from the document)."""
     c = doc["config"]
-    m, d, lo = c["model"], c["data"], c["loss"]
+    m, d = c["model"], c["data"]
     T = len(doc["layers"][0]["grad_c_norm"])
+    init = init_text(m, path=False)
+    what_if = what_if_line(doc)
+    if what_if:
+        init += f", {what_if}"
     return (
-        f"{model_line(m)}, init {init_text(m, path=False)} · {d['task']} data, "
-        f"B={d['batch_size']}, T={T} · {lo['type']} on target '{lo['target']}', loss = {fmt(doc['loss'], 4)}"
+        f"{model_line(m, has_head(doc))}, init {init} · {d['task']} data, "
+        f"B={d['batch_size']}, T={T} · {loss_text(doc, 4)}"
     )
 
 
