@@ -106,3 +106,8 @@ def test_patched_applies_dotted_overrides_and_revalidates():
         cfg.patched({"seed.x": 1})
     with pytest.raises(ConfigError, match=r"^train\.clip: 'norm:2.5' is listed twice"):
         cfg.patched({"train.clip": "norm,norm:2.5", "clipping.max_norm": 2.5})
+
+
+def test_a_tilde_path_of_an_unknown_user_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^model\.weights: cannot expand '~0': no such user"):
+        load_config(None, ["model.weights=~0"])

@@ -439,7 +439,12 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
             if "\x00" in sec[key]:
                 raise ConfigError(f"{section}.{key}: a path cannot contain a NUL character")
-            p = Path(sec[key]).expanduser()
+            try:
+                p = Path(sec[key]).expanduser()
+            except RuntimeError:  # ~name of a user this machine does not have, or no home folder
+                head = sec[key].split("/", 1)[0]
+                why = "no such user or home folder"
+                raise ConfigError(f"{section}.{key}: cannot expand {head!r}: {why}") from None
             sec[key] = str(p if p.is_absolute() else (base / p).resolve())
 
 
