@@ -285,7 +285,10 @@ def main(argv=None) -> int:
                     r = measure(contenders, shape, dtype, regime, mode, args.rounds, args.repeats)
                     results.append(r)
                     line = ", ".join(f"{c} {v:.1f}" for c, v in r["ms"].items())
-                    print(f"{mode} {regime} {shape} {dtype}: {line} ms", file=sys.stderr, flush=True)
+                    line += "; " + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items())
+                    print(f"{mode} {regime} {shape} {dtype}: {line}", file=sys.stderr, flush=True)
+                    if args.json:  # after every row, so that an interrupted run keeps what it measured
+                        args.json.write_text(json.dumps(results, indent=1))
     print(markdown(results, contenders))
     print(f"load average at end: {os.getloadavg()}", file=sys.stderr)
     if args.json:
