@@ -360,7 +360,7 @@ def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, m
 
     html = tmp_path / "r.html"
     r = run("report", saved, "-o", html, "--dpi", 30)
-    assert r.exit_code == 0 and r.stdout.strip() == str(html), r.output
+    assert r.exit_code == 0 and r.stdout == "" and r.stderr.strip() == f"report written to {html}", r.output
     text = html.read_text(encoding="utf-8")
     embedded = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', text)
     assert [name for name, _ in embedded] == ["grad_flow", "gate_grads_l0", *NAMES[1:4], "dynamics_l0"]
@@ -376,7 +376,8 @@ def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, m
 
     r = run("plot", saved, "-o", tmp_path / "svg", "--format", "svg")
     assert r.exit_code == 0, r.output
-    listed = [Path(p) for p in r.stdout.splitlines()]
+    assert r.stdout == ""  # written paths go to stderr
+    listed = [Path(p.split(" to ", 1)[1]) for p in r.stderr.splitlines()]
     assert [p.name for p in listed] == [f"{n}.svg" for n in NAMES]
     figs = dict(plots.figures(from_config))
     for p in listed[:2]:  # SVG: the same bytes from the config's document

@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from .common import (
-    FailOnFinding,
     config_argument,
     debug_option,
     echo_notes,
     engine_notes,
     engine_option,
+    fail_if,
     fail_on_option,
     file_console,
     format_option,
@@ -75,8 +75,7 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
     vanishes or explodes); what the configured clipping would do; and findings with
     codes, messages and remedies.
     """
-    from ..features.analysis import analyze, run_source
-    from ..features.findings import matches
+    from ..features.analysis import SCHEMA_VERSION, analyze, run_source
 
     if no_dynamics:
         overrides = (*overrides, "diagnostics.dynamics=false")
@@ -87,9 +86,9 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
     echo_notes(result.problem.notes)
     doc = result.to_dict()
     if fmt == "json":
-        from ..report.jsonout import dumps
+        from ..report.jsonout import document, dumps
 
-        text = dumps(doc)
+        text = dumps(document("analyze", SCHEMA_VERSION, doc))
     elif fmt == "markdown":
         from ..report.analysis_md import render_markdown
 
@@ -117,9 +116,4 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
 
         for path in write_figures(figures(roundtrip(doc)), plots):  # as `plot` draws the saved JSON
             click.echo(f"figure written to {path}", err=True)
-    if fail_on:
-        hit = [f for f in result.findings if matches(f, fail_on)]
-        if hit:
-            codes = ", ".join(sorted({f.code for f in hit}))
-            stderr_console().print(f"--fail-on: found {codes}")
-            raise FailOnFinding()
+    fail_if(result.findings, fail_on)

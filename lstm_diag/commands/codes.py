@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import debug_option, format_option, handle_errors, stdout_console
+from .common import debug_option, emit_json, format_option, handle_errors, stdout_console
 
 
 @click.command(
@@ -24,9 +24,7 @@ def codes_cmd(prefix, fmt):
 
     rows = [c for c in CODES.values() if not prefix or c.code.startswith(prefix.upper())]
     if fmt == "json":
-        from ..report.jsonout import dumps
-
-        click.echo(dumps({"codes": [c.__dict__ for c in rows]}), nl=False)
+        emit_json({"codes": [c.__dict__ for c in rows]}, "codes", 1)
     elif fmt == "markdown":
         lines = ["| code | name | severity | meaning |", "| --- | --- | --- | --- |"]
         lines += [f"| {c.code} | {c.name} | {c.severity} | {c.summary} |" for c in rows]

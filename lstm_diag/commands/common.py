@@ -102,6 +102,25 @@ def fail_on_option(fn):
     )(fn)
 
 
+def emit_json(doc: dict, command: str, schema_version: int) -> None:
+    """The command's one JSON document on stdout, stamped with its schema version and name."""
+    from ..report.jsonout import document, dumps
+
+    click.echo(dumps(document(command, schema_version, doc)), nl=False)
+
+
+def fail_if(findings, fail_on) -> None:
+    """--fail-on: after the output is complete, exit 1 (FailOnFinding) if a finding matches."""
+    if not fail_on:
+        return
+    from ..features.findings import matches
+
+    hit = sorted({f.code for f in findings if matches(f, fail_on)})
+    if hit:
+        click.echo(f"--fail-on: found {', '.join(hit)}", err=True)
+        raise FailOnFinding()
+
+
 def debug_option(fn):
     return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(fn)
 

@@ -7,6 +7,7 @@ import click
 from .common import (
     config_argument,
     debug_option,
+    emit_json,
     engine_notes,
     engine_option,
     format_option,
@@ -116,9 +117,9 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
         + f") in {time.perf_counter() - t0:.1f} s with {min(s.jobs, len(runs))} process(es)"
     )
     if fmt == "json":
-        from ..report.jsonout import dumps
+        from ..features.compare import SCHEMA_VERSION
 
-        click.echo(dumps(doc), nl=False)
+        emit_json(doc, "compare", SCHEMA_VERSION)
     elif fmt == "markdown":
         from ..report.compare_render import render_markdown
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import debug_option, format_option, handle_errors, stderr_console, stdout_console
+from .common import debug_option, emit_json, format_option, handle_errors, stderr_console, stdout_console
 
 EPILOG = """\b
 Examples:
@@ -57,10 +57,7 @@ def convert_cmd(source, target, prefix, lstm_only, fmt):
     sd = state_dict(loaded, prefix, lstm_only)
     path = write_state_dict(target, sd, loaded)
     if fmt == "json":
-        from ..report.jsonout import dumps
-
         doc = {
-            "schema_version": 1,
             "source": str(loaded.path),
             "format": loaded.format,
             "written": str(path),
@@ -70,7 +67,7 @@ def convert_cmd(source, target, prefix, lstm_only, fmt):
             },
             "left_out": sd.left_out,
         }
-        click.echo(dumps(doc), nl=False)
+        emit_json(doc, "convert", 1)
     else:
         from ..report.text import table
 

@@ -8,6 +8,7 @@ from .common import (
     FailOnFinding,
     config_argument,
     debug_option,
+    emit_json,
     format_option,
     handle_errors,
     load,
@@ -83,9 +84,9 @@ def explain_cmd(config, overrides, fmt, step, layer, sample, units, toy):
         view = select(problem, step, layer, sample, units)
         result = explain(analyze_problem(problem), view)
     if fmt == "json":
-        from ..report.jsonout import dumps
+        from ..features.explain import SCHEMA_VERSION
 
-        click.echo(dumps(result.to_dict()), nl=False)
+        emit_json(result.to_dict(), "explain", SCHEMA_VERSION)
     elif fmt == "markdown":
         from ..report.explain_render import markdown
 

@@ -9,6 +9,7 @@ from .common import (
     FiniteFloat,
     config_argument,
     debug_option,
+    emit_json,
     format_option,
     handle_errors,
     load,
@@ -60,16 +61,13 @@ def gradcheck_cmd(config, overrides, fmt, samples, tol):
     checks = check_gradients(build(cfg), samples=samples, seed=cfg.seed)
     ok = all(c.passed(tol) for c in checks)
     if fmt == "json":
-        from ..report.jsonout import dumps
-
         doc = {
-            "schema_version": 1,
             "dtype": cfg.dtype,
             "tolerance": tol,
             "passed": ok,
             "tensors": [c.to_dict() for c in checks],
         }
-        click.echo(dumps(doc), nl=False)
+        emit_json(doc, "gradcheck", 1)
     else:
         from ..report.gradcheck_table import render
 

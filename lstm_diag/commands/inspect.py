@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import debug_option, format_option, handle_errors, stdout_console
+from .common import debug_option, emit_json, format_option, handle_errors, stdout_console
 
 EPILOG = """\b
 Examples:
@@ -42,9 +42,9 @@ def inspect_cmd(file, weights_key, lstm, head, embedding, fmt):
 
     doc = inspect_file(file, weights_key=weights_key, lstm=lstm, head=head, embedding=embedding)
     if fmt == "json":
-        from ..report.jsonout import dumps
+        from ..features.inspect import SCHEMA_VERSION
 
-        click.echo(dumps(doc), nl=False)
+        emit_json(doc, "inspect", SCHEMA_VERSION)
     elif fmt == "markdown":
         from ..report.inspect_render import render_markdown
 

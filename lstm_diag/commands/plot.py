@@ -64,6 +64,7 @@ def analysis_document(config, overrides) -> dict:
 @set_option
 @click.option(
     "-o",
+    "--output",
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
@@ -90,9 +91,9 @@ def plot_cmd(config, overrides, out_dir, fmt, dpi):
     with the vanishing threshold and horizon; per layer the gate activations
     (units x time), the per-unit saturation scatter (Karpathy et al. 2015), the
     forget-gate histogram with its time constant, ||dL/dz|| per gate, and the state
-    dynamics. Prints the written files, one per line.
+    dynamics. The written files are listed on stderr, one per line.
     """
     from ..report.figures.analysis import figures
 
     for path in write_figures(figures(analysis_document(config, overrides)), out_dir, fmt, dpi):
-        click.echo(str(path))
+        click.echo(f"figure written to {path}", err=True)

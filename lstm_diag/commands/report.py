@@ -15,7 +15,7 @@ Examples:
   lstm-diag report result.json -o report.html     # from a saved `analyze --format json`
 
 The file embeds its figures (PNG) and CSS and loads nothing from the network:
-attach it to an issue or a PR. Its path is printed on stdout.
+attach it to an issue or a PR. Its path is printed on stderr.
 """
 
 
@@ -24,6 +24,7 @@ attach it to an issue or a PR. Its path is printed on stdout.
 @set_option
 @click.option(
     "-o",
+    "--output",
     "--out",
     "out_file",
     type=click.Path(dir_okay=False),
@@ -50,4 +51,4 @@ def report_cmd(config, overrides, out_file, dpi):
     doc = analysis_document(config, overrides)
     images = {name: figure_bytes(fig, "png", dpi) for name, fig in figures(doc)}
     path = atomic_write_text(out_file, render_html(doc, images, source_label(doc)))
-    click.echo(str(path))
+    click.echo(f"report written to {path}", err=True)

@@ -8,8 +8,11 @@ from .common import (
     FiniteFloat,
     config_argument,
     debug_option,
+    emit_json,
     engine_notes,
     engine_option,
+    fail_if,
+    fail_on_option,
     format_option,
     handle_errors,
     load,
@@ -110,10 +113,12 @@ def _save_weights(result, target: str, err) -> None:
 @set_option
 @format_option("table", "json")
 @engine_option
+@fail_on_option
 @debug_option
 @handle_errors
 def train_cmd(
-    config, steps, optimizer, lr, clip, log_every, metrics, save_weights, plots, overrides, fmt, engine
+    config, steps, optimizer, lr, clip, log_every, metrics, save_weights, plots, overrides, fmt, engine,
+    fail_on,
 ):
     """Train CONFIG's LSTM under several gradient-clipping settings and compare them.
 
@@ -181,12 +186,13 @@ def train_cmd(
         for path in write_figures(figures(roundtrip(doc)), tc.plots):
             err.print(f"figure written to {path}")
     if fmt == "json":
-        from ..report.jsonout import dumps
+        from ..features.train import SCHEMA_VERSION
 
-        click.echo(dumps(doc), nl=False)
+        emit_json(doc, "train", SCHEMA_VERSION)
     else:
         from ..report.train_render import render
 
         render(doc, stdout_console())
     if result.interrupted:
         raise SystemExit(EXIT_INTERRUPTED)
+    fail_if(result.findings, fail_on)

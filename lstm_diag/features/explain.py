@@ -173,6 +173,7 @@ class Explanation:
     def to_dict(self) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,
+            "command": "explain",
             "mode": "step",
             "config": self.config.model_dump(mode="json"),
             "sizes": self.sizes,
@@ -233,6 +234,7 @@ class Toy:
     def to_dict(self) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,
+            "command": "explain",
             "mode": "toy",
             "params": self.params,
             "x": self.x,

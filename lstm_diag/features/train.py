@@ -42,6 +42,8 @@ from .findings import Finding, finding
 if TYPE_CHECKING:
     from ..setup.config import Config
 
+SCHEMA_VERSION = 1  # of the train JSON document (docs/train.md)
+
 # Verdict rules (docs/train.md): share of steps on which clipping changed the gradient.
 BINDS_MOSTLY = 0.9  # at or above: clipping acts on (almost) every step
 BINDS_RARELY = 0.1  # below (and above 0): clipping tames rare spikes
@@ -251,6 +253,8 @@ class TrainResult:
 
     def to_dict(self, history: bool = True) -> dict:
         doc = {
+            "schema_version": SCHEMA_VERSION,
+            "command": "train",
             "config": self.config.model_dump(mode="json"),
             "model": {"what_if": self.config.model.what_ifs()},
             "steps": self.steps,

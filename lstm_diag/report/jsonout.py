@@ -41,6 +41,16 @@ def to_jsonable(doc: dict) -> dict:
     return clean
 
 
+def document(command: str, schema_version: int, body: dict) -> dict:
+    """Every JSON document the CLI prints starts with `schema_version` and `command`
+    (docs/json-schema.md), whichever command made it."""
+    for key, want in (("command", command), ("schema_version", schema_version)):
+        if body.get(key, want) != want:
+            raise ValueError(f"document {key} {body[key]!r} is not {want!r}")
+    rest = {k: v for k, v in body.items() if k not in ("command", "schema_version")}
+    return {"schema_version": schema_version, "command": command, **rest}
+
+
 def dumps(doc: dict, indent: int | None = 2) -> str:
     return json.dumps(to_jsonable(doc), indent=indent, allow_nan=False) + "\n"
 

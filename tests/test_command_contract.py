@@ -1,0 +1,61 @@
+"""One contract for every command (issue 14): each JSON document on stdout starts with its
+schema_version and command, written paths go to stderr, --fail-on means the same everywhere."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run
+
+FIXTURES = Path(__file__).parent / "fixtures_torchfile"
+
+
+def json_commands(tiny_config, tmp_path):
+    return {
+        "analyze": ["analyze", tiny_config, "--no-dynamics"],
+        "gradcheck": ["gradcheck", tiny_config, "--samples", "2"],
+        "explain": ["explain", tiny_config],
+        "train": ["train", tiny_config, "--steps", "2", "--clip", "none"],
+        "compare": ["compare", tiny_config, "--init", "pytorch", "--seeds", "1"],
+        "codes": ["codes", "LD1"],
+        "inspect": ["inspect", FIXTURES / "lm_state_dict.pt"],
+        "convert": ["convert", FIXTURES / "lm_state_dict.pt", "--to", tmp_path / "out.npz"],
+    }
+
+
+@pytest.mark.parametrize(
+    "command", ["analyze", "gradcheck", "explain", "train", "compare", "codes", "inspect", "convert"]
+)
+def test_every_json_document_names_its_command_and_schema(command, tiny_config, tmp_path):
+    args = json_commands(tiny_config, tmp_path)[command]
+    r = run(*args, "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # stdout holds the document alone
+    assert list(doc)[:2] == ["schema_version", "command"]
+    assert doc["command"] == command and isinstance(doc["schema_version"], int) and doc["schema_version"] >= 1
+
+
+def test_plot_and_report_take_output_and_list_paths_on_stderr(tiny_config, tmp_path):
+    figs = tmp_path / "figs"
+    r = run("plot", tiny_config, "--output", figs, "--dpi", 30, "--set", "diagnostics.dynamics=false")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == ""
+    written = [Path(line.split(" to ", 1)[1]) for line in r.stderr.splitlines()]
+    assert written and all(p.is_file() and p.parent == tmp_path / "figs" for p in written)
+    r = run("report", tiny_config, "--output", tmp_path / "r.html", "--dpi", 30)
+    assert r.exit_code == 0 and r.stdout == "", r.output
+    assert r.stderr.strip() == f"report written to {tmp_path / 'r.html'}"
+
+
+def test_train_fail_on_exits_1_after_its_output(tiny_config):
+    # a max_norm far below the gradient's norm clips every step: finding LD301 for that setting
+    args = ["train", tiny_config, "--steps", "3", "--clip", "norm:1e-6", "--format", "json"]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    found = json.loads(r.stdout)["findings"]
+    assert [f["code"] for f in found] == ["LD301"] and found[0]["setting"] == "norm:1e-06"
+    r = run(*args, "--fail-on", "LD3")
+    assert r.exit_code == 1 and json.loads(r.stdout)["findings"] == found, r.output  # output complete
+    assert r.stderr.strip().endswith("--fail-on: found LD301")
+    r = run(*args, "--fail-on", "LD1,error")
+    assert r.exit_code == 0, r.output
