@@ -25,68 +25,68 @@ def _flow_text(layer: dict, T: int, ratio: float) -> str:
 
 
 def render_markdown(doc: dict) -> str:
-    T = doc["config"]["data"]["seq_len"]
-    d = doc["config"]["diagnostics"]
-    eps = d["saturation_threshold"]
     out = ["## lstm-diag analyze", ""]
-    lines = describe_config(doc)
-    for line in lines:  # continuation lines (indented) are details of the line above
+    for line in describe_config(doc):  # continuation lines (indented) are details of the line above
         key, _, rest = line.strip().partition(" ")
         out.append(f"  - {line.strip()}" if line.startswith(" ") else f"- {key}: {rest.strip()}")
     out += [f"- **verdict: {doc['verdict']}** ({len(doc['findings'])} findings)", ""]
     for layer in doc["layers"]:
-        label = layer_label(layer, doc)
-        out += [f"### {label[0].upper()}{label[1:]}: {layer['verdict']}", ""]
-        out += [
-            _row("Frobenius norm", "t=1", f"t={T}", "log scale, t = 1 → T"),
-            _row("---", "---:", "---:", "---"),
-        ]
-        rows = [("‖dL/dc_t‖", layer["grad_c_norm"]), ("‖dL/dh_t‖", layer["grad_h_norm"])]
-        if "flow_grad_c_norm" in layer:
-            rows.append((f"‖dL/dc_t‖ ({flow_words(layer, T)['term']})", layer["flow_grad_c_norm"]))
-        rows += [(f"‖dL/dz^{GATE_SYMBOL[g]}‖ ({g})", v) for g, v in layer["grad_z_norm"].items()]
-        out += [_row(label, fmt(v[0]), fmt(v[-1]), f"`{sparkline(v, 30)}`") for label, v in rows]
-        flow_text = _flow_text(layer, T, d["vanishing_ratio"])
-        out += [
-            "",
-            flow_text,
-            "",
-        ]
-        dyn = layer.get("dynamics")
-        if dyn and dyn["lyapunov"]:
-            g = dyn.get("gradient") or {}
-            measured = (
-                f" (gradient measured {g['measured_rate']:+.3f}/step)"
-                if g.get("measured_rate") is not None
-                else ""
-            )
-            out += [
-                f"Lyapunov exponents (natural log per step, largest first): "
-                f"{', '.join(f'{v:+.3f}' for v in dyn['lyapunov'])}; λ₁ ± {fmt(dyn['lyapunov_std'][0])}"
-                f"{measured}.",
-                "",
-            ]
-        out += [
-            f"Gates (saturated = < {eps:g} or > {1 - eps:g}):",
-            "",
-            _row("gate", "mean", "std", "sat. low", "sat. high", "stuck units"),
-            _row("---", "---:", "---:", "---:", "---:", "---:"),
-        ]
-        H = len(layer["gates"]["input"]["unit_saturated_low"])
-        for name, g in layer["gates"].items():
-            out.append(
-                _row(
-                    f"{name} ({GATE_SYMBOL[name]})",
-                    f"{g['mean']:.3f}",
-                    f"{g['std']:.3f}",
-                    f"{g['saturated_low']:.1%}",
-                    f"{g['saturated_high']:.1%}",
-                    f"{g['stuck_units']}/{H}",
-                )
-            )
-        out.append("")
-    c = doc["clipping"]
+        out += _layer_markdown(layer, doc)
+    out += _clipping_markdown(doc["clipping"]) + _findings_markdown(doc["findings"])
+    return "\n".join(out) + "\n"
+
+
+def _layer_markdown(layer: dict, doc: dict) -> list[str]:
+    """One unit: its norms through time, the flow, the Lyapunov exponents, the gates."""
+    T = doc["config"]["data"]["seq_len"]
+    d = doc["config"]["diagnostics"]
+    eps = d["saturation_threshold"]
+    label = layer_label(layer, doc)
+    out = [f"### {label[0].upper()}{label[1:]}: {layer['verdict']}", ""]
     out += [
+        _row("Frobenius norm", "t=1", f"t={T}", "log scale, t = 1 → T"),
+        _row("---", "---:", "---:", "---"),
+    ]
+    rows = [("‖dL/dc_t‖", layer["grad_c_norm"]), ("‖dL/dh_t‖", layer["grad_h_norm"])]
+    if "flow_grad_c_norm" in layer:
+        rows.append((f"‖dL/dc_t‖ ({flow_words(layer, T)['term']})", layer["flow_grad_c_norm"]))
+    rows += [(f"‖dL/dz^{GATE_SYMBOL[g]}‖ ({g})", v) for g, v in layer["grad_z_norm"].items()]
+    out += [_row(label, fmt(v[0]), fmt(v[-1]), f"`{sparkline(v, 30)}`") for label, v in rows]
+    out += ["", _flow_text(layer, T, d["vanishing_ratio"]), ""]
+    dyn = layer.get("dynamics")
+    if dyn and dyn["lyapunov"]:
+        g = dyn.get("gradient") or {}
+        rate = g.get("measured_rate")
+        measured = f" (gradient measured {rate:+.3f}/step)" if rate is not None else ""
+        out += [
+            f"Lyapunov exponents (natural log per step, largest first): "
+            f"{', '.join(f'{v:+.3f}' for v in dyn['lyapunov'])}; λ₁ ± {fmt(dyn['lyapunov_std'][0])}"
+            f"{measured}.",
+            "",
+        ]
+    out += [
+        f"Gates (saturated = < {eps:g} or > {1 - eps:g}):",
+        "",
+        _row("gate", "mean", "std", "sat. low", "sat. high", "stuck units"),
+        _row("---", "---:", "---:", "---:", "---:", "---:"),
+    ]
+    H = len(layer["gates"]["input"]["unit_saturated_low"])
+    for name, g in layer["gates"].items():
+        out.append(
+            _row(
+                f"{name} ({GATE_SYMBOL[name]})",
+                f"{g['mean']:.3f}",
+                f"{g['std']:.3f}",
+                f"{g['saturated_low']:.1%}",
+                f"{g['saturated_high']:.1%}",
+                f"{g['stuck_units']}/{H}",
+            )
+        )
+    return out + [""]
+
+
+def _clipping_markdown(c: dict) -> list[str]:
+    return [
         f"### Clipping snapshot ({c['mode']})",
         "",
         _row("global L2 norm", "coef", "after", "entries changed", "cos(clipped, raw)"),
@@ -99,14 +99,15 @@ def render_markdown(doc: dict) -> str:
             f"{c['cosine']:.4f}" if c["cosine"] is not None else "—",
         ),
         "",
-        "### Findings",
-        "",
     ]
-    if not doc["findings"]:
+
+
+def _findings_markdown(found: list[dict]) -> list[str]:
+    out = ["### Findings", ""]
+    if not found:
         out.append("None.")
-    for f in doc["findings"]:
+    for f in found:
         where = f" ({finding_label(f)})" if f["layer"] is not None else ""
         out.append(f"- **{f['code']}** {f['severity']}{where}: {f['message']}  ")
         out.append(f"  *Remedy:* {f['remedy']}")
-    out.append("")
-    return "\n".join(out) + "\n"
+    return out + [""]
