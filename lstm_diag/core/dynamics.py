@@ -549,6 +549,17 @@ def compare_growth(lyap: Lyapunov, rates: np.ndarray) -> dict:
 # ------------------------------------------------------------------- summary
 
 
+def _all_nan(out: dict, k: int, n_steps: int, window_k: int, steps: int, with_gradient: bool) -> dict:
+    """`out` for a forward pass with non-finite values: NaN everywhere (null in JSON)."""
+    nan = float("nan")
+    out.update({key: [nan] * k for key in ("lyapunov", "lyapunov_std", "lyapunov_stderr")})
+    out.update({key: [nan] * n_steps for key in ("spectral_norm", "cell_path_norm", "dcdc_norm")})
+    out["window_singular_values"] = [nan] * window_k
+    if with_gradient:
+        out["gradient"] = compare_growth(Lyapunov(np.full((1, 1), nan), steps), np.array([nan]))
+    return out
+
+
 def layer_dynamics(
     cache: LayerCache,
     W_hh: np.ndarray,
@@ -593,23 +604,14 @@ def layer_dynamics(
     stride = 1 if norm_points is None else -(-T // norm_points)  # ceil(T / norm_points)
     steps = np.arange(T - 1, -1, -stride)[::-1] if S else np.arange(0)  # ends at the last step
     finite = all(np.isfinite(x).all() for x in (jac.f, jac.a, jac.d))
-    settings = {
-        "k": k,
-        "warmup": warmup,
-        "steps": T - warmup,
-        "samples": B,
-        "state_size": 2 * H,
-        "qr_every": "adaptive" if qr_every is None else qr_every,
-        "window": window,
-        "window_k": window_k,
-        "window_samples": SW,
-        "norm_samples": S,
-        "norm_points": norm_points,
-        "norm_stride": stride,
-        "lanczos_steps": lanczos_steps,
-        "aggregate": "Lyapunov: mean over samples; norms and window: median over samples",
-        "log": "natural, per step",
-    }
+    settings = {"k": k, "warmup": warmup, "steps": T - warmup, "samples": B, "state_size": 2 * H}
+    settings.update(qr_every="adaptive" if qr_every is None else qr_every, window=window, window_k=window_k)
+    settings.update(window_samples=SW, norm_samples=S, norm_points=norm_points, norm_stride=stride)
+    settings.update(
+        lanczos_steps=lanczos_steps,
+        aggregate="Lyapunov: mean over samples; norms and window: median over samples",
+        log="natural, per step",
+    )
     out = {
         "lyapunov": [],
         "lyapunov_std": [],
@@ -622,13 +624,7 @@ def layer_dynamics(
         "settings": settings,
     }
     if not finite:
-        nan = float("nan")
-        out.update({key: [nan] * k for key in ("lyapunov", "lyapunov_std", "lyapunov_stderr")})
-        out.update({key: [nan] * steps.size for key in ("spectral_norm", "cell_path_norm", "dcdc_norm")})
-        out["window_singular_values"] = [nan] * window_k
-        if grad_c is not None:
-            out["gradient"] = compare_growth(Lyapunov(np.full((1, 1), nan), T - warmup), np.array([nan]))
-        return out
+        return _all_nan(out, k, steps.size, window_k, T - warmup, with_gradient=grad_c is not None)
     lyap = lyapunov_spectrum(jac, k, warmup, qr_every, seed)
     out["lyapunov"] = lyap.mean.tolist()
     out["lyapunov_std"] = lyap.std.tolist()
