@@ -2,7 +2,8 @@
 
 The model files are written by the real libraries: Keras 3 (torch backend) saves the
 `.keras` and `.weights.h5` files, `torch.onnx.export` (the TorchScript exporter,
-`dynamo=False`, which needs no onnxscript) and `onnx.helper` write the `.onnx` files.
+`dynamo=False`, which needs no onnxscript; also the dynamo exporter when onnxscript is
+installed) and `onnx.helper` write the `.onnx` files.
 The model's own outputs (`logits` in data.npz) come from the library that owns the
 format: Keras' `model(x)` for Keras files, the `onnx` package's reference evaluator
 (`onnx.reference.ReferenceEvaluator`, not onnxruntime) for ONNX files.
@@ -357,7 +358,7 @@ class TorchNet(torch.nn.Module):
         return self.head(out[:, -1] if self.target == "last" else out)
 
 
-def torch_onnx_case(name, rng, V, I, H, L, O, B, T, bidirectional, loss, target):
+def torch_onnx_case(name, rng, V, I, H, L, O, B, T, bidirectional, loss, target, dynamo=False):
     torch.manual_seed(int(rng.integers(1 << 30)))
     net = TorchNet(V, I, H, L, O, bidirectional, target).eval()
     with torch.no_grad():
@@ -374,7 +375,12 @@ def torch_onnx_case(name, rng, V, I, H, L, O, B, T, bidirectional, loss, target)
 
     def export(path):
         torch.onnx.export(
-            net, (torch.tensor(inp),), str(path), dynamo=False, input_names=["input"], output_names=["logits"]
+            net,
+            (torch.tensor(inp),),
+            str(path),
+            dynamo=dynamo,
+            input_names=["input"],
+            output_names=["logits"],
         )
         data["logits"] = onnx_logits(path, {"input": inp})
 
@@ -560,6 +566,26 @@ def main():
         loss="mse",
         target="h_n",
     )
+    try:  # the dynamo exporter (torch.export) needs onnxscript: pip install onnxscript
+        import onnxscript  # noqa: F401
+
+        torch_onnx_case(
+            "onnx_dynamo_stack",
+            rng,
+            V=11,
+            I=3,
+            H=4,
+            L=2,
+            O=3,
+            B=3,
+            T=6,
+            bidirectional=False,
+            loss="cross_entropy",
+            target="last",
+            dynamo=True,
+        )
+    except ImportError:
+        print("onnx_dynamo_stack: not regenerated (onnxscript is not installed)")
     manifest = sorted(str(p.relative_to(HERE)) for p in HERE.rglob("*") if p.is_file())
     (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
 

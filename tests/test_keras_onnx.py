@@ -34,6 +34,7 @@ ONNX = [
     ("onnx_torch_bidirectional", "model.onnx"),
     ("onnx_helper_bidirectional", "model.onnx"),
     ("onnx_torch_h_n", "model.onnx"),
+    ("onnx_dynamo_stack", "model.onnx"),
 ]
 
 
@@ -113,6 +114,7 @@ UNIDIRECTIONAL = [
     ("keras_softmax", "legacy.h5", "cross_entropy", "last"),
     ("onnx_torch_stack", "model.onnx", "cross_entropy", "last"),
     ("onnx_torch_h_n", "model.onnx", "mse", "last"),
+    ("onnx_dynamo_stack", "model.onnx", "cross_entropy", "last"),  # torch.export: Reshape to [T, B, H]
 ]
 
 

@@ -64,7 +64,7 @@ def convert_onnx(path: str | Path) -> Converted:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends: the file is not a ModelProto
         raise InputError(f"{p}: not a valid ONNX model ({e.__class__.__name__}: {str(e)[:200]})") from None
-    graph = Graph(model.graph, p, onnx)
+    graph = Graph(model.graph, p, onnx, _inferred_dims(model, onnx))
     conv = Converted()
     nodes = [n for n in model.graph.node if n.op_type == "LSTM"]
     if not nodes:
@@ -104,9 +104,24 @@ class Flow:
     last: bool  # only the last step is left
 
 
+def _inferred_dims(model, onnx) -> dict[str, list[int | None]]:
+    """Static dimensions of the graph's tensors by ONNX shape inference (None: unknown), so that
+    a Reshape to explicit sizes (PyTorch's dynamo exporter writes [T, B, D*H]) can be followed."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is a help, not a requirement
+        return {}
+    dims = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        shape = vi.type.tensor_type.shape
+        dims[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+    return dims
+
+
 class Graph:
-    def __init__(self, graph, p: Path, onnx):
+    def __init__(self, graph, p: Path, onnx, dims: dict[str, list[int | None]] | None = None):
         self.g, self.p, self.onnx = graph, p, onnx
+        self.dims = dims or {}
         self.init = {t.name: t for t in graph.initializer}
         self.producer = {o: n for n in graph.node for o in n.output if o}
         self.consumers: dict[str, list] = {}
@@ -466,14 +481,19 @@ class Graph:
         return None if a is None else [int(x) for x in a]
 
     def _reshape(self, node, flow: Flow, D: int) -> Flow | None:
-        """A Reshape that merges the trailing (D, H) axes into F and copies the others (0)."""
+        """A Reshape that merges the trailing (D, H) axes into F and keeps the others (0, or their
+        own size as shape inference knows it)."""
         shape, axes = self.const(node.input[1]), flow.axes
         if shape is None or self.attrs(node).get("allowzero", 0) or axes[-1] not in ("H", "F"):
             return None
         shape = [int(s) for s in np.atleast_1d(shape)]
         keep = len(shape) - 1
-        if axes[keep:] not in (["D", "H"], ["F"]) or any(s != 0 for s in shape[:keep]):
+        known = self.dims.get(node.input[0], [])
+        if axes[keep:] not in (["D", "H"], ["F"]) or len(known) not in (0, len(axes)):
             return None
+        for j, s in enumerate(shape[:keep]):  # 0 copies the axis; an explicit size must be the axis'
+            if s != 0 and not (known and known[j] == s):
+                return None
         if shape[-1] not in (-1, D * self.H):
             return None
         return Flow(node.output[0], axes[:keep] + ["F"], flow.last)
