@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run
 
-from lstm_diag.cli import main
 from lstm_diag.core.engine import Spec
 from lstm_diag.errors import InputError
 from lstm_diag.formats.npz import read_npz
@@ -34,10 +33,6 @@ def load_data(path, spec, loss, target, dtype):
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CASE = FIXTURES / "l1_T1_mse_last"
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def one_error_line(r, *needles):

@@ -356,7 +356,8 @@ def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, m
     assert r.exit_code == 0, r.output
     saved = tmp_path / "result.json"
     saved.write_text(r.stdout)  # stdout is still the JSON document alone
-    assert [Path(p.split(" to ", 1)[1]).name for p in r.stderr.splitlines()] == [f"{n}.png" for n in NAMES]
+    written = [ln.split(" to ", 1)[1] for ln in r.stderr.splitlines() if ln.startswith("figure written")]
+    assert [Path(p).name for p in written] == [f"{n}.png" for n in NAMES]
 
     html = tmp_path / "r.html"
     r = run("report", saved, "-o", html, "--dpi", 30)

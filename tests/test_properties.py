@@ -4,11 +4,10 @@ weights and data of valid shapes, of any magnitude, give a complete, valid repor
 import json
 
 import numpy as np
-from click.testing import CliRunner
+from conftest import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lstm_diag.cli import main
 from lstm_diag.errors import ConfigError
 from lstm_diag.features.analysis import analyze_problem
 from lstm_diag.report.jsonout import dumps
@@ -39,7 +38,7 @@ def reject(token):
 
 
 def invoke(args):
-    return CliRunner().invoke(main, args)
+    return run(*args)
 
 
 def assert_clean(r):

@@ -20,7 +20,7 @@ from .common import (
     stderr_console,
     stdout_console,
     with_engine,
-    write_figures,
+    write_document_figures,
 )
 
 EPILOG = """\b
@@ -112,8 +112,7 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
         stderr_console().print(f"weights written to {path}")
     if plots:
         from ..report.figures.analysis import figures
-        from ..report.jsonout import roundtrip
 
-        for path in write_figures(figures(roundtrip(doc)), plots):  # as `plot` draws the saved JSON
+        for path in write_document_figures(figures, doc, plots):
             click.echo(f"figure written to {path}", err=True)
     fail_if(result.findings, fail_on)

@@ -283,3 +283,11 @@ def engine_notes() -> None:
     sel = last()
     if sel is not None and sel.note and sel.requested != "numpy" and "cover" in sel.note:
         click.echo(f"engine: {sel.note}", err=True)
+
+
+def write_document_figures(figures, doc: dict, out_dir, fmt: str = "png", dpi: int | None = None) -> list:
+    """Draw `figures(doc)` from the document as its JSON carries it (compute -> document ->
+    draw: the figures of a saved --format json document are the same bytes), and write them."""
+    from ..report.jsonout import roundtrip
+
+    return write_figures(figures(roundtrip(doc)), out_dir, fmt, dpi)

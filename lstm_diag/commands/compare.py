@@ -18,7 +18,7 @@ from .common import (
     stdout_console,
     with_engine,
     with_flags,
-    write_figures,
+    write_document_figures,
 )
 from .progress import ProgressBar
 
@@ -130,7 +130,6 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
         render(doc, stdout_console())
     if s.plots:
         from ..report.figures.compare import figures
-        from ..report.jsonout import roundtrip
 
-        for path in write_figures(figures(roundtrip(doc)), s.plots):
+        for path in write_document_figures(figures, doc, s.plots):
             err.print(f"figure written to {path}")

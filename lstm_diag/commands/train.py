@@ -21,7 +21,7 @@ from .common import (
     stdout_console,
     with_engine,
     with_flags,
-    write_figures,
+    write_document_figures,
 )
 from .progress import ProgressBar
 
@@ -181,9 +181,8 @@ def train_cmd(
     doc = result.to_dict()
     if tc.plots:
         from ..report.figures.train import figures
-        from ..report.jsonout import roundtrip
 
-        for path in write_figures(figures(roundtrip(doc)), tc.plots):
+        for path in write_document_figures(figures, doc, tc.plots):
             err.print(f"figure written to {path}")
     if fmt == "json":
         from ..features.train import SCHEMA_VERSION

@@ -556,6 +556,27 @@ def gate_heatmaps(doc: dict, layer: int = 0) -> Figure:
     return fig
 
 
+def _saturation_status(doc: dict, layer: int, name: str, H: int) -> tuple[str, list[str]]:
+    """A saturation panel's status line and the findings (LD201/LD202) about that gate."""
+    g = doc["layers"][layer]["gates"][name]
+    if name == "forget":
+        status = f"closed {g['stuck_low']}/{H} · open (integrators) {g['stuck_high']}/{H}"
+    else:
+        status = f"stuck units: {g['stuck_units']}/{H}"
+    flagged = [
+        f["code"]
+        for f in doc["findings"]
+        if _is_entry(f, doc, layer)
+        and (
+            (f["code"] == "LD201" and f["message"].startswith(f"{name} gate"))
+            or (f["code"] == "LD202" and (g["stuck_low"] if name == "forget" else g["stuck_units"]))
+        )
+    ]
+    if flagged:
+        status += " · " + ", ".join(flagged)
+    return status, flagged
+
+
 @styled
 def saturation(doc: dict, layer: int = 0) -> Figure:
     """Karpathy, Johnson & Fei-Fei (2015), Fig. 3: per unit, the fraction of time each gate is
@@ -600,21 +621,7 @@ def saturation(doc: dict, layer: int = 0) -> Figure:
         else:
             ax.set_xlabel(f"fraction of time left-saturated\n({sym} < {eps:g})")
             ax.set_ylabel(f"fraction of time right-saturated ({sym} > {1 - eps:g})")
-        if name == "forget":
-            status = f"closed {g['stuck_low']}/{H} · open (integrators) {g['stuck_high']}/{H}"
-        else:
-            status = f"stuck units: {g['stuck_units']}/{H}"
-        flagged = [
-            f["code"]
-            for f in doc["findings"]
-            if _is_entry(f, doc, layer)
-            and (
-                (f["code"] == "LD201" and f["message"].startswith(f"{name} gate"))
-                or (f["code"] == "LD202" and (g["stuck_low"] if name == "forget" else g["stuck_units"]))
-            )
-        ]
-        if flagged:
-            status += " · " + ", ".join(flagged)
+        status, flagged = _saturation_status(doc, layer, name, H)
         ax.set_title(
             f"{name} ({sym})\n{status}",
             color=OKABE_ITO["vermillion"] if flagged else "black",
