@@ -229,7 +229,7 @@ def test_gate_heatmaps_show_batch_means_on_fixed_scales_and_the_saturation_strip
     strips = [ax for ax in fig.axes if ax.get_lines() and not ax.images and "saturated" in ax.get_ylabel()]
     for k, (ax, strip, name) in enumerate(zip(heat, strips, GATES, strict=True)):
         im = ax.images[0]
-        np.testing.assert_allclose(im.get_array(), ref[:, k, :].T, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(im.get_array(), ref[:, k, :].T, rtol=0, atol=5e-5 + 1e-15)  # 4 decimals
         assert im.get_clim() == ((-1.0, 1.0) if name == "cell" else (0.0, 1.0))
         np.testing.assert_array_equal(
             strip.get_lines()[0].get_ydata(), doc_gates[name]["saturation_over_time"]
@@ -247,8 +247,8 @@ def test_heatmap_data_is_binned_over_many_units_and_long_sequences():
     f = gates.reshape(T, B, 4, H)[:, :, 1].mean(axis=1).T  # (H, T): forget gate, batch mean
     img = np.asarray(heat["forget"])
     assert img.shape == (50, 434)  # ceil(100 / 2) rows, ceil(1300 / 3) columns
-    np.testing.assert_allclose(img[7, 5], f[14:16, 15:18].mean(), rtol=1e-13)
-    np.testing.assert_allclose(img[0, -1], f[0:2, 1299:].mean(), rtol=1e-13)  # a shorter last bin
+    assert img[7, 5] == round(f[14:16, 15:18].mean(), 4)
+    assert img[0, -1] == round(f[0:2, 1299:].mean(), 4)  # a shorter last bin
 
 
 def test_many_units_are_binned_with_a_note():
@@ -259,7 +259,7 @@ def test_many_units_are_binned_with_a_note():
     img = [ax for ax in fig.axes if ax.images][1].images[0].get_array()  # forget gate
     f = gates.reshape(12, 2, 4, 100)[:, :, 1].mean(axis=1).T  # (H, T)
     assert img.shape == (50, 12)
-    np.testing.assert_allclose(img[7], (f[14] + f[15]) / 2, atol=1e-15)
+    np.testing.assert_allclose(img[7], (f[14] + f[15]) / 2, atol=5e-5 + 1e-15)
     assert "100 units shown in 50 rows: each row is the mean of 2 consecutive units" in fig.get_suptitle()
 
 

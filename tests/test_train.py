@@ -121,7 +121,7 @@ def test_every_setting_sees_the_same_init_and_batches():
         assert not any(other.clipped)
         assert other.loss == ref.loss and other.grad_norm == ref.grad_norm, other.setting.label
         for k in ref.params:
-            np.testing.assert_array_equal(run.params[k], ref.params[k])
+            np.testing.assert_array_equal(other.params[k], ref.params[k])
     assert len({r_.loss[0] for r_ in r.runs}) == 1
 
 

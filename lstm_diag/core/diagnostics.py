@@ -233,7 +233,9 @@ def gate_heatmap(gates: np.ndarray, max_rows: int = HEATMAP_ROWS, max_columns: i
 
     gates: one layer's activations (T, B, 4H) in gate order i, f, g, o. Units are averaged
     in bins of `units_per_row` consecutive units when H > max_rows, steps in bins of
-    `steps_per_column` consecutive steps when T > max_columns.
+    `steps_per_column` consecutive steps when T > max_columns. Values are rounded to 4
+    decimals (1e-4 of a gate's 0..1 range; a colour map has 256 levels): display data,
+    a third of the JSON of full floats.
     """
     T, B, H4 = gates.shape
     H = H4 // 4
@@ -243,7 +245,7 @@ def gate_heatmap(gates: np.ndarray, max_rows: int = HEATMAP_ROWS, max_columns: i
         img, k_units = _bin_mean(mean[:, j, :].T, 0, max_rows)  # (rows, T)
         img, k_steps = _bin_mean(img, 1, max_columns)  # (rows, columns)
         out["units_per_row"], out["steps_per_column"] = k_units, k_steps
-        out[name] = img.tolist()
+        out[name] = np.round(img.astype(np.float64), 4).tolist()
     return out
 
 
