@@ -1,19 +1,20 @@
 """Figures of an analysis: where the gradient dies through time, and why.
 
 Renderers only: every number drawn is read from the analysis document
-(`AnalysisResult.to_dict()`, docs/json-schema.md) or, for the gate heatmaps, from the
-forward cache's activations (averaged over the batch for display). Nothing here
-measures a diagnostic, and drawing never changes a computed number.
+(`AnalysisResult.to_dict()` as `--format json` writes it, docs/json-schema.md; the gate
+heatmaps from its `gate_heatmap` data), so a saved document gives the same figures as
+the config it came from. Nothing here measures a diagnostic, and drawing never changes
+a computed number. Style, figure factory and encoding: style.py.
 
-Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through
-pyplot: no display, no GUI backend and no global figure state are involved, so this
-works on a headless server whatever MPLBACKEND says. File names (docs/plots.md):
+File names (docs/plots.md; `_reverse` after the layer for a bidirectional model's
+backward direction):
 
     grad_flow.<fmt>            ||dL/dc_t||, ||dL/dh_t|| over t, one panel per layer
     gate_heatmaps_l<k>.<fmt>   batch-mean gate activations, units x time, per gate
     saturation_l<k>.<fmt>      per unit: fraction of time left- vs right-saturated
     forget_gate_l<k>.<fmt>     histogram of f_t with tau = 1 / (1 - f)
     gate_grads_l<k>.<fmt>      ||dL/dz_t|| per gate over t
+    dynamics_l<k>.<fmt>        Lyapunov spectrum and one-step Jacobian norms
 """
 
 from __future__ import annotations
