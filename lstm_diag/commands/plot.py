@@ -21,8 +21,8 @@ content): its figures are drawn without computing anything, byte for byte the
 figures of the config it came from.
 
 Files (docs/plots.md): grad_flow, and per layer k gate_heatmaps_l<k>,
-saturation_l<k>, forget_gate_l<k>, gate_grads_l<k>, dynamics_l<k>; one path per
-line on stdout.
+saturation_l<k>, forget_gate_l<k>, gate_grads_l<k>, dynamics_l<k>; the written
+paths on stderr, one per line.
 """
 
 
