@@ -73,7 +73,9 @@ def load_data(config, spec: Spec) -> DataSet:
     d, lo = config.data, config.loss
     p = Path(d.path)
     arrays = read_npz(p, "data")
-    unknown = [k for k in arrays if k not in KNOWN]
+    # One file may be both: lstm_diag.capture writes the weights next to the data.
+    same = config.model.weights is not None and Path(config.model.weights).resolve() == p.resolve()
+    unknown = [k for k in arrays if k not in KNOWN and not same]
     if unknown:
         raise InputError(
             f"{p}: unexpected arrays {', '.join(unknown)} (a data file holds {', '.join(KNOWN)})"
