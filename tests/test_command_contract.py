@@ -59,3 +59,18 @@ def test_train_fail_on_exits_1_after_its_output(tiny_config):
     assert r.stderr.strip().endswith("--fail-on: found LD301")
     r = run(*args, "--fail-on", "LD1,error")
     assert r.exit_code == 0, r.output
+
+
+def test_compare_fail_on_reads_every_runs_findings(tiny_config):
+    args = ["compare", tiny_config, "--init", "pytorch", "--seeds", "2", "--format", "json"]
+    args += ["--set", "data.seq_len=60", "--set", "diagnostics.dynamics=false"]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    runs = json.loads(r.stdout)["runs"]
+    codes = sorted({f["code"] for run_ in runs for f in run_["findings"]})
+    assert "LD101" in codes  # PyTorch's init over 60 steps: the gradient vanishes
+    r = run(*args, "--fail-on", "LD101")
+    assert r.exit_code == 1 and json.loads(r.stdout)["runs"] == runs, r.output
+    assert r.stderr.strip().endswith("--fail-on: found LD101")
+    r = run(*args, "--fail-on", "LD3")
+    assert r.exit_code == 0, r.output

@@ -10,6 +10,8 @@ from .common import (
     emit_json,
     engine_notes,
     engine_option,
+    fail_if,
+    fail_on_option,
     format_option,
     handle_errors,
     load,
@@ -72,9 +74,10 @@ def _run_line(run: dict) -> str:
 @set_option
 @format_option("table", "json", "markdown")
 @engine_option
+@fail_on_option
 @debug_option
 @handle_errors
-def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrides, fmt, engine):
+def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrides, fmt, engine, fail_on):
     """Compare initialization schemes on CONFIG's architecture and data, over seeds.
 
     For every scheme x seed (x sequence length): the same data batch per seed, the
@@ -85,7 +88,7 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
     """
     import time
 
-    from ..features.compare import compare, plan
+    from ..features.compare import compare, plan, run_findings
 
     flags = {"init": init, "seeds": seeds, "jobs": jobs, "seq_lens": seq_lens}
     flags |= {"train_steps": train_steps, "plots": plots}
@@ -133,3 +136,4 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
 
         for path in write_document_figures(figures, doc, s.plots):
             err.print(f"figure written to {path}")
+    fail_if(run_findings(doc), fail_on)

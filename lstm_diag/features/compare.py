@@ -44,11 +44,12 @@ import numpy as np
 from ..core.diagnostics import GATE_NAMES
 from ..core.names import param_name
 from ..core.schemes import InitSpec
+from .findings import Finding, from_dict
 
 if TYPE_CHECKING:
     from ..setup.config import Config
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs[].findings (docs/compare.md)
 VERDICTS = ("healthy", "vanishing", "exploding")
 # ----------------------------------------------------------------------------- plan
 
@@ -184,12 +185,22 @@ def measure(result) -> dict:
         "loss": float(result.loss),
         "verdict": result.verdict,
         "bottleneck_layer": k,
+        "findings": [f.to_dict() for f in result.findings],  # as analyze reports them (docs/codes.md)
         "horizon": b["horizon"],
         "horizon_reaches_start": b["horizon_reaches_start"],
         "decay_rate": b["decay_rate"],
         "log10_ratio_first_last": b["log10_ratio_first_last"],
         "layers": layers,
     }
+
+
+def run_findings(doc: dict) -> list[Finding]:
+    """Every run's analyze findings, each placed by its run: setting "<scheme> seed <s> T=<T>"."""
+    return [
+        from_dict(f, setting=f"{r['scheme']} seed {r['seed']} T={r['seq_len']}")
+        for r in doc["runs"]
+        for f in r["findings"]
+    ]
 
 
 def _train_config(cfg: Config, steps: int) -> Config:

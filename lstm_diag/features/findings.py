@@ -46,6 +46,13 @@ class Finding:
         return {**head, **where, "message": self.message, "remedy": self.remedy}
 
 
+def from_dict(d: dict, **where) -> Finding:
+    """A Finding back from its `to_dict` form (a document's `findings` entry); `where` overrides."""
+    keys = ("layer", "setting", "step", "direction")
+    place = {k: d.get(k) for k in keys} | where
+    return Finding(d["code"], d["severity"], d["message"], d["remedy"], **place)
+
+
 def finding(code: str, message: str, remedy: str, severity: str | None = None, **where) -> Finding:
     """A Finding with its code's severity unless one is given; `where`: layer, or setting and step."""
     return Finding(code, severity or CODES[code].severity, message, remedy, **where)
