@@ -35,7 +35,7 @@ import torch
 
 OUT = Path(__file__).parent / "fixtures_explain" / "toy.npz"
 
-# The toy of `lstm-diag explain --toy` (lstm_diag/features/explain.py TOY_*), written out again.
+# The toy of `lstm-diag explain --toy` (lstm_diag/features/explain/toy.py TOY_*), written out again.
 PARAMS = {
     "weight_ih_l0": [[0.5], [0.6], [0.9], [0.4]],
     "weight_hh_l0": [[-0.4], [0.5], [0.8], [0.3]],

@@ -1,4 +1,4 @@
-"""`explain`: the LSTM equations at one time step, symbolically and with the engine's numbers.
+"""`explain`, one time step: its forward and backward equations with the engine's numbers.
 
 Pure: builds plain data, prints nothing (renderers are in report/explain_render.py).
 Each `Equation` holds its symbolic form (plain text with Unicode sub/superscripts,
@@ -22,73 +22,21 @@ layers, samples and units are 0-based, as PyTorch indexes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import engine
-from ..core.engine import GATES
-from ..core.names import param_name
-from ..errors import ConfigError
-from ..setup.config import Config
-from ..setup.problem import Problem
-from .analysis import AnalysisResult, analyze_problem
-from .gradcheck import STEP, central_difference
+from ...core.engine import GATES
+from ...core.names import param_name
+from ...errors import ConfigError
+from ...setup.config import Config
+from ...setup.problem import Problem
+from ..analysis import AnalysisResult
+from .notation import GATE_FN, GATE_FN_TEX, GATE_SUP, Equation, Form, Operands, at_unit, shift, sub, sup, sym
 
 SCHEMA_VERSION = 1
 DEFAULT_UNITS = 2  # units shown when --units is not given
 MAX_COLS = 2  # columns of W_ih and W_hh shown in the contribution tables
-
-_SUB = str.maketrans("0123456789+-t", "₀₁₂₃₄₅₆₇₈₉₊₋ₜ")
-_SUP = str.maketrans("0123456789()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁽⁾")
-GATE_SUP = {"i": "ⁱ", "f": "ᶠ", "g": "ᵍ", "o": "ᵒ"}
-GATE_FN = {"i": "σ", "f": "σ", "g": "tanh", "o": "σ"}
-GATE_FN_TEX = {"i": r"\sigma", "f": r"\sigma", "g": r"\tanh", "o": r"\sigma"}
-
-
-# ------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Form:
-    """One piece of math, as plain text and as LaTeX."""
-
-    text: str
-    tex: str
-
-
-@dataclass
-class Equation:
-    """lhs = rhs, symbolically, then for each shown unit: subst(operands) = value.
-
-    `subst` is a template over the operands, `{0}`, `{1}`, ... in `operands` order;
-    a renderer formats the numbers. An equation without operands is symbolic only.
-    """
-
-    key: str  # stable id, e.g. "c", "dz_f", "dh_prev"
-    ref: str  # docs/equations.md equation number(s), e.g. "6", "8 at t-1"; "" for a definition
-    lhs: Form
-    rhs: Form
-    subst: Form | None = None
-    operands: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (name, (n,))
-    value: np.ndarray | None = None  # (n,) one value per shown unit (or entry)
-    rows: list[Form] = field(default_factory=list)  # left side of each numeric row
-    source: str = ""  # where `value` comes from
-
-    def to_dict(self) -> dict:
-        d = {
-            "key": self.key,
-            "equation": self.ref,
-            "lhs": self.lhs.text,
-            "rhs": self.rhs.text,
-            "latex": f"{self.lhs.tex} = {self.rhs.tex}",
-        }
-        if self.value is not None:
-            d["rows"] = [r.text for r in self.rows]
-            d["operands"] = {name: v.tolist() for name, v in self.operands}
-            d["value"] = self.value.tolist()
-            d["source"] = self.source
-        return d
 
 
 @dataclass
@@ -188,118 +136,6 @@ class Explanation:
         }
 
 
-@dataclass
-class FDCheck:
-    """One parameter entry: the engine's gradient against a finite difference."""
-
-    name: str
-    index: tuple[int, ...]
-    label: str  # "Wᵢₕ[f]"
-    label_tex: str  # "W_{ih}[f]"
-    analytic: float  # Backward.params (engine)
-    summed: float | None  # Σ over steps of the printed per-step contributions (LSTM params)
-    numeric: float  # 4th-order central difference of the engine's loss, step gradcheck.STEP
-    rel_error: float
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "index": list(self.index),
-            "label": self.label,
-            "label_tex": self.label_tex,
-            "analytic": self.analytic,
-            "summed_contributions": self.summed,
-            "numeric": self.numeric,
-            "rel_error": self.rel_error,
-        }
-
-
-@dataclass
-class Toy:
-    """`lstm-diag explain --toy`: a scalar LSTM walked through every step."""
-
-    params: dict[str, np.ndarray]
-    x: np.ndarray  # (T,)
-    y: float
-    loss: float
-    steps: list[StepView]  # t = 1..T
-    head: list[Equation]  # ŷ, L, ∂L/∂ŷ, ∂ℓ_T/∂h_T, head gradients
-    checks: list[FDCheck]
-    tol: float
-
-    @property
-    def passed(self) -> bool:
-        return all(c.rel_error <= self.tol for c in self.checks)
-
-    def to_dict(self) -> dict:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "command": "explain",
-            "mode": "toy",
-            "params": self.params,
-            "x": self.x,
-            "y": self.y,
-            "loss": self.loss,
-            "steps": [s.to_dict() for s in self.steps],
-            "head": [e.to_dict() for e in self.head],
-            "gradcheck": {
-                "tolerance": self.tol,
-                "passed": self.passed,
-                "entries": [c.to_dict() for c in self.checks],
-            },
-        }
-
-
-# ---------------------------------------------------------------------- symbols
-
-
-def sub(label: str | int) -> str:
-    """A time label as Unicode subscript: 't-1' -> 'ₜ₋₁', 12 -> '₁₂'."""
-    return str(label).translate(_SUB)
-
-
-def sup(label: str | int) -> str:
-    return str(label).translate(_SUP)
-
-
-def shift(label: str | int, k: int) -> str | int:
-    """Time label moved by k: 't' +1 -> 't+1', 't-1' +1 -> 't', 3 +1 -> 4."""
-    if isinstance(label, int):
-        return label + k
-    base, _, off = label.replace("+", " +").replace("-", " -").partition(" ")
-    n = (int(off) if off else 0) + k
-    return base if n == 0 else f"{base}{n:+d}"
-
-
-def sym(text: str, tex: str, time: str | int | None = None, gate: str | None = None) -> Form:
-    """A symbol with optional gate superscript and time subscript: zⁱₜ, z^{i}_{t}."""
-    t_text = (GATE_SUP[gate] if gate else "") + (sub(time) if time is not None else "")
-    t_tex = (f"^{{{gate}}}" if gate else "") + (f"_{{{time}}}" if time is not None else "")
-    return Form(text + t_text, tex + t_tex)
-
-
-def at_unit(form: Form, unit: int | None) -> Form:
-    """c₃ -> c₃[u]; a function's argument takes the index: σ′(zⁱ₃) -> σ′(zⁱ₃[u])."""
-    if unit is None:
-        return form
-    if form.text.endswith(")"):
-        return Form(f"{form.text[:-1]}[{unit}])", f"{form.tex[:-1]}[{unit}])")
-    return Form(f"{form.text}[{unit}]", f"{form.tex}[{unit}]")
-
-
-class _Operands:
-    """Collects operands and hands out their template placeholders, in order."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self.items: list[tuple[str, np.ndarray]] = []
-
-    def __call__(self, name: str, values) -> str:
-        v = np.broadcast_to(np.asarray(values, dtype=np.float64), (self.n,)).copy()
-        self.items.append((name, v))
-        return "{" + str(len(self.items) - 1) + "}"
-
-
 # ----------------------------------------------------------------- one time step
 
 
@@ -381,7 +217,7 @@ class _Step:
             uh = self.W_hh[r] @ h_prev  # (n, H) @ (H,)
             z = wx + self.bias[r] + uh  # eq. (1), for display: the cache holds activations
             z_all[gate] = z
-            op = _Operands(self.n)
+            op = Operands(self.n)
             gs = GATE_SUP[gate]
             if self.I_k == 1:
                 in_txt = in_tex = f"{op(f'Wᵢₕ[{gate}]', self.W_ih[r, 0])} · {op(x_name, x[0])}"
@@ -417,7 +253,7 @@ class _Step:
                     "recomputed by eq. (1) from cached x_t, h_{t-1} (display only)",
                 )
             )
-            op = _Operands(self.n)
+            op = Operands(self.n)
             fn, fn_tex = GATE_FN[gate], GATE_FN_TEX[gate]
             ph = op(f"z{gs}ₜ", z)
             eqs.append(
@@ -435,7 +271,7 @@ class _Step:
             )
         i, f, g, o = (self.act(q, tau) for q in GATES)
         c_prev = self.cache.c[s, b, self.units]
-        op = _Operands(self.n)
+        op = Operands(self.n)
         ph = [op("fₜ", f), op("cₜ₋₁", c_prev), op("iₜ", i), op("gₜ", g)]
         eqs.append(
             Equation(
@@ -453,7 +289,7 @@ class _Step:
                 "LayerCache.c",
             )
         )
-        op = _Operands(self.n)
+        op = Operands(self.n)
         ph = [op("oₜ", o), op("cₜ", self.cache.c[s + 1, b, self.units]), op("tanh cₜ", self.tanh_c(tau))]
         eqs.append(
             Equation(
@@ -485,7 +321,7 @@ class _Step:
         rec_sym = Form(f"Wₕₕᵀ δz{sub(nxt)}", rf"W_{{hh}}^\top \delta z_{{{nxt}}}")
         eqs = []
         if self.H == 1 and tau < self.T:  # spell out the sum over the four gate rows
-            op = _Operands(self.n)
+            op = Operands(self.n)
             terms = [
                 f"{op(f'Wₕₕ[{q}]', self.W_hh[j, 0])} · {op(f'δz{GATE_SUP[q]}{sub(tau + 1)}', dz_next[j])}"
                 for j, q in enumerate(GATES)
@@ -507,7 +343,7 @@ class _Step:
                     "W_hhᵀ times LayerGrads.dz of the next step (display only)",
                 )
             )
-        op = _Operands(self.n)
+        op = Operands(self.n)
         lhs = sym("δh", r"\delta h", label)
         value = self.grads.dh[tau - 1, self.b, self.units] if tau >= 1 else self.grads.dh0[self.b, self.units]
         source = "LayerGrads.dh" if tau >= 1 else "LayerGrads.dh0"
@@ -546,7 +382,7 @@ class _Step:
     def dc_equation(self, tau: int, label: str | int, key: str, ref: str) -> Equation:
         """Eq. (9) at step tau (0 = the initial state), symbol time `label`."""
         nxt = shift(label, 1)
-        op = _Operands(self.n)
+        op = Operands(self.n)
         parts_txt, parts_tex, sub_parts = [], [], []
         if tau >= 1:
             dh = self.grads.dh[tau - 1, self.b, self.units]
@@ -587,7 +423,7 @@ class _Step:
         dc = self.grads.dc[tau - 1, self.b, self.units]
         dz = self.grads.dz[tau - 1, self.b]  # (4H,)
         eqs = self.dh_equations(tau, "t", "dh", "8")
-        op = _Operands(self.n)
+        op = Operands(self.n)
         ph = op("tanh cₜ", tc)
         eqs.append(
             Equation(
@@ -607,7 +443,7 @@ class _Step:
         local = {"i": i * (1.0 - i), "f": f * (1.0 - f), "g": 1.0 - g * g, "o": o * (1.0 - o)}
         local_eqs: dict[str, Equation] = {}
         for q, y in zip(GATES, (i, f, g, o), strict=True):
-            op = _Operands(self.n)
+            op = Operands(self.n)
             ph = op(f"{q}ₜ", y)
             gs = GATE_SUP[q]
             if q == "g":
@@ -641,7 +477,7 @@ class _Step:
             gs = GATE_SUP[q]
             d_txt = f"tanh′(z{gs}ₜ)" if q == "g" else f"σ′(z{gs}ₜ)"
             d_tex = r"\tanh'(z^{g}_t)" if q == "g" else rf"\sigma'(z^{{{q}}}_t)"
-            op = _Operands(self.n)
+            op = Operands(self.n)
             ph = [op(n1, v1), op(n2, v2), op(d_txt, local[q])]
             eqs.append(local_eqs[q])  # the gate's derivative, then its δz
             eqs.append(
@@ -780,175 +616,3 @@ def explain(result: AnalysisResult, view: View) -> Explanation:
     }
     step = _Step(result, view.layer, view.sample, view.units).view(view.step)
     return Explanation(config=p.config, view=view, loss=result.loss, sizes=sizes, step=step)
-
-
-# ------------------------------------------------------------------------ toy
-
-# A scalar LSTM (I = H = O = 1), hand-chosen so that no gate saturates and every
-# number can be followed with a pocket calculator. Rows in the gate order i, f, g, o.
-TOY_PARAMS = {
-    "weight_ih_l0": [[0.5], [0.6], [0.9], [0.4]],
-    "weight_hh_l0": [[-0.4], [0.5], [0.8], [0.3]],
-    "bias_ih_l0": [0.1, 1.0, 0.0, -0.1],  # b_f = 1 (Jozefowicz et al. 2015)
-    "bias_hh_l0": [0.0, 0.0, 0.0, 0.0],
-    "head.weight": [[1.5]],
-    "head.bias": [0.2],
-}
-TOY_X = [1.0, -0.5, 0.8]  # x_1, x_2, x_3
-TOY_Y = 0.5  # the target of the last step; loss (ŷ - y)²
-TOY_TOL = 1e-6  # gradcheck's float64 tolerance
-
-
-def toy_problem() -> Problem:
-    """The toy as an ordinary lstm-diag problem (mse on the last step, float64)."""
-    T = len(TOY_X)
-    config = Config.model_validate(
-        {
-            "model": {"input_size": 1, "hidden_size": 1, "num_layers": 1, "output_size": 1},
-            "data": {"batch_size": 1, "seq_len": T},
-            "loss": {"type": "mse", "target": "last"},
-        }
-    )
-    spec = engine.Spec(1, 1, 1, 1)
-    params = {k: np.array(v, dtype=np.float64) for k, v in TOY_PARAMS.items()}
-    x = np.array(TOY_X, dtype=np.float64).reshape(1, T, 1)  # (B, T, I)
-    y = np.array([[TOY_Y]])  # (B, O)
-    return Problem(config=config, spec=spec, params=params, x=x, y=y)
-
-
-def _head_equations(result: AnalysisResult) -> list[Equation]:
-    """ŷ, L and their derivatives for the toy (B = O = 1), from the engine's Forward/Backward."""
-    p, fwd, bwd = result.problem, result.fwd, result.bwd
-    T = p.x.shape[1]
-    v, c = p.params["head.weight"][0, 0], p.params["head.bias"][0]
-    h_T = fwd.layers[-1].h[-1, 0, 0]
-    y_hat, y, dy = fwd.y_hat[0, 0], p.y[0, 0], fwd.dy_hat[0, 0]
-
-    def eq(key, lhs, rhs, subst, operands, value, row, source):
-        op = _Operands(1)
-        ph = [op(n, val) for n, val in operands]
-        txt = subst.format(*ph)
-        tex = txt.replace("·", r"\cdot").replace("²", "^2")
-        return Equation(key, "", lhs, rhs, Form(txt, tex), op.items, np.array([value]), [row], source)
-
-    Ts = sub(T)
-    return [
-        eq(
-            "y_hat",
-            Form("ŷ", r"\hat y"),
-            Form("W_head h_T + b_head", r"W_{\text{head}}\, h_T + b_{\text{head}}"),
-            "{} · {} + {}",
-            [("W_head", v), (f"h{Ts}", h_T), ("b_head", c)],
-            y_hat,
-            Form("ŷ", r"\hat y"),
-            "Forward.y_hat",
-        ),
-        eq(
-            "loss",
-            Form("L", "L"),
-            Form("(ŷ - y)²", r"(\hat y - y)^2"),
-            "({} - {})²",
-            [("ŷ", y_hat), ("y", y)],
-            fwd.loss,
-            Form("L", "L"),
-            "Forward.loss",
-        ),
-        eq(
-            "dy_hat",
-            Form("∂L/∂ŷ", r"\partial L/\partial \hat y"),
-            Form("2 (ŷ - y)", r"2 (\hat y - y)"),
-            "2 · ({} - {})",
-            [("ŷ", y_hat), ("y", y)],
-            dy,
-            Form("∂L/∂ŷ", r"\partial L/\partial \hat y"),
-            "Forward.dy_hat",
-        ),
-        eq(
-            "dl_dh",
-            Form("∂ℓ_T/∂h_T", r"\partial \ell_T/\partial h_T"),
-            Form("W_headᵀ ∂L/∂ŷ", r"W_{\text{head}}^\top\, \partial L/\partial \hat y"),
-            "{} · {}",
-            [("W_head", v), ("∂L/∂ŷ", dy)],
-            dy * v,
-            Form(f"∂ℓ{Ts}/∂h{Ts}", rf"\partial \ell_{{{T}}}/\partial h_{{{T}}}"),
-            "the head's part of eq. (8) at t = T (display only)",
-        ),
-        eq(
-            "dW_head",
-            Form("∂L/∂W_head", r"\partial L/\partial W_{\text{head}}"),
-            Form("∂L/∂ŷ · h_Tᵀ", r"\partial L/\partial \hat y\; h_T^\top"),
-            "{} · {}",
-            [("∂L/∂ŷ", dy), (f"h{Ts}", h_T)],
-            bwd.params["head.weight"][0, 0],
-            Form("∂L/∂W_head", r"\partial L/\partial W_{\text{head}}"),
-            "Backward.params['head.weight']",
-        ),
-        eq(
-            "db_head",
-            Form("∂L/∂b_head", r"\partial L/\partial b_{\text{head}}"),
-            Form("∂L/∂ŷ", r"\partial L/\partial \hat y"),
-            "{}",
-            [("∂L/∂ŷ", dy)],
-            bwd.params["head.bias"][0],
-            Form("∂L/∂b_head", r"\partial L/\partial b_{\text{head}}"),
-            "Backward.params['head.bias']",
-        ),
-    ]
-
-
-TOY_LABELS = {  # text, LaTeX
-    "weight_ih_l0": ("Wᵢₕ", "W_{ih}"),
-    "weight_hh_l0": ("Wₕₕ", "W_{hh}"),
-    "bias_ih_l0": ("bᵢₕ", "b_{ih}"),
-    "bias_hh_l0": ("bₕₕ", "b_{hh}"),
-    "head.weight": ("W_head", r"W_{\text{head}}"),
-    "head.bias": ("b_head", r"b_{\text{head}}"),
-}
-
-
-def _finite_difference(problem: Problem, name: str, j: int, step: float = STEP) -> float:
-    """gradcheck's 4th-order central difference of the engine's loss in one flat entry."""
-    params = {k: v.copy() for k, v in problem.params.items()}
-    flat = params[name].reshape(-1)  # a view into params[name]
-
-    def L() -> float:
-        return engine.loss_only(params, problem.spec, problem.x, problem.y, problem.loss, problem.target)
-
-    return central_difference(L, flat, j, step)
-
-
-def toy() -> Toy:
-    """Run the toy through `analyze` and explain every step, ending with a gradient check."""
-    problem = toy_problem()
-    result = analyze_problem(problem)
-    builder = _Step(result, layer=0, sample=0, units=[0])
-    T = problem.x.shape[1]
-    steps = [builder.view(tau) for tau in range(1, T + 1)]
-    L0 = result.loss
-    floor = 1e-6 * max(abs(L0), 1.0)
-    checks = []
-    for name, arr in problem.params.items():
-        grad = result.bwd.params[name]
-        for j in range(arr.size):
-            idx = tuple(int(v) for v in np.unravel_index(j, arr.shape))
-            a = float(grad.reshape(-1)[j])
-            n = _finite_difference(problem, name, j)
-            label, label_tex = TOY_LABELS[name]
-            if name.startswith("head"):
-                summed = None
-            else:
-                key = "bias_ih_l0" if name == "bias_hh_l0" else name  # b_ih, b_hh: same gradient (16)
-                summed = float(sum(np.asarray(s.contributions.batch[key]).reshape(-1)[j] for s in steps))
-                label, label_tex = f"{label}[{GATES[idx[0]]}]", f"{label_tex}[{GATES[idx[0]]}]"
-            rel = abs(a - n) / max(abs(a), abs(n), floor)
-            checks.append(FDCheck(name, idx, label, label_tex, a, summed, n, rel))
-    return Toy(
-        params=problem.params,
-        x=problem.x[0, :, 0].copy(),
-        y=float(problem.y[0, 0]),
-        loss=L0,
-        steps=steps,
-        head=_head_equations(result),
-        checks=checks,
-        tol=TOY_TOL,
-    )
