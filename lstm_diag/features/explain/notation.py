@@ -1,8 +1,14 @@
-"""Notation of `explain`: symbols, their Unicode and LaTeX renderings, and the `Equation` record.
+"""Notation of `explain`: symbols, the `Equation` record, and one source per formula.
 
-Each `Equation` holds its symbolic form (plain text with Unicode sub/superscripts,
-and LaTeX), a template into which a renderer substitutes the numbers of its
-operands, and its value. Equation numbers (1)-(23) are docs/equations.md's.
+Every formula is written once, in a small subset of LaTeX (`math(src)`); its plain-text
+form with Unicode sub/superscripts is derived from that source (`text_of`):
+`\\delta c_{t-1} \\odot f_t` -> `δcₜ₋₁ ⊙ fₜ`, `W_{hh}^\\top` -> `Wₕₕᵀ`, `\\hat y` -> `ŷ`,
+`z^{i}_{3}` -> `zⁱ₃`; a subscript with no Unicode form stays `_T`, `_head`. Template
+placeholders `{0}`, `{1}`, ... pass through unchanged.
+
+Each `Equation` holds its symbolic form (a `Form`: text and LaTeX), a template into
+which a renderer substitutes the numbers of its operands, and its value. Equation
+numbers (1)-(23) are docs/equations.md's.
 """
 
 from __future__ import annotations
@@ -17,6 +23,24 @@ GATE_SUP = {"i": "ⁱ", "f": "ᶠ", "g": "ᵍ", "o": "ᵒ"}
 GATE_FN = {"i": "σ", "f": "σ", "g": "tanh", "o": "σ"}
 GATE_FN_TEX = {"i": r"\sigma", "f": r"\sigma", "g": r"\tanh", "o": r"\sigma"}
 
+# the LaTeX subset of `math`: command -> text; commands in _GLUED join the next symbol
+_COMMANDS = {
+    "delta": "δ",
+    "partial": "∂",
+    "sigma": "σ",
+    "tanh": "tanh",
+    "odot": "⊙",
+    "cdot": "·",
+    "top": "ᵀ",
+    "ell": "ℓ",
+    "sum": "Σ",
+    ",": "",  # thin space: the following blank shows the product
+    ";": " ·",  # a product that the text form shows with a dot
+}
+_GLUED = {"delta", "partial"}
+_SUB_CHARS = dict(zip("0123456789+-()tih", "₀₁₂₃₄₅₆₇₈₉₊₋₍₎ₜᵢₕ", strict=True))
+_SUP_CHARS = dict(zip("0123456789+-()ifgo2ᵀ", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁽⁾ⁱᶠᵍᵒ²ᵀ", strict=True))
+
 
 @dataclass(frozen=True)
 class Form:
@@ -24,6 +48,75 @@ class Form:
 
     text: str
     tex: str
+
+
+def _group(src: str, i: int) -> tuple[str, int]:
+    """The argument at src[i]: `{...}` (nested), a command, or one character; and the end."""
+    if src[i] == "{":
+        depth, j = 0, i
+        while True:
+            depth += {"{": 1, "}": -1}.get(src[j], 0)
+            if depth == 0:
+                return src[i + 1 : j], j + 1
+            j += 1
+    if src[i] == "\\":
+        return src[i : _command(src, i)[1]], _command(src, i)[1]
+    return src[i], i + 1
+
+
+def _command(src: str, i: int) -> tuple[str, int]:
+    """The name of the command at src[i] == "\\" (letters, or one symbol like `,`), and its end."""
+    j = i + 1
+    if not src[j].isalpha():
+        return src[j], j + 1
+    while j < len(src) and src[j].isalpha():
+        j += 1
+    return src[i + 1 : j], j
+
+
+def _script(body: str, chars: dict[str, str], mark: str) -> str:
+    """A sub/superscript in Unicode when every character has one, else `_body` / `^body`."""
+    text = text_of(body)
+    if all(c in chars for c in text):
+        return "".join(chars[c] for c in text)
+    return mark + text
+
+
+def text_of(src: str) -> str:
+    """The plain-text (Unicode) form of a `math` source; see the module docstring."""
+    out, i = [], 0
+    while i < len(src):
+        c = src[i]
+        if c in "_^":
+            body, i = _group(src, i + 1)
+            out.append(_script(body, _SUB_CHARS if c == "_" else _SUP_CHARS, c))
+        elif c == "\\" and src.startswith("\\text{", i):
+            body, i = _group(src, i + 5)
+            out.append(body)
+        elif c == "\\" and src.startswith("\\hat y", i):
+            out.append("ŷ")
+            i += 6
+        elif c == "\\":
+            name, i = _command(src, i)
+            out.append(_COMMANDS[name])
+            if name in _GLUED and src[i : i + 1] == " ":
+                i += 1
+        elif c == "'":
+            out.append("′")
+            i += 1
+        elif c == "{":  # a template placeholder {n}
+            j = src.index("}", i)
+            out.append(src[i : j + 1])
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def math(src: str) -> Form:
+    """One formula from its single source: LaTeX as written, text derived by `text_of`."""
+    return Form(text_of(src), src)
 
 
 @dataclass
@@ -78,11 +171,9 @@ def shift(label: str | int, k: int) -> str | int:
     return base if n == 0 else f"{base}{n:+d}"
 
 
-def sym(text: str, tex: str, time: str | int | None = None, gate: str | None = None) -> Form:
-    """A symbol with optional gate superscript and time subscript: zⁱₜ, z^{i}_{t}."""
-    t_text = (GATE_SUP[gate] if gate else "") + (sub(time) if time is not None else "")
-    t_tex = (f"^{{{gate}}}" if gate else "") + (f"_{{{time}}}" if time is not None else "")
-    return Form(text + t_text, tex + t_tex)
+def sym(src: str, time: str | int | None = None, gate: str | None = None) -> Form:
+    """A symbol with optional gate superscript and time subscript: z^{i}_{t}, zⁱₜ."""
+    return math(src + (f"^{{{gate}}}" if gate else "") + (f"_{{{time}}}" if time is not None else ""))
 
 
 def at_unit(form: Form, unit: int | None) -> Form:
@@ -101,7 +192,8 @@ class Operands:
         self.n = n
         self.items: list[tuple[str, np.ndarray]] = []
 
-    def __call__(self, name: str, values) -> str:
+    def __call__(self, src: str, values) -> str:
+        """The placeholder of a new operand named by the `math` source `src` (shown as text)."""
         v = np.broadcast_to(np.asarray(values, dtype=np.float64), (self.n,)).copy()
-        self.items.append((name, v))
+        self.items.append((text_of(src), v))
         return "{" + str(len(self.items) - 1) + "}"

@@ -32,7 +32,7 @@ from ...errors import ConfigError
 from ...setup.config import Config
 from ...setup.problem import Problem
 from ..analysis import AnalysisResult
-from .notation import GATE_FN, GATE_FN_TEX, GATE_SUP, Equation, Form, Operands, at_unit, shift, sub, sup, sym
+from .notation import GATE_FN_TEX, Equation, Form, Operands, at_unit, math, shift, sym
 
 SCHEMA_VERSION = 1
 DEFAULT_UNITS = 2  # units shown when --units is not given
@@ -193,306 +193,255 @@ class _Step:
 
     # forward, eqs. (1)-(7) -------------------------------------------------
     def forward(self, tau: int) -> list[Equation]:
-        s, b = tau - 1, self.b
-        x = self.cache.x[s, b]  # (I_k,)
-        h_prev = self.cache.h[s, b]  # (H,)  h_{t-1}
-        t_ = "t"
-        x_name = "xₜ" if self.k == 0 else f"hₜ{sup(f'({self.k - 1})')}"
-        x_tex = "x_t" if self.k == 0 else f"h_t^{{({self.k - 1})}}"
-        eqs = [
-            Equation(
-                "z",
-                "1",
-                sym("z", "z", t_),
-                Form(
-                    f"Wᵢₕ {x_name} + bᵢₕ + Wₕₕ hₜ₋₁ + bₕₕ",
-                    rf"W_{{ih}} {x_tex} + b_{{ih}} + W_{{hh}} h_{{t-1}} + b_{{hh}}",
-                ),
-            )
-        ]
-        z_all = {}
+        x_src = "x_t" if self.k == 0 else f"h_t^{{({self.k - 1})}}"  # the layer's input
+        rhs = math(rf"W_{{ih}} {x_src} + b_{{ih}} + W_{{hh}} h_{{t-1}} + b_{{hh}}")
+        eqs = [Equation("z", "1", sym("z", "t"), rhs)]
         for gate in GATES:
-            r = self.rows_of(gate)
-            wx = self.W_ih[r] @ x  # (n, I_k) @ (I_k,)
-            uh = self.W_hh[r] @ h_prev  # (n, H) @ (H,)
-            z = wx + self.bias[r] + uh  # eq. (1), for display: the cache holds activations
-            z_all[gate] = z
-            op = Operands(self.n)
-            gs = GATE_SUP[gate]
-            if self.I_k == 1:
-                in_txt = in_tex = f"{op(f'Wᵢₕ[{gate}]', self.W_ih[r, 0])} · {op(x_name, x[0])}"
-                in_tex = in_txt.replace("·", r"\cdot")
-            else:
-                in_txt = in_tex = op(f"(Wᵢₕ {x_name}){gs}", wx)
-            b_ph = op(f"b{gs}", self.bias[r])
-            if self.H == 1:
-                rec_txt = f"{op(f'Wₕₕ[{gate}]', self.W_hh[r, 0])} · {op('hₜ₋₁', h_prev[0])}"
-                rec_tex = rec_txt.replace("·", r"\cdot")
-            else:
-                rec_txt = rec_tex = op(f"(Wₕₕ hₜ₋₁){gs}", uh)
-            if self.I_k == 1 and self.H == 1:
-                rhs = Form(
-                    f"Wᵢₕ[{gate}] {x_name} + b{gs} + Wₕₕ[{gate}] hₜ₋₁",
-                    rf"W_{{ih}}[{gate}]\, {x_tex} + b^{{{gate}}} + W_{{hh}}[{gate}]\, h_{{t-1}}",
-                )
-            else:
-                rhs = Form(
-                    f"(Wᵢₕ {x_name}){gs} + b{gs} + (Wₕₕ hₜ₋₁){gs}",
-                    rf"(W_{{ih}} {x_tex})^{{{gate}}} + b^{{{gate}}} + (W_{{hh}} h_{{t-1}})^{{{gate}}}",
-                )
-            eqs.append(
-                Equation(
-                    f"z_{gate}",
-                    "1",
-                    sym("z", "z", t_, gate),
-                    rhs,
-                    Form(f"{in_txt} + {b_ph} + {rec_txt}", f"{in_tex} + {b_ph} + {rec_tex}"),
-                    op.items,
-                    z,
-                    self.numeric_rows(sym("z", "z", tau, gate)),
-                    "recomputed by eq. (1) from cached x_t, h_{t-1} (display only)",
-                )
-            )
-            op = Operands(self.n)
-            fn, fn_tex = GATE_FN[gate], GATE_FN_TEX[gate]
-            ph = op(f"z{gs}ₜ", z)
-            eqs.append(
-                Equation(
-                    gate,
-                    str(2 + GATES.index(gate)),
-                    sym(gate, gate, t_),
-                    Form(f"{fn}(z{gs}ₜ)", rf"{fn_tex}(z^{{{gate}}}_t)"),
-                    Form(f"{fn}({ph})", rf"{fn_tex}({ph})"),
-                    op.items,
-                    self.act(gate, tau),
-                    self.numeric_rows(sym(gate, gate, tau)),
-                    "LayerCache.gates",
-                )
-            )
-        i, f, g, o = (self.act(q, tau) for q in GATES)
-        c_prev = self.cache.c[s, b, self.units]
+            z_eq = self.z_equation(gate, tau, x_src)
+            eqs += [z_eq, self.gate_equation(gate, tau, z_eq.value)]
+        return eqs + [self.c_equation(tau), self.h_equation(tau)]
+
+    def z_equation(self, gate: str, tau: int, x_src: str) -> Equation:
+        """Eq. (1) for one gate's rows, recomputed from the cached x_t and h_{t-1}: the cache
+        holds activations, so z is for display only."""
+        x, h_prev = self.cache.x[tau - 1, self.b], self.cache.h[tau - 1, self.b]  # (I_k,), (H,)
+        r, q = self.rows_of(gate), f"^{{{gate}}}"
+        wx = self.W_ih[r] @ x  # (n, I_k) @ (I_k,)
+        uh = self.W_hh[r] @ h_prev  # (n, H) @ (H,)
         op = Operands(self.n)
-        ph = [op("fₜ", f), op("cₜ₋₁", c_prev), op("iₜ", i), op("gₜ", g)]
-        eqs.append(
-            Equation(
-                "c",
-                "6",
-                sym("c", "c", t_),
-                Form("fₜ ⊙ cₜ₋₁ + iₜ ⊙ gₜ", r"f_t \odot c_{t-1} + i_t \odot g_t"),
-                Form(
-                    f"{ph[0]} · {ph[1]} + {ph[2]} · {ph[3]}",
-                    rf"{ph[0]} \cdot {ph[1]} + {ph[2]} \cdot {ph[3]}",
-                ),
-                op.items,
-                self.cache.c[s + 1, b, self.units],
-                self.numeric_rows(sym("c", "c", tau)),
-                "LayerCache.c",
-            )
+        if self.I_k == 1:
+            inp = rf"{op(f'W_{{ih}}[{gate}]', self.W_ih[r, 0])} \cdot {op(x_src, x[0])}"
+        else:
+            inp = op(f"(W_{{ih}} {x_src}){q}", wx)
+        b_ph = op(f"b{q}", self.bias[r])
+        if self.H == 1:
+            rec = rf"{op(f'W_{{hh}}[{gate}]', self.W_hh[r, 0])} \cdot {op('h_{t-1}', h_prev[0])}"
+        else:
+            rec = op(f"(W_{{hh}} h_{{t-1}}){q}", uh)
+        if self.I_k == 1 and self.H == 1:
+            rhs = rf"W_{{ih}}[{gate}]\, {x_src} + b{q} + W_{{hh}}[{gate}]\, h_{{t-1}}"
+        else:
+            rhs = rf"(W_{{ih}} {x_src}){q} + b{q} + (W_{{hh}} h_{{t-1}}){q}"
+        return Equation(
+            f"z_{gate}",
+            "1",
+            sym("z", "t", gate),
+            math(rhs),
+            math(f"{inp} + {b_ph} + {rec}"),
+            op.items,
+            wx + self.bias[r] + uh,  # eq. (1)
+            self.numeric_rows(sym("z", tau, gate)),
+            "recomputed by eq. (1) from cached x_t, h_{t-1} (display only)",
         )
+
+    def gate_equation(self, gate: str, tau: int, z: np.ndarray) -> Equation:
+        """Eqs. (2)-(5): a gate's activation, σ or tanh of its pre-activation."""
         op = Operands(self.n)
-        ph = [op("oₜ", o), op("cₜ", self.cache.c[s + 1, b, self.units]), op("tanh cₜ", self.tanh_c(tau))]
-        eqs.append(
-            Equation(
-                "h",
-                "7",
-                sym("h", "h", t_),
-                Form("oₜ ⊙ tanh(cₜ)", r"o_t \odot \tanh(c_t)"),
-                Form(
-                    f"{ph[0]} · tanh({ph[1]}) = {ph[0]} · {ph[2]}",
-                    rf"{ph[0]} \cdot \tanh({ph[1]}) = {ph[0]} \cdot {ph[2]}",
-                ),
-                op.items,
-                self.cache.h[s + 1, b, self.units],
-                self.numeric_rows(sym("h", "h", tau)),
-                "LayerCache.h",
-            )
+        fn = GATE_FN_TEX[gate]
+        ph = op(f"z^{{{gate}}}_t", z)
+        return Equation(
+            gate,
+            str(2 + GATES.index(gate)),
+            sym(gate, "t"),
+            math(rf"{fn}(z^{{{gate}}}_t)"),
+            math(rf"{fn}({ph})"),
+            op.items,
+            self.act(gate, tau),
+            self.numeric_rows(sym(gate, tau)),
+            "LayerCache.gates",
         )
-        return eqs
+
+    def c_equation(self, tau: int) -> Equation:
+        """Eq. (6): the cell state."""
+        s, b = tau - 1, self.b
+        i, f, g = (self.act(q, tau) for q in "ifg")
+        op = Operands(self.n)
+        ph = [op("f_t", f), op("c_{t-1}", self.cache.c[s, b, self.units]), op("i_t", i), op("g_t", g)]
+        return Equation(
+            "c",
+            "6",
+            sym("c", "t"),
+            math(r"f_t \odot c_{t-1} + i_t \odot g_t"),
+            math(rf"{ph[0]} \cdot {ph[1]} + {ph[2]} \cdot {ph[3]}"),
+            op.items,
+            self.cache.c[s + 1, b, self.units],
+            self.numeric_rows(sym("c", tau)),
+            "LayerCache.c",
+        )
+
+    def h_equation(self, tau: int) -> Equation:
+        """Eq. (7): the hidden state."""
+        s, b = tau - 1, self.b
+        op = Operands(self.n)
+        o, c = self.act("o", tau), self.cache.c[s + 1, b, self.units]
+        ph = [op("o_t", o), op("c_t", c), op(r"\tanh c_t", self.tanh_c(tau))]
+        return Equation(
+            "h",
+            "7",
+            sym("h", "t"),
+            math(r"o_t \odot \tanh(c_t)"),
+            math(rf"{ph[0]} \cdot \tanh({ph[1]}) = {ph[0]} \cdot {ph[2]}"),
+            op.items,
+            self.cache.h[s + 1, b, self.units],
+            self.numeric_rows(sym("h", tau)),
+            "LayerCache.h",
+        )
 
     def tanh_c(self, tau: int) -> np.ndarray:
         return self.cache.tanh_c[tau - 1, self.b, self.units]
 
     # backward, eqs. (8)-(13) -----------------------------------------------
+    def recurrent_sum(self, tau: int, label: str | int, key: str, ref: str, rec: np.ndarray) -> Equation:
+        """Eq. (8)'s recurrent term spelled out over the four gate rows (H = 1)."""
+        nxt, dz_next = shift(label, 1), self.dz_at(tau + 1)  # (4H,)
+        op = Operands(self.n)
+        terms = []
+        for j, q in enumerate(GATES):
+            w_ph = op(f"W_{{hh}}[{q}]", self.W_hh[j, 0])
+            dz_ph = op(rf"\delta z^{{{q}}}_{{{tau + 1}}}", dz_next[j])
+            terms.append(rf"{w_ph} \cdot {dz_ph}")
+        return Equation(
+            f"{key}_rec",
+            ref,
+            math(rf"W_{{hh}}^\top \delta z_{{{nxt}}}"),
+            math(" + ".join(rf"W_{{hh}}[{q}]\, \delta z^{{{q}}}_{{{nxt}}}" for q in GATES)),
+            math(" + ".join(terms)),
+            op.items,
+            rec,
+            [math(rf"W_{{hh}}^\top \delta z_{{{tau + 1}}}")],
+            "W_hhᵀ times LayerGrads.dz of the next step (display only)",
+        )
+
+    def direct_symbol(self, label: str | int) -> str:
+        """Eq. (8)'s non-recurrent term: from the head (top layer) or the layer above."""
+        if self.top:
+            return rf"\partial \ell_{{{label}}}/\partial h_{{{label}}}"
+        k1 = self.k + 1
+        return rf"W_{{ih}}^{{({k1})\top}} \delta z_{{{label}}}^{{({k1})}}"
+
     def dh_equations(self, tau: int, label: str | int, key: str, ref: str) -> list[Equation]:
         """Eq. (8) at step tau (0 = the initial state), symbol time `label`."""
-        nxt = shift(label, 1)
-        dz_next = self.dz_at(tau + 1)  # (4H,)
-        rec = dz_next @ self.W_hh[:, self.units]  # (4H,) @ (4H, n): (W_hhᵀ δz_{t+1})[u]
-        rec_sym = Form(f"Wₕₕᵀ δz{sub(nxt)}", rf"W_{{hh}}^\top \delta z_{{{nxt}}}")
+        rec = self.dz_at(tau + 1) @ self.W_hh[:, self.units]  # (4H,) @ (4H, n): (W_hhᵀ δz_{t+1})[u]
+        rec_src = rf"W_{{hh}}^\top \delta z_{{{shift(label, 1)}}}"
         eqs = []
         if self.H == 1 and tau < self.T:  # spell out the sum over the four gate rows
-            op = Operands(self.n)
-            terms = [
-                f"{op(f'Wₕₕ[{q}]', self.W_hh[j, 0])} · {op(f'δz{GATE_SUP[q]}{sub(tau + 1)}', dz_next[j])}"
-                for j, q in enumerate(GATES)
-            ]
-            txt = " + ".join(terms)
-            eqs.append(
-                Equation(
-                    f"{key}_rec",
-                    ref,
-                    rec_sym,
-                    Form(
-                        " + ".join(f"Wₕₕ[{q}] δz{GATE_SUP[q]}{sub(nxt)}" for q in GATES),
-                        " + ".join(rf"W_{{hh}}[{q}]\, \delta z^{{{q}}}_{{{nxt}}}" for q in GATES),
-                    ),
-                    Form(txt, txt.replace("·", r"\cdot")),
-                    op.items,
-                    rec,
-                    [Form(f"Wₕₕᵀ δz{sub(tau + 1)}", rf"W_{{hh}}^\top \delta z_{{{tau + 1}}}")],
-                    "W_hhᵀ times LayerGrads.dz of the next step (display only)",
-                )
-            )
+            eqs.append(self.recurrent_sum(tau, label, key, ref, rec))
         op = Operands(self.n)
-        lhs = sym("δh", r"\delta h", label)
-        value = self.grads.dh[tau - 1, self.b, self.units] if tau >= 1 else self.grads.dh0[self.b, self.units]
-        source = "LayerGrads.dh" if tau >= 1 else "LayerGrads.dh0"
         if tau == 0:  # δh_0 = W_hhᵀ δz_1
-            rhs, subst = rec_sym, op(rec_sym.text, rec)
-            subst = Form(subst, subst)
+            rhs, subst = math(rec_src), op(rec_src, rec)
+            value, source = self.grads.dh0[self.b, self.units], "LayerGrads.dh0"
         else:
-            if self.top:
-                d_txt, d_tex = (
-                    f"∂ℓ{sub(label)}/∂h{sub(label)}",
-                    rf"\partial \ell_{{{label}}}/\partial h_{{{label}}}",
-                )
-            else:
-                k1 = self.k + 1
-                d_txt = f"Wᵢₕ{sup(f'({k1})')}ᵀ δz{sub(label)}{sup(f'({k1})')}"
-                d_tex = rf"W_{{ih}}^{{({k1})\top}} \delta z_{{{label}}}^{{({k1})}}"
-            d_ph = op(d_txt, self.direct(tau))
-            r_ph = op(rec_sym.text, rec) if tau < self.T else "0"
-            rhs = Form(f"{d_txt} + {rec_sym.text}", f"{d_tex} + {rec_sym.tex}")
-            subst = Form(f"{d_ph} + {r_ph}", f"{d_ph} + {r_ph}")
-        eqs.append(
-            Equation(
-                key,
-                ref,
-                lhs,
-                rhs,
-                subst,
-                op.items,
-                value,
-                self.numeric_rows(sym("δh", r"\delta h", tau)),
-                source,
-            )
-        )
+            d_src = self.direct_symbol(label)
+            d_ph = op(d_src, self.direct(tau))
+            r_ph = op(rec_src, rec) if tau < self.T else "0"
+            rhs, subst = math(f"{d_src} + {rec_src}"), f"{d_ph} + {r_ph}"
+            value, source = self.grads.dh[tau - 1, self.b, self.units], "LayerGrads.dh"
+        lhs, rows = sym(r"\delta h", label), self.numeric_rows(sym(r"\delta h", tau))
+        eqs.append(Equation(key, ref, lhs, rhs, math(subst), op.items, value, rows, source))
         return eqs
 
     def dc_equation(self, tau: int, label: str | int, key: str, ref: str) -> Equation:
         """Eq. (9) at step tau (0 = the initial state), symbol time `label`."""
         nxt = shift(label, 1)
         op = Operands(self.n)
-        parts_txt, parts_tex, sub_parts = [], [], []
+        parts, sub_parts = [], []
         if tau >= 1:
             dh = self.grads.dh[tau - 1, self.b, self.units]
-            o = self.act("o", tau)
             tc = self.tanh_c(tau)
-            L = sub(label)
-            parts_txt.append(f"δh{L} ⊙ o{L} ⊙ (1 - tanh² c{L})")
-            parts_tex.append(rf"\delta h_{{{label}}} \odot o_{{{label}}} \odot (1 - \tanh^2 c_{{{label}}})")
-            ph = [op(f"δh{L}", dh), op(f"o{L}", o), op(f"1 - tanh² c{L}", 1.0 - tc * tc)]
-            sub_parts.append(f"{ph[0]} · {ph[1]} · {ph[2]}")
-        N = sub(nxt)
-        parts_txt.append(f"δc{N} ⊙ f{N}")
-        parts_tex.append(rf"\delta c_{{{nxt}}} \odot f_{{{nxt}}}")
+            t_ = f"_{{{label}}}"
+            parts.append(rf"\delta h{t_} \odot o{t_} \odot (1 - \tanh^2 c{t_})")
+            ph = [op(rf"\delta h{t_}", dh), op(f"o{t_}", self.act("o", tau))]
+            ph.append(op(rf"1 - \tanh^2 c{t_}", 1.0 - tc * tc))
+            sub_parts.append(rf"{ph[0]} \cdot {ph[1]} \cdot {ph[2]}")
+        n_ = f"_{{{nxt}}}"
+        parts.append(rf"\delta c{n_} \odot f{n_}")
         if tau < self.T:
-            ph = [op(f"δc{N}", self.grads.dc[tau, self.b, self.units]), op(f"f{N}", self.act("f", tau + 1))]
-            sub_parts.append(f"{ph[0]} · {ph[1]}")
+            dc_next = self.grads.dc[tau, self.b, self.units]
+            ph = [op(rf"\delta c{n_}", dc_next), op(f"f{n_}", self.act("f", tau + 1))]
+            sub_parts.append(rf"{ph[0]} \cdot {ph[1]}")
         else:
             sub_parts.append("0")
-        txt = " + ".join(sub_parts)
         value = self.grads.dc[tau - 1, self.b, self.units] if tau >= 1 else self.grads.dc0[self.b, self.units]
         return Equation(
             key,
             ref,
-            sym("δc", r"\delta c", label),
-            Form(" + ".join(parts_txt), " + ".join(parts_tex)),
-            Form(txt, txt.replace("·", r"\cdot")),
+            sym(r"\delta c", label),
+            math(" + ".join(parts)),
+            math(" + ".join(sub_parts)),
             op.items,
             value,
-            self.numeric_rows(sym("δc", r"\delta c", tau)),
+            self.numeric_rows(sym(r"\delta c", tau)),
             "LayerGrads.dc" if tau >= 1 else "LayerGrads.dc0",
         )
 
-    def backward(self, tau: int) -> list[Equation]:
-        i, f, g, o = (self.act(q, tau) for q in GATES)
-        tc = self.tanh_c(tau)
-        c_prev = self.cache.c[tau - 1, self.b, self.units]
-        dh = self.grads.dh[tau - 1, self.b, self.units]
-        dc = self.grads.dc[tau - 1, self.b, self.units]
-        dz = self.grads.dz[tau - 1, self.b]  # (4H,)
-        eqs = self.dh_equations(tau, "t", "dh", "8")
+    def dtanh_equation(self, tau: int) -> Equation:
+        """tanh'(c_t) = 1 - tanh² c_t, a factor of eq. (9)."""
         op = Operands(self.n)
-        ph = op("tanh cₜ", tc)
-        eqs.append(
-            Equation(
-                "dtanh_c",
-                "",
-                Form("tanh′(cₜ)", r"\tanh'(c_t)"),
-                Form("1 - tanh² cₜ", r"1 - \tanh^2 c_t"),
-                Form(f"1 - {ph}²", rf"1 - {ph}^2"),
-                op.items,
-                1.0 - tc * tc,
-                self.numeric_rows(Form(f"tanh′(c{sub(tau)})", rf"\tanh'(c_{{{tau}}})")),
-                "computed from LayerCache.tanh_c",
-            )
+        tc = self.tanh_c(tau)
+        ph = op(r"\tanh c_t", tc)
+        return Equation(
+            "dtanh_c",
+            "",
+            math(r"\tanh'(c_t)"),
+            math(r"1 - \tanh^2 c_t"),
+            math(f"1 - {ph}^2"),
+            op.items,
+            1.0 - tc * tc,
+            self.numeric_rows(math(rf"\tanh'(c_{{{tau}}})")),
+            "computed from LayerCache.tanh_c",
         )
-        eqs.append(self.dc_equation(tau, "t", "dc", "9"))
-        # each gate's local derivative: σ'(z) = y(1 - y), tanh'(z) = 1 - y²
-        local = {"i": i * (1.0 - i), "f": f * (1.0 - f), "g": 1.0 - g * g, "o": o * (1.0 - o)}
-        local_eqs: dict[str, Equation] = {}
-        for q, y in zip(GATES, (i, f, g, o), strict=True):
-            op = Operands(self.n)
-            ph = op(f"{q}ₜ", y)
-            gs = GATE_SUP[q]
-            if q == "g":
-                lhs = Form(f"tanh′(z{gs}ₜ)", r"\tanh'(z^{g}_t)")
-                rhs, subst = Form("1 - gₜ²", "1 - g_t^2"), Form(f"1 - {ph}²", f"1 - {ph}^2")
-                row = Form(f"tanh′(z{gs}{sub(tau)})", rf"\tanh'(z^{{g}}_{{{tau}}})")
-            else:
-                lhs = Form(f"σ′(z{gs}ₜ)", rf"\sigma'(z^{{{q}}}_t)")
-                rhs = Form(f"{q}ₜ(1 - {q}ₜ)", rf"{q}_t(1 - {q}_t)")
-                subst = Form(f"{ph} · (1 - {ph})", rf"{ph} \cdot (1 - {ph})")
-                row = Form(f"σ′(z{gs}{sub(tau)})", rf"\sigma'(z^{{{q}}}_{{{tau}}})")
-            local_eqs[q] = Equation(
-                f"d{q}",
-                "",
-                lhs,
-                rhs,
-                subst,
-                op.items,
-                local[q],
-                self.numeric_rows(row),
-                "computed from LayerCache.gates",
-            )
-        # eqs. (10)-(13): δz = (upstream δ) ⊙ (what the gate multiplies) ⊙ (gate derivative)
-        spec = {
-            "i": ("10", ("δcₜ", dc, r"\delta c_t"), ("gₜ", g, "g_t")),
-            "f": ("11", ("δcₜ", dc, r"\delta c_t"), ("cₜ₋₁", c_prev, "c_{t-1}")),
-            "g": ("12", ("δcₜ", dc, r"\delta c_t"), ("iₜ", i, "i_t")),
-            "o": ("13", ("δhₜ", dh, r"\delta h_t"), ("tanh cₜ", tc, r"\tanh c_t")),
-        }
-        for q, (ref, (n1, v1, t1), (n2, v2, t2)) in spec.items():
-            gs = GATE_SUP[q]
-            d_txt = f"tanh′(z{gs}ₜ)" if q == "g" else f"σ′(z{gs}ₜ)"
-            d_tex = r"\tanh'(z^{g}_t)" if q == "g" else rf"\sigma'(z^{{{q}}}_t)"
-            op = Operands(self.n)
-            ph = [op(n1, v1), op(n2, v2), op(d_txt, local[q])]
-            eqs.append(local_eqs[q])  # the gate's derivative, then its δz
-            eqs.append(
-                Equation(
-                    f"dz_{q}",
-                    ref,
-                    sym("δz", r"\delta z", "t", q),
-                    Form(f"{n1} ⊙ {n2} ⊙ {d_txt}", rf"{t1} \odot {t2} \odot {d_tex}"),
-                    Form(" · ".join(ph), r" \cdot ".join(ph)),
-                    op.items,
-                    dz[self.rows_of(q)],
-                    self.numeric_rows(sym("δz", r"\delta z", tau, q)),
-                    "LayerGrads.dz",
-                )
-            )
+
+    def local_derivative(self, q: str, tau: int, y: np.ndarray) -> Equation:
+        """A gate's local derivative from its activation y: σ'(z) = y(1 - y), tanh'(z) = 1 - y²."""
+        op = Operands(self.n)
+        ph = op(f"{q}_t", y)
+        if q == "g":
+            rhs, subst, value = "1 - g_t^2", f"1 - {ph}^2", 1.0 - y * y
+        else:
+            rhs, subst, value = rf"{q}_t(1 - {q}_t)", rf"{ph} \cdot (1 - {ph})", y * (1.0 - y)
+        return Equation(
+            f"d{q}",
+            "",
+            math(_derivative(q, "t")),
+            math(rhs),
+            math(subst),
+            op.items,
+            value,
+            self.numeric_rows(math(_derivative(q, f"{{{tau}}}"))),
+            "computed from LayerCache.gates",
+        )
+
+    def dz_equation(self, q: str, tau: int, local: np.ndarray) -> Equation:
+        """Eqs. (10)-(13): δz = (upstream δ) ⊙ (what the gate multiplies) ⊙ (gate derivative)."""
+        s, b, u = tau - 1, self.b, self.units
+        dc, dh = self.grads.dc[s, b, u], self.grads.dh[s, b, u]
+        ref, (n1, v1), (n2, v2) = {
+            "i": ("10", (r"\delta c_t", dc), ("g_t", self.act("g", tau))),
+            "f": ("11", (r"\delta c_t", dc), ("c_{t-1}", self.cache.c[s, b, u])),
+            "g": ("12", (r"\delta c_t", dc), ("i_t", self.act("i", tau))),
+            "o": ("13", (r"\delta h_t", dh), (r"\tanh c_t", self.tanh_c(tau))),
+        }[q]
+        d = _derivative(q, "t")
+        op = Operands(self.n)
+        ph = [op(n1, v1), op(n2, v2), op(d, local)]
+        return Equation(
+            f"dz_{q}",
+            ref,
+            sym(r"\delta z", "t", q),
+            math(rf"{n1} \odot {n2} \odot {d}"),
+            math(r" \cdot ".join(ph)),
+            op.items,
+            self.grads.dz[s, b][self.rows_of(q)],
+            self.numeric_rows(sym(r"\delta z", tau, q)),
+            "LayerGrads.dz",
+        )
+
+    def backward(self, tau: int) -> list[Equation]:
+        eqs = self.dh_equations(tau, "t", "dh", "8")
+        eqs += [self.dtanh_equation(tau), self.dc_equation(tau, "t", "dc", "9")]
+        for q in GATES:  # each gate's derivative, then its δz
+            local = self.local_derivative(q, tau, self.act(q, tau))
+            eqs += [local, self.dz_equation(q, tau, local.value)]
         return eqs
 
     def previous(self, tau: int) -> list[Equation]:
@@ -555,6 +504,12 @@ class _Step:
             contributions=self.contributions(tau),
             previous=self.previous(tau),
         )
+
+
+def _derivative(q: str, time: str) -> str:
+    """The `math` source of gate q's local derivative: σ'(z^q_t), or tanh'(z^g_t)."""
+    fn = r"\tanh" if q == "g" else r"\sigma"
+    return f"{fn}'(z^{{{q}}}_{time})"
 
 
 # ------------------------------------------------------------------ selection

@@ -13,7 +13,7 @@ from ...setup.config import Config
 from ...setup.problem import Problem
 from ..analysis import AnalysisResult, analyze_problem
 from ..gradcheck import STEP, central_difference
-from .notation import Equation, Form, Operands, sub
+from .notation import Equation, Operands, math
 from .step import SCHEMA_VERSION, StepView, _Step
 
 
@@ -113,6 +113,10 @@ def toy_problem() -> Problem:
     return Problem(config=config, spec=spec, params=params, x=x, y=y)
 
 
+_W, _B = r"W_{\text{head}}", r"b_{\text{head}}"
+_DY = r"\partial L/\partial \hat y"
+
+
 def _head_equations(result: AnalysisResult) -> list[Equation]:
     """ŷ, L and their derivatives for the toy (B = O = 1), from the engine's Forward/Backward."""
     p, fwd, bwd = result.problem, result.fwd, result.bwd
@@ -120,86 +124,42 @@ def _head_equations(result: AnalysisResult) -> list[Equation]:
     v, c = p.params["head.weight"][0, 0], p.params["head.bias"][0]
     h_T = fwd.layers[-1].h[-1, 0, 0]
     y_hat, y, dy = fwd.y_hat[0, 0], p.y[0, 0], fwd.dy_hat[0, 0]
-
-    def eq(key, lhs, rhs, subst, operands, value, row, source):
+    h_src = f"h_{{{T}}}"
+    # key, lhs, rhs, template ({} in operand order), operands, value, numeric row, source
+    table = [
+        ("y_hat", r"\hat y", rf"{_W}\, h_T + {_B}", r"{} \cdot {} + {}",
+         [(_W, v), (h_src, h_T), (_B, c)], y_hat, r"\hat y", "Forward.y_hat"),
+        ("loss", "L", r"(\hat y - y)^2", "({} - {})^2",
+         [(r"\hat y", y_hat), ("y", y)], fwd.loss, "L", "Forward.loss"),
+        ("dy_hat", _DY, r"2 (\hat y - y)", r"2 \cdot ({} - {})",
+         [(r"\hat y", y_hat), ("y", y)], dy, _DY, "Forward.dy_hat"),
+        ("dl_dh", r"\partial \ell_T/\partial h_T", rf"{_W}^\top\, {_DY}", r"{} \cdot {}",
+         [(_W, v), (_DY, dy)], dy * v, rf"\partial \ell_{{{T}}}/\partial h_{{{T}}}",
+         "the head's part of eq. (8) at t = T (display only)"),
+        ("dW_head", rf"\partial L/\partial {_W}", rf"{_DY}\; h_T^\top", r"{} \cdot {}",
+         [(_DY, dy), (h_src, h_T)], bwd.params["head.weight"][0, 0], rf"\partial L/\partial {_W}",
+         "Backward.params['head.weight']"),
+        ("db_head", rf"\partial L/\partial {_B}", _DY, "{}",
+         [(_DY, dy)], bwd.params["head.bias"][0], rf"\partial L/\partial {_B}",
+         "Backward.params['head.bias']"),
+    ]  # fmt: skip
+    eqs = []
+    for key, lhs, rhs, template, operands, value, row, source in table:
         op = Operands(1)
-        ph = [op(n, val) for n, val in operands]
-        txt = subst.format(*ph)
-        tex = txt.replace("·", r"\cdot").replace("²", "^2")
-        return Equation(key, "", lhs, rhs, Form(txt, tex), op.items, np.array([value]), [row], source)
-
-    Ts = sub(T)
-    return [
-        eq(
-            "y_hat",
-            Form("ŷ", r"\hat y"),
-            Form("W_head h_T + b_head", r"W_{\text{head}}\, h_T + b_{\text{head}}"),
-            "{} · {} + {}",
-            [("W_head", v), (f"h{Ts}", h_T), ("b_head", c)],
-            y_hat,
-            Form("ŷ", r"\hat y"),
-            "Forward.y_hat",
-        ),
-        eq(
-            "loss",
-            Form("L", "L"),
-            Form("(ŷ - y)²", r"(\hat y - y)^2"),
-            "({} - {})²",
-            [("ŷ", y_hat), ("y", y)],
-            fwd.loss,
-            Form("L", "L"),
-            "Forward.loss",
-        ),
-        eq(
-            "dy_hat",
-            Form("∂L/∂ŷ", r"\partial L/\partial \hat y"),
-            Form("2 (ŷ - y)", r"2 (\hat y - y)"),
-            "2 · ({} - {})",
-            [("ŷ", y_hat), ("y", y)],
-            dy,
-            Form("∂L/∂ŷ", r"\partial L/\partial \hat y"),
-            "Forward.dy_hat",
-        ),
-        eq(
-            "dl_dh",
-            Form("∂ℓ_T/∂h_T", r"\partial \ell_T/\partial h_T"),
-            Form("W_headᵀ ∂L/∂ŷ", r"W_{\text{head}}^\top\, \partial L/\partial \hat y"),
-            "{} · {}",
-            [("W_head", v), ("∂L/∂ŷ", dy)],
-            dy * v,
-            Form(f"∂ℓ{Ts}/∂h{Ts}", rf"\partial \ell_{{{T}}}/\partial h_{{{T}}}"),
-            "the head's part of eq. (8) at t = T (display only)",
-        ),
-        eq(
-            "dW_head",
-            Form("∂L/∂W_head", r"\partial L/\partial W_{\text{head}}"),
-            Form("∂L/∂ŷ · h_Tᵀ", r"\partial L/\partial \hat y\; h_T^\top"),
-            "{} · {}",
-            [("∂L/∂ŷ", dy), (f"h{Ts}", h_T)],
-            bwd.params["head.weight"][0, 0],
-            Form("∂L/∂W_head", r"\partial L/\partial W_{\text{head}}"),
-            "Backward.params['head.weight']",
-        ),
-        eq(
-            "db_head",
-            Form("∂L/∂b_head", r"\partial L/\partial b_{\text{head}}"),
-            Form("∂L/∂ŷ", r"\partial L/\partial \hat y"),
-            "{}",
-            [("∂L/∂ŷ", dy)],
-            bwd.params["head.bias"][0],
-            Form("∂L/∂b_head", r"\partial L/\partial b_{\text{head}}"),
-            "Backward.params['head.bias']",
-        ),
-    ]
+        subst = math(template.format(*(op(name, val) for name, val in operands)))
+        eqs.append(
+            Equation(key, "", math(lhs), math(rhs), subst, op.items, np.array([value]), [math(row)], source)
+        )
+    return eqs
 
 
-TOY_LABELS = {  # text, LaTeX
-    "weight_ih_l0": ("Wᵢₕ", "W_{ih}"),
-    "weight_hh_l0": ("Wₕₕ", "W_{hh}"),
-    "bias_ih_l0": ("bᵢₕ", "b_{ih}"),
-    "bias_hh_l0": ("bₕₕ", "b_{hh}"),
-    "head.weight": ("W_head", r"W_{\text{head}}"),
-    "head.bias": ("b_head", r"b_{\text{head}}"),
+TOY_LABELS = {  # `math` sources of the parameters' names
+    "weight_ih_l0": "W_{ih}",
+    "weight_hh_l0": "W_{hh}",
+    "bias_ih_l0": "b_{ih}",
+    "bias_hh_l0": "b_{hh}",
+    "head.weight": _W,
+    "head.bias": _B,
 }
 
 
@@ -214,15 +174,10 @@ def _finite_difference(problem: Problem, name: str, j: int, step: float = STEP) 
     return central_difference(L, flat, j, step)
 
 
-def toy() -> Toy:
-    """Run the toy through `analyze` and explain every step, ending with a gradient check."""
-    problem = toy_problem()
-    result = analyze_problem(problem)
-    builder = _Step(result, layer=0, sample=0, units=[0])
-    T = problem.x.shape[1]
-    steps = [builder.view(tau) for tau in range(1, T + 1)]
-    L0 = result.loss
-    floor = 1e-6 * max(abs(L0), 1.0)
+def _checks(problem: Problem, result: AnalysisResult, steps: list[StepView]) -> list[FDCheck]:
+    """Every parameter entry: the engine's gradient, the sum of the printed per-step shares,
+    and a finite difference."""
+    floor = 1e-6 * max(abs(result.loss), 1.0)
     checks = []
     for name, arr in problem.params.items():
         grad = result.bwd.params[name]
@@ -230,22 +185,33 @@ def toy() -> Toy:
             idx = tuple(int(v) for v in np.unravel_index(j, arr.shape))
             a = float(grad.reshape(-1)[j])
             n = _finite_difference(problem, name, j)
-            label, label_tex = TOY_LABELS[name]
+            label = TOY_LABELS[name]
             if name.startswith("head"):
                 summed = None
             else:
                 key = "bias_ih_l0" if name == "bias_hh_l0" else name  # b_ih, b_hh: same gradient (16)
                 summed = float(sum(np.asarray(s.contributions.batch[key]).reshape(-1)[j] for s in steps))
-                label, label_tex = f"{label}[{GATES[idx[0]]}]", f"{label_tex}[{GATES[idx[0]]}]"
+                label = f"{label}[{GATES[idx[0]]}]"
             rel = abs(a - n) / max(abs(a), abs(n), floor)
-            checks.append(FDCheck(name, idx, label, label_tex, a, summed, n, rel))
+            form = math(label)
+            checks.append(FDCheck(name, idx, form.text, form.tex, a, summed, n, rel))
+    return checks
+
+
+def toy() -> Toy:
+    """Run the toy through `analyze` and explain every step, ending with a gradient check."""
+    problem = toy_problem()
+    result = analyze_problem(problem)
+    builder = _Step(result, layer=0, sample=0, units=[0])
+    T = problem.x.shape[1]
+    steps = [builder.view(tau) for tau in range(1, T + 1)]
     return Toy(
         params=problem.params,
         x=problem.x[0, :, 0].copy(),
         y=float(problem.y[0, 0]),
-        loss=L0,
+        loss=result.loss,
         steps=steps,
         head=_head_equations(result),
-        checks=checks,
+        checks=_checks(problem, result, steps),
         tol=TOY_TOL,
     )
