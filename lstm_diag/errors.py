@@ -21,6 +21,11 @@ class OutputError(InputError):
     """An output path that cannot be written: the message names the path."""
 
 
+class InputWarning(UserWarning):
+    """Something about the input the user should know, that changes no result silently
+    (e.g. values that underflow to zero in the configured dtype): one line on stderr."""
+
+
 PREVIEW_CHARS = 60
 
 

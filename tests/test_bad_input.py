@@ -270,3 +270,375 @@ def test_set_values_are_bounded_too():
 def test_float_flags_reject_nan_and_inf(args, bad):
     r = run(*args, bad)
     assert r.exit_code == 2 and "finite" in r.output, r.output
+
+
+def zeros_npz(path, members, compression=None):
+    """An .npz whose members declare `shape` (float64) and hold zeros, written in chunks:
+    a small file on disk that a naive reader would inflate to the declared size."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=compression or zipfile.ZIP_DEFLATED) as zf:
+        for name, shape in members.items():
+            head = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                head, {"descr": "<f8", "fortran_order": False, "shape": shape}
+            )
+            left = int(np.prod(shape)) * 8
+            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+                fh.write(head.getvalue())
+                chunk = bytes(min(left, 16 * 2**20))
+                while left > 0:
+                    fh.write(chunk[: min(left, len(chunk))])
+                    left -= len(chunk)
+    return path
+
+
+def lying_npz(path, name, declared_shape, actual: np.ndarray):
+    """A member whose .npy header declares `declared_shape` but holds `actual`'s bytes."""
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": declared_shape}
+    np.lib.format.write_array_header_1_0(head, header)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(name + ".npy", head.getvalue() + actual.astype("<f8").tobytes())
+    return path
+
+
+def test_npz_members_are_checked_from_their_headers(tmp_path, monkeypatch):
+    from lstm_diag.formats import budget
+    from lstm_diag.formats.npz import open_npz
+
+    monkeypatch.setattr(budget, "memory_limit", lambda: 50 * 2**20)
+    p = zeros_npz(tmp_path / "d.npz", {"x": (100, 100, 1000), "y": (100, 1)})  # x: 80 MB declared
+    loaded = open_npz(p, "data")  # the directory and headers only
+    assert loaded.info["x"].shape == (100, 100, 1000)
+    message = r"d.npz: x declares 80.0 MB \(ratio \d+:1 compressed\); limit 52.4 MB"
+    with pytest.raises(InputError, match=message):
+        loaded.arrays["x"]
+    # a header that claims more than the member holds (or less) is refused unread
+    for shape in [(10**6, 10**6), (2, 2), (3,)]:
+        q = lying_npz(tmp_path / "l.npz", "x", shape, np.zeros(5))
+        with pytest.raises(InputError, match="declares shape"):
+            open_npz(q, "data")
+
+
+def test_only_the_arrays_the_model_needs_are_read(tmp_path, monkeypatch):
+    from lstm_diag.formats import npz
+
+    with np.load(CASE / "weights.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 3, 4)), y=np.zeros(2), extra=np.zeros((300, 300)))
+    reads = []
+    real = npz.open_npz
+
+    def spy(path, what="weights"):
+        loaded = real(path, what)
+        inner = loaded.arrays._read
+        loaded.arrays._read = lambda name: reads.append(name) or inner(name)
+        return loaded
+
+    monkeypatch.setattr("lstm_diag.setup.datafile.open_npz", spy)
+    x, y = load_data(tmp_path / "d.npz", Spec(4, 3, 1, 1), "mse", "last", "float64")
+    assert sorted(reads) == ["x", "y"] and x.flags.writeable
+    # a weights file with an unused huge extra: refused by name, the extra never decompressed
+    zeros_npz(tmp_path / "big.npz", {"junk": (4000, 1000, 120)})  # 3.8 GB declared, 3.7 MB on disk
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "big.npz", "a") as zf:
+        for k, v in arrays.items():
+            import io
+
+            buf = io.BytesIO()
+            np.save(buf, v)
+            zf.writestr(k + ".npy", buf.getvalue())
+    cfg = write(tmp_path, "c.yaml", (CASE / "config.yaml").read_text().replace("weights.npz", "big.npz"))
+    cfg.write_text(cfg.read_text().replace("data.npz", str(CASE / "data.npz")))
+    t0 = time.perf_counter()
+    r = run("analyze", cfg, "--format", "json")
+    assert r.exit_code == 0, r.output  # the unused 3.8 GB extra is never decompressed
+    assert time.perf_counter() - t0 < 5
+
+
+def test_npz_members_that_are_not_arrays(tmp_path):
+    import zipfile
+
+    for name, content, needle in [
+        ("notes.txt", b"hello", "'notes.txt' is not a .npy array"),
+        ("x.npy", b"hello", "'x.npy' is not a valid .npy array"),
+        ("x.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': 'O'", "not a valid .npy array"),
+    ]:
+        p = tmp_path / "w.npz"
+        with zipfile.ZipFile(p, "w") as zf:
+            zf.writestr(name, content)
+        one_error_line(run("analyze", "--set", f"model.weights={p}"), "w.npz", needle)
+    import io
+    import warnings
+
+    with zipfile.ZipFile(tmp_path / "dup.npz", "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name: that is the point
+        for v in (np.zeros(2), np.ones(2)):
+            buf = io.BytesIO()
+            np.save(buf, v)
+            zf.writestr("x.npy", buf.getvalue())
+    one_error_line(run("analyze", "--set", f"model.weights={tmp_path / 'dup.npz'}"), "stored twice")
+
+
+@pytest.mark.parametrize("content", [b"model:\n  hidden_size: 4\n", b"", bytes(1000), b"\x01\x02garbage"])
+def test_text_zero_and_garbage_weights_say_what_they_are(tmp_path, content):
+    p = tmp_path / "w.npz"
+    p.write_bytes(content)
+    line = one_error_line(run("analyze", "--set", f"model.weights={p}"), "w.npz")
+    assert "pickle" not in line
+    one_error_line(run("analyze", "--set", "model.weights=/dev/zero"), "/dev/zero")
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (["model.hidden_size=40000"], "model.input_size x model.hidden_size"),
+        (["model.input_size=100000000"], "model.input_size (data)"),
+        (["data.batch_size=100000", "data.seq_len=100000"], "data.batch_size x data.seq_len"),
+        (["diagnostics.memory=full", "data.seq_len=10000000"], "data.seq_len"),
+    ],
+)
+def test_memory_budget_before_allocation(overrides, field):
+    args = [a for o in overrides for a in ("--set", o)]
+    line = one_error_line(run("analyze", *args), field, "limit")
+    assert "needs about" in line
+
+
+def test_compare_and_train_totals_are_budgeted():
+    one_error_line(run("compare", "--seeds", "100000000"), "compare.seeds", "per-run results")
+    one_error_line(run("train", "--set", "model.hidden_size=30000", "--steps", "1"), "train.clip")
+
+
+def test_data_file_budget_uses_the_header_shape(tmp_path, monkeypatch):
+    from lstm_diag.formats import budget
+
+    monkeypatch.setattr(budget, "memory_limit", lambda: 20 * 2**20)
+    p = zeros_npz(tmp_path / "d.npz", {"x": (2000, 100, 8), "y": (2000, 1)})  # x 12.8 MB declared
+    line = one_error_line(run("analyze", "--set", "data.task=file", "--set", f"data.path={p}"), "d.npz")
+    assert "limit 21.0 MB" in line
+
+
+@pytest.mark.parametrize("where", ["data", "weights"])
+def test_cast_overflow_is_refused_and_underflow_warned(tmp_path, where):
+    with np.load(CASE / "weights.npz") as z:
+        w = {k: z[k] for k in z.files}
+    with np.load(CASE / "data.npz") as z:
+        d = {k: z[k] for k in z.files}
+    target = d if where == "data" else w
+    name = "x" if where == "data" else "lstm.weight_hh_l0"
+    target[name] = target[name].astype(np.float64).copy()
+    target[name].flat[0] = 1e300
+    np.savez(tmp_path / "w.npz", **w)
+    np.savez(tmp_path / "d.npz", **d)
+    base = ["--set", f"model.weights={tmp_path / 'w.npz'}", "--set", f"data.path={tmp_path / 'd.npz'}",
+            "--set", "dtype=float32"]  # fmt: skip
+    cfg = CASE / "config.yaml"
+    line = one_error_line(run("analyze", cfg, *base), name, "overflow float32")
+    assert "LD" not in line
+    target[name].flat[0] = 1e-300
+    np.savez(tmp_path / "w.npz", **w)
+    np.savez(tmp_path / "d.npz", **d)
+    r = run("analyze", cfg, *base, "--format", "json")
+    assert r.exit_code in (0, 1), r.output
+    assert f"warning: {tmp_path}" in r.stderr and "become 0 in float32" in r.stderr
+
+
+# ----------------------------------------------------------- outputs never destroy anything
+
+ERRNOS = ["ENOSPC", "EFBIG", "EROFS", "EACCES", "EDQUOT", "EIO", "EPERM"]
+
+
+@pytest.mark.parametrize("name", ERRNOS)
+@pytest.mark.parametrize("stage", ["write", "fsync", "replace"])
+def test_every_output_error_is_exit_2_with_the_old_file_intact(tmp_path, monkeypatch, name, stage):
+    import errno as errno_mod
+
+    from lstm_diag.errors import OutputError
+
+    target = tmp_path / "r.json"
+    target.write_text("old")
+    code = getattr(errno_mod, name)
+
+    def boom(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    if stage == "write":
+        real = os.fdopen
+
+        class Failing:
+            def __init__(self, fd, *a, **k):
+                self.f = real(fd, *a, **k)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.f.close()
+
+            write = boom
+
+        monkeypatch.setattr(os, "fdopen", Failing)
+    elif stage == "fsync":
+        monkeypatch.setattr(os, "fsync", boom)
+    else:
+        monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OutputError, match=str(target)):
+        atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("name", ERRNOS)
+def test_streamed_output_errors_leave_the_old_file(tmp_path, monkeypatch, name):
+    import errno as errno_mod
+
+    from lstm_diag.errors import OutputError
+    from lstm_diag.setup.outputs import StreamingOutput
+
+    target = tmp_path / "m.jsonl"
+    target.write_text("old\n")
+    out = StreamingOutput(target)
+    out.write("line 1\n")
+    code = getattr(errno_mod, name)
+
+    def boom(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(out.fh, "flush", boom)
+    with pytest.raises(OutputError, match=str(target)):
+        out.write("line 2\n")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]
+
+
+def test_dev_full_and_dev_stdout_are_written_directly_never_replaced(tmp_path):
+    for dev in ("/dev/full",):
+        if not os.path.exists(dev):
+            pytest.skip("no /dev/full")
+        r = run("analyze", "--format", "json", "-o", dev, "--set", "data.seq_len=3")
+        one_error_line(r, dev, "no space left")
+        assert not Path(dev).is_file()
+    out = subprocess.run(
+        [sys.executable, "-m", "lstm_diag", "analyze", "--format", "json", "-o", "/dev/stdout",
+         "--set", "data.seq_len=3"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert json.loads(text[text.index("{") : text.rindex("}") + 1])
+    assert Path("/dev/stdout").is_symlink() or not Path("/dev/stdout").is_file()
+
+
+def test_fifo_output_is_written_in_place(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write_text(fifo, '{"a": 1}')
+    reader.join(10)
+    assert got == [b'{"a": 1}'] and fifo.is_fifo()
+
+
+def test_trailing_slash_means_a_folder_and_symlinks_are_not_followed(tmp_path):
+    one_error_line(run("analyze", "--format", "json", "-o", f"{tmp_path}/newdir/"), "newdir/", "folder")
+    assert not (tmp_path / "newdir").exists()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "m.jsonl"
+    link.symlink_to(victim)
+    r = run("train", "--steps", "2", "--clip", "none", "--metrics", link, "--set", "data.seq_len=5")
+    assert r.exit_code == 0, r.output
+    assert victim.read_text() == "keep me" and not link.is_symlink()
+    assert link.read_text().count("\n") == 2
+
+
+def test_bad_input_never_touches_the_previous_metrics_file(tmp_path):
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text('{"step": 1}\n')
+    for bad in (["--set", f"model.weights={tmp_path / 'nope.npz'}"], ["--set", "model.hidden_size=40000"]):
+        one_error_line(run("train", "--steps", "2", "--metrics", keep, *bad))
+        assert keep.read_text() == '{"step": 1}\n'
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.jsonl"]
+
+
+# ---------------------------------------------------------------- signals, real processes
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _start(tmp_path, *args):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lstm_diag", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env, start_new_session=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "signals, code",
+    [([signal.SIGINT], 130), ([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143)],
+)
+def test_compare_jobs_stops_on_signals_with_no_worker_left(tmp_path, signals, code):
+    proc = _start(tmp_path, "compare", "--jobs", "2", "--seeds", "50", "--init", "pytorch",
+                  "--set", "data.seq_len=400", "--set", "diagnostics.dynamics=false")  # fmt: skip
+    deadline = time.time() + 30
+    workers: list[int] = []
+    while time.time() < deadline and len(workers) < 2:
+        workers = [p for p in _children(proc.pid) if p != proc.pid]
+        time.sleep(0.05)
+    assert len(workers) >= 2, "workers never started"
+    time.sleep(0.3)
+    t0 = time.time()
+    for s in signals:
+        os.killpg(proc.pid, s)  # as a terminal delivers Ctrl-C: to the whole process group
+        time.sleep(0.1)
+    _, err = proc.communicate(timeout=20)
+    assert time.time() - t0 < 5, "took too long to stop"
+    assert proc.returncode == code, err.decode()
+    from lstm_diag.features.shutdown import alive
+
+    time.sleep(0.1)
+    assert alive(workers) == [] or all(
+        Path(f"/proc/{w}/stat").read_text().rpartition(")")[2].split()[0] == "Z" for w in alive(workers)
+    )
+    assert list(tmp_path.iterdir()) == []  # no temporary files
+
+
+def test_sigterm_during_train_keeps_the_partial_metrics_and_names_them(tmp_path):
+    (tmp_path / "m.jsonl").write_text("previous\n")
+    proc = _start(tmp_path, "train", "--steps", "100000", "--clip", "none", "--log-every", "1",
+                  "--metrics", "m.jsonl", "--set", "data.seq_len=20")  # fmt: skip
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(
+        p.read_text().count("\n") >= 3 for p in tmp_path.glob(".m.jsonl.*.partial")
+    ):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, err.decode()
+    assert (tmp_path / "m.jsonl").read_text() == "previous\n"
+    (partial,) = tmp_path.glob(".m.jsonl.*.partial")
+    assert partial.name in err.decode()
+    lines = partial.read_text().splitlines()
+    assert len(lines) >= 3 and all(json.loads(line)["step"] for line in lines)

@@ -344,7 +344,12 @@ def test_metrics_complete_after_sigint_to_the_cli(tmp_path, suffix):
         env=env,
     )
     deadline = time.time() + 60
-    while time.time() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 10):
+    def partial_lines():  # the metrics stream to a temporary file beside the target until the end
+        found = list(tmp_path.glob(f".m{suffix}.*.partial"))
+        return found[0].read_text().count("\n") if found else 0
+
+    while time.time() < deadline and partial_lines() < 10:
+        assert not metrics.exists()  # the target appears only complete
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -362,6 +367,7 @@ def test_metrics_complete_after_sigint_to_the_cli(tmp_path, suffix):
     assert len(rows) == 2 * k and int(rows[-1]["step"]) == k
     assert all(s["steps_done"] == k for s in doc["summary"])
     assert b"interrupted" in err
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -130,6 +130,18 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Input warnings as one line on stderr (`warning: ...`); others as Python shows them."""
+    from ..errors import InputWarning
+
+    if issubclass(category, InputWarning):
+        click.echo(f"warning: {one_line(str(message))}", err=True)
+    else:
+        import warnings
+
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def handle_errors(fn):
     """Turn bad input into one line on stderr and exit 2; never a traceback unless --debug."""
 
@@ -139,12 +151,15 @@ def handle_errors(fn):
 
         import numpy as np
 
-        from ..errors import InputError
+        from ..errors import InputError, InputWarning
+        from ..features.shutdown import Terminated, shutdown_signals
 
         try:
             # Floating-point trouble is reported as findings (LD4xx), never as warnings.
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
+            with warnings.catch_warnings(), np.errstate(all="ignore"), shutdown_signals():
                 warnings.simplefilter("ignore", RuntimeWarning)
+                warnings.simplefilter("always", InputWarning)
+                warnings.showwarning = _show_warning
                 return fn(*args, **kwargs)
         except InputError as e:
             if debug:
@@ -162,6 +177,9 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Terminated as e:
+            click.echo(f"terminated ({e.signame})", err=True)
+            sys.exit(128 + e.signum)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as e:  # a bug: say so in one line, details with --debug

@@ -130,6 +130,7 @@ def train_cmd(
     """
     import signal
 
+    from ..features.shutdown import Terminated
     from ..features.train import train
 
     flags = {
@@ -146,12 +147,16 @@ def train_cmd(
     tc = cfg.train
     labels = [s.label for s in cfg.clip_settings]
     writer = None
-    if tc.metrics:
-        from ..report.train_render import MetricsWriter
-
-        writer = MetricsWriter(tc.metrics, cfg.model.num_layers)
     bar = ProgressBar("train", tc.steps, transient=False, rate=True, width=20)
     stop = _StopFlag(bar)
+
+    def on_ready():  # every input is validated: only now are outputs opened
+        nonlocal writer
+        if tc.metrics:
+            from ..report.train_render import MetricsWriter
+
+            writer = MetricsWriter(tc.metrics, cfg.model.num_layers)
+        bar.start()
 
     def on_step(event):
         if writer is not None:
@@ -163,14 +168,20 @@ def train_cmd(
     except ValueError:  # not the main thread: Ctrl-C raises KeyboardInterrupt, which train() catches
         previous = None
     try:
-        with bar:
-            result = train(cfg, on_step, lambda: stop.requested)
+        result = train(cfg, on_step, lambda: stop.requested, on_ready=on_ready)
+        if writer is not None:
+            writer.commit()
         engine_notes()
+    except BaseException as e:
+        if writer is not None:
+            kept = writer.abandon() if isinstance(e, (KeyboardInterrupt, Terminated)) else writer.discard()
+            if kept is not None:
+                click.echo(f"metrics so far ({writer.lines} lines) kept in {kept}", err=True)
+        raise
     finally:
+        bar.stop()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-        if writer is not None:
-            writer.close()
     err = stderr_console()
     if result.interrupted:
         err.print(f"interrupted: results cover steps 1..{result.steps_run} of {result.steps}")

@@ -115,6 +115,7 @@ def plan(
             "compare.seq_lens: a data file has its own length; a sweep needs a synthetic data.task"
         )
     lens: list[int | None] = list(seq_lens) if seq_lens else [None]
+    _check_budget(base, len(specs) * seeds, lens)
     runs = []
     for T in lens:
         for spec in specs:
@@ -122,6 +123,16 @@ def plan(
                 cfg = run_config(base, spec, base.seed + s, T)
                 runs.append(RunPlan(len(runs), spec, s, cfg.data.seq_len, cfg))
     return runs
+
+
+def _check_budget(base: Config, per_length: int, lens: Sequence[int | None], jobs: int = 1) -> None:
+    """The whole comparison's memory (every run's plan and result, the analyses running at
+    once) against the budget, from sizes alone, before any run is planned."""
+    from ..setup.problem import check_memory
+
+    for T in lens:  # the longest length dominates; every length is checked
+        cfg = base if T is None else base.patched({"data.seq_len": T})
+        check_memory(cfg, "compare", runs=per_length * len(lens), jobs=jobs)
 
 
 # ------------------------------------------------------------------------- measuring
@@ -263,13 +274,6 @@ def execute(run: RunPlan, train_steps: int = 0) -> dict:
     return out
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which cancels what has not started."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def run_all(
     runs: Sequence[RunPlan],
     jobs: int = 1,
@@ -292,25 +296,11 @@ def run_all(
             if on_done is not None:
                 on_done(results[r.index])
         return results  # type: ignore[return-value]
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from functools import partial
 
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(runs)), initializer=_ignore_sigint)
-    try:
-        pending = {pool.submit(execute, r, train_steps) for r in runs}
-        if on_start is not None:
-            on_start()
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in sorted(done, key=lambda f: f.result()["index"]):
-                res = fut.result()
-                results[res["index"]] = res
-                if on_done is not None:
-                    on_done(res)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    return results  # type: ignore[return-value]
+    from .shutdown import run_parallel
+
+    return run_parallel(partial(execute, train_steps=train_steps), runs, jobs, on_done, on_start)
 
 
 # ----------------------------------------------------------------------- aggregating

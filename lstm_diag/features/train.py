@@ -288,10 +288,11 @@ def train(
     config: Config,
     callback: Callable[[StepEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train one run per clip setting of `config.train.clip`; see the module docstring."""
     from ..errors import ConfigError
-    from ..setup.problem import build, make_params, rngs, spec_of
+    from ..setup.problem import build, check_memory, make_params, rngs, spec_of
 
     tc = config.train
     settings = config.clip_settings
@@ -302,6 +303,8 @@ def train(
             "loss.type: upstream has no loss to train on (dh is one gradient of your model); "
             "train needs mse or cross_entropy with a head"
         )
+    if config.data.task != "file":  # a file's budget is checked by build() from its shapes
+        check_memory(config, "train")
     if config.data.task == "file":  # every sequence of the file (data.batch_size: the minibatch)
         whole = config.patched({"data.batch_size": None})
         problem = build(whole)
@@ -319,6 +322,8 @@ def train(
         )
         for s in settings
     ]
+    if on_ready is not None:
+        on_ready()
     t0 = time.perf_counter()
     step, interrupted = 0, False
     pending: list[dict] = []

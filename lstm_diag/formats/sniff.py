@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import InputError
-from .loaded import LoadedFile, eager
+from .loaded import LoadedFile
 from .torch_file import LEGACY_MAGIC, find_prefix, is_torchscript, legacy_message, torchscript_message
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -220,7 +220,7 @@ def describe(path: str | Path) -> str:
 
 
 def read_npz_file(path: Path) -> LoadedFile:
-    """An .npz as a LoadedFile (read eagerly by formats/npz.py: pickles refused)."""
-    from .npz import read_npz
+    """An .npz as a LoadedFile, lazily (formats/npz.py: headers checked first, pickles refused)."""
+    from .npz import open_npz
 
-    return eager(path, "npz", read_npz(path, "weights"))
+    return open_npz(path, "weights")

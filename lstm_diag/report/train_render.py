@@ -8,6 +8,7 @@ and flushes it, so a killed run keeps every line written so far.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -68,11 +69,16 @@ def _json_value(v):
 class MetricsWriter:
     """Streams metrics records to FILE.jsonl (one JSON object a line) or FILE.csv (header first).
 
-    The file is opened once, truncated; every `write` flushes. Use as a context manager.
+    Lines go to a temporary file beside FILE (setup/outputs.StreamingOutput), each step's
+    lines flushed: `commit()` renames it over FILE when the run ends (also after a clean
+    Ctrl-C stop); `abandon()` keeps the partial file beside FILE and returns its path
+    (an abort: second Ctrl-C, SIGTERM); `discard()` removes it (an error). A previous FILE
+    is never truncated before the new one is complete.
     """
 
     def __init__(self, path: str | Path, num_layers: int):
         from ..errors import ConfigError
+        from ..setup.outputs import StreamingOutput
 
         self.path = Path(path)
         self.kind = self.path.suffix.lower()
@@ -81,35 +87,48 @@ class MetricsWriter:
                 f"{self.path}: a metrics file must end in .jsonl (one JSON object a line) or .csv"
             )
         self.fields = metrics_fields(num_layers)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fh = self.path.open("w", encoding="utf-8", newline="")
-        except OSError as e:
-            raise ConfigError(f"{self.path}: cannot write the metrics file ({e.strerror})") from None
+        self.out = StreamingOutput(self.path)
         self.lines = 0
         if self.kind == ".csv":
-            self.csv = csv.DictWriter(self.fh, self.fields, restval="", extrasaction="ignore")
+            self.buf = io.StringIO()
+            self.csv = csv.DictWriter(self.buf, self.fields, restval="", extrasaction="ignore")
             self.csv.writeheader()
-            self.fh.flush()
+            self._flush()
+
+    def _flush(self) -> None:
+        self.out.write(self.buf.getvalue())
+        self.buf.seek(0)
+        self.buf.truncate()
 
     def write(self, records: list[dict]) -> None:
-        for rec in records:
-            if self.kind == ".jsonl":
-                line = json.dumps({k: _json_value(v) for k, v in rec.items()}, allow_nan=False)
-                self.fh.write(line + "\n")
-            else:
+        if self.kind == ".jsonl":
+            lines = (json.dumps({k: _json_value(v) for k, v in r.items()}, allow_nan=False) for r in records)
+            self.out.write("".join(line + "\n" for line in lines))
+        else:
+            for rec in records:
                 self.csv.writerow({k: "" if v is None else v for k, v in rec.items()})
-            self.lines += 1
-        self.fh.flush()
+            self._flush()
+        self.lines += len(records)
 
-    def close(self) -> None:
-        self.fh.close()
+    def commit(self) -> Path:
+        return self.out.commit()
+
+    def abandon(self) -> Path | None:
+        return self.out.abandon()
+
+    def discard(self) -> None:
+        self.out.discard()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.commit()
+        elif issubclass(kind, KeyboardInterrupt):
+            self.abandon()
+        else:
+            self.discard()
 
 
 # --------------------------------------------------------------------------------- text

@@ -29,7 +29,7 @@ import numpy as np
 from ..core.engine import Spec
 from ..errors import ConfigError, InputError
 from ..formats.npz import read_npz
-from .weights import check_numeric
+from .weights import cast_checked, check_numeric
 
 IGNORED = -1  # the engine's marker of a masked cross_entropy target (loss.ignore_index, remapped)
 KNOWN = ("x", "tokens", "y", "logits", "dh", "h0", "c0", "expected_loss", "output")
@@ -181,7 +181,7 @@ def _read_inputs(ds: DataSet, arrays: dict, main: str, spec: Spec, dtype: str) -
             )
         if not np.all(np.isfinite(a)):
             raise InputError(f"{p}: x holds non-finite values (NaN or Inf)")
-        ds.x = np.ascontiguousarray(a, dtype=dtype)
+        ds.x = cast_checked(a, dtype, p, "x")
         return
     if not np.issubdtype(a.dtype, np.integer):
         raise InputError(f"{p}: tokens have dtype {a.dtype}, expected integer ids")
@@ -272,7 +272,7 @@ def _targets(y: np.ndarray, p: Path, spec: Spec, lo, B: int, dtype: str, info: d
         y = y[:B] if lo.target == "last" else y[:B, : info["steps"]]
         if not np.all(np.isfinite(y)):
             raise InputError(f"{p}: y holds non-finite values (NaN or Inf)")
-        return np.ascontiguousarray(y, dtype=dtype)
+        return cast_checked(y, dtype, p, "y")
     if y.shape != lead:
         raise InputError(
             f"{p}: y has shape {y.shape}, expected {lead} class ids for cross_entropy with target {lo.target}"

@@ -15,6 +15,7 @@ from ..core import tasks as data_mod
 from ..core.engine import Spec
 from ..core.schemes import InitOptions, init_params
 from ..errors import ConfigError, InputError
+from ..formats import budget
 from .config import Config
 from .datafile import DataSet, load_data
 from .guard import verify
@@ -155,19 +156,93 @@ def physical_memory() -> int | None:
         return None
 
 
-def check_memory(config: Config) -> None:
+OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}  # arrays of the parameters' size
+RUN_OVERHEAD = 32 * 1024  # a compare run's plan and result as Python objects, beyond its curves
+RESULT_BYTES_PER_STEP = 100  # per step and layer: the run's norm curves as Python floats
+
+
+def parameter_count(config: Config) -> int:
+    n = 0
+    for shape in spec_of(config).param_shapes().values():
+        k = 1
+        for s in shape:
+            k *= s
+        n += k
+    return n
+
+
+def memory_parts(config: Config, command: str = "analyze", runs: int = 1, jobs: int = 1) -> dict[str, int]:
+    """Planned peak bytes, by what drives them (keys name the config fields), from sizes alone.
+
+    analyze/plot/report/gradcheck: parameters and their gradients, the forward/backward
+    caches (`estimated_bytes`) and the dynamics section. train: per clip setting its
+    parameters, gradients and optimizer state, and one step's caches. compare: `jobs`
+    analyses at once, plus every run's plan and result kept until the end (seeds x runs).
+    """
     d = config.diagnostics
-    mode = "full" if d.memory == "full" else "checkpoint"
-    need, have = estimated_bytes(config, mode=mode), physical_memory()
+    itemsize = 4 if config.dtype == "float32" else 8
+    P = parameter_count(config) * itemsize
+    mode = "full" if d.memory == "full" or command == "train" else "checkpoint"
+    m, dc = config.model, config.data
+    data = itemsize * 3 * dc.seq_len * dc.batch_size * max(m.input_size, m.output_size)
+    caches = estimated_bytes(config, mode=mode) - data
     dyn = dynamics_bytes(config)
-    if mode == "full" and d.dynamics and dyn <= d.memory_budget_mb * 2**20:
-        need += dyn  # dynamics runs on full caches when it fits the budget
-    if have and need > 0.8 * have:
-        raise ConfigError(
-            f"data.batch_size x data.seq_len x model.hidden_size x model.num_layers: this analysis "
-            f"needs about {need / 2**30:.1f} GiB, more than 80% of this machine's "
-            f"{have / 2**30:.1f} GiB; make one of them smaller"
+    if not (mode == "full" and d.dynamics and dyn <= d.memory_budget_mb * 2**20) or command == "train":
+        dyn = 0
+    parts = {
+        "model.input_size x model.hidden_size x model.num_layers (parameters)": 2 * P,
+        "data.batch_size x data.seq_len x model.input_size (data)": data,
+        "data.batch_size x data.seq_len x model.hidden_size x model.num_layers (caches)": caches,
+        "diagnostics.dynamics_samples x data.seq_len x model.hidden_size (dynamics)": dyn,
+    }
+    if command == "train":
+        settings = len(config.clip_settings)
+        state = OPTIMIZER_STATE.get(config.train.optimizer, 2)
+        parts["model.* x train.clip settings x train.optimizer (parameters and optimizer state)"] = P * (
+            1 + settings * (2 + state)
         )
+        parts.pop("model.input_size x model.hidden_size x model.num_layers (parameters)")
+    if command == "compare":
+        workers = max(1, min(jobs, runs))
+        parts = {k: v * workers for k, v in parts.items()}
+        per_run = RUN_OVERHEAD + RESULT_BYTES_PER_STEP * config.data.seq_len * config.model.num_layers
+        parts["compare.seeds x compare.init x compare.seq_lens (per-run results)"] = runs * per_run
+    return parts
+
+
+def check_memory(
+    config: Config, command: str = "analyze", runs: int = 1, jobs: int = 1, source: str = ""
+) -> None:
+    """Exit 2 before anything is allocated if the plan needs more than the memory budget
+    (formats/budget.py: 80% of RAM, of `ulimit -v` and of a cgroup limit), naming the
+    largest part's fields (or `source`, the data file whose shape set them)."""
+    parts = memory_parts(config, command, runs, jobs)
+    need, limit = sum(parts.values()), budget.memory_limit()
+    if need > limit:
+        top = max(parts, key=parts.__getitem__)
+        what = top
+        if source and "(data)" in top:
+            what = f"{source}: x's shape"
+        elif source and "caches" in top:
+            what = f"{source}: x's shape with model.hidden_size x model.num_layers"
+        raise ConfigError(
+            f"{what}: this {command} needs about {budget.human(need)} "
+            f"({budget.human(parts[top])} for this part); "
+            f"limit {budget.human(limit)}; make it smaller"
+        )
+
+
+def _check_file_budget(config: Config) -> None:
+    """The memory estimate with the data file's (B, T) as its headers declare them."""
+    from ..formats.npz import open_npz
+
+    info = open_npz(config.data.path, "data").info
+    main = "x" if "x" in info else "tokens" if "tokens" in info else None
+    if main is None or len(info[main].shape) < 2:
+        return  # load_data names what is missing
+    B, T = info[main].shape[:2]  # time-major files swap them: the product is what counts
+    if B > 0 and T > 0:
+        check_memory(config.patched({"data.batch_size": B, "data.seq_len": T}), source=str(config.data.path))
 
 
 def build(config: Config) -> Problem:
@@ -178,6 +253,7 @@ def build(config: Config) -> Problem:
         check_memory(config)
         x, y = make_data(config, data_rng)
         return Problem(config=config, spec=spec_of(config), params=make_params(config, init_rng), x=x, y=y)
+    _check_file_budget(config)  # from the data file's headers, before any array is read
     data = load_data(config, spec_of(config))
     config = config.patched({"data.batch_size": data.batch, "data.seq_len": data.steps})
     check_memory(config)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.engine import Spec
-from ..errors import InputError
+from ..errors import InputError, InputWarning
 from ..formats.loaded import LoadedFile
 from ..formats.sniff import read_arrays
 from .discover import FoundModel, discover
@@ -150,13 +150,42 @@ def apply_what_ifs(params: dict[str, np.ndarray], model, num_layers: int) -> dic
 
 
 def _cast(a: np.ndarray, p: Path, name: str, dtype: str) -> np.ndarray:
-    """A writeable copy in the model's dtype; values that overflow it are refused."""
+    """A writeable copy in the model's dtype; overflow refused, underflow warned (cast_checked)."""
     if not np.issubdtype(a.dtype, np.floating):
         raise InputError(f"{p}: {name} has dtype {a.dtype}, expected a float array")
-    out = np.array(a, dtype=dtype, order="C", copy=True)
-    if np.dtype(dtype).itemsize < a.dtype.itemsize and np.isinf(out).any() and not np.isinf(a).any():
-        big = float(np.abs(a).max())
-        raise InputError(f"{p}: {name} holds {big:.3g}, which overflows {dtype}; use dtype: float64")
+    out = cast_checked(a, dtype, p, name)
+    return np.array(out, copy=True) if (out is a or not out.flags.writeable) else out
+
+
+class CastWarning(InputWarning):
+    """Values that became zero when cast to the configured dtype (shown on stderr)."""
+
+
+def cast_checked(a: np.ndarray, dtype: str, p: Path, name: str) -> np.ndarray:
+    """`a` in `dtype`, refusing values that overflow it (finite -> inf) and warning about
+    non-zero values that underflow to zero, so that neither is blamed on the model."""
+    target = np.dtype(dtype)
+    out = np.ascontiguousarray(a, dtype=target)
+    if a.size == 0 or not np.issubdtype(a.dtype, np.floating) or a.dtype.itemsize <= target.itemsize:
+        return out
+    with np.errstate(all="ignore"):
+        overflow = np.isfinite(a) & ~np.isfinite(out)
+        if overflow.any():
+            big = float(np.max(np.abs(a[overflow])))
+            raise InputError(
+                f"{p}: {name} holds values up to {big:.3g}, which overflow {dtype} "
+                f"(largest {np.finfo(target).max:.3g}) when cast to the configured dtype; "
+                "rescale the array or use dtype: float64"
+            )
+        lost = int(np.count_nonzero((out == 0) & (a != 0)))
+    if lost:
+        import warnings
+
+        tiny = np.finfo(target).smallest_subnormal
+        warnings.warn(
+            CastWarning(f"{p}: {name}: {lost} non-zero values (|v| < {tiny:.3g}) become 0 in {dtype}"),
+            stacklevel=2,
+        )
     return out
 
 
