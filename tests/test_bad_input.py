@@ -366,7 +366,7 @@ def test_npz_members_that_are_not_arrays(tmp_path):
     import zipfile
 
     for name, content, needle in [
-        ("notes.txt", b"hello", "'notes.txt' is not a .npy array"),
+        ("notes.txt", b"hello", "zip archive"),
         ("x.npy", b"hello", "'x.npy' is not a valid .npy array"),
         ("x.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': 'O'", "not a valid .npy array"),
     ]:
@@ -374,6 +374,11 @@ def test_npz_members_that_are_not_arrays(tmp_path):
         with zipfile.ZipFile(p, "w") as zf:
             zf.writestr(name, content)
         one_error_line(run("analyze", "--set", f"model.weights={p}"), "w.npz", needle)
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as zf:
+        zf.writestr("x.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8', 'fortran_order': False, 'shape': (")
+        zf.writestr("notes.txt", b"hello")
+    with pytest.raises(InputError, match=r"'x.npy' is not a valid .npy array"):
+        load_data(tmp_path / "d.npz", Spec(3, 4, 1, 2), "mse", "last", "float64")
     import io
     import warnings
 
