@@ -41,3 +41,15 @@ def tiny_config(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "tiny.yaml"
     path.write_text(TINY_YAML)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """A command stopped by Ctrl-C in-process ignores further signals while it exits
+    (commands/common.py); the test process gets its handlers back after each test."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)

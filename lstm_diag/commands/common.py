@@ -142,6 +142,17 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def _exiting() -> None:
+    """Stopping on a signal: a further Ctrl-C or SIGTERM while exiting changes nothing
+    (the exit code stays 130/143 and cleanup is not cut short)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+
+
 def handle_errors(fn):
     """Turn bad input into one line on stderr and exit 2; never a traceback unless --debug."""
 
@@ -175,9 +186,11 @@ def handle_errors(fn):
             )
             sys.exit(EXIT_INPUT)
         except KeyboardInterrupt:
+            _exiting()
             click.echo("interrupted", err=True)
             sys.exit(130)
         except Terminated as e:
+            _exiting()
             click.echo(f"terminated ({e.signame})", err=True)
             sys.exit(128 + e.signum)
         except (click.exceptions.Exit, click.ClickException, SystemExit):

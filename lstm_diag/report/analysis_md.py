@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .analysis_table import GATE_SYMBOL, describe_config
+from .inert import markdown
 from .text import finding_label, flow_words, fmt, layer_label, sparkline
 
 
@@ -28,7 +29,8 @@ def render_markdown(doc: dict) -> str:
     out = ["## lstm-diag analyze", ""]
     for line in describe_config(doc):  # continuation lines (indented) are details of the line above
         key, _, rest = line.strip().partition(" ")
-        out.append(f"  - {line.strip()}" if line.startswith(" ") else f"- {key}: {rest.strip()}")
+        inert = markdown(line.strip() if line.startswith(" ") else rest.strip())
+        out.append(f"  - {inert}" if line.startswith(" ") else f"- {key}: {inert}")
     out += [f"- **verdict: {doc['verdict']}** ({len(doc['findings'])} findings)", ""]
     for layer in doc["layers"]:
         out += _layer_markdown(layer, doc)

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from ..core.diagnostics import GATE_SYMBOL
 from .describe import init_text, model_line
+from .inert import plain
 from .inputs_text import data_details, has_head, loss_text, what_if_line
 from .text import finding_label, flow_words, fmt, layer_label, sparkline, table
 
@@ -33,9 +34,9 @@ def _sat_style(frac: float) -> str:
 def describe_config(doc: dict) -> list[str]:
     c = doc["config"]
     m, d = c["model"], c["data"]
-    data = d["task"] + (f" {d['path']}" if d["task"] == "file" else "")
+    data = d["task"] + (f" {plain(d['path'])}" if d["task"] == "file" else "")
     lines = [
-        f"model  {model_line(m, has_head(doc))}; init {init_text(m)}; {c['dtype']}",
+        f"model  {model_line(m, has_head(doc))}; init {plain(init_text(m))}; {c['dtype']}",
     ]
     what_if = what_if_line(doc)
     if what_if:

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ..core.diagnostics import GATE_SYMBOL
 from .describe import model_line
+from .inert import markdown
 from .text import table
 
 VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red"}
@@ -355,7 +356,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def render_markdown(doc: dict) -> str:
     T = doc["detail_seq_len"]
     n = len(doc["seed_values"])
-    out = ["## lstm-diag compare", "", *(f"- {x.strip()}" for x in describe(doc)), ""]
+    out = ["## lstm-diag compare", "", *(f"- {markdown(x.strip())}" for x in describe(doc)), ""]
     out += [f"### Gradient flow at T = {T}, ranked (median [IQR] over {n} seeds)", ""]
     rows = [
         [

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .describe import init_text, model_line
+from .inert import plain
 from .inputs_text import what_if_line
 from .text import fmt, table
 
@@ -138,7 +139,7 @@ def describe(doc: dict) -> list[str]:
     c = doc["config"]
     m, d, lo, t = c["model"], c["data"], c["loss"], c["train"]
     data = d["task"] + (
-        f" {d['path']} (epochs, shuffled)" if d["task"] == "file" else " (new batch each step)"
+        f" {plain(d['path'])} (epochs, shuffled)" if d["task"] == "file" else " (new batch each step)"
     )
     opt = t["optimizer"]
     if opt == "momentum":
@@ -152,7 +153,7 @@ def describe(doc: dict) -> list[str]:
         steps += " (interrupted)"
     n = len(doc["settings"])
     return [
-        f"model  {model_line(m)}; init {init_text(m)}; {c['dtype']}",
+        f"model  {model_line(m)}; init {plain(init_text(m))}; {c['dtype']}",
         *([f"what-if {w.removeprefix('what-if: ')}"] if (w := what_if_line(doc)) else []),
         f"data   {data}; batch {d['batch_size']}, {d['seq_len']} steps; seed {c['seed']}",
         f"loss   {lo['type']} on target '{lo['target']}'",

@@ -32,6 +32,7 @@ from matplotlib.transforms import blended_transform_factory
 from ...core.diagnostics import GATE_NAMES, GATE_SYMBOL
 from ...numfmt import fmt
 from ..describe import init_text, model_line
+from ..inert import figure
 from ..inputs_text import has_head, loss_text, what_if_line
 from ..text import layer_label, unit_key
 from .style import GATE_COLOR, GREY, NONFINITE_COLOR, OKABE_ITO, VERDICT_COLOR, new_figure, styled
@@ -52,7 +53,7 @@ def source_label(doc: dict) -> str | None:
         return None
     name = "built-in default" if src.get("config") is None else Path(src["config"]).name
     extra = " ".join(f"--set {o}" for o in src.get("overrides", ()))
-    label = f"{name} {extra}".strip()
+    label = figure(f"{name} {extra}".strip())  # shown as written: no mathtext, no control characters
     return label if len(label) <= 90 else label[:89] + "…"
 
 

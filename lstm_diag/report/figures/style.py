@@ -65,6 +65,9 @@ RC = {
     "axes.grid": True,
     "grid.alpha": 0.25,
     "grid.linewidth": 0.6,
+    # Text is never mathtext: a `$` in a file name or a config value is shown as written
+    # (report/inert.py). No figure uses mathtext; symbols are Unicode.
+    "text.parse_math": False,
 }
 # What the encoders would otherwise stamp: matplotlib's version and the date.
 _METADATA = {
