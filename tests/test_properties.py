@@ -100,3 +100,46 @@ def test_engine_never_crashes_and_json_stays_valid(scale, xscale, dtype, layers,
     assert doc["verdict"] in ("healthy", "vanishing", "exploding")
     if not doc["numerics"]["loss_finite"]:
         assert "LD403" in {f["code"] for f in doc["findings"]}
+
+
+# ----------------------------------------------- issue 20: hostile input, as properties
+
+_yaml_text = st.text(
+    alphabet=st.sampled_from(list("abcdeimnst_:-[]{},&*!#|>'\"\n 0123456789.\\$<%@")), max_size=400
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_yaml_text)
+def test_any_yaml_text_is_a_config_or_one_config_error(tmp_path_factory, text):
+    """Whatever the text, the loader returns a config or raises ConfigError, one short line:
+    never another exception (RecursionError, TypeError...), never a message that grows."""
+    p = tmp_path_factory.mktemp("y") / "c.yaml"
+    p.write_text(text)
+    try:
+        load_config(p)
+    except ConfigError as e:
+        assert "\n" not in str(e).strip() and len(str(e)) < 600, str(e)
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=st.sampled_from(["model.init", "model.hidden_size", "data.task", "seed", "compare.seq_lens",
+                            "train.clip", "diagnostics.window", "model", "x.y"]),
+       value=_yaml_text)  # fmt: skip
+def test_any_set_value_is_accepted_or_one_short_config_error(key, value):
+    try:
+        load_config(None, [f"{key}={value}"])
+    except ConfigError as e:
+        assert "\n" not in str(e).strip() and len(str(e)) < 600, str(e)
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5000) | st.binary(max_size=99),
+    lambda inner: st.lists(inner, max_size=200) | st.dictionaries(st.text(max_size=20), inner, max_size=50),
+    max_leaves=2000,
+))  # fmt: skip
+def test_previews_are_short_whatever_the_value(value):
+    from lstm_diag.errors import preview
+
+    assert len(preview(value)) < 120

@@ -79,6 +79,41 @@ def _save_weights(result, target: str, err) -> None:
         err.print(f"weights ({run.setting.label}, after {run.steps_done} steps) written to {path}")
 
 
+def _run(cfg, bar: ProgressBar, stop: _StopFlag, labels: list[str]):
+    """train(), with the metrics file opened only once every input is checked (on_ready),
+    renamed into place at the end, kept beside its target on an abort (SIGTERM, named on
+    stderr), removed on an error (docs/train.md, "The metrics file")."""
+    from ..features.shutdown import Terminated
+    from ..features.train import train
+
+    writer = None
+
+    def on_ready():
+        nonlocal writer
+        if cfg.train.metrics:
+            from ..report.train_render import MetricsWriter
+
+            writer = MetricsWriter(cfg.train.metrics, cfg.model.num_layers)
+        bar.start()
+
+    def on_step(event):
+        if writer is not None:
+            writer.write(event.records)
+        _show_step(bar, labels, event)
+
+    try:
+        result = train(cfg, on_step, lambda: stop.requested, on_ready=on_ready)
+        if writer is not None:
+            writer.commit()
+    except BaseException as e:
+        if writer is not None:
+            kept = writer.abandon() if isinstance(e, (KeyboardInterrupt, Terminated)) else writer.discard()
+            if kept is not None:
+                click.echo(f"metrics so far ({writer.lines} lines) kept in {kept}", err=True)
+        raise
+    return result, writer
+
+
 @click.command("train", epilog=EPILOG)
 @config_argument
 @click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps per setting [train.steps: 200].")
@@ -130,8 +165,6 @@ def train_cmd(
     """
     import signal
 
-    from ..features.shutdown import Terminated
-    from ..features.train import train
 
     flags = {
         "steps": steps,
@@ -146,38 +179,15 @@ def train_cmd(
     cfg = with_flags(load(config, with_engine(overrides, engine)), "train", flags)
     tc = cfg.train
     labels = [s.label for s in cfg.clip_settings]
-    writer = None
     bar = ProgressBar("train", tc.steps, transient=False, rate=True, width=20)
     stop = _StopFlag(bar)
-
-    def on_ready():  # every input is validated: only now are outputs opened
-        nonlocal writer
-        if tc.metrics:
-            from ..report.train_render import MetricsWriter
-
-            writer = MetricsWriter(tc.metrics, cfg.model.num_layers)
-        bar.start()
-
-    def on_step(event):
-        if writer is not None:
-            writer.write(event.records)
-        _show_step(bar, labels, event)
-
     try:
         previous = signal.signal(signal.SIGINT, stop)
     except ValueError:  # not the main thread: Ctrl-C raises KeyboardInterrupt, which train() catches
         previous = None
     try:
-        result = train(cfg, on_step, lambda: stop.requested, on_ready=on_ready)
-        if writer is not None:
-            writer.commit()
+        result, writer = _run(cfg, bar, stop, labels)
         engine_notes()
-    except BaseException as e:
-        if writer is not None:
-            kept = writer.abandon() if isinstance(e, (KeyboardInterrupt, Terminated)) else writer.discard()
-            if kept is not None:
-                click.echo(f"metrics so far ({writer.lines} lines) kept in {kept}", err=True)
-        raise
     finally:
         bar.stop()
         if previous is not None:
