@@ -216,6 +216,9 @@ def check_memory(
     """Exit 2 before anything is allocated if the plan needs more than the memory budget
     (formats/budget.py: 80% of RAM, of `ulimit -v` and of a cgroup limit), naming the
     largest part's fields (or `source`, the data file whose shape set them)."""
+    m, dc = config.model, config.data
+    if None in (dc.batch_size, dc.seq_len, m.input_size, m.hidden_size, m.output_size):
+        return  # sizes a file decides: checked again from its headers before it is read
     parts = memory_parts(config, command, runs, jobs)
     need, limit = sum(parts.values()), budget.memory_limit()
     if need > limit:
