@@ -294,6 +294,8 @@ DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN = 16, 100  # of a generated task
 def _check_data(d: DataConfig, lo: LossConfig) -> None:
     """Fields that only apply to a data file, and the generated task's default sizes."""
     if d.task != "file":
+        if d.path is not None:
+            raise ValueError(f"data.path: is read with data.task: file, not with task {d.task!r}")
         if d.layout != "batch_first":
             raise ValueError(f"data.layout: applies to a data file (data.task: file), got {d.layout!r}")
         if d.expected_loss is not None:
