@@ -245,7 +245,8 @@ def load(config, overrides):
     if m.weights is not None:
         from ..setup.weights import SELECTORS, notes
 
-        for line in notes(m.weights, **{k: getattr(m, k) for k in SELECTORS}):
+        data_path = cfg.data.path if cfg.data.task == "file" else None
+        for line in notes(m.weights, data_path, **{k: getattr(m, k) for k in SELECTORS}):
             click.echo(f"note: {one_line(line)}", err=True)
     return cfg
 
