@@ -243,10 +243,14 @@ def load(config, overrides):
     cfg = load_config(config, overrides)[0]
     m = cfg.model
     if m.weights is not None:
+        from pathlib import Path
+
+        from ..setup.datafile import KNOWN
         from ..setup.weights import SELECTORS, notes
 
-        data_path = cfg.data.path if cfg.data.task == "file" else None
-        for line in notes(m.weights, data_path, **{k: getattr(m, k) for k in SELECTORS}):
+        d = cfg.data
+        same = d.task == "file" and d.path is not None and Path(d.path).resolve() == Path(m.weights).resolve()
+        for line in notes(m.weights, KNOWN if same else (), **{k: getattr(m, k) for k in SELECTORS}):
             click.echo(f"note: {one_line(line)}", err=True)
     return cfg
 

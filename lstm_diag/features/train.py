@@ -284,20 +284,11 @@ class TrainResult:
         return doc
 
 
-def train(
-    config: Config,
-    callback: Callable[[StepEvent], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_ready: Callable[[], None] | None = None,
-) -> TrainResult:
-    """Train one run per clip setting of `config.train.clip`; see the module docstring."""
+def _initial(config: Config) -> tuple[dict, tuple | None]:
+    """The initial parameters, and a data file's whole (x, y, h0, c0) (None for a task)."""
     from ..errors import ConfigError
-    from ..setup.problem import build, check_memory, make_params, rngs, spec_of
+    from ..setup.problem import build, check_memory, make_params, rngs
 
-    tc = config.train
-    settings = config.clip_settings
-    spec = spec_of(config)
-    data = None
     if config.loss.type == "upstream":
         raise ConfigError(
             "loss.type: upstream has no loss to train on (dh is one gradient of your model); "
@@ -305,13 +296,26 @@ def train(
         )
     if config.data.task != "file":  # a file's budget is checked by build() from its shapes
         check_memory(config, "train")
-    if config.data.task == "file":  # every sequence of the file (data.batch_size: the minibatch)
-        whole = config.patched({"data.batch_size": None})
-        problem = build(whole)
-        data = (problem.x, problem.y, problem.h0, problem.c0)
-        initial = problem.params  # with the embedding when the file holds token ids: trained too
-    else:
-        initial = make_params(config, rngs(config.seed)[0])
+        return make_params(config, rngs(config.seed)[0]), None
+    # every sequence of the file (data.batch_size: the minibatch)
+    problem = build(config.patched({"data.batch_size": None}))
+    # with the embedding when the file holds token ids: trained too
+    return problem.params, (problem.x, problem.y, problem.h0, problem.c0)
+
+
+def train(
+    config: Config,
+    callback: Callable[[StepEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> TrainResult:
+    """Train one run per clip setting of `config.train.clip`; see the module docstring."""
+    from ..setup.problem import spec_of
+
+    tc = config.train
+    settings = config.clip_settings
+    spec = spec_of(config)
+    initial, data = _initial(config)
     backends.select(config.engine, config.dtype, spec)
     runs = [
         Run(

@@ -189,15 +189,13 @@ def cast_checked(a: np.ndarray, dtype: str, p: Path, name: str) -> np.ndarray:
     return out
 
 
-def notes(path: str | Path, data_path: str | Path | None = None, **selection: str | None) -> list[str]:
+def notes(path: str | Path, used: tuple[str, ...] = (), **selection: str | None) -> list[str]:
     """Lines for stderr about a weights file: a content/extension mismatch and what is unused.
-    When the same file is also the data file (as `capture` writes it), its data arrays are used."""
-    from .datafile import KNOWN
-
+    `used`: arrays read by something else (the data arrays, when the weights file is also the
+    data file, as `capture` writes it)."""
     loaded, found = find_model(path, **selection)
     out = [loaded.note] if loaded.note else []
-    same = data_path is not None and Path(data_path).resolve() == Path(path).resolve()
-    groups = [g for g in found.unused_groups() if not (same and g[0] in KNOWN)]
+    groups = [g for g in found.unused_groups() if g[0] not in used]
     lines = [f"{n} ({why})" if c == 1 else f"{n} ({c} arrays: {why})" for n, c, why in groups]
     if lines:
         shown = "; ".join(lines[:4]) + (f"; and {len(lines) - 4} more" if len(lines) > 4 else "")
