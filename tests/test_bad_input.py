@@ -278,7 +278,8 @@ def zeros_npz(path, members, compression=None):
     import io
     import zipfile
 
-    with zipfile.ZipFile(path, "w", compression=compression or zipfile.ZIP_DEFLATED) as zf:
+    # compresslevel 1: zlib compresses zeros 3x faster than at its default level (ratio 229:1, not 1029:1)
+    with zipfile.ZipFile(path, "w", compression=compression or zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for name, shape in members.items():
             head = io.BytesIO()
             np.lib.format.write_array_header_1_0(
@@ -337,7 +338,7 @@ def test_only_the_arrays_the_model_needs_are_read(tmp_path, monkeypatch):
     assert x.flags.writeable and x.shape == (2, 3, 4)
     assert set(loaded.arrays._cache) == {"x"}  # the others never decompressed
     # a weights file with an unused huge extra: refused by name, the extra never decompressed
-    zeros_npz(tmp_path / "big.npz", {"junk": (4000, 1000, 120)})  # 3.8 GB declared, 3.7 MB on disk
+    zeros_npz(tmp_path / "big.npz", {"junk": (4000, 1000, 120)})  # 3.8 GB declared, 17 MB on disk
     import zipfile
 
     with zipfile.ZipFile(tmp_path / "big.npz", "a") as zf:

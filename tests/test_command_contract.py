@@ -42,7 +42,8 @@ def test_plot_and_report_take_output_and_list_paths_on_stderr(tiny_config, tmp_p
     assert r.stdout == ""
     written = [Path(line.split(" to ", 1)[1]) for line in r.stderr.splitlines()]
     assert written and all(p.is_file() and p.parent == tmp_path / "figs" for p in written)
-    r = run("report", tiny_config, "--output", tmp_path / "r.html", "--dpi", 30)
+    no_dynamics = ("--set", "diagnostics.dynamics=false")
+    r = run("report", tiny_config, "--output", tmp_path / "r.html", "--dpi", 30, *no_dynamics)
     assert r.exit_code == 0 and r.stdout == "", r.output
     assert r.stderr.strip() == f"report written to {tmp_path / 'r.html'}"
 
