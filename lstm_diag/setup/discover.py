@@ -368,21 +368,25 @@ def _named(items, wanted, attr="weight"):
     ]
 
 
+def _one_named(field: str, what: str, items: list, wanted: str, source: str):
+    """The one candidate `model.<field>` names, else exit 2 listing every candidate."""
+    hits = _named(items, wanted)
+    if len(hits) != 1:
+        listed = ", ".join(c.describe() for c in items) or "none"
+        raise ConfigError(f"model.{field}: {wanted!r} matches {len(hits)} {what} in {source} ({listed})")
+    return hits[0]
+
+
 def _find_head(found: FoundModel, rest, wanted) -> None:
     linears = _linears(rest)
     if wanted is not None:
-        hits = _named(linears, wanted)
-        if len(hits) != 1:
-            listed = ", ".join(c.describe() for c in linears) or "none"
+        head = _one_named("head", "linear layers", linears, wanted, found.source)
+        if head.in_features != found.lstm.output_width:
             raise ConfigError(
-                f"model.head: {wanted!r} matches {len(hits)} linear layers in {found.source} ({listed})"
-            )
-        if hits[0].in_features != found.lstm.output_width:
-            raise ConfigError(
-                f"model.head: {hits[0].describe()} reads {hits[0].in_features} inputs, but the LSTM "
+                f"model.head: {head.describe()} reads {head.in_features} inputs, but the LSTM "
                 f"outputs {found.lstm.output_width}"
             )
-        found.head = hits[0]
+        found.head = head
         return
     cands = [c for c in linears if c.bias is not None and c.in_features == found.lstm.output_width]
     if len(cands) == 1:
@@ -408,18 +412,13 @@ def _find_embedding(found: FoundModel, rest, wanted) -> None:
         if c.bias is None and c.weight not in taken
     ]
     if wanted is not None:
-        hits = _named(mats, wanted)
-        if len(hits) != 1:
-            listed = ", ".join(c.describe() for c in mats) or "none"
+        emb = _one_named("embedding", "matrices", mats, wanted, found.source)
+        if emb.embedding_dim != found.lstm.input_size:
             raise ConfigError(
-                f"model.embedding: {wanted!r} matches {len(hits)} matrices in {found.source} ({listed})"
-            )
-        if hits[0].embedding_dim != found.lstm.input_size:
-            raise ConfigError(
-                f"model.embedding: {hits[0].describe()} gives vectors of {hits[0].embedding_dim}, "
+                f"model.embedding: {emb.describe()} gives vectors of {emb.embedding_dim}, "
                 f"but the LSTM reads {found.lstm.input_size}"
             )
-        found.embedding = hits[0]
+        found.embedding = emb
         return
     cands = [m for m in mats if m.embedding_dim == found.lstm.input_size]
     named = [m for m in cands if "emb" in m.weight.lower()]
