@@ -9,14 +9,24 @@ from __future__ import annotations
 import re
 
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, Group
 from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from ..core.names import param_name
-from ..features.explain import Contribution, Equation, Explanation, StepView, Toy, sub, sup
+from ..features.explain import (
+    CONTRIBUTION_RULE,
+    CONTRIBUTION_SUMS,
+    Contribution,
+    Equation,
+    Explanation,
+    StepView,
+    Toy,
+    sub,
+    sup,
+)
 from .describe import model_line
 from .text import fmt, table
 
@@ -121,23 +131,18 @@ def _width(console: Console) -> int:
     return console.width - INDENT
 
 
-def contribution_intro(c: Contribution, full: bool = True) -> Text:
-    """The three sums, and the x_t, h_{t-1} entries that the table multiplies δz_t by."""
+def contribution_intro(c: Contribution, width: int, full: bool = True) -> Group:
+    """Eqs. (14)-(16) and what one step adds to them (when `full`), and the x_t, h_{t-1}
+    entries that the table multiplies δz_t by."""
     tt, tp = sub(c.t), sub(c.t - 1)
     x = "x" if c.layer == 0 else f"h{sup(f'({c.layer - 1})')}"  # the layer's input x_t
     xs = ", ".join(f"{x}{tt}[{j}] = {num(v)}" for j, v in zip(c.x_cols, c.x, strict=True))
     hs = ", ".join(f"h{tp}[{v}] = {num(h)}" for v, h in zip(c.h_cols, c.h_prev, strict=True))
-    lines = []
-    if full:
-        lines += [
-            "(14) ∂L/∂Wᵢₕ = Σₜ δzₜ xₜᵀ   (15) ∂L/∂Wₕₕ = Σₜ δzₜ hₜ₋₁ᵀ   (16) ∂L/∂b = Σₜ δzₜ",
-            "Step t adds δzₜ[r]·xₜ[j] to ∂L/∂Wᵢₕ[r,j], δzₜ[r]·hₜ₋₁[v] to ∂L/∂Wₕₕ[r,v]",
-            "and δzₜ[r] to ∂L/∂b[r], for b = bᵢₕ and b = bₕₕ alike. Row r = gate·H + u",
-            "of the stacked [i|f|g|o] parameters.",
-        ]
+    lines = [CONTRIBUTION_RULE.text] if full else []
     lines.append(f"Here {xs}; {hs}.")
     lines.append(f"Entries of the first table: δz{tt}[r]·{x}{tt}[j], δz{tt}[r]·h{tp}[v], δz{tt}[r].")
-    return Text("\n".join(lines), style="dim")
+    text = Text("\n".join(lines), style="dim")
+    return Group(equation_grid(CONTRIBUTION_SUMS, width), text) if full else Group(text)
 
 
 def contribution_tables(c: Contribution, batch_size: int) -> list[Table]:
@@ -192,7 +197,7 @@ def render_step(ex: Explanation, console: Console) -> None:
     _section(
         console,
         f"Parameter gradients: step t = {t}'s share (eqs. 14-16)",
-        contribution_intro(s.contributions),
+        contribution_intro(s.contributions, w),
         *contribution_tables(s.contributions, n["B"]),
     )
     where = f"step t-1 = {t - 1}" if t > 1 else "the initial state h₀, c₀"
@@ -272,7 +277,7 @@ def render_toy(toy: Toy, console: Console) -> None:
         _section(
             console,
             f"Step t = {s.t}'s share of the parameter gradients (eqs. 14-16)",
-            contribution_intro(s.contributions, full=last),
+            contribution_intro(s.contributions, w, full=last),
             *contribution_tables(s.contributions, 1),
         )
     _section(
@@ -321,20 +326,7 @@ def _md_contributions(c: Contribution, batch_size: int, full: bool = True) -> st
     hs = ", ".join(rf"$h_{{{c.t - 1}}}[{v}] = {num_tex(h)}$" for v, h in zip(c.h_cols, c.h_prev, strict=True))
     out = []
     if full:
-        out.append(
-            "$$\n\\begin{aligned}\n"
-            r"\frac{\partial L}{\partial W_{ih}} &= \sum_t \delta z_t\, x_t^\top && \text{(14)} \\"
-            "\n"
-            r"\frac{\partial L}{\partial W_{hh}} &= \sum_t \delta z_t\, h_{t-1}^\top && \text{(15)} \\"
-            "\n"
-            r"\frac{\partial L}{\partial b_{ih}} = \frac{\partial L}{\partial b_{hh}} &= \sum_t \delta z_t"
-            r" && \text{(16)}"
-            "\n\\end{aligned}\n$$\n\n"
-            r"Step $t$ adds $\delta z_t[r]\, x_t[j]$ to $\partial L/\partial W_{ih}[r,j]$, "
-            r"$\delta z_t[r]\, h_{t-1}[v]$ to $\partial L/\partial W_{hh}[r,v]$ and $\delta z_t[r]$ to "
-            r"$\partial L/\partial b[r]$; row $r = \text{gate}\cdot H + u$ of the stacked $[i|f|g|o]$ "
-            "parameters."
-        )
+        out.append(_tex_block(CONTRIBUTION_SUMS) + "\n" + CONTRIBUTION_RULE.tex)
     out.append(f"Here {xs}; {hs}.\n")
 
     def md_table(title: str, parts: dict) -> str:

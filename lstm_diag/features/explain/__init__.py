@@ -7,10 +7,22 @@ Pure: builds plain data, prints nothing (renderers are in report/explain_render.
 """
 
 from .notation import GATE_FN, GATE_FN_TEX, GATE_SUP, Equation, Form, at_unit, shift, sub, sup, sym
-from .step import SCHEMA_VERSION, Contribution, Explanation, StepView, View, explain, select
+from .step import (
+    CONTRIBUTION_RULE,
+    CONTRIBUTION_SUMS,
+    SCHEMA_VERSION,
+    Contribution,
+    Explanation,
+    StepView,
+    View,
+    explain,
+    select,
+)
 from .toy import TOY_PARAMS, TOY_TOL, TOY_X, TOY_Y, FDCheck, Toy, toy, toy_problem
 
 __all__ = [
+    "CONTRIBUTION_RULE",
+    "CONTRIBUTION_SUMS",
     "GATE_FN",
     "GATE_FN_TEX",
     "GATE_SUP",

@@ -3,8 +3,9 @@
 Every formula is written once, in a small subset of LaTeX (`math(src)`); its plain-text
 form with Unicode sub/superscripts is derived from that source (`text_of`):
 `\\delta c_{t-1} \\odot f_t` -> `δcₜ₋₁ ⊙ fₜ`, `W_{hh}^\\top` -> `Wₕₕᵀ`, `\\hat y` -> `ŷ`,
-`z^{i}_{3}` -> `zⁱ₃`; a subscript with no Unicode form stays `_T`, `_head`. Template
-placeholders `{0}`, `{1}`, ... pass through unchanged.
+`z^{i}_{3}` -> `zⁱ₃`, `\\frac{\\partial L}{\\partial b}` -> `∂L/∂b`; a subscript with no
+Unicode form stays `_T`, `_head`. Template placeholders `{0}`, `{1}`, ... pass through
+unchanged. Prose with inline `$...$` math is written once too (`prose`).
 
 Each `Equation` holds its symbolic form (a `Form`: text and LaTeX), a template into
 which a renderer substitutes the numbers of its operands, and its value. Equation
@@ -93,6 +94,10 @@ def text_of(src: str) -> str:
         elif c == "\\" and src.startswith("\\text{", i):
             body, i = _group(src, i + 5)
             out.append(body)
+        elif c == "\\" and src.startswith("\\frac", i):
+            num, i = _group(src, i + 5)
+            den, i = _group(src, i)
+            out.append(f"{text_of(num)}/{text_of(den)}")
         elif c == "\\" and src.startswith("\\hat y", i):
             out.append("ŷ")
             i += 6
@@ -117,6 +122,14 @@ def text_of(src: str) -> str:
 def math(src: str) -> Form:
     """One formula from its single source: LaTeX as written, text derived by `text_of`."""
     return Form(text_of(src), src)
+
+
+def prose(src: str) -> Form:
+    """A sentence with inline `$...$` math, from one source: markdown keeps it as written,
+    the text form shows each math span by `text_of` without the dollars."""
+    parts = src.split("$")
+    text = "".join(text_of(p) if k % 2 else p for k, p in enumerate(parts))
+    return Form(text, src)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from ...errors import ConfigError
 from ...setup.config import Config
 from ...setup.problem import Problem
 from ..analysis import AnalysisResult
-from .notation import GATE_FN_TEX, Equation, Form, Operands, at_unit, math, shift, sym
+from .notation import GATE_FN_TEX, Equation, Form, Operands, at_unit, math, prose, shift, sym
 
 SCHEMA_VERSION = 1
 DEFAULT_UNITS = 2  # units shown when --units is not given
@@ -76,6 +76,25 @@ class Contribution:
             "batch": self.batch,
             "total": self.total,
         }
+
+
+def _dl(p: str) -> str:
+    """∂L/∂p as a LaTeX fraction."""
+    return rf"\frac{{\partial L}}{{\partial {p}}}"
+
+
+# eqs. (14)-(16) and what one step adds to them: written once, shown by every renderer
+CONTRIBUTION_SUMS = [
+    Equation("dW_ih", "14", math(_dl("W_{ih}")), math(r"\sum_t \delta z_t\, x_t^\top")),
+    Equation("dW_hh", "15", math(_dl("W_{hh}")), math(r"\sum_t \delta z_t\, h_{t-1}^\top")),
+    Equation("db", "16", math(f"{_dl('b_{ih}')} = {_dl('b_{hh}')}"), math(r"\sum_t \delta z_t")),
+]
+CONTRIBUTION_RULE = prose(
+    r"Step $t$ adds $\delta z_t[r] \cdot x_t[j]$ to $\partial L/\partial W_{ih}[r,j]$, "
+    r"$\delta z_t[r] \cdot h_{t-1}[v]$ to $\partial L/\partial W_{hh}[r,v]$ and $\delta z_t[r]$ to "
+    r"$\partial L/\partial b[r]$, for $b = b_{ih}$ and $b = b_{hh}$ alike; row "
+    r"$r = \text{gate} \cdot H + u$ of the stacked $[i|f|g|o]$ parameters."
+)
 
 
 @dataclass
