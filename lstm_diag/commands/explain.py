@@ -23,6 +23,7 @@ Examples:
   lstm-diag explain cfg.yaml --step 1 --units 0,5
   lstm-diag explain cfg.yaml --layer 1 --sample 3 --format markdown > step.md
   lstm-diag explain --toy --format json | jq '.gradcheck.passed'
+  lstm-diag explain charlm.yaml --vocab vocab.json --step 40   # token-id data, labelled
 
 Steps count from 1 (t = 1..T); layers, samples and units from 0.
 """
@@ -37,6 +38,13 @@ Steps count from 1 (t = 1..T); layers, samples and units from 0.
 @click.option("--sample", metavar="B", help="Sample of the batch, 0-based [default: 0].")
 @click.option("--units", metavar="U1,U2", help="Hidden units to show, 0-based [default: 0,1].")
 @click.option(
+    "--vocab",
+    metavar="VOCAB.json",
+    type=click.Path(dir_okay=False),
+    help="Label token-id inputs with their strings: a JSON list of tokens (id k at position k) "
+    "or an object {token: id}. Every id in the data must be in it.",
+)
+@click.option(
     "--toy",
     is_flag=True,
     help="A built-in scalar LSTM (sizes 1, T = 3), walked forward and back through every "
@@ -44,14 +52,19 @@ Steps count from 1 (t = 1..T); layers, samples and units from 0.
 )
 @debug_option
 @handle_errors
-def explain_cmd(config, overrides, fmt, step, layer, sample, units, toy):
+def explain_cmd(config, overrides, fmt, step, layer, sample, units, vocab, toy):
     """Show the LSTM equations at one time step with the numbers substituted.
 
     For step t of one layer and sample, and a few hidden units: the forward pass
     (z_t, i, f, g, o, c_t, h_t; docs/equations.md eqs. 1-7), the backward pass (dL/dh_t,
     dL/dc_t, each gate's derivative, dL/dz_t; eqs. 8-13), the step's share of the
     parameter gradients (eqs. 14-16) and what flows back to step t-1. Every number
-    is the engine's own, so it explains what `analyze` reports.
+    is the engine's own, so it explains what `analyze` reports. Numbers have 4
+    significant digits, and values near ±1 enough digits to show their distance from 1
+    (σ′ = 0.999994628 · (1 - 0.999994628), never 1 · (1 - 1)).
+
+    With token-id data (`tokens` in the data file), the header names the step's input token
+    and the tokens around it; --vocab gives their strings.
     """
     from ..errors import ConfigError
 
@@ -65,6 +78,7 @@ def explain_cmd(config, overrides, fmt, step, layer, sample, units, toy):
                 ("--layer", layer),
                 ("--sample", sample),
                 ("--units", units),
+                ("--vocab", vocab),
             )
             if v
         ]
@@ -80,9 +94,12 @@ def explain_cmd(config, overrides, fmt, step, layer, sample, units, toy):
 
         # explain reads the full per-step caches, and needs no Jacobian/Lyapunov section
         overrides = (*overrides, "diagnostics.memory=full", "diagnostics.dynamics=false")
+        from ..setup.vocab import load_vocab
+
+        words = None if vocab is None else load_vocab(vocab)  # a bad file stops before the analysis
         problem = build(load(config, overrides))
         view = select(problem, step, layer, sample, units)
-        result = explain(analyze_problem(problem), view)
+        result = explain(analyze_problem(problem), view, words)
     if fmt == "json":
         from ..features.explain import SCHEMA_VERSION
 

@@ -6,7 +6,9 @@ shown unit with the numbers substituted, aligned at "=" like a derivation.
 
 from __future__ import annotations
 
+import math
 import re
+from pathlib import Path
 
 from rich.cells import cell_len
 from rich.console import Console, Group
@@ -28,23 +30,40 @@ from ..features.explain import (
     sup,
 )
 from .describe import model_line
+from .inert import markdown as md_text
+from .inert import plain
 from .text import fmt, table
 
 DIGITS = 4  # significant digits of every number shown
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
+# an operand subtracted from 1 in a template: `1 - {0}`, `(1 - {0})`, `1 - {0}^2`, `1 - {0}²`
+_COMPLEMENT = re.compile(r"1\s*[-−]\s*\(?\{(\d+)\}")
+NEAR_ONE = 0.1  # in `1 - v`, |v| closer to 1 than this is shown with its distance to 1
 
 
 # ------------------------------------------------------------------- numbers
 
 
-def num(v: float) -> str:
-    """A number for the terminal: 4 significant digits, e-notation when tiny or huge."""
-    return fmt(float(v), DIGITS)
+def num(v: float, complement: bool = False) -> str:
+    """A number for the terminal: 4 significant digits, e-notation when tiny or huge.
+
+    A value near ±1 is shown with enough decimals that its distance from ±1 reads to 4
+    significant digits, so no rounded identity reads as false: wherever 4 digits would
+    print a value that is not ±1 as "1" (σ(12.13) = 0.999994628, not 1), and, with
+    `complement`, wherever 1 - v is taken (σ′ = 0.999994628 · (1 - 0.999994628) = 5.372e-06,
+    not 1 · (1 - 1) = 5.372e-06).
+    """
+    v = float(v)
+    s = fmt(v, DIGITS)
+    d = 1.0 - abs(v)  # the distance from ±1, exact in float64 for |v| in [0.5, 1]
+    if math.isfinite(v) and 0.0 < d and (s in ("1", "-1") or (complement and d < NEAR_ONE)):
+        return f"{v:.{DIGITS - 1 - math.floor(math.log10(d))}f}"
+    return s
 
 
-def num_tex(v: float) -> str:
+def num_tex(v: float, complement: bool = False) -> str:
     """The same number as LaTeX: 1.234e-05 -> 1.234 \\times 10^{-5}."""
-    s = num(v)
+    s = num(v, complement)
     mant, e, exp = s.partition("e")
     if not e:
         return s
@@ -53,11 +72,13 @@ def num_tex(v: float) -> str:
 
 def fill(template: str, values: list[float], number=num) -> str:
     """Substitute numbers into a template; a negative number is bracketed unless it opens
-    the expression or a function's argument: `1 - {0}²` -> `1 - (-0.25)²`."""
+    the expression or a function's argument: `1 - {0}²` -> `1 - (-0.25)²`. An operand that
+    the template subtracts from 1 anywhere is shown near ±1 with its distance to 1 (`num`)."""
+    near = {int(k) for k in _COMPLEMENT.findall(template)}
 
     def one(m: re.Match) -> str:
-        v = float(values[int(m.group(1))])
-        s = number(v)
+        k = int(m.group(1))
+        s = number(float(values[k]), k in near)
         before = template[: m.start()].rstrip()
         if s.startswith("-") and before and not before.endswith("("):
             return f"({s})"
@@ -75,6 +96,44 @@ def numeric_rhs(eq: Equation, row: int, number=num) -> tuple[str, str]:
     if _PLACEHOLDER.fullmatch(template.strip()):
         return "", number(eq.value[row])
     return fill(template, values, number), number(eq.value[row])
+
+
+def token_text(inputs: dict, tok_id: int, token: str | None) -> str:
+    """One token as shown: its string (control characters escaped, quoted) with its id, or the id."""
+    if inputs["vocab"] is None:
+        return f"id {tok_id}"
+    return f"{plain(repr(token))} (id {tok_id})"
+
+
+def input_context(inputs: dict) -> str:
+    """The sample's input tokens around step t, step t in brackets: `…the q[u]ick…` for single
+    characters, `… the [quick] brown …` for longer tokens; ids when there is no vocabulary."""
+    first, t = inputs["context_first_step"], inputs["step"]
+    raw = inputs["context_tokens"] or [str(i) for i in inputs["context_ids"]]
+    chars = inputs["context_tokens"] is not None and all(len(w) == 1 for w in raw)
+    words = [plain(w) for w in raw]  # control characters escaped: a newline shows as \n
+    j = t - first  # position of step t in the context
+    words[j] = f"[{words[j]}]"
+    sep = "" if chars else " "
+    head = "…" + sep if first > 1 else ""
+    tail = sep + "…" if first - 1 + len(words) < inputs["T"] else ""
+    return head + sep.join(words) + tail
+
+
+def input_lines(ex: Explanation) -> list[str]:
+    """What the step reads (token-id data only): its token, and the sample's tokens around it."""
+    inp = ex.inputs
+    if inp is None:
+        return []
+    t = inp["step"]
+    inp = {**inp, "T": ex.sizes["T"]}
+    tok = token_text(inp, inp["id"], inp["token"])
+    where = f" of {plain(Path(inp['vocab']).name)}" if inp["vocab"] else " (no --vocab: ids)"
+    last = inp["context_first_step"] + len(inp["context_ids"]) - 1
+    return [
+        f"x{sub(t)} = E[{inp['id']}] (eq. 24): token {tok}{where}",
+        f"sample {ex.view.sample}, t = {inp['context_first_step']}..{last}: {input_context(inp)}",
+    ]
 
 
 def ref_label(ref: str) -> str:
@@ -185,9 +244,13 @@ def render_step(ex: Explanation, console: Console) -> None:
     head.append(f"{cfg.loss.type} on '{cfg.loss.target}', L = {num(ex.loss)}\n")
     head.append("shown  ", style="bold")
     head.append(f"step t = {v.step}, layer {v.layer}, sample {v.sample}, units {units}\n")
+    for k, line in enumerate(input_lines(ex)):
+        head.append("input  " if k == 0 else "       ", style="bold")
+        head.append(line + "\n")  # Text.append: no markup parsed; plain() escaped
     head.append(
         "δx = dL/dx, the total derivative of the loss; ⊙ elementwise; [u] unit u;\n"
-        "(n) docs/equations.md eq. n. Numbers: the engine's caches and gradients, 4 digits.",
+        "(n) docs/equations.md eq. n. Numbers: the engine's caches and gradients, 4\n"
+        "significant digits; near ±1, enough digits to show the distance from 1.",
         style="dim",
     )
     console.print(Panel(head, title="lstm-diag explain", title_align="left"))
@@ -375,7 +438,9 @@ def markdown_step(ex: Explanation) -> str:
         f"'{cfg.loss.target}', $L = {num_tex(ex.loss)}$. Step {v.step} of {n['T']}, layer {v.layer} of "
         f"{n['L']} (0-based), sample {v.sample} of {n['B']}, units {units} of {n['H']}. "
         r"$\delta x = dL/dx$; $\odot$ elementwise; $[u]$ hidden unit $u$; (n) is docs/equations.md eq. n. "
-        "Values: the engine's caches and gradients, 4 significant digits.\n",
+        "Values: the engine's caches and gradients, 4 significant digits (near ±1, enough digits "
+        "to show the distance from 1).\n",
+        *([f"Input: {md_text('; '.join(input_lines(ex)))}\n"] if ex.inputs else []),
         *_md_step(ex.step, n["B"]),
     ]
     return "\n".join(parts)

@@ -31,10 +31,12 @@ from ...core.names import param_name
 from ...errors import ConfigError
 from ...setup.config import Config
 from ...setup.problem import Problem
+from ...setup.vocab import Vocab
 from ..analysis import AnalysisResult
 from .notation import GATE_FN_TEX, Equation, Form, Operands, at_unit, math, prose, shift, sym
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # docs/explain.md, "Version history"
+CONTEXT = (24, 8)  # tokens shown before and after step t in the input context
 DEFAULT_UNITS = 2  # units shown when --units is not given
 MAX_COLS = 2  # columns of W_ih and W_hh shown in the contribution tables
 
@@ -136,6 +138,7 @@ class Explanation:
     loss: float
     sizes: dict[str, int]  # T, B, I, H, L, O
     step: StepView
+    inputs: dict | None = None  # token-id data: the sample's tokens around t (`step_inputs`)
 
     def to_dict(self) -> dict:
         return {
@@ -151,6 +154,7 @@ class Explanation:
                 "units": self.view.units,
             },
             "loss": self.loss,
+            "inputs": self.inputs,
             **self.step.to_dict(),
         }
 
@@ -576,10 +580,43 @@ def select(
     return View(step=t, layer=k, sample=b, units=us)
 
 
-def explain(result: AnalysisResult, view: View) -> Explanation:
-    """The equations of `view.step` for one layer, sample and a few units, with the engine's numbers."""
+def step_inputs(problem: Problem, view: View, vocab: Vocab | None = None) -> dict | None:
+    """The input tokens around step t of the shown sample, when the data holds token ids
+    (x_t = E[token_t], eq. 24), with the vocabulary's strings when one is given; None for
+    float inputs x. Every id in the data must have a token in the vocabulary (else InputError
+    naming the vocabulary file); a vocabulary for float inputs is a ConfigError."""
+    x = problem.x
+    if x.ndim != 2:  # (B, T, I) floats: nothing to label
+        if vocab is not None:
+            raise ConfigError(
+                f"--vocab: the data holds float inputs x of shape {tuple(x.shape)}, not token ids; "
+                "a vocabulary labels token-id data (`tokens` in the data file, read through the "
+                "model's embedding)"
+            )
+        return None
+    if vocab is not None:
+        src = problem.data.path if problem.data is not None else None
+        vocab.check_ids(x, f"the data ({src})" if src else "the data")
+    T = x.shape[1]
+    lo, hi = max(0, view.step - 1 - CONTEXT[0]), min(T, view.step + CONTEXT[1])
+    ids = [int(i) for i in x[view.sample, lo:hi]]  # (hi - lo,) positions t = lo+1..hi
+    return {
+        "vocab": None if vocab is None else str(vocab.path),
+        "step": view.step,
+        "id": int(x[view.sample, view.step - 1]),
+        "token": None if vocab is None else vocab.tokens[int(x[view.sample, view.step - 1])],
+        "context_first_step": lo + 1,
+        "context_ids": ids,
+        "context_tokens": None if vocab is None else [vocab.tokens[i] for i in ids],
+    }
+
+
+def explain(result: AnalysisResult, view: View, vocab: Vocab | None = None) -> Explanation:
+    """The equations of `view.step` for one layer, sample and a few units, with the engine's numbers;
+    token-id inputs are labelled with `vocab`'s strings when given (`step_inputs`)."""
     p = result.problem
-    B, T, I = p.x.shape
+    B, T = p.x.shape[:2]  # x: (B, T, I) floats, or (B, T) token ids
+    I = p.spec.input_size
     sizes = {
         "T": int(T),
         "B": int(B),
@@ -588,5 +625,6 @@ def explain(result: AnalysisResult, view: View) -> Explanation:
         "L": p.spec.num_layers,
         "O": p.spec.output_size,
     }
+    inputs = step_inputs(p, view, vocab)
     step = _Step(result, view.layer, view.sample, view.units).view(view.step)
-    return Explanation(config=p.config, view=view, loss=result.loss, sizes=sizes, step=step)
+    return Explanation(config=p.config, view=view, loss=result.loss, sizes=sizes, step=step, inputs=inputs)
