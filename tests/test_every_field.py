@@ -60,6 +60,9 @@ RULES = {
 EXECUTION = {
     "engine": "which engine computes (numpy or numba kernels): same numbers to 1e-12 (tests/test_fused.py)",
     "compare.jobs": "the number of processes: byte-identical results (tests/test_compare.py)",
+    "compare.scheduler": "where runs execute (Dask): byte-identical results (tests/test_executor.py)",
+    "compare.cache": "a folder of finished runs: identical output, only missing runs computed "
+    "(tests/test_executor.py)",
     "train.metrics": "an output file (tests/test_train.py)", "train.save_weights": "an output file",
     "train.plots": "an output folder", "compare.plots": "an output folder",
 }

@@ -40,6 +40,17 @@ the compare: section of CONFIG. Details: docs/compare.md.
 """
 
 
+def _where(s, runs: int) -> str:
+    """Where the runs executed, for the summary line on stderr."""
+    if s.scheduler == "local":
+        from ..features.executor import local_workers
+
+        return f"on a Dask LocalCluster of {min(local_workers(s.jobs), runs)} worker(s)"
+    if s.scheduler is not None:
+        return f"on the Dask scheduler {s.scheduler}"
+    return f"with {min(s.jobs, runs)} process(es)"
+
+
 def _run_line(run: dict) -> str:
     return f"{run['scheme']} seed {run['seed']} T={run['seq_len']}: horizon {run['horizon']}"
 
@@ -55,6 +66,20 @@ def _run_line(run: dict) -> str:
 @click.option("--seeds", type=int, metavar="N", help="Seeds per scheme [compare.seeds: 5].")
 @click.option(
     "-j", "--jobs", type=int, metavar="J", help="Worker processes; never changes a result [compare.jobs: 1]."
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run on Dask: 'local' starts a LocalCluster for the run (--jobs workers, or one per core), "
+    "or the address of a running scheduler (tcp://host:8786); never changes a result "
+    "[compare.scheduler; needs pip install 'lstm-diag[dask]'].",
+)
+@click.option(
+    "--cache",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Keep each finished run in DIR; a rerun (after Ctrl-C, a crash, a lost worker) computes "
+    "only the missing runs, with identical output [compare.cache].",
 )
 @click.option(
     "--seq-lens",
@@ -77,7 +102,9 @@ def _run_line(run: dict) -> str:
 @fail_on_option
 @debug_option
 @handle_errors
-def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrides, fmt, engine, fail_on):
+def compare_cmd(
+    config, init, seeds, jobs, scheduler, cache, seq_lens, train_steps, plots, overrides, fmt, engine, fail_on
+):
     """Compare initialization schemes on CONFIG's architecture and data, over seeds.
 
     For every scheme x seed (x sequence length): the same data batch per seed, the
@@ -89,14 +116,26 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
     import time
 
     from ..features.compare import compare, plan, run_findings
+    from ..features.executor import in_flight
 
-    flags = {"init": init, "seeds": seeds, "jobs": jobs, "seq_lens": seq_lens}
-    flags |= {"train_steps": train_steps, "plots": plots}
+    flags = {"init": init, "seeds": seeds, "jobs": jobs, "seq_lens": seq_lens, "scheduler": scheduler}
+    flags |= {"train_steps": train_steps, "plots": plots, "cache": cache}
     cfg = with_flags(load(config, with_engine(overrides, engine)), "compare", flags)
     s = cfg.compare
+    if s.scheduler is not None:
+        from ..features.executor import require_distributed
+
+        require_distributed()  # before any run: exit 2 naming the extra
     specs, lens = s.init_specs, s.seq_len_list
-    runs = plan(cfg, specs, s.seeds, lens)
-    progress = ProgressBar("compare", len(runs))
+    runs = plan(cfg, specs, s.seeds, lens, jobs=in_flight(s.jobs, s.scheduler))
+    progress = ProgressBar("compare", len(runs), rate=True)
+    counts = {True: 0, False: 0}  # cached, computed
+
+    def done(run: dict, cached: bool) -> None:
+        counts[cached] += 1
+        text = f"{counts[True]} cached · " if counts[True] else ""
+        progress.update(advance=1, text=text + _run_line(run))
+
     t0 = time.perf_counter()
     try:
         doc = compare(
@@ -106,9 +145,11 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
             lens,
             jobs=s.jobs,
             train_steps=s.train_steps,
-            on_done=lambda run: progress.update(advance=1, text=_run_line(run)),
+            on_done=done,
             on_start=progress.start,
             runs=runs,
+            scheduler=s.scheduler,
+            cache=s.cache,
         )
     finally:
         progress.stop()
@@ -117,7 +158,9 @@ def compare_cmd(config, init, seeds, jobs, seq_lens, train_steps, plots, overrid
     err.print(
         f"compare: {len(runs)} runs ({len(specs)} schemes × {s.seeds} seeds"
         + (f" × {len(lens)} lengths" if lens else "")
-        + f") in {time.perf_counter() - t0:.1f} s with {min(s.jobs, len(runs))} process(es)"
+        + f") in {time.perf_counter() - t0:.1f} s {_where(s, len(runs))}"
+        + (f": {counts[True]} cached, {counts[False]} computed" if s.cache else ""),
+        soft_wrap=True,  # one line, whatever the width: for logs and grep
     )
     if fmt == "json":
         from ..features.compare import SCHEMA_VERSION

@@ -95,9 +95,10 @@ def run_config(base: Config, spec: InitSpec, seed: int, seq_len: int | None) -> 
 
 
 def plan(
-    base: Config, specs: Sequence[InitSpec], seeds: int, seq_lens: Sequence[int] | None
+    base: Config, specs: Sequence[InitSpec], seeds: int, seq_lens: Sequence[int] | None, jobs: int = 1
 ) -> list[RunPlan]:
-    """Every run, ordered by T, then scheme (as given), then seed index."""
+    """Every run, ordered by T, then scheme (as given), then seed index. The memory budget
+    counts `jobs` analyses in flight at once in this machine's memory."""
     from ..errors import ConfigError
 
     if base.model.weights is not None:
@@ -115,7 +116,7 @@ def plan(
             "compare.seq_lens: a data file has its own length; a sweep needs a synthetic data.task"
         )
     lens: list[int | None] = list(seq_lens) if seq_lens else [None]
-    _check_budget(base, len(specs) * seeds, lens)
+    _check_budget(base, len(specs) * seeds, lens, jobs)
     runs = []
     for T in lens:
         for spec in specs:
@@ -250,57 +251,80 @@ def measure_after_training(problem, steps: int) -> dict:
     }
 
 
-def execute(run: RunPlan, train_steps: int = 0) -> dict:
-    """One run, start to end: build, analyze, measure (and train). Returns plain data.
+def payload(run: RunPlan, train_steps: int = 0) -> dict:
+    """What a worker needs for one run, as plain JSON data: the run's full config (without
+    the compare: section, which only says how to sweep), what to measure, and the input
+    files by path and SHA-256. Labels stay here: a run's cache entry does not depend on
+    its place in the sweep."""
+    from .executor import fingerprint_inputs
 
-    Module-level so worker processes can import it; it depends on `run` alone.
+    config = run.config.model_dump(mode="json")
+    config.pop("compare", None)
+    inputs = fingerprint_inputs(
+        {"data.path": run.config.data.path, "model.weights": run.config.model.weights}
+    )
+    return {"config": config, "train_steps": train_steps, "inputs": inputs}
+
+
+def execute(job: dict) -> dict:
+    """One run, start to end, from its payload: build, analyze, measure (and train).
+
+    Module-level so worker processes (local or Dask) can import it; it depends on the
+    payload alone and returns plain data.
     """
+    import json
+
+    from ..setup.config import Config
     from ..setup.problem import build
     from .analysis import analyze_problem
+    from .executor import verify_inputs
 
+    verify_inputs(job["inputs"])
+    config = Config.model_validate_json(json.dumps(job["config"]))  # JSON mode: lists are tuples
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        problem = build(run.config)
-        out = {
-            "index": run.index,
-            "scheme": run.spec.label,
-            "seed_index": run.seed_index,
-            "seed": run.config.seed,
-            "seq_len": int(problem.x.shape[1]),
-            "reproduce": run.reproduce,
-            **measure(analyze_problem(problem)),
-        }
-        out["after_training"] = measure_after_training(problem, train_steps) if train_steps else None
+        problem = build(config)
+        out = {"seq_len": int(problem.x.shape[1]), **measure(analyze_problem(problem))}
+        steps = job["train_steps"]
+        out["after_training"] = measure_after_training(problem, steps) if steps else None
     return out
+
+
+def labelled(run: RunPlan, result: dict) -> dict:
+    """A run's result with what it is in the sweep (index, scheme, seed, the analyze command)."""
+    out = {"index": run.index, "scheme": run.spec.label, "seed_index": run.seed_index}
+    out |= {"seed": run.config.seed, "seq_len": result["seq_len"], "reproduce": run.reproduce}
+    return out | result
 
 
 def run_all(
     runs: Sequence[RunPlan],
     jobs: int = 1,
     train_steps: int = 0,
-    on_done: Callable[[dict], None] | None = None,
+    on_done: Callable[[dict, bool], None] | None = None,
     on_start: Callable[[], None] | None = None,
+    scheduler: str | None = None,
+    cache: str | None = None,
 ) -> list[dict]:
-    """Execute every run, in this process (jobs = 1) or in `jobs` worker processes.
+    """Execute every run through `executor.run_many`: in this process (jobs = 1), in `jobs`
+    worker processes, or on a Dask scheduler (`scheduler`), reusing the runs found in `cache`.
 
-    Results come back in run order whatever finishes first; `on_done` sees each as it
-    finishes. `on_start` is called once the workers exist (start a progress display there,
-    so no display thread is running while worker processes are forked).
+    Results come back in run order whatever finishes first; `on_done(run, cached)` sees
+    each as it finishes; `on_start` is called once the workers exist (start a progress
+    display there, so no display thread is running while worker processes are forked).
     """
+    from .executor import run_many
+
     results: list[dict | None] = [None] * len(runs)
-    if jobs <= 1 or len(runs) <= 1:
-        if on_start is not None:
-            on_start()
-        for r in runs:
-            results[r.index] = execute(r, train_steps)
-            if on_done is not None:
-                on_done(results[r.index])
-        return results  # type: ignore[return-value]
-    from functools import partial
 
-    from .shutdown import run_parallel
+    def done(k: int, result: dict, cached: bool) -> None:
+        results[k] = labelled(runs[k], result)
+        if on_done is not None:
+            on_done(results[k], cached)
 
-    return run_parallel(partial(execute, train_steps=train_steps), runs, jobs, on_done, on_start)
+    jobs_ = [payload(r, train_steps) for r in runs]
+    run_many(execute, jobs_, jobs=jobs, scheduler=scheduler, cache=cache, on_done=done, on_start=on_start)
+    return results  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------- aggregating
@@ -436,17 +460,19 @@ def compare(
     seq_lens: Sequence[int] | None = None,
     jobs: int = 1,
     train_steps: int = 0,
-    on_done: Callable[[dict], None] | None = None,
+    on_done: Callable[[dict, bool], None] | None = None,
     on_start: Callable[[], None] | None = None,
     runs: list[RunPlan] | None = None,
+    scheduler: str | None = None,
+    cache: str | None = None,
 ) -> dict:
     """Measure every spec x seed (x sequence length) and summarize; see the module docstring.
 
-    Returns the JSON document of `compare --format json` (docs/compare.md). `jobs` changes
-    nothing in it.
+    Returns the JSON document of `compare --format json` (docs/compare.md). Where the runs
+    execute (`jobs`, `scheduler`) and the `cache` change nothing in it.
     """
-    runs = plan(config, specs, seeds, seq_lens) if runs is None else runs
-    results = run_all(runs, jobs, train_steps, on_done, on_start)
+    runs = plan(config, specs, seeds, seq_lens, jobs=jobs) if runs is None else runs
+    results = run_all(runs, jobs, train_steps, on_done, on_start, scheduler, cache)
     lens = sorted({r["seq_len"] for r in results})
     labels = [s.label for s in specs]
     aggregates, ranking = [], {}
@@ -466,7 +492,8 @@ def compare(
             "train_steps": train_steps,
         }
     )
-    settings.pop("jobs", None)  # never changes a number
+    for key in ("jobs", "scheduler", "cache"):  # where and whether runs execute: never a number
+        settings.pop(key, None)
     settings.pop("plots", None)
     doc_config = config.model_dump(mode="json")
     doc_config.pop("compare", None)

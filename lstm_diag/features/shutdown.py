@@ -68,7 +68,7 @@ def _worker_init(initializer: Callable[[], None] | None) -> None:
 
 
 @contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
+def signals_blocked() -> Iterator[None]:
     """No KeyboardInterrupt/Terminated while the pool is being torn down (a second Ctrl-C
     during cleanup would otherwise leave workers behind); delivered right after."""
     mask = {signal.SIGINT, *STOP_SIGNALS}
@@ -128,7 +128,7 @@ def run_parallel(
                 if on_done is not None:
                     on_done(results[index[fut]])
     except BaseException as e:
-        with _signals_blocked():
+        with signals_blocked():
             stop_workers(list((getattr(pool, "_processes", None) or {}).values()))
             pool.shutdown(wait=False, cancel_futures=True)
         if isinstance(e, BrokenProcessPool):

@@ -165,12 +165,18 @@ class TrainConfig(_Section):
         return self
 
 
+# local, host, host:port, tcp://host:port, tls://[::1]:8786
+SCHEDULER = re.compile(r"local|([a-z]+://)?(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(:\d+)?")
+
+
 class CompareConfig(_Section):
     """`lstm-diag compare` (docs/compare.md); CLI flags override these."""
 
     init: str | list[str] = "pytorch,keras,orthogonal,chrono"
     seeds: int = Field(5, gt=0)
     jobs: int = Field(1, gt=0)
+    scheduler: str | None = None  # Dask: "local" (a LocalCluster for the run) or a scheduler address
+    cache: str | None = None  # folder of finished runs (features/executor.py)
     seq_lens: int | str | list[int] | None = None
     train_steps: int = Field(0, ge=0)
     plots: str | None = None
@@ -179,6 +185,11 @@ class CompareConfig(_Section):
 
     @model_validator(mode="after")
     def _valid(self):
+        if self.scheduler is not None and not SCHEDULER.fullmatch(self.scheduler):
+            raise ValueError(
+                "compare.scheduler: 'local' (a Dask LocalCluster for the run) or a scheduler "
+                f"address such as tcp://host:8786, got {preview(self.scheduler)}"
+            )
         try:
             self._init_specs = parse_init_specs(self.init)
         except ValueError as e:
@@ -379,6 +390,7 @@ PATH_FIELDS = (
     ("train", "save_weights"),
     ("train", "plots"),
     ("compare", "plots"),
+    ("compare", "cache"),
 )
 
 
