@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -318,28 +319,38 @@ def _descendants(root: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "signals, code", [([signal.SIGINT], 130), ([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143)]
+    "signals, code, when",
+    [
+        ([signal.SIGINT], 130, "running"),
+        ([signal.SIGINT, signal.SIGINT], 130, "running"),
+        ([signal.SIGTERM], 143, "running"),
+        ([signal.SIGINT], 130, "starting"),  # workers spawning: none may see it or be left
+    ],
 )
-def test_a_dask_sweep_stops_on_signals_and_closes_its_cluster(tmp_path, signals, code):
+def test_a_dask_sweep_stops_on_signals_and_closes_its_cluster(tmp_path, signals, code, when):
     pytest.importorskip("distributed", reason="Dask sweeps need the dask extra")
+    scratch = set(Path(tempfile.gettempdir()).glob("lstm-diag-dask-*"))
     proc = _start(tmp_path, *LONGER, "--seeds", "200", "--scheduler", "local", "--jobs", "2")
-    deadline = time.time() + 90
-    workers: list[int] = []
-    while time.time() < deadline and len(workers) < 2:
-        workers = [
-            p for p in _descendants(proc.pid) if "distributed" in _cmdline(p) or "spawn" in _cmdline(p)
+    deadline = time.time() + 120
+    started = 1 if when == "starting" else 3  # the cluster process, then its 2 workers
+    cluster: list[int] = []
+    while time.time() < deadline and len(cluster) < started:
+        cluster = [
+            p for p in _descendants(proc.pid) if "local_cluster" in _cmdline(p) or "spawn" in _cmdline(p)
         ]
-        time.sleep(0.1)
-    assert len(workers) >= 2, "the Dask workers never started"
-    time.sleep(3)  # runs under way
+        time.sleep(0.05)
+    assert len(cluster) >= started, "the Dask cluster never started"
+    time.sleep(3 if when == "running" else 1)
+    cluster = [p for p in _descendants(proc.pid) if "local_cluster" in _cmdline(p) or "spawn" in _cmdline(p)]
     for s in signals:
-        os.killpg(proc.pid, s)
+        os.killpg(proc.pid, s)  # as a terminal does: the whole process group
         time.sleep(0.1)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err.decode()
-    assert err.decode().strip().splitlines()[-1] in ("interrupted", "terminated (SIGTERM)")
+    assert err.decode().strip() in ("interrupted", "terminated (SIGTERM)")  # no worker traceback
     time.sleep(0.5)
-    assert [p for p in alive(workers) if _state(p) != "Z"] == []
+    assert [p for p in alive(cluster) if _state(p) != "Z"] == []
+    assert set(Path(tempfile.gettempdir()).glob("lstm-diag-dask-*")) <= scratch  # workers' folders removed
 
 
 def _cmdline(pid: int) -> str:

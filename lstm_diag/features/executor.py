@@ -299,48 +299,30 @@ def _dask_task(payload: dict, fn: Callable, version: str) -> dict:
     return fn(payload)
 
 
-def dask_setup(worker) -> None:
-    """Dask preload (LocalCluster workers): Ctrl-C at the terminal reaches the whole process
-    group; a worker leaves it to the client, which cancels the runs and closes the cluster."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @contextlib.contextmanager
 def dask_client(scheduler: str, jobs: int, runs: int) -> Iterator[Any]:
-    """A Client of the scheduler at `scheduler`, or of a LocalCluster started here, closed
-    at the end whatever happens (Ctrl-C and SIGTERM wait until it is)."""
+    """A Client of the scheduler at `scheduler`, or of a LocalCluster started for the run in
+    its own session (features/local_cluster.py), closed at the end whatever happens: a
+    signal during the teardown waits until it is done."""
+    from . import local_cluster
     from .shutdown import signals_blocked
 
     distributed = require_distributed()
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    cluster = client = None
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # errors reach the user as exceptions
+    server = client = None
     try:
-        with signals_blocked():  # a signal during start-up is delivered once the cluster exists
-            if scheduler == "local":
-                cluster = distributed.LocalCluster(
-                    n_workers=min(local_workers(jobs), max(1, runs)),
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.CRITICAL,  # a failed run is reported here, once
-                    preload=[__name__],  # dask_setup above
-                )
-                client = distributed.Client(cluster)
-            else:
-                client = _connect(distributed, scheduler)
+        if scheduler == "local":
+            server = local_cluster.ClusterProcess(min(local_workers(jobs), max(1, runs)))
+            scheduler = server.address
+        client = _connect(distributed, scheduler)
         yield client
     finally:
-        with signals_blocked():  # a second Ctrl-C waits until the cluster is closed
+        with signals_blocked():  # Ctrl-C again waits until the cluster is closed
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close(timeout=5)
-            if cluster is not None:
-                with contextlib.suppress(Exception):
-                    cluster.close(timeout=10)
+            if server is not None:
+                server.stop()
 
 
 def _connect(distributed, address: str):
