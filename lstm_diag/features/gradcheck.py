@@ -192,8 +192,10 @@ class GradcheckPlan:
     def estimated_seconds(self) -> float:
         """4 loss evaluations per entry, each the measured forward pass times the share of
         the layers it recomputes (the head's entries counted as 1/(2L) of a pass)."""
-        return EVALS_PER_ENTRY * self.forward_seconds * sum(
-            len(idx) * self.cost_weights[name] for name, idx in self.indices.items()
+        return (
+            EVALS_PER_ENTRY
+            * self.forward_seconds
+            * sum(len(idx) * self.cost_weights[name] for name, idx in self.indices.items())
         )
 
 
