@@ -37,6 +37,7 @@ RULES = {
     "model.head": ("analyze", "fc"), "model.embedding": ("analyze", "embed"),
     "data.task": ("analyze", "copy"), "data.batch_size": ("analyze", 3), "data.seq_len": ("analyze", 13),
     "data.path": ("analyze", "x.npz"), "data.layout": ("xfile", "time_major"),
+    "data.batch_index": ("analyze", 1), "data.batches": ("analyze", 2),
     "data.expected_loss": ("xfile", 123.0), "loss.type": ("analyze", "cross_entropy"),
     "loss.target": ("analyze", "all"), "loss.ignore_index": ("ce", 1),
     "diagnostics.saturation_threshold": ("analyze", 0.3), "diagnostics.vanishing_ratio": ("analyze", 0.5),

@@ -33,6 +33,8 @@ Examples:
   lstm-diag analyze cfg.yaml --set clipping.mode=norm --set clipping.max_norm=1
   lstm-diag analyze cfg.yaml --save-weights init.npz --plots figs/
   lstm-diag analyze long.yaml --no-dynamics      # skip Jacobians/Lyapunov (faster)
+  lstm-diag analyze cfg.yaml --batches 6         # median [IQR] over 6 batches, verdicts by majority
+  lstm-diag analyze cfg.yaml --set data.batch_index=3   # batch 3 alone
 """
 
 
@@ -63,10 +65,17 @@ Examples:
     help="Skip the state Jacobians and Lyapunov spectrum (diagnostics.dynamics=false); "
     "they cost up to about one more forward+backward pass (docs/dynamics.md).",
 )
+@click.option(
+    "--batches",
+    type=click.IntRange(1),
+    help="Analyse N consecutive batches (data.batches) with the same weights: median [IQR] of "
+    "horizon, decay, λ₁ and saturation, verdicts by majority; --fail-on judges findings of more "
+    "than half the batches (docs/batches.md).",
+)
 @engine_option
 @debug_option
 @handle_errors
-def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no_dynamics, engine):
+def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no_dynamics, batches, engine):
     """Run the LSTM on CONFIG and diagnose gradient flow through time.
 
     Reports the loss; per layer the norms of dL/dc_t, dL/dh_t and dL/dz per gate at
@@ -79,9 +88,11 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
 
     if no_dynamics:
         overrides = (*overrides, "diagnostics.dynamics=false")
+    if batches is not None:
+        overrides = (*overrides, f"data.batches={batches}")
     overrides = with_engine(overrides, engine)
     cfg = load(config, overrides)
-    result = analyze(cfg, source=run_source(config, overrides))
+    result = run_batches(cfg, run_source(config, overrides), analyze)
     engine_notes()
     echo_notes(result.problem.notes)
     doc = result.to_dict()
@@ -115,4 +126,24 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
 
         for path in write_document_figures(figures, doc, plots):
             click.echo(f"figure written to {path}", err=True)
-    fail_if(result.findings, fail_on)
+    fail_if(result.gate_findings, fail_on)
+
+
+def run_batches(cfg, source, analyze):
+    """`analyze(cfg)`, with a progress bar on stderr over data.batches > 1 and a note of what
+    was read."""
+    n = cfg.data.batches
+    if n == 1:
+        return analyze(cfg, source=source)
+    from .progress import ProgressBar
+
+    with ProgressBar("batches", n) as bar:
+        result = analyze(cfg, source=source, on_batch=lambda k, r: bar.update(completed=k, text=r.verdict))
+    d = cfg.data
+    click.echo(
+        f"note: {n} batches from data.batch_index {d.batch_index} ({result.batches['source']}, "
+        f"{result.batches['batch_size']} sequences each); the report's details are of batch "
+        f"{d.batch_index}, the spread is over all {n}",
+        err=True,
+    )
+    return result

@@ -14,12 +14,12 @@ from ..core.diagnostics import GATE_NAMES, flow_summary, gate_heatmap, verdict
 from ..core.engine import DIRECTIONS, time_order
 from ..core.names import param_name
 from ..setup.config import Config, load_config
-from ..setup.problem import Problem, build, dynamics_bytes, estimated_bytes
+from ..setup.problem import Problem, build, dynamics_bytes, estimated_bytes, problems
 from . import findings
 from .findings import Finding
 from .trace import LayerTrace, Trace, trace_checkpointed, trace_full
 
-SCHEMA_VERSION = 3  # docs/json-schema.md, "Version history"
+SCHEMA_VERSION = 4  # docs/json-schema.md, "Version history"
 
 
 @dataclass
@@ -97,6 +97,15 @@ class AnalysisResult:
     findings: list[Finding] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=lambda: {"config": None, "overrides": []})
     loss_kind: str = "computed"  # "computed" by the engine; "captured" from your model (upstream); "none"
+    # data.batches > 1 (features/batches.py): this result is the first batch's, with its caches
+    # dropped (fwd, bwd None); `batches` the spread over all, `batch_findings` those of a majority.
+    batches: dict | None = None
+    batch_findings: list[Finding] | None = None
+
+    @property
+    def gate_findings(self) -> list[Finding]:
+        """What --fail-on judges: the findings, or over several batches those of a majority."""
+        return self.findings if self.batch_findings is None else self.batch_findings
 
     def to_dict(self) -> dict:
         p = self.problem
@@ -122,6 +131,7 @@ class AnalysisResult:
             "memory": self.memory,
             "dynamics": self.dynamics,
             "findings": [f.to_dict() for f in self.findings],
+            **({} if self.batches is None else {"batches": self.batches}),
         }
 
 
@@ -411,15 +421,23 @@ def analyze(
     config: str | Path | Mapping | Config | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     source: dict | None = None,
+    on_batch=None,
 ) -> AnalysisResult:
     """Run the forward pass and BPTT for a config, measure gradient flow and diagnose it.
 
     config: a YAML path, a parsed mapping, a `Config`, or None for the built-in default.
     source: the document's `source` (`run_source`) when `config` is already loaded; by
     default made from `config` and `overrides`. Returns an `AnalysisResult`; `.to_dict()`
-    is the JSON document of `analyze --format json`.
+    is the JSON document of `analyze --format json`. With data.batches > 1, the first
+    batch's result with the spread over all batches (features/batches.py; on_batch(k, result)
+    is called after batch k of them).
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)[0]
-    result = analyze_problem(build(cfg))
+    if cfg.data.batches > 1:
+        from .batches import over_batches
+
+        result = over_batches(problems(cfg), analyze_problem, on_batch)
+    else:
+        result = analyze_problem(build(cfg))
     result.source = run_source(config, overrides) if source is None else source
     return result

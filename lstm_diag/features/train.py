@@ -294,6 +294,13 @@ def _initial(config: Config) -> tuple[dict, tuple | None]:
             "loss.type: upstream has no loss to train on (dh is one gradient of your model); "
             "train needs mse or cross_entropy with a head"
         )
+    d = config.data
+    if d.batches > 1 or d.batch_index > 0:
+        field = "data.batches" if d.batches > 1 else "data.batch_index"
+        raise ConfigError(
+            f"{field}: picks the batches analyze reads; train draws its own batches from the data "
+            "stream (a task's from its first batch, a file's minibatches over all its sequences)"
+        )
     if config.data.task != "file":  # a file's budget is checked by build() from its shapes
         check_memory(config, "train")
         return make_params(config, rngs(config.seed)[0]), None

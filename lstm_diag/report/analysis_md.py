@@ -32,6 +32,10 @@ def render_markdown(doc: dict) -> str:
         inert = markdown(line.strip() if line.startswith(" ") else rest.strip())
         out.append(f"  - {inert}" if line.startswith(" ") else f"- {key}: {inert}")
     out += [f"- **verdict: {doc['verdict']}** ({len(doc['findings'])} findings)", ""]
+    if doc.get("batches"):  # data.batches > 1: the spread first, then batch 0's details
+        from .batches_render import markdown_lines
+
+        out += markdown_lines(doc)
     for layer in doc["layers"]:
         out += _layer_markdown(layer, doc)
     out += _clipping_markdown(doc["clipping"]) + _findings_markdown(doc["findings"])

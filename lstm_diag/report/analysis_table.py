@@ -223,6 +223,10 @@ def findings_view(findings: list[dict]) -> Group:
 
 def render(doc: dict, console: Console) -> None:
     parts = [header(doc)]
+    if doc.get("batches"):  # data.batches > 1: the spread first, then batch 0's details
+        from .batches_render import view
+
+        parts.append(view(doc))
     parts += [layer_panel(layer, doc) for layer in doc["layers"]]
     parts += [parameter_table(doc), clipping_table(doc["clipping"]), findings_view(doc["findings"])]
     console.print(Group(*parts))

@@ -31,6 +31,11 @@ CAPTIONS = {
         "and the fitted decay rate. Non-finite steps are marked with ×."
     ),
     "gate_grads": "‖dL/dz_t‖ per gate (eqs. 10-13) against t: which gate's pre-activation gets the gradient.",
+    "batches_flow": (
+        "Over the analysed batches (data.batches): median ‖dL/dc_t‖ with the band between its 25th and "
+        "75th percentiles, the first batch's curve dashed, and the horizons' median and IQR "
+        "(docs/batches.md). The rest of this report is the first batch's analysis."
+    ),
     "dynamics": (
         "Left: the Lyapunov spectrum of the state (c_t, h_t), mean over samples ± std, with the measured "
         "growth rate of ‖dL/dc_t‖. Right: spectral norms of the one-step Jacobian over time, of "
@@ -344,6 +349,8 @@ def render_html(doc: dict, images: Mapping[str, bytes] | None = None, label: str
         "<h2>Gradient flow</h2>",
         _figure("grad_flow", images),
     ]
+    if doc.get("batches"):  # data.batches > 1: the spread over batches
+        body += [f"<h2>Across {e(doc['batches']['count'])} batches</h2>", _figure("batches_flow", images)]
     body += [_layer_section(layer, doc, images) for layer in doc["layers"]]
     body += [
         "<h2>Parameters</h2>",

@@ -97,6 +97,12 @@ class DataConfig(_Section):
     seq_len: int | None = Field(None, gt=0)
     path: str | None = None
     layout: Literal["batch_first", "time_major"] = "batch_first"
+    # Which batch: a data file's sequences batch_index*batch_size onwards; a generated task's
+    # batch_index-th batch of the seed's data stream (the batch train draws at step batch_index+1).
+    batch_index: int = Field(0, ge=0)
+    # analyze (plot, report): this many consecutive batches from batch_index, same weights,
+    # reported as median [IQR] and verdicts by majority (docs/batches.md).
+    batches: int = Field(1, gt=0)
 
     # The model's own loss on this data (from PyTorch/Keras/ONNX): the forward pass must
     # reproduce it, or the run stops (setup/guard.py).
@@ -106,6 +112,17 @@ class DataConfig(_Section):
     def _finite_expected_loss(self):
         if self.expected_loss is not None and not math.isfinite(self.expected_loss):
             raise ValueError(f"data.expected_loss: must be a finite number, got {self.expected_loss}")
+        if self.task == "file" and self.batch_size is None and (self.batches > 1 or self.batch_index > 0):
+            field = "data.batches" if self.batches > 1 else "data.batch_index"
+            raise ValueError(
+                f"{field}: splitting the data file into batches needs data.batch_size "
+                "(sequences per batch), e.g. --set data.batch_size=16"
+            )
+        if self.expected_loss is not None and self.batches > 1:
+            raise ValueError(
+                "data.expected_loss: is one batch's loss; with data.batches > 1 leave it out "
+                "(logits in the file are checked on every batch)"
+            )
         return self
 
 

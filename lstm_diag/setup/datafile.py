@@ -15,8 +15,9 @@ A data file (.npz) holds the LSTM's input as the model sees it and what the loss
 
 data.layout says whether x, tokens, y (per step) and dh are batch-first (B, T, ...) or
 time-major (T, B, ...); h0 and c0 are (L D, B, ·) either way, as in PyTorch. data.batch_size
-and data.seq_len, when given, select the first B samples and T steps (larger than the
-file: exit 2). Nothing is printed here: what a person should know goes into `notes`.
+and data.seq_len, when given, select B samples and the first T steps (larger than the
+file: exit 2): the samples of batch data.batch_index, k B .. (k+1) B - 1 (the first B by
+default). Nothing is printed here: what a person should know goes into `notes`.
 """
 
 from __future__ import annotations
@@ -68,11 +69,13 @@ def _sizes(spec: Spec) -> tuple[int, int, int, int]:
     return spec.num_layers * D, spec.hidden_size, R, D * R
 
 
-def load_data(config, spec: Spec) -> DataSet:
-    """The data file of `config` (data.path), read, selected and checked; see the module docstring."""
+def load_data(config, spec: Spec, arrays: dict | None = None) -> DataSet:
+    """The data file of `config` (data.path), read, selected and checked; see the module docstring.
+    arrays: the file's arrays when already read (setup/problem.py reads a file once for many
+    batches); not modified."""
     d, lo = config.data, config.loss
     p = Path(d.path)
-    arrays = read_npz(p, "data")
+    arrays = read_npz(p, "data") if arrays is None else dict(arrays)
     # One file may be both: lstm_diag.capture writes the weights next to the data.
     same = config.model.weights is not None and Path(config.model.weights).resolve() == p.resolve()
     unknown = [k for k in arrays if k not in KNOWN and not same]
@@ -97,8 +100,9 @@ def load_data(config, spec: Spec) -> DataSet:
             "if its first axis is time (PyTorch's default, batch_first=False), set data.layout: time_major"
         )
     Bs, Ts = _selection(d, B, T, p)
+    rows = batch_rows(d.batch_index, Bs, B, p)
     for k in per_step:
-        arrays[k] = arrays[k][:Bs, :Ts]
+        arrays[k] = arrays[k][rows, :Ts]
     ds = DataSet(path=p, x=None, y=None, notes=notes)
     ds.info = {
         "path": str(p),
@@ -109,14 +113,17 @@ def load_data(config, spec: Spec) -> DataSet:
         "batch": Bs,
         "steps": Ts,
         "selected": (Bs, Ts) != (B, T),
+        "batch_index": d.batch_index,
+        "first_sequence": rows.start,  # 0-based index in the file of the batch's first sequence
     }
     if (Bs, Ts) != (B, T):
+        which = f"the first {Bs}" if rows.start == 0 else f"sequences {rows.start}-{rows.stop - 1} (0-based)"
         ds.notes.append(
-            f"note: {p}: analysing the first {Bs} of {B} sequences and the first {Ts} of {T} steps "
-            "(data.batch_size, data.seq_len)"
+            f"note: {p}: analysing {which} of {B} sequences and the first {Ts} of {T} steps "
+            "(data.batch_size, data.batch_index, data.seq_len)"
         )
     _read_inputs(ds, arrays, main, spec, config.dtype)
-    _read_states(ds, arrays, spec, Bs, config.dtype)
+    _read_states(ds, arrays, spec, rows, config.dtype)
     if lo.type == "upstream":
         _read_upstream(ds, arrays, spec, config.dtype, Bs != B or Ts != T)
     else:
@@ -127,9 +134,14 @@ def load_data(config, spec: Spec) -> DataSet:
             )
         if "y" not in arrays:
             raise InputError(f"{p}: missing array 'y' (found: {', '.join(arrays) or 'none'})")
-        ds.y = _targets(arrays["y"], p, spec, lo, Bs, config.dtype, ds.info)
-        ds.logits = _logits(arrays.get("logits"), p, lo.target, Bs, Ts)
-        if "expected_loss" in arrays:
+        ds.y = _targets(arrays["y"], p, spec, lo, rows, config.dtype, ds.info)
+        ds.logits = _logits(arrays.get("logits"), p, lo.target, rows, Ts)
+        if "expected_loss" in arrays and (Bs, Ts) != (B, T):
+            ds.notes.append(
+                f"note: {p}: expected_loss is the loss of all {B} sequences and {T} steps; "
+                "not checked on a selection (logits, when in the file, are)"
+            )
+        elif "expected_loss" in arrays:
             ds.expected_loss = _scalar(arrays["expected_loss"], p, "expected_loss")
     if "output" in arrays and lo.type != "upstream":
         raise InputError(f"{p}: output (the LSTM's output, for the upstream mode) needs loss.type: upstream")
@@ -171,6 +183,17 @@ def _selection(d, B: int, T: int, p: Path) -> tuple[int, int]:
     return (d.batch_size or B), (d.seq_len or T)
 
 
+def batch_rows(index: int, Bs: int, B: int, p: Path) -> slice:
+    """The rows of batch `index` of Bs sequences among the file's B (past the end: exit 2)."""
+    rows = slice(index * Bs, (index + 1) * Bs)
+    if rows.stop > B:
+        raise ConfigError(
+            f"data.batch_index: batch {index} of {Bs} sequences needs sequences up to {rows.stop - 1} "
+            f"(0-based); {p} holds {B} ({B // Bs} whole batches)"
+        )
+    return rows
+
+
 def _read_inputs(ds: DataSet, arrays: dict, main: str, spec: Spec, dtype: str) -> None:
     p, a = ds.path, arrays[main]
     if main == "x":
@@ -190,7 +213,7 @@ def _read_inputs(ds: DataSet, arrays: dict, main: str, spec: Spec, dtype: str) -
     ds.tokens = np.ascontiguousarray(a, dtype=np.int64)
 
 
-def _read_states(ds: DataSet, arrays: dict, spec: Spec, B: int, dtype: str) -> None:
+def _read_states(ds: DataSet, arrays: dict, spec: Spec, rows: slice, dtype: str) -> None:
     have = [k for k in ("h0", "c0") if k in arrays]
     if not have:
         return
@@ -198,18 +221,19 @@ def _read_states(ds: DataSet, arrays: dict, spec: Spec, B: int, dtype: str) -> N
         raise InputError(
             f"{ds.path}: holds {have[0]} without {'c0' if have[0] == 'h0' else 'h0'}; nn.LSTM takes both"
         )
-    rows, H, R, _ = _sizes(spec)
+    n_rows, H, R, _ = _sizes(spec)
     for key, width in (("h0", R), ("c0", H)):
         a = arrays[key]
         check_numeric(a, ds.path, key)
-        if a.ndim != 3 or a.shape[0] != rows or a.shape[2] != width or a.shape[1] < B:
+        if a.ndim != 3 or a.shape[0] != n_rows or a.shape[2] != width or a.shape[1] < rows.stop:
+            want = f"({n_rows}, {ds.info['file_batch']}, {width})"
             raise InputError(
-                f"{ds.path}: {key} has shape {a.shape}, expected ({rows}, {ds.info['file_batch']}, {width}) "
+                f"{ds.path}: {key} has shape {a.shape}, expected {want} "
                 "(num_layers x directions, batch, size) as nn.LSTM takes it"
             )
         if not np.all(np.isfinite(a)):
             raise InputError(f"{ds.path}: {key} holds non-finite values (NaN or Inf)")
-        setattr(ds, key, np.ascontiguousarray(a[:, :B], dtype=dtype))
+        setattr(ds, key, np.ascontiguousarray(a[:, rows], dtype=dtype))
     ds.info["initial_state"] = "from the file (h0, c0)"
 
 
@@ -245,12 +269,12 @@ def _read_upstream(ds: DataSet, arrays: dict, spec: Spec, dtype: str, selected: 
     ds.info["upstream"] = True
 
 
-def _logits(a: np.ndarray | None, p: Path, target: str, B: int, T: int) -> np.ndarray | None:
+def _logits(a: np.ndarray | None, p: Path, target: str, rows: slice, T: int) -> np.ndarray | None:
     if a is None:
         return None
     if a.dtype.kind != "f" or not np.all(np.isfinite(a)):
         raise InputError(f"{p}: logits must be finite floats (the model's outputs), got dtype {a.dtype}")
-    return a[:B] if target == "last" or a.ndim < 3 else a[:B, :T]
+    return a[rows] if target == "last" or a.ndim < 3 else a[rows, :T]
 
 
 def _scalar(a: np.ndarray, p: Path, name: str) -> float:
@@ -259,7 +283,7 @@ def _scalar(a: np.ndarray, p: Path, name: str) -> float:
     return float(a.reshape(()))
 
 
-def _targets(y: np.ndarray, p: Path, spec: Spec, lo, B: int, dtype: str, info: dict) -> np.ndarray:
+def _targets(y: np.ndarray, p: Path, spec: Spec, lo, rows: slice, dtype: str, info: dict) -> np.ndarray:
     """y checked against the file's sizes (as stored, batch-first), then selected."""
     check_numeric(y, p, "y")
     lead = (info["file_batch"],) if lo.target == "last" else (info["file_batch"], info["file_steps"])
@@ -269,7 +293,7 @@ def _targets(y: np.ndarray, p: Path, spec: Spec, lo, B: int, dtype: str, info: d
             y = y[..., None]  # one output: (B,) or (B, T) reads as (B, 1) or (B, T, 1)
         if y.shape != want:
             raise InputError(f"{p}: y has shape {y.shape}, expected {want} for mse with target {lo.target}")
-        y = y[:B] if lo.target == "last" else y[:B, : info["steps"]]
+        y = y[rows] if lo.target == "last" else y[rows, : info["steps"]]
         if not np.all(np.isfinite(y)):
             raise InputError(f"{p}: y holds non-finite values (NaN or Inf)")
         return cast_checked(y, dtype, p, "y")
@@ -277,7 +301,7 @@ def _targets(y: np.ndarray, p: Path, spec: Spec, lo, B: int, dtype: str, info: d
         raise InputError(
             f"{p}: y has shape {y.shape}, expected {lead} class ids for cross_entropy with target {lo.target}"
         )
-    y = y[:B] if lo.target == "last" else y[:B, : info["steps"]]
+    y = y[rows] if lo.target == "last" else y[rows, : info["steps"]]
     if not (np.issubdtype(y.dtype, np.integer) or np.all(np.mod(y, 1) == 0)):
         raise InputError(f"{p}: y must hold integer class ids for cross_entropy")
     y = y.astype(np.int64)

@@ -7,7 +7,9 @@ changing the init scheme never changes the data batch (compare relies on it).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +18,7 @@ from ..core.engine import Spec
 from ..core.schemes import InitOptions, init_params
 from ..errors import ConfigError, InputError
 from ..formats import budget
+from ..formats.npz import read_npz
 from .config import Config
 from .datafile import DataSet, load_data
 from .guard import verify
@@ -175,7 +178,8 @@ def memory_parts(config: Config, command: str = "analyze", runs: int = 1, jobs: 
     """Planned peak bytes, by what drives them (keys name the config fields), from sizes alone.
 
     analyze/plot/report/gradcheck: parameters and their gradients, the forward/backward
-    caches (`estimated_bytes`) and the dynamics section. train: per clip setting its
+    caches (`estimated_bytes`) and the dynamics section; with data.batches > 1 (analyze),
+    one batch's caches at a time plus every batch's summary. train: per clip setting its
     parameters, gradients and optimizer state, and one step's caches. compare: `jobs`
     analyses at once, plus every run's plan and result kept until the end (seeds x runs).
     """
@@ -202,6 +206,10 @@ def memory_parts(config: Config, command: str = "analyze", runs: int = 1, jobs: 
             1 + settings * (2 + state)
         )
         parts.pop("model.input_size x model.hidden_size x model.num_layers (parameters)")
+    if command == "analyze" and dc.batches > 1:  # one batch at a time; each batch's summary kept
+        units = m.num_layers * (2 if m.bidirectional else 1)
+        per_batch = RUN_OVERHEAD + RESULT_BYTES_PER_STEP * dc.seq_len * units
+        parts["data.batches x data.seq_len x model.num_layers (per-batch results)"] = dc.batches * per_batch
     if command == "compare":
         workers = max(1, min(jobs, runs))
         parts = {k: v * workers for k, v in parts.items()}
@@ -244,23 +252,79 @@ def _check_file_budget(config: Config) -> None:
     if main is None or len(info[main].shape) < 2:
         return  # load_data names what is missing
     B, T = info[main].shape[:2]  # time-major files swap them: the product is what counts
+    if config.data.layout == "time_major":
+        B, T = T, B
+    if config.data.batch_size is not None:
+        _check_file_length(config, B)
     if B > 0 and T > 0:
-        check_memory(config.patched({"data.batch_size": B, "data.seq_len": T}), source=str(config.data.path))
+        whole = {"data.batch_size": B, "data.seq_len": T, "data.batch_index": 0}
+        check_memory(config.patched(whole), source=str(config.data.path))
 
 
 def build(config: Config) -> Problem:
-    """Parameters and data for a config. A data file's sizes are used unless data.batch_size /
-    data.seq_len are given; then its first samples and steps (setup/datafile.py)."""
+    """Parameters and data for a config: one batch (data.batch_index). A data file's sizes are
+    used unless data.batch_size / data.seq_len are given (setup/datafile.py)."""
+    if config.data.batches > 1:
+        raise ConfigError(
+            f"data.batches: {config.data.batches} batches are read by analyze, plot and report; this "
+            "command runs on one batch (data.batch_index picks which)"
+        )
+    return next(problems(config))
+
+
+def problems(config: Config) -> Iterator[Problem]:
+    """One Problem per batch: data.batches consecutive batches from data.batch_index, the same
+    parameters (drawn or read once), each with its config's data.batch_index set to the batch
+    and data.batches to 1, so that `build(problem.config)` alone makes the same problem.
+
+    Generated tasks: batch k is the k-th draw from the seed's data stream (the batch train
+    draws at step k + 1). Data files: sequences k B .. (k+1) B - 1, the file read once; a file
+    with fewer than (batch_index + batches) B sequences is refused before anything is read.
+    Sizes, memory and the file's length are checked before the first batch is made."""
+    d = config.data
     init_rng, data_rng = rngs(config.seed)
-    if config.data.task != "file":
+    first = d.batch_index
+    indices = range(first, first + d.batches)
+
+    def one(k: int) -> Config:
+        return config.patched({"data.batch_index": k, "data.batches": 1}) if d.batches > 1 else config
+
+    if d.task != "file":
         check_memory(config)
-        x, y = make_data(config, data_rng)
-        return Problem(config=config, spec=spec_of(config), params=make_params(config, init_rng), x=x, y=y)
+        params = make_params(config, init_rng)
+        for _ in range(first):
+            make_data(config, data_rng)  # the stream's earlier batches, drawn and dropped
+        for k in indices:
+            x, y = make_data(config, data_rng)
+            yield Problem(config=one(k), spec=spec_of(config), params=params, x=x, y=y)
+        return
     _check_file_budget(config)  # from the data file's headers, before any array is read
-    data = load_data(config, spec_of(config))
+    arrays = read_npz(Path(d.path), "data")
+    params = None
+    for k in indices:
+        problem, params = _file_problem(one(k), arrays, params, init_rng)
+        yield problem
+
+
+def _check_file_length(config: Config, B: int) -> None:
+    """data.batches x data.batch_size sequences from data.batch_index must be in the file."""
+    d = config.data
+    need = (d.batch_index + d.batches) * d.batch_size
+    if d.batches > 1 and need > B:
+        raise ConfigError(
+            f"data.batches: {d.batches} batches of {d.batch_size} sequences from batch {d.batch_index} "
+            f"need {need} sequences; {d.path} holds {B}"
+        )
+
+
+def _file_problem(config: Config, arrays: dict, params: dict | None, init_rng) -> tuple[Problem, dict]:
+    """The Problem of one batch of a data file (its arrays already read); the parameters are
+    made on the first call and passed back for the next ones."""
+    data = load_data(config, spec_of(config), arrays)
     config = config.patched({"data.batch_size": data.batch, "data.seq_len": data.steps})
     check_memory(config)
-    params = make_params(config, init_rng, embedding=data.tokens is not None)
+    if params is None:
+        params = make_params(config, init_rng, embedding=data.tokens is not None)
     x = data.x
     if data.tokens is not None:
         E = params["embedding.weight"]
@@ -274,4 +338,4 @@ def build(config: Config) -> Problem:
     y = data.dh if config.loss.type == "upstream" else data.y
     problem = Problem(config, spec_of(config), params, x, y, h0=data.h0, c0=data.c0, data=data)
     verify(problem)
-    return problem
+    return problem, params

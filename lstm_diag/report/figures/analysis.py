@@ -847,3 +847,7 @@ def figures(doc: dict) -> Iterator[tuple[str, Figure]]:
         yield f"gate_grads_{key}", gate_grads(doc, k)
         if "dynamics" in layer:
             yield f"dynamics_{key}", dynamics(doc, k)
+    if doc.get("batches"):  # data.batches > 1: the spread over batches
+        from .batches import batches_flow
+
+        yield "batches_flow", batches_flow(doc)
