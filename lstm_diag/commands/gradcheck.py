@@ -56,6 +56,7 @@ class Entries(click.ParamType):
     default="16",
     show_default=True,
     type=Entries(),
+    metavar="N|all",
     help="Entries checked per tensor: N (the largest-gradient entry and N-1 drawn at random, "
     "seeded by the config's seed and the tensor's name, spread over the gates) or `all`. "
     "--samples is the older name.",
