@@ -177,3 +177,11 @@ def test_the_figures_of_a_saved_document_include_the_spread(tmp_path):
 
     html = render_html(json.loads(saved.read_text()), {"batches_flow": png})
     assert "Across 3 batches" in html and 'id="fig-batches_flow"' in html
+
+
+def test_fail_on_over_batches_exits_1_when_a_majority_has_the_finding():
+    tiny = ["model.input_size=3", "model.hidden_size=4", "data.seq_len=30", "data.batch_size=4"]
+    args = [a for s in tiny for a in ("--set", s)]
+    r = run("analyze", *args, "--batches", "3", "--format", "json", "--no-dynamics", "--fail-on", "LD101")
+    counts = {f["code"]: f["batches"] for f in json.loads(r.stdout)["batches"]["findings"]}
+    assert counts["LD101"] == 3 and r.exit_code == 1 and "--fail-on: found LD101" in r.stderr
