@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench bench-check bench-inprocess bench-dynamics fixtures clean
+.PHONY: demo test test-slow lint bench-sweep bench bench-check bench-inprocess bench-dynamics fixtures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench-inprocess: $(STAMP)
 # What the dynamics section adds to analyze, against its stated bound (docs/dynamics.md).
 bench-dynamics: $(STAMP)
 	$(BIN)/python benchmarks/dynamics.py $(BENCH_ARGS)
+
+# Sweep executors (in-process, 2 processes, Dask LocalCluster of 1 and 2 workers): runs/s,
+# overhead per run, result and cache sizes, worker memory (docs/sweeps.md).
+bench-sweep: $(STAMP)
+	$(BIN)/python benchmarks/sweep.py $(BENCH_ARGS)
 
 # Regenerate the PyTorch reference fixtures (needs `.venv/bin/pip install torch==2.13.0`).
 fixtures: $(STAMP)

@@ -209,6 +209,15 @@ def test_scheduler_without_distributed_names_the_extra(monkeypatch):
     )
 
 
+def test_jobs_with_a_scheduler_address_is_refused_not_ignored():
+    r = run(*SWEEP, "--scheduler", "tcp://10.0.0.1:8786", "--jobs", "4")
+    assert r.exit_code == 2
+    assert r.stderr == (
+        "error: --jobs: 4 workers cannot be chosen on the Dask scheduler tcp://10.0.0.1:8786 "
+        "(its cluster has its own workers); leave jobs at 1\n"
+    )
+
+
 @pytest.mark.parametrize("address", ["tcp://a b:1", "", "tcp://host:"])
 def test_a_bad_scheduler_address_is_exit_2_naming_the_field(address):
     r = run(*SWEEP, "--scheduler", address)

@@ -123,7 +123,7 @@ class RunCache:
         try:
             entry = _decode(text)
             ok = isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT and entry.get("key") == key
-            ok = ok and canonical(entry.get("payload")) == canonical(payload)
+            ok = ok and entry.get("payload") == payload  # (configs hold no NaN: == is exact here)
             result = entry["result"] if ok else None
             ok = ok and isinstance(result, dict) and entry.get("sha256") == _digest(result)
         except (ValueError, KeyError, TypeError, InputError):
@@ -138,7 +138,8 @@ class RunCache:
         key = run_key(fn, payload)
         entry = {"format": CACHE_FORMAT, "key": key, "fn": _fn_name(fn), "payload": payload}
         entry |= {"sha256": _digest(result), "result": result}
-        atomic_write_text(self.path(key), encode(entry) + "\n")
+        # no fsync: an entry lost or torn in a power cut fails its checks and is recomputed
+        atomic_write_text(self.path(key), encode(entry) + "\n", sync=False)
 
     def _distrust(self, p: Path, why: str) -> None:
         warnings.warn(f"cache entry {p}: {why}; the run is computed again", InputWarning, stacklevel=3)

@@ -207,6 +207,11 @@ class CompareConfig(_Section):
                 "compare.scheduler: 'local' (a Dask LocalCluster for the run) or a scheduler "
                 f"address such as tcp://host:8786, got {preview(self.scheduler)}"
             )
+        if self.scheduler not in (None, "local") and self.jobs > 1:
+            raise ValueError(
+                f"compare.jobs: {self.jobs} workers cannot be chosen on the Dask scheduler "
+                f"{self.scheduler} (its cluster has its own workers); leave jobs at 1"
+            )
         try:
             self._init_specs = parse_init_specs(self.init)
         except ValueError as e:
