@@ -19,9 +19,12 @@ alike); the table shows medians over rounds of:
   start     seconds until the workers exist (pool created, or cluster process started and
             the client connected); paid once per sweep
   runs/s    runs per second once started
-  per run   wall time x workers / runs: worker-seconds each run occupies
-  overhead  per run minus local-1's per run: what the executor adds to each run (its
-            scheduling, serialization, transport), in worker-milliseconds
+  per run   wall time x workers / runs: worker-milliseconds each run occupies (on a loaded
+            machine the workers share the cores with everything else: this grows with load)
+  CPU/run   CPU time of every process involved (this one, the workers, the cluster process
+            with its scheduler) / runs: what a run costs in CPU, robust to the load
+  overhead  CPU/run minus local-1's CPU/run: what the executor adds to each run (scheduling,
+            serialization, transport, the cache-free result round trip), CPU-milliseconds
 
 and, once: the JSON size of one run's result, the size of its cache entry, cache writes and
 reads per second, and the peak memory (RSS) of a worker process. The machine may be shared
@@ -61,15 +64,39 @@ def payloads(sweep: str, runs: int) -> list[dict]:
     return [C.payload(r) for r in plan]
 
 
-def timed(fn, jobs: list[dict], workers: int, scheduler: str | None) -> tuple[float, float]:
-    """(seconds to start, seconds to run) of one sweep on one executor."""
+def cpu_tree(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and every live process below it,
+    plus the reaped children of this process (a worker pool shut down before the end)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            stats[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)  # ppid, cpu
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total, todo = reaped.ru_utime + reaped.ru_stime, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo += [p for p, (ppid, _) in stats.items() if ppid == pid]
+    return total
+
+
+def timed(fn, jobs: list[dict], workers: int, scheduler: str | None, tree: int) -> tuple[float, float, float]:
+    """(seconds to start, seconds to run, CPU seconds to run) of one sweep on one executor;
+    the CPU time is every process's involved (this one, workers, the cluster process)."""
     t0 = time.perf_counter()
-    started: list[float] = []
-    E.run_many(
-        fn, jobs, jobs=workers, scheduler=scheduler, on_start=lambda: started.append(time.perf_counter())
-    )
-    t1 = time.perf_counter()
-    return started[0] - t0, t1 - started[0]
+    marks: list[tuple[float, float]] = []
+
+    def started():
+        marks.append((time.perf_counter(), cpu_tree(tree)))
+
+    E.run_many(fn, jobs, jobs=workers, scheduler=scheduler, on_start=started)
+    t1, c1 = time.perf_counter(), cpu_tree(tree)
+    return marks[0][0] - t0, t1 - marks[0][0], c1 - marks[0][1]
 
 
 def one_round(work: dict[str, list[dict]], rows: dict) -> None:
@@ -86,8 +113,8 @@ def one_round(work: dict[str, list[dict]], rows: dict) -> None:
             start = time.perf_counter() - t0  # plus the client's connection, counted below
         try:
             for sweep, jobs in work.items():
-                s, wall = timed(C.execute, jobs, n, server.address if server else None)
-                rows.setdefault((sweep, name), []).append((start + s, wall, n, len(jobs)))
+                s, wall, cpu = timed(C.execute, jobs, n, server.address if server else None, os.getpid())
+                rows.setdefault((sweep, name), []).append((start + s, wall, n, len(jobs), cpu))
         finally:
             if server is not None:
                 server.stop()
@@ -138,16 +165,18 @@ def worker_rss_mb(work: dict[str, list[dict]]) -> dict:
 
 def report(rows: dict, extra: dict, rss: dict) -> None:
     base = {}
-    head = ("sweep", "executor", "runs", "start s", "runs/s", "per run ms", "overhead ms")
-    print("{:6} {:8} {:>5} {:>8} {:>8} {:>11} {:>12}".format(*head))
+    head = ("sweep", "executor", "runs", "start s", "runs/s", "per run ms", "CPU/run ms", "overhead ms")
+    print("{:6} {:8} {:>5} {:>8} {:>8} {:>11} {:>11} {:>12}".format(*head))
     for (sweep, name), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], EXECUTORS.index(kv[0][1]))):
         start = statistics.median(r[0] for r in rs)
         rate = statistics.median(r[3] / r[1] for r in rs)
         per_run = statistics.median(1000 * r[1] * r[2] / r[3] for r in rs)
+        cpu = statistics.median(1000 * r[4] / r[3] for r in rs)
         if name == "local-1":
-            base[sweep] = per_run
-        over = per_run - base.get(sweep, per_run)
-        print(f"{sweep:6} {name:8} {rs[0][3]:5d} {start:8.2f} {rate:8.1f} {per_run:11.2f} {over:12.2f}")
+            base[sweep] = cpu
+        over = cpu - base.get(sweep, cpu)
+        cells = (sweep, name, rs[0][3], start, rate, per_run, cpu, over)
+        print("{:6} {:8} {:5d} {:8.2f} {:8.1f} {:11.2f} {:11.2f} {:12.2f}".format(*cells))
     for sweep, e in extra.items():
         print(
             f"{sweep}: result {e['result_bytes'] / 1024:.1f} KiB/run as JSON, cache entry "
