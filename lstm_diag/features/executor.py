@@ -318,12 +318,15 @@ def dask_client(scheduler: str, jobs: int, runs: int) -> Iterator[Any]:
         client = _connect(distributed, scheduler)
         yield client
     finally:
-        with signals_blocked():  # Ctrl-C again waits until the cluster is closed
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close(timeout=5)
-            if server is not None:
-                server.stop()
+        # Ctrl-C again is deferred (or, if another thread receives it, makes stop() kill at once)
+        with signals_blocked():
+            try:
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        client.close(timeout=5)
+            finally:
+                if server is not None:
+                    server.stop()
 
 
 def _connect(distributed, address: str):

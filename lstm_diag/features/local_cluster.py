@@ -55,22 +55,31 @@ class ClusterProcess:
         self.address = line
 
     def stop(self, at_once: bool = False) -> None:
-        """Close stdin and wait for the cluster process to close the cluster; `at_once` (or
-        after STOP_SECONDS) SIGKILL its process group: it and its workers, nothing else."""
+        """Close stdin and wait for the cluster process to close the cluster; `at_once`,
+        after STOP_SECONDS, or when interrupted meanwhile (Ctrl-C again), SIGKILL its process
+        group: it and its workers, nothing else. The scratch folder is removed in every case;
+        an interruption is raised again once all is done."""
         import shutil
         import signal
 
         with contextlib.suppress(OSError):
             self.proc.stdin.close()  # type: ignore[union-attr]
+        interrupted: BaseException | None = None
         try:
             self.proc.wait(0 if at_once else STOP_SECONDS)
         except subprocess.TimeoutExpired:
+            pass
+        except BaseException as e:  # KeyboardInterrupt, Terminated: stop at once
+            interrupted = e
+        if self.proc.returncode is None:
             with contextlib.suppress(OSError):
                 os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: pgid == its pid
             self.proc.wait()
         with contextlib.suppress(OSError):
             self.proc.stdout.close()  # type: ignore[union-attr]
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if interrupted is not None:
+            raise interrupted
 
 
 def serve(n_workers: int, scratch: str) -> int:
