@@ -29,6 +29,9 @@ bias 2 "healthy" or 0 "vanishing"):
   torch-unrolled  nn.LSTMCell loop with retain_grad on c_t, h_t and the per-step norms
   train-fast      one training step: engine.run (fast) + Adam (core.optim)
   torch-train     one training step: nn.LSTM forward, backward, torch.optim.Adam
+  dynamics        features.analysis.dynamics_section at the default diagnostics settings,
+                  on one engine.run's caches (what `--no-dynamics` removes from analyze);
+                  its budget: DYNAMICS_BUDGET x engine.run (docs/dynamics.md)
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ CONTENDERS = (
     "torch-unrolled",
     "train-fast",
     "torch-train",
+    "dynamics",
 )
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -61,6 +65,8 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NU
 # regime): engine-fast at most this fraction of engine-numpy. Lost vectorisation makes the
 # kernels' exp/tanh scalar, 5-15x slower, and the fast engine slower than the NumPy one.
 FAST_BUDGET = 0.9
+# Stated budget of the dynamics section (issue 19): at most this fraction of engine.run.
+DYNAMICS_BUDGET = 0.4
 
 
 # ------------------------------------------------------------------------- the worker
@@ -79,6 +85,22 @@ def _analyze_fn(p, engine_name):
     problem.params = {k: v.copy() for k, v in p.params.items()}
     problem.x, problem.y = p.x, p.y
     return lambda: analyze_problem(problem)
+
+
+def _dynamics_fn(p):
+    from lstm_diag.core import engine
+    from lstm_diag.features.analysis import dynamics_section
+    from lstm_diag.setup.config import load_config
+    from lstm_diag.setup.problem import build
+
+    B, T, I, H = p.dims
+    sets = [f"dtype={p.dtype}", f"data.batch_size={B}", f"data.seq_len={T}", f"model.input_size={I}"]
+    sets += [f"model.hidden_size={H}", "diagnostics.memory=full"]
+    problem = build(load_config(None, sets)[0])
+    problem.params = {k: v.copy() for k, v in p.params.items()}
+    problem.x, problem.y = p.x, p.y
+    fwd, bwd = engine.run(problem.params, p.spec, p.x, p.y, "mse", "last")
+    return lambda: dynamics_section(problem, fwd, bwd)
 
 
 def _train_fn(p):
@@ -158,6 +180,8 @@ def worker(args) -> None:
         fn = _torch_fns(p, torch)[name]
     elif name == "floor":
         fn = floor_fn(p)
+    elif name == "dynamics":
+        fn = _dynamics_fn(p)
     else:
         eng = "fast" if name.endswith("fast") else "numpy"
         backends.select(eng, args.dtype)
@@ -217,6 +241,8 @@ def measure(contenders, shape, dtype, regime, mode, rounds, repeats) -> dict:
         "torch-unrolled/analyze-fast": ratio("torch-unrolled", "analyze-fast"),
         "torch-unrolled/analyze-numpy": ratio("torch-unrolled", "analyze-numpy"),
         "train-fast/torch-train": ratio("train-fast", "torch-train"),
+        "dynamics/engine-numpy": ratio("dynamics", "engine-numpy"),
+        "dynamics/engine-fast": ratio("dynamics", "engine-fast"),
     }
     return {
         "shape": shape,

@@ -431,3 +431,52 @@ def test_long_window_singular_value_gives_the_finite_time_exponent():
     s = dy.window_singular_values(jac, 2, T - warmup)
     assert np.all((s[:, 0] > 0) & (s[:, 0] < 1e-200))
     np.testing.assert_allclose(np.log(s[:, 0]) / (T - warmup), lyap.per_sample[:, 0], atol=0.02)
+
+
+def test_jacobians_of_selected_steps_are_those_of_the_whole_trajectory_bit_for_bit():
+    result = analyze({"model": {"hidden_size": 6}, "data": {"batch_size": 3, "seq_len": 40}})
+    cache, W_hh = result.fwd.layers[0], result.problem.params["weight_hh_l0"]
+    whole = dy.StateJacobians.from_cache(cache, W_hh)
+    for steps in (slice(25, 40), np.array([0, 3, 17, 39]), slice(0, 10)):
+        part = dy.StateJacobians.from_cache(cache, W_hh, steps)
+        for name in ("f", "a", "d", "d_prev"):
+            np.testing.assert_array_equal(getattr(part, name), getattr(whole, name)[steps], err_msg=name)
+
+
+def test_lyapunov_steps_sweeps_the_last_steps_and_fits_the_gradient_over_the_same_steps():
+    result = analyze({"model": {"hidden_size": 8}, "data": {"batch_size": 4, "seq_len": 90}})
+    cache, W_hh, dc = result.fwd.layers[0], result.problem.params["weight_hh_l0"], result.bwd.layers[0].dc
+    d = dy.layer_dynamics(cache, W_hh, k=3, grad_c=dc, lyapunov_steps=40)
+    s = d["settings"]
+    assert (s["lyapunov_steps"], s["sweep"], s["warmup"], s["steps"]) == (40, [51, 90], 10, 30)
+    last = dy.StateJacobians.from_cache(cache, W_hh).at_steps(slice(50, 90))
+    lyap = dy.lyapunov_spectrum(last, 3, 10)
+    np.testing.assert_array_equal(d["lyapunov"], lyap.mean)
+    assert d["gradient"]["measured_rate"] == np.mean(dy.gradient_growth_rates(dc, 60, 90))
+    # a cap at or above T changes nothing
+    full, capped = (dy.layer_dynamics(cache, W_hh, k=3, grad_c=dc, lyapunov_steps=n) for n in (None, 90))
+    assert full["lyapunov"] == capped["lyapunov"] and full["gradient"] == capped["gradient"]
+    assert capped["settings"]["sweep"] == [1, 90]
+
+
+def test_analyze_says_when_the_lyapunov_sweep_covers_only_the_last_steps():
+    doc = analyze(None, ["data.seq_len=60", "diagnostics.lyapunov_steps=24", "model.hidden_size=8"]).to_dict()
+    s = doc["layers"][0]["dynamics"]["settings"]
+    assert (s["lyapunov_steps"], s["sweep"], s["warmup"], s["steps"]) == (24, [37, 60], 6, 18)
+    from lstm_diag.report.describe import lyapunov_span
+
+    assert lyapunov_span(doc["layers"][0]["dynamics"]) == " over the last 24 of 60 steps"
+    assert lyapunov_span({"settings": {"sweep": [1, 60]}}) == lyapunov_span({"settings": {}}) == ""
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_block_krylov_window_values_match_the_whole_space_pass(dtype):
+    """Rayleigh-Ritz on the Krylov blocks (2H = 96 > WHOLE_SPACE * p): lower bounds within the
+    stopping tolerance of the exact values (one pass over the whole space)."""
+    config = {"model": {"hidden_size": 48, "forget_bias": 3.0}, "data": {"batch_size": 2, "seq_len": 30}}
+    result = analyze(config, ["dtype=float32"] if dtype == np.float32 else [])
+    jac = dy.StateJacobians.from_cache(result.fwd.layers[0], result.problem.params["weight_hh_l0"])
+    exact = dy.window_singular_values(jac, 4, 20, whole_space=True)
+    krylov = dy.window_singular_values(jac, 4, 20)
+    assert np.all(krylov <= exact * (1 + 1e-5))
+    np.testing.assert_allclose(krylov, exact, rtol=1e-4)

@@ -77,25 +77,52 @@ class StateJacobians:
         set_(self, "_d_prev", self.d_prev[:, :, None, :])
 
     @classmethod
-    def from_cache(cls, cache: LayerCache, W_hh: np.ndarray) -> StateJacobians:
-        """Local derivatives of every step from a forward cache (no recomputation)."""
+    def from_cache(
+        cls, cache: LayerCache, W_hh: np.ndarray, steps: np.ndarray | slice | None = None
+    ) -> StateJacobians:
+        """Local derivatives of every step from a forward cache (no recomputation).
+
+        steps: only these steps (indices t of the cache, increasing), e.g. the last n or
+        every s-th; d_prev is then d at each step's own predecessor t - 1 (0 at t = 0), so
+        every one-step quantity equals the whole trajectory's at that step, bit for bit.
+        """
         dt = np.result_type(cache.gates.dtype, np.float32)  # float32 stays float32
-        gates = np.asarray(cache.gates, dt)
+        T_all = cache.gates.shape[0]
+        t = np.arange(T_all)[slice(None) if steps is None else steps]  # (T,) the steps kept
+        if t.size and t[0] == 0 and np.all(np.diff(t) == 1):
+            prev = None  # a run from step 0: d_prev is d shifted by one, as for every step
+        else:
+            prev = np.maximum(t - 1, 0)  # each step's predecessor (0 for t = 0, zeroed below)
+        a, f, d = cls._local(cache, t, dt)
+        if prev is None:
+            d_prev = np.zeros_like(d)
+            d_prev[1:] = d[:-1]
+        else:
+            _, _, d_prev = cls._local(cache, prev, dt, only_d=True)
+            d_prev[t == 0] = 0.0  # h_0 is given, not a function of c_0
+        return cls(np.asarray(W_hh, dt), np.ascontiguousarray(f), a, d, d_prev)
+
+    @staticmethod
+    def _local(cache: LayerCache, t: np.ndarray, dt, only_d: bool = False):
+        """a (T', B, 4, H), f (T', B, H) and d (T', B, H) at the steps t of the cache."""
+        whole = t.size == cache.gates.shape[0]  # every step: views, no gather
+        pick = (lambda x: x) if whole else (lambda x: x[t])
+        gates = np.asarray(pick(cache.gates), dt)
         T, B, H4 = gates.shape
         H = H4 // 4
         g4 = gates.reshape(T, B, 4, H)
-        i, f, g, o = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]  # (T, B, H) each
-        tanh_c = np.asarray(cache.tanh_c, dt)  # tanh c_t
-        c_prev = np.asarray(cache.c[:-1], dt)  # c_{t-1}
+        i, f, g, o = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]  # (T', B, H) each
+        tanh_c = np.asarray(pick(cache.tanh_c), dt)  # tanh c_t
+        d = o * (1.0 - tanh_c * tanh_c)  # ∂h_t/∂c_t from eq. (7)
+        if only_d:
+            return None, None, d
+        c_prev = np.asarray(cache.c[:-1] if whole else cache.c[t], dt)  # c_{t-1}
         a = np.empty((T, B, 4, H), dt)
         a[:, :, 0] = g * i * (1.0 - i)  # ∂c_t/∂z^i, eq. (10)
         a[:, :, 1] = c_prev * f * (1.0 - f)  # ∂c_t/∂z^f, eq. (11)
         a[:, :, 2] = i * (1.0 - g * g)  # ∂c_t/∂z^g, eq. (12)
         a[:, :, 3] = tanh_c * o * (1.0 - o)  # ∂h_t/∂z^o, eq. (13)
-        d = o * (1.0 - tanh_c * tanh_c)  # ∂h_t/∂c_t from eq. (7)
-        d_prev = np.zeros_like(d)
-        d_prev[1:] = d[:-1]
-        return cls(np.asarray(W_hh, dt), np.ascontiguousarray(f), a, d, d_prev)
+        return a, f, d
 
     @property
     def dtype(self) -> np.dtype:
@@ -308,16 +335,19 @@ def window_singular_values(
 ) -> np.ndarray:
     """Top-k singular values of P = J_{stop-1} ... J_{stop-window} per sample, (B, k).
 
-    Subspace iteration on P^T P with p = k + oversample vectors (oversample defaults
-    to k), each product taken as `window` JVPs and `window` VJPs, never as a dense
-    matrix; the Ritz values are the singular values of P Q (lower bounds). Stops when
-    each of the top k changed by less than rtol (relative) in the last iteration; the
-    error is then typically far below rtol. A few iterations of p vectors cost about
-    as much as one pass of 2H vectors: when 2H <= WHOLE_SPACE * p (or whole_space is
-    True) the block is the whole space (Q = I, p = 2H) and a single pass of JVPs
-    gives P's singular values exactly, with no iteration. stop defaults to T: the
-    window ending at the last step, through which a loss on the last output flows
-    back first.
+    Block Krylov iteration on P^T P with blocks of p = k + oversample vectors (oversample
+    defaults to k), each product taken as `window` JVPs and `window` VJPs, never as a dense
+    matrix. Every iteration adds the block P^T P Q_m, orthogonalised against all earlier
+    blocks, and the Ritz values are the singular values of P on the span of all blocks so
+    far (Rayleigh-Ritz: lower bounds that converge from below, much faster than those of
+    the last block alone, i.e. of subspace iteration, when the top values are clustered).
+    Stops when each of the top k changed by less than rtol (relative) in the last
+    iteration, or when the blocks span the whole space (then the values are exact); the
+    error is then typically far below rtol. A few iterations of p vectors cost about as
+    much as one pass of 2H vectors: when 2H <= WHOLE_SPACE * p (or whole_space is True)
+    the block is the whole space (Q = I, p = 2H) and a single pass of JVPs gives P's
+    singular values exactly, with no iteration. stop defaults to T: the window ending at
+    the last step, through which a loss on the last output flows back first.
     The vectors are rescaled at every step and the scale is kept as a logarithm, so
     long windows neither overflow nor underflow on the way (the values themselves
     may: beyond ~e^709 they are inf, below ~e^-745 zero).
@@ -332,20 +362,45 @@ def window_singular_values(
     whole = n <= WHOLE_SPACE * p if whole_space is None else whole_space  # one exact pass
     if whole:
         Q = np.broadcast_to(np.eye(n, dtype=jac.dtype), (B, n, n)).copy()  # (B, 2H, 2H): P Q^T = P
-    else:
-        Q = np.random.default_rng(seed).standard_normal((B, p, n)).astype(jac.dtype)
-        Q = _orthonormal_rows(Q)  # (B, p, 2H)
+        Y, log_scale = _scaled_sweep(jac.jvp, range(start, stop), Q)  # P = e^log_scale Y^T
+        return _ritz_values([Y], [log_scale])[:, :k]
+    Q = np.random.default_rng(seed).standard_normal((B, p, n)).astype(jac.dtype)
+    Q = _orthonormal_rows(Q)  # (B, p, 2H)
+    blocks, images, scales = [], [], []  # Q_m (B, p, 2H) orthonormal together; P Q_m^T = e^scale Y^T
     s_old = np.full((B, k), np.inf)
     for _ in range(max_iter):
-        Y, log_scale = _scaled_sweep(jac.jvp, range(start, stop), Q)  # P Q^T = e^log_scale Y^T
-        with np.errstate(over="ignore", under="ignore"):
-            s = np.linalg.svd(Y, compute_uv=False) * np.exp(log_scale)[:, None]  # (B, p)
-        if whole or np.all(np.abs(s[:, :k] - s_old) <= rtol * s[:, :k]):
+        Y, log_scale = _scaled_sweep(jac.jvp, range(start, stop), Q)
+        blocks.append(Q)
+        images.append(Y)
+        scales.append(log_scale)
+        s = _ritz_values(images, scales)  # (B, m p)
+        if np.all(np.abs(s[:, :k] - s_old) <= rtol * s[:, :k]) or sum(V.shape[1] for V in blocks) >= n:
             break
         s_old = s[:, :k]
+        spanned = sum(V.shape[1] for V in blocks)
+        if spanned + p >= n:  # the rest of the space: its orthonormal complement, exactly
+            basis = np.concatenate(blocks, axis=1)  # (B, spanned, 2H)
+            Q = np.swapaxes(np.linalg.qr(np.swapaxes(basis, -1, -2), mode="complete")[0], -1, -2)[:, spanned:]
+            continue
         Z, _ = _scaled_sweep(jac.vjp, range(stop - 1, start - 1, -1), Y)  # ∝ P^T P Q^T
-        Q = _orthonormal_rows(Z)
+        for _ in range(2):  # block Gram-Schmidt against every earlier block, twice
+            for V in blocks:
+                Z = Z - np.einsum("bpq,bqn->bpn", np.einsum("bpn,bqn->bpq", Z, V), V)
+            Z = _orthonormal_rows(Z)
+        Q = Z
     return s[:, :k]
+
+
+def _ritz_values(images: list[np.ndarray], scales: list[np.ndarray]) -> np.ndarray:
+    """Singular values (B, m p), largest first, of P on the span of orthonormal blocks whose
+    images are P Q_j^T = e^{scales[j]} images[j]^T (images[j] (B, p, n), scales[j] (B,))."""
+    ref = np.max(scales, axis=0)  # (B,) the largest scale; the other blocks relative to it
+    rows = np.concatenate(
+        [Y * np.exp(ls - ref).astype(Y.dtype)[:, None, None] for Y, ls in zip(images, scales, strict=True)],
+        axis=1,
+    )  # (B, m p, n): the rows (P w)^T of an orthonormal basis w, over e^ref
+    with np.errstate(over="ignore", under="ignore"):
+        return np.linalg.svd(rows, compute_uv=False) * np.exp(ref)[:, None]
 
 
 WHOLE_SPACE = 16  # window_singular_values: the whole space (p = 2H) when 2H <= 16p
@@ -452,6 +507,44 @@ LOG_COND = 16.0  # adaptive QR: keep cond(Q) below e^16 ≈ 9e6 between factoriz
 MAX_QR_EVERY = 16
 
 
+class _FrameSweep:
+    """The Lyapunov sweep's frame as its c and h halves (B, k, H) in two fixed buffers, stepped
+    in place: `jvp_parts`, the same operations in the same order (bitwise equal), with every
+    buffer and per-step view made once, so that a step is 8 ufunc calls and one GEMM."""
+
+    def __init__(self, jac: StateJacobians, k: int):
+        T, B, H = jac.shape
+        self.H = H
+        self.u_c = np.empty((B, k, H), jac.dtype)  # the c half of the frame's rows
+        self.u_h = np.empty((B, k, H), jac.dtype)
+        self.z = np.empty((B * k, 4 * H), jac.dtype)  # W_hh u_h, then its gate parts
+        self.z3 = self.z.reshape(B, k, 4 * H)
+        self.parts = [self.z3[..., g * H : (g + 1) * H] for g in range(4)]  # i, f, g, o blocks
+        self.a, self.f, self.d = list(jac._a), list(jac._f), list(jac._d)  # per-step views
+        self.W_hh_T = jac.W_hh_T
+
+    def split(self, U: np.ndarray) -> _FrameSweep:
+        np.copyto(self.u_c, U[..., : self.H])
+        np.copyto(self.u_h, U[..., self.H :])
+        return self
+
+    def join(self, _frame) -> np.ndarray:
+        return np.concatenate((self.u_c, self.u_h), axis=-1)
+
+    def step(self, t: int, frame: _FrameSweep) -> _FrameSweep:
+        u_c, u_h, z3 = self.u_c, self.u_h, self.z3
+        zi, zf, zg, zo = self.parts
+        np.matmul(u_h.reshape(self.z.shape[0], self.H), self.W_hh_T, out=self.z)  # W_hh u_h, eq. (1)
+        np.multiply(z3, self.a[t], out=z3)  # gate parts, eqs. (10)-(13)
+        np.multiply(u_c, self.f[t], out=u_c)  # diag(f_t) u_c, eq. (6)
+        np.add(u_c, zi, out=u_c)
+        np.add(u_c, zf, out=u_c)
+        np.add(u_c, zg, out=u_c)  # + B_t u_h: dc
+        np.multiply(self.d[t], u_c, out=u_h)  # ∂h_t/∂c_t dc_t, eq. (7)
+        np.add(u_h, zo, out=u_h)  # + diag(a^o) U_o u_h: dh
+        return self
+
+
 def lyapunov_spectrum(
     jac: StateJacobians, k: int, warmup: int = 0, qr_every: int | None = None, seed: int = 0
 ) -> Lyapunov:
@@ -471,15 +564,8 @@ def lyapunov_spectrum(
         raise ValueError(f"warmup: must be in 0..T-1 = 0..{T - 1}, got {warmup}")
     rng = np.random.default_rng(seed)
     Q = _orthonormal_rows(rng.standard_normal((B, k, n)).astype(jac.dtype))  # (B, k, 2H)
-    res = benettin(
-        lambda t, uh: jac.jvp_parts(t, *uh),
-        Q,
-        T,
-        warmup,
-        qr_every,
-        split=lambda U: (np.ascontiguousarray(U[..., :H]), np.ascontiguousarray(U[..., H:])),
-        join=lambda uh: np.concatenate(uh, axis=-1),
-    )
+    sweep = _FrameSweep(jac, k)
+    res = benettin(sweep.step, Q, T, warmup, qr_every, split=sweep.split, join=sweep.join)
     order = np.argsort(-res.per_sample.mean(axis=0), kind="stable")  # largest first
     res.per_sample = res.per_sample[:, order]
     return res
@@ -574,11 +660,14 @@ def layer_dynamics(
     qr_every: int | None = None,
     seed: int = 0,
     grad_c: np.ndarray | None = None,
+    lyapunov_steps: int | None = None,
 ) -> dict:
     """Everything above for one layer, as plain JSON-able data (`layers[k].dynamics`).
 
     k: how many Lyapunov exponents (clipped to 2H), from every sample of the batch;
-    warmup: steps discarded before accumulating (default T // 4);
+    lyapunov_steps: the Lyapunov sweep runs over the last min(T, lyapunov_steps) steps
+    of the sequence (None: all T); warmup: steps of the sweep discarded before
+    accumulating (default a quarter of the sweep, T // 4 when it covers all T);
     window, window_k: the product over the last `window` steps (clipped to T) and how
     many of its singular values (0: skip), median over the first window_samples
     samples (None: all);
@@ -590,53 +679,63 @@ def layer_dynamics(
     lanczos_steps: Lanczos steps for them (None: exact SVD); qr_every: see `benettin`.
     With grad_c (T, B, H), this layer's dL/dc_t (the engine's `LayerGrads.dc`), adds
     "gradient": the measured per-step growth of ||dL/dc_t|| per sample over the same
-    steps [warmup, T) against the one λ_1 predicts (`compare_growth`).
+    steps the exponents accumulate over, against the one λ_1 predicts (`compare_growth`).
     A forward pass with non-finite values gives NaN everywhere (null in JSON).
+    Each part builds the local derivatives of only the steps and samples it uses.
     """
-    jac = StateJacobians.from_cache(cache, W_hh)
-    T, B, H = jac.shape
+    T, B, H4 = cache.gates.shape
+    H = H4 // 4
     k = min(k, 2 * H)
     window = min(window, T)
     window_k = min(window_k, 2 * H)
-    warmup = T // 4 if warmup is None else warmup
+    sweep = T if lyapunov_steps is None else min(T, lyapunov_steps)
+    t0 = T - sweep  # the sweep covers steps t0..T-1 (0-based)
+    warmup = sweep // 4 if warmup is None else warmup
     S = B if norm_samples is None else min(norm_samples, B)
     SW = B if window_samples is None else min(window_samples, B)
     stride = 1 if norm_points is None else -(-T // norm_points)  # ceil(T / norm_points)
     steps = np.arange(T - 1, -1, -stride)[::-1] if S else np.arange(0)  # ends at the last step
-    finite = all(np.isfinite(x).all() for x in (jac.f, jac.a, jac.d))
-    settings = {"k": k, "warmup": warmup, "steps": T - warmup, "samples": B, "state_size": 2 * H}
+    settings = {"k": k, "warmup": warmup, "steps": sweep - warmup, "samples": B, "state_size": 2 * H}
+    settings.update(lyapunov_steps=lyapunov_steps, sweep=[t0 + 1, T])
     settings.update(qr_every="adaptive" if qr_every is None else qr_every, window=window, window_k=window_k)
     settings.update(window_samples=SW, norm_samples=S, norm_points=norm_points, norm_stride=stride)
-    settings.update(
-        lanczos_steps=lanczos_steps,
-        aggregate="Lyapunov: mean over samples; norms and window: median over samples",
-        log="natural, per step",
-    )
-    out = {
-        "lyapunov": [],
-        "lyapunov_std": [],
-        "lyapunov_stderr": [],
-        "norm_steps": (steps + 1).tolist(),
-        "spectral_norm": [],
-        "cell_path_norm": [],
-        "dcdc_norm": [],
-        "window_singular_values": [],
-        "settings": settings,
-    }
-    if not finite:
-        return _all_nan(out, k, steps.size, window_k, T - warmup, with_gradient=grad_c is not None)
+    settings.update(lanczos_steps=lanczos_steps, aggregate=AGGREGATE, log="natural, per step")
+    out = {key: [] for key in _KEYS}  # in this order in the JSON
+    out.update(norm_steps=(steps + 1).tolist(), settings=settings)
+    if not _finite_cache(cache):
+        return _all_nan(out, k, steps.size, window_k, sweep - warmup, with_gradient=grad_c is not None)
+    jac = StateJacobians.from_cache(cache, W_hh, slice(t0, T) if t0 else None)  # the sweep's steps
     lyap = lyapunov_spectrum(jac, k, warmup, qr_every, seed)
     out["lyapunov"] = lyap.mean.tolist()
     out["lyapunov_std"] = lyap.std.tolist()
     out["lyapunov_stderr"] = lyap.stderr.tolist()
     if S:
-        sub = jac.samples(slice(0, S)).at_steps(steps)
+        sub = StateJacobians.from_cache(_samples(cache, S), W_hh, steps)
         out["spectral_norm"] = np.median(spectral_norms(sub, lanczos_steps, seed), axis=1).tolist()
         out["cell_path_norm"] = np.median(cell_path_norms(sub), axis=1).tolist()
         out["dcdc_norm"] = np.median(dcdc_norms(sub, lanczos_steps, seed), axis=1).tolist()
     if window_k:
-        sv = window_singular_values(jac.samples(slice(0, SW)), window_k, window, seed=seed)  # (SW, window_k)
+        last = StateJacobians.from_cache(_samples(cache, SW), W_hh, slice(T - window, T))
+        sv = window_singular_values(last, window_k, window, seed=seed)  # (SW, window_k)
         out["window_singular_values"] = np.median(sv, axis=0).tolist()
     if grad_c is not None:
-        out["gradient"] = compare_growth(lyap, gradient_growth_rates(grad_c, warmup, T))
+        out["gradient"] = compare_growth(lyap, gradient_growth_rates(grad_c, t0 + warmup, T))
     return out
+
+
+_KEYS = ("lyapunov", "lyapunov_std", "lyapunov_stderr", "norm_steps", "spectral_norm", "cell_path_norm")
+_KEYS += ("dcdc_norm", "window_singular_values")
+AGGREGATE = "Lyapunov: mean over samples; norms and window: median over samples"
+
+
+def _samples(cache: LayerCache, n: int) -> LayerCache:
+    """The forward cache of the first n samples (views)."""
+    S = slice(0, n)
+    return LayerCache(
+        x=cache.x[:, S], gates=cache.gates[:, S], c=cache.c[:, S], h=cache.h[:, S], tanh_c=cache.tanh_c[:, S]
+    )
+
+
+def _finite_cache(cache: LayerCache) -> bool:
+    """Whether every local derivative of every step can be finite: gates, c_{t-1}, tanh c_t."""
+    return all(np.isfinite(x).all() for x in (cache.gates, cache.c[:-1], cache.tanh_c))

@@ -279,6 +279,7 @@ def dynamics_section(problem: Problem, fwd, grads) -> tuple[dict, list[dict]]:
                 norm_points=d.norm_points,
                 seed=problem.config.seed,
                 grad_c=grads.layers[j].dc[:, S],
+                lyapunov_steps=d.lyapunov_steps,
             )
         )
     note = {"computed": True, "samples": S.stop}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .analysis_table import GATE_SYMBOL, describe_config
+from .describe import lyapunov_span
 from .inert import markdown
 from .text import finding_label, flow_words, fmt, layer_label, sparkline
 
@@ -67,7 +68,7 @@ def _layer_markdown(layer: dict, doc: dict) -> list[str]:
         out += [
             f"Lyapunov exponents (natural log per step, largest first): "
             f"{', '.join(f'{v:+.3f}' for v in dyn['lyapunov'])}; λ₁ ± {fmt(dyn['lyapunov_std'][0])}"
-            f"{measured}.",
+            f"{lyapunov_span(dyn)}{measured}.",
             "",
         ]
     out += [

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.diagnostics import GATE_SYMBOL
-from .describe import init_text, model_line
+from .describe import init_text, lyapunov_span, model_line
 from .inert import plain
 from .inputs_text import data_details, has_head, loss_text, what_if_line
 from .text import finding_label, flow_words, fmt, layer_label, sparkline, table
@@ -109,6 +109,7 @@ def dynamics_line(layer: dict) -> Text | None:
     txt = Text()
     txt.append("Lyapunov λ₁ ", style="bold")
     txt.append(f"{lam:+.3f} ± {fmt(sd)}/step", style="red" if lam > 0 else "")
+    txt.append(lyapunov_span(dyn))
     g = dyn.get("gradient") or {}
     if g.get("measured_rate") is not None:
         txt.append(f" (gradient measured {g['measured_rate']:+.3f}/step)")

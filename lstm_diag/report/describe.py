@@ -23,6 +23,16 @@ def model_line(m: Mapping[str, Any], head: bool = True) -> str:
     return f"LSTM {m['input_size']}→{m['hidden_size']}, {L} layer{'s' * (L != 1)}{layout}, {out}"
 
 
+def lyapunov_span(dyn: Mapping[str, Any]) -> str:
+    """` over the last 256 of 2000 steps` when the Lyapunov sweep (diagnostics.lyapunov_steps)
+    covers only the end of the sequence; empty when it covers all of it (or an older document)."""
+    sweep = dyn.get("settings", {}).get("sweep")
+    if not sweep or sweep[0] <= 1:
+        return ""
+    first, T = sweep
+    return f" over the last {T - first + 1} of {T} steps"
+
+
 def init_text(m: Mapping[str, Any], path: bool = True) -> str:
     """`chrono (forget_bias=1, recurrent_scale=0.9)`, or `weights PATH` (`weights from file`
     with path=False, for figures where a long path does not fit)."""

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from .. import __version__
 from ..core.diagnostics import GATE_SYMBOL
 from ..numfmt import fmt
-from .describe import init_text, model_line
+from .describe import init_text, lyapunov_span, model_line
 from .figures.style import OKABE_ITO, VERDICT_COLOR
 from .inputs_text import data_details, has_head, loss_text, what_if_line
 from .text import finding_label, flow_words, layer_label, unit_key
@@ -267,7 +267,7 @@ def _layer_section(layer: dict, doc: dict, images: Mapping[str, bytes]) -> str:
         spectrum = ", ".join(f"{v:+.3f}" for v in dyn["lyapunov"])
         parts.append(
             f"<p>State dynamics: Lyapunov exponents (natural log per step, largest first) {e(spectrum)}; "
-            f"λ₁ ± {e(fmt(dyn['lyapunov_std'][0]))} over samples"
+            f"λ₁ ± {e(fmt(dyn['lyapunov_std'][0]))} over samples{e(lyapunov_span(dyn))}"
             + (f"; measured growth of ‖dL/dc_t‖ {e(f'{measured:+.3f}')}/step" if measured is not None else "")
             + ". λ₁ &lt; 0: the dynamics contract and gradients vanish; λ₁ &gt; 0: chaotic, they grow.</p>"
         )

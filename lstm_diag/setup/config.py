@@ -142,6 +142,7 @@ class DiagnosticsConfig(_Section):
     memory_budget_mb: float = Field(2048, gt=0)
     dynamics: bool = True
     lyapunov_k: int = Field(8, gt=0)
+    lyapunov_steps: int | None = Field(256, gt=1)  # the Lyapunov sweep: the last this many steps (null: all)
     window: int = Field(20, gt=0)
     window_k: int = Field(4, ge=0)
     dynamics_samples: int = Field(4, gt=0)

@@ -31,7 +31,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from ...core.diagnostics import GATE_NAMES, GATE_SYMBOL
 from ...numfmt import fmt
-from ..describe import init_text, model_line
+from ..describe import init_text, lyapunov_span, model_line
 from ..inert import figure
 from ..inputs_text import has_head, loss_text, what_if_line
 from ..text import layer_label, unit_key
@@ -778,7 +778,8 @@ def dynamics(doc: dict, layer: int = 0) -> Figure:
     colors = [OKABE_ITO["vermillion"] if v > 0 else OKABE_ITO["blue"] for v in lam]
     left.axhline(0.0, color=OKABE_ITO["black"], lw=1.0)
     left.errorbar(idx, lam, yerr=sd, fmt="none", ecolor=GREY, elinewidth=1.2, capsize=3, zorder=2)
-    left.scatter(idx, lam, c=colors, s=36, zorder=3, label="λ_i, mean over samples (± std)")
+    label = f"λ_i, mean over samples (± std){lyapunov_span(dyn)}"
+    left.scatter(idx, lam, c=colors, s=36, zorder=3, label=label)
     g = dyn.get("gradient") or {}
     if g.get("measured_rate") is not None and math.isfinite(g["measured_rate"]):
         left.axhline(
