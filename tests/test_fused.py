@@ -120,3 +120,88 @@ def test_uncovered_layout_falls_back_with_a_note():
 
     sel = backends.select("fast", "float64", Projected())
     assert sel.used == "numpy" and "proj_size" in sel.note and engine.FUSED is None
+
+
+def test_own_log_is_within_two_ulp():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(0, 1, 20000), np.exp(rng.uniform(-745, 709, 20000)), [1.0, 0.5, 2.0]])
+    exact = np.log(x.astype(np.longdouble))
+    err = np.abs(elementwise("log", x) - exact) / np.spacing(np.abs(exact).astype(np.float64) + 1e-300)
+    assert err.max() <= 2.0
+    special = np.array([0.0, np.inf, np.nan, 5e-324])
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(elementwise("log", special), np.log(special))
+
+
+def _with(fused, fn):
+    """fn() with the diagnostic passes compiled (fused) or in NumPy."""
+    from lstm_diag.core import diagnostics, fused_kernels
+
+    diagnostics.FUSED = fused_kernels if fused else None
+    try:
+        return fn()
+    finally:
+        diagnostics.FUSED = None
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("chunk", [1 << 15, 100])
+def test_compiled_diagnostic_passes_equal_the_numpy_passes(dtype, chunk, monkeypatch):
+    """Counts, saturation per step and unit, and the forget histogram exactly (values at and
+    next to every bin edge; a NaN left out); mean, std, mean ln f and norms to 1e-14."""
+    from lstm_diag.core import diagnostics
+
+    monkeypatch.setattr(diagnostics, "STREAM_CHUNK", chunk)
+    rng = np.random.default_rng(1)
+    T, B, H = 37, 5, 70
+    z = rng.normal(scale=3, size=(T, B, 4 * H))
+    g = 1 / (1 + np.exp(-z))
+    g[:, :, 2 * H : 3 * H] = np.tanh(z[:, :, 2 * H : 3 * H])
+    edges = np.linspace(0, 1, 51)
+    f = g[:, :, H : 2 * H].reshape(-1)
+    picks = np.concatenate([edges, np.nextafter(edges, 2), np.nextafter(edges, -1)]).clip(0, 1)
+    f[: picks.size] = picks
+    g = g.astype(dtype)
+    for nan in (False, True):
+        if nan:
+            g[3, 1, H + 5] = np.nan
+
+        def stats():
+            acc = diagnostics.GateAccumulator(H, 0.1)
+            acc.add(g[:20])
+            acc.add(g[20:])
+            return acc.result(), acc.forget_histogram(), acc.forget_log_mean()
+
+        (r0, h0, l0), (r1, h1, l1) = _with(False, stats), _with(True, stats)
+        assert h0 == h1
+        np.testing.assert_allclose(l1, l0, rtol=1e-14)
+        for name, d in r0.items():
+            for key, v in d.items():
+                tol = 1e-14 if key in ("mean", "std") else 0
+                np.testing.assert_allclose(r1[name][key], v, rtol=tol, atol=0, err_msg=f"{name} {key}")
+    dz = rng.normal(size=(9, 4, 4 * 6)).astype(dtype)
+    for fn in (lambda: diagnostics.gate_grad_norms(dz), lambda: diagnostics.frob_over_time(dz[:, :, :6])):
+        np.testing.assert_allclose(_with(True, fn), _with(False, fn), rtol=1e-14)
+    c = rng.normal(size=(8, 3, 5)).astype(dtype)
+    c[2, 1, 1] = np.nan
+    h = np.tanh(c)
+    h[5, 0, 0] = np.inf
+    tc = np.tanh(3 * c)
+    tc[0, 0, :] = np.asarray(0.99, dtype)  # at the level, in the array's dtype: not above it
+
+    def extremes():
+        return diagnostics.state_extremes(c, h, tc, 0.99)
+
+    (a0, ok0, n0), (a1, ok1, n1) = _with(False, extremes), _with(True, extremes)
+    np.testing.assert_array_equal(a1, a0)
+    np.testing.assert_array_equal(ok1, ok0)
+    assert n1 == n0
+
+
+def test_fast_engine_selects_the_compiled_diagnostic_passes():
+    from lstm_diag.core import diagnostics
+
+    backends.select("fast", "float32")
+    assert diagnostics.FUSED is not None
+    backends.select("numpy")
+    assert diagnostics.FUSED is None

@@ -94,9 +94,24 @@ def snapshot(
     clip_value: float = 1.0,
     clipping: float = 0.01,
 ) -> dict:
-    """What clipping would do to this gradient: the `clipping` section of analyze's JSON."""
+    """What clipping would do to this gradient: the `clipping` section of analyze's JSON.
+
+    Every norm and the cosine come from one float64 sum of squares per array (and one dot
+    product per array when clipping changed it): the same sums `global_norm` and `cosine`
+    take, in the same order, so the same numbers bit for bit."""
     clipped, info = clip(grads, params, mode, max_norm, clip_value, clipping)
-    total, after = info["total_norm"], global_norm(clipped)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ss = {k: np.sum(np.square(g, dtype=np.float64)) for k, g in grads.items()}  # per array
+        same = mode == "none"  # clipped holds copies of grads: the same sums
+        ss_after = ss if same else {k: np.sum(np.square(g, dtype=np.float64)) for k, g in clipped.items()}
+        total, after = info["total_norm"], float(np.sqrt(sum(ss_after.values())))
+        if same:
+            dot = sum(float(v) for v in ss.values())
+        else:
+            f64 = np.float64
+            dot = sum(float(np.sum(clipped[k].astype(f64) * grads[k].astype(f64))) for k in clipped)
+        nb = float(np.sqrt(sum(ss.values())))
+        cos = max(-1.0, min(1.0, dot / (after * nb))) if after > 0 and nb > 0 else float("nan")
     if mode == "norm":
         coef = info["clip_coef"]
     else:  # the effective scale of the whole gradient
@@ -111,9 +126,9 @@ def snapshot(
         "norm_after": after,
         "clipped": bool(info["changed_fraction"] > 0),
         "changed_fraction": info["changed_fraction"],
-        "cosine": cosine(clipped, grads),
+        "cosine": cos,
         "parameters": {
-            k: {"norm_before": global_norm({k: grads[k]}), "norm_after": global_norm({k: clipped[k]})}
+            k: {"norm_before": float(np.sqrt(0 + ss[k])), "norm_after": float(np.sqrt(0 + ss_after[k]))}
             for k in grads
         },
     }

@@ -26,6 +26,11 @@ GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 STREAM_CHUNK = 1 << 15
 _HIST_BINS = 50  # forget-gate histogram: 50 equal bins on [0, 1]
 
+# With the fast engine selected (core/backends.py), core/fused_kernels.py: the passes below
+# each run as one compiled kernel over the engine's arrays (same results up to the order of
+# float64 additions, docs/performance.md); None: the NumPy passes, the reference.
+FUSED = None
+
 
 def _rows_per_chunk(n_rows: int, row: int) -> int:
     return max(1, min(n_rows, STREAM_CHUNK // max(row, 1)))
@@ -79,6 +84,8 @@ class GateAccumulator:
         T, B, H4 = gates.shape
         H = H4 // 4
         self.batch = B
+        if FUSED is not None:
+            return self._add_fused(gates)
         a2 = gates.reshape(T * B, H4)  # (T*B, 4H), one row per (step, sample)
         R = _rows_per_chunk(T * B, H4)
         buf = np.empty(R * H4)  # float64 working copy of one chunk, reused
@@ -107,6 +114,26 @@ class GateAccumulator:
         self.sat_per_step.append(sat_rows.reshape(T, B, 4).sum(axis=1, dtype=np.int64))
         self.low_per_unit += low_u.reshape(4, H).astype(np.int64)
         self.high_per_unit += high_u.reshape(4, H).astype(np.int64)
+
+    def _add_fused(self, gates: np.ndarray) -> None:
+        """`add` as one compiled pass (`fused_kernels.gate_pass`): the same chunks, counts and
+        bins; sums in another order."""
+        T, B, H4 = gates.shape
+        H = H4 // 4
+        a2 = np.ascontiguousarray(gates).reshape(T * B, H4)
+        lo, hi = self._thresholds(gates.dtype)
+        state = np.array([self.n, *self.mean, *self.m2, self.log_f_sum], np.float64)
+        low_u, high_u = np.zeros(H4, np.int64), np.zeros(H4, np.int64)
+        sat_rows = np.empty((T * B, 4), np.int64)
+        hist = np.zeros(_HIST_BINS, np.int64)
+        R = _rows_per_chunk(T * B, H4)
+        FUSED.gate_pass(a2, lo, hi, R, gates.dtype != np.float32, state, low_u, high_u, sat_rows, hist)
+        self.n, self.mean, self.m2 = int(state[0]), state[1:5].copy(), state[5:9].copy()
+        self.log_f_sum = float(state[9])
+        self.f_hist += hist
+        self.sat_per_step.append(sat_rows.reshape(T, B, 4).sum(axis=1))
+        self.low_per_unit += low_u.reshape(4, H)
+        self.high_per_unit += high_u.reshape(4, H)
 
     def _moments(self, a: np.ndarray, x: np.ndarray, ones: np.ndarray) -> None:
         """Merge the per-gate count, mean and M2 of one chunk a (rows, 4H); x: float64 scratch."""
@@ -301,11 +328,32 @@ def count_abs_above(a: np.ndarray, level: float) -> int:
     return total
 
 
+def state_extremes(c: np.ndarray, h: np.ndarray, tanh_c: np.ndarray, level: float) -> tuple:
+    """Per step of c, h, tanh_c (T, B, ·): max |c_t| (NaN if any entry is NaN), whether every
+    h_t is finite, and how many |tanh c| > level over all steps: from per-step max and min
+    (NaN propagates through both), no full-size temporaries."""
+    T = c.shape[0]
+    c2, h2 = c.reshape(T, -1), h.reshape(T, -1)
+    if FUSED is not None and c2.size and h2.size:
+        abs_c, h_ok = np.empty(T), np.empty(T, bool)
+        t2 = np.ascontiguousarray(tanh_c).reshape(T, -1)
+        n = FUSED.state_pass(
+            np.ascontiguousarray(c2), np.ascontiguousarray(h2), t2, t2.dtype.type(level), abs_c, h_ok
+        )
+        return abs_c, h_ok, int(n)
+    abs_c = np.maximum(c2.max(axis=1), -c2.min(axis=1)) if c2.size else np.zeros(T)  # (T,) max |c_t|
+    h_ok = np.isfinite(h2.max(axis=1)) & np.isfinite(h2.min(axis=1)) if h2.size else np.ones(T, bool)
+    return abs_c, h_ok, count_abs_above(tanh_c, level)
+
+
 def _sum_squares(a: np.ndarray) -> np.ndarray:
     """a (n, m) -> (n,) float64 sum of squares of each row, a chunk of rows at a time."""
     n, m = a.shape
     out = np.zeros(n)
     if not m:
+        return out
+    if FUSED is not None:
+        FUSED.sum_squares(np.ascontiguousarray(a), out)
         return out
     R = _rows_per_chunk(n, m)
     buf = np.empty(R * m)  # float64, reused

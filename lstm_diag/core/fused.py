@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .engine import _GUARD_BITS, _GUARD_EVERY, LayerCache, LayerGrads, _negated_transpose, _rescale
-from .fused_kernels import KERNELS
+from .fused_kernels import KERNELS, gate_pass, state_pass, sum_squares
 
 
 def layer_forward(
@@ -111,4 +111,21 @@ def warm_up(dtype: np.dtype) -> None:
     T, B, I, H = 2, 1, 1, 1
     W_ih, W_hh = rng.normal(size=(4 * H, I)).astype(dt), rng.normal(size=(4 * H, H)).astype(dt)
     cache = layer_forward(W_ih, W_hh, np.zeros(4 * H, dt), rng.normal(size=(T, B, I)).astype(dt))
-    layer_backward_scaled(W_hh, cache, np.ones((T, B, H), dt), np.ones(T, bool), None, None)
+    grads, _ = layer_backward_scaled(W_hh, cache, np.ones((T, B, H), dt), np.ones(T, bool), None, None)
+    diagnostics_warm_up(cache, grads)
+
+
+def diagnostics_warm_up(cache: LayerCache, grads: LayerGrads) -> None:
+    """Compile (or load) the diagnostic passes for the cache's dtype."""
+    T, B, H4 = cache.gates.shape
+    H = H4 // 4
+    dt = cache.gates.dtype
+    lo, hi = np.zeros(H4, dt), np.ones(H4, dt)
+    state, counts = np.zeros(10), np.zeros(H4, np.int64)
+    rows, hist = np.empty((T * B, 4), np.int64), np.zeros(50, np.int64)
+    gate_pass(
+        cache.gates.reshape(T * B, H4), lo, hi, 1, dt != np.float32, state, counts, counts.copy(), rows, hist
+    )
+    sum_squares(grads.dc.reshape(T * B, H), np.empty(T * B))
+    c = cache.c[1:].reshape(T, B * H)
+    state_pass(c, c, cache.tanh_c.reshape(T, B * H), dt.type(0.99), np.empty(T), np.empty(T, bool))

@@ -239,10 +239,17 @@ def _vec_tanh32(x, out):
         out[k] = tanh32(x[k])
 
 
+@nb.njit(**_JIT)
+def _vec_log64(x, out):
+    for k in range(x.size):
+        out[k] = log64(x[k])
+
+
 def elementwise(name: str, x: np.ndarray) -> np.ndarray:
-    """exp or tanh of a 1-D array by the kernels' own functions (for tests and benchmarks)."""
+    """exp, tanh or (float64) log of a 1-D array by the kernels' own functions (for tests)."""
     out = np.empty_like(x)
     fn = {
+        ("log", np.float64): _vec_log64,
         ("exp", np.float64): _vec_exp64,
         ("tanh", np.float64): _vec_tanh64,
         ("exp", np.float32): _vec_exp32,
@@ -250,3 +257,182 @@ def elementwise(name: str, x: np.ndarray) -> np.ndarray:
     }[(name, x.dtype.type)]
     fn(x, out)
     return out
+
+
+# ------------------------------------------------------------- diagnostics in one pass
+#
+# The streaming statistics of core/diagnostics.py, each a single compiled pass over the
+# engine's arrays (selected with the fast engine: diagnostics.FUSED). Sums are float64;
+# `reassoc` lets LLVM vectorise them (it changes only the order of the additions), and
+# nothing assumes finite values: NaN propagates exactly as in the NumPy passes.
+
+_RJIT = dict(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+
+
+@intrinsic
+def _bits_f64(typingctx, x):
+    """The int64 bit pattern of the float64 x."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return types.int64(types.float64), codegen
+
+
+_SQRT2 = 1.4142135623730951
+
+
+@nb.njit(**_JIT)
+def log64(x):
+    """ln x for float64 x, branch-free enough to vectorise: x = m 2^e with m in
+    [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.1716, by its
+    series to s^23 (truncation < 1e-19 relative). ln 0 = -inf, NaN stays NaN."""
+    sub = x < 2.2250738585072014e-308  # subnormal (or 0): scale into the normal range
+    y = x * 18014398509481984.0 if sub else x  # 2^54
+    bits = _bits_f64(y)
+    e = ((bits >> 52) & 0x7FF) - 1023
+    m = _f64_bits((bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000)  # [1, 2)
+    big = m > _SQRT2
+    m = m * 0.5 if big else m
+    e = e + 1 if big else e
+    e = e - 54 if sub else e
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    p = 2.0 / 23.0
+    p = p * s2 + 2.0 / 21.0
+    p = p * s2 + 2.0 / 19.0
+    p = p * s2 + 2.0 / 17.0
+    p = p * s2 + 2.0 / 15.0
+    p = p * s2 + 2.0 / 13.0
+    p = p * s2 + 2.0 / 11.0
+    p = p * s2 + 2.0 / 9.0
+    p = p * s2 + 2.0 / 7.0
+    p = p * s2 + 2.0 / 5.0
+    p = p * s2 + 2.0 / 3.0
+    ef = np.float64(e)
+    r = ef * _LN2_HI + ((s * s2) * p + (ef * _LN2_LO + 2.0 * s))
+    if x == 0.0:
+        r = -np.inf
+    if x != x or x == np.inf:
+        r = x
+    return r
+
+
+@nb.njit(**_RJIT)
+def gate_pass(a, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_rows, hist):
+    """`GateAccumulator.add` on a (N, 4H) [i | f | g | o] rows: per chunk of rows the per-gate
+    sum, then the sum of squared deviations from the chunk's mean (two passes over the
+    cached chunk), merged into state = [n, mean(4), m2(4), sum ln f] (Chan et al.); 0/1
+    saturation counts per column (low_u, high_u (4H,)) and per row and gate (sat_rows
+    (N, 4)); the forget histogram (50 bins of [0, 1], `unit_interval_bincount`'s bins,
+    edges64: correct the floor next to an edge, for float64 f) and sum of ln f."""
+    N, H4 = a.shape
+    H = H4 // 4
+    nbins = hist.shape[0]
+    step = 1.0 / nbins
+    s = np.zeros(4)
+    for r0 in range(0, N, rows_per_chunk):
+        r1 = min(N, r0 + rows_per_chunk)
+        cnt = (r1 - r0) * H
+        s[:] = 0.0
+        for r in range(r0, r1):
+            row = a[r]
+            for g in range(4):
+                blk = row[g * H : (g + 1) * H]
+                acc = 0.0
+                for j in range(H):
+                    acc += np.float64(blk[j])
+                s[g] += acc
+        for g in range(4):
+            mean_c = s[g] / cnt
+            m2_c = 0.0
+            for r in range(r0, r1):
+                blk = a[r, g * H : (g + 1) * H]
+                acc = 0.0
+                for j in range(H):
+                    d = np.float64(blk[j]) - mean_c
+                    acc += d * d
+                m2_c += acc
+            n = state[0]
+            if n == 0.0:
+                state[1 + g], state[5 + g] = mean_c, m2_c
+            else:  # merge two (count, mean, M2) summaries
+                tot = n + cnt
+                delta = mean_c - state[1 + g]
+                state[1 + g] = state[1 + g] + delta * cnt / tot
+                state[5 + g] = state[5 + g] + m2_c + delta * delta * n * cnt / tot
+        state[0] += cnt
+        log_f = 0.0
+        for r in range(r0, r1):
+            row = a[r]
+            for g in range(4):
+                blk, lo_g, hi_g = row[g * H : (g + 1) * H], lo[g * H : (g + 1) * H], hi[g * H : (g + 1) * H]
+                lu, hu = low_u[g * H : (g + 1) * H], high_u[g * H : (g + 1) * H]
+                k = 0
+                for j in range(H):
+                    below = blk[j] < lo_g[j]
+                    above = blk[j] > hi_g[j]
+                    lu[j] += below
+                    hu[j] += above
+                    k += below + above
+                sat_rows[r, g] = k
+            f = row[H : 2 * H]
+            acc = 0.0
+            for j in range(H):
+                acc += log64(np.float64(f[j]))
+            log_f += acc
+            for j in range(H):
+                v = np.float64(f[j])
+                if v != v:  # NaN: np.histogram leaves it out
+                    continue
+                b = min(int(v * nbins), nbins - 1)
+                if edges64:  # compare with fl(k * step) as np.histogram compares with its edges
+                    if v < b * step:
+                        b -= 1
+                    elif b + 1 < nbins and v >= (b + 1) * step:
+                        b += 1
+                hist[b] += 1
+        state[9] += log_f
+
+
+@nb.njit(**_RJIT)
+def sum_squares(a, out):
+    """out[r] = sum_j a[r, j]^2 in float64, a (N, m)."""
+    N, m = a.shape
+    for r in range(N):
+        row = a[r]
+        acc = 0.0
+        for j in range(m):
+            v = np.float64(row[j])
+            acc += v * v
+        out[r] = acc
+
+
+@nb.njit(**_RJIT)
+def state_pass(c, h, tanh_c, level, abs_c, h_finite):
+    """Per step t of c, h, tanh_c (T, n): abs_c[t] = max |c_t| (NaN if any entry is NaN),
+    h_finite[t] = every h_t finite; returns how many |tanh c| > level."""
+    T, n = c.shape
+    count = 0
+    for t in range(T):
+        ct, ht, tt = c[t], h[t], tanh_c[t]
+        m = 0.0
+        nan = False
+        for j in range(n):
+            v = abs(np.float64(ct[j]))
+            nan |= v != v
+            m = max(m, v)
+        abs_c[t] = np.nan if nan else m
+        ok = True
+        for j in range(n):
+            v = np.float64(ht[j])
+            ok &= abs(v) < np.inf  # False for NaN and inf
+        h_finite[t] = ok
+        k = 0
+        for j in range(n):
+            k += abs(tt[j]) > level
+        count += k
+    return count
+
+
+DIAGNOSTICS = (gate_pass, sum_squares, state_pass)  # the passes above, compiled per dtype by `warm_up`

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import engine
-from ..core.diagnostics import GateAccumulator, count_abs_above, frob_over_time, gate_grad_norms
+from ..core.diagnostics import GateAccumulator, frob_over_time, gate_grad_norms, state_extremes
 
 TANH_SATURATED = 0.99  # |tanh c| above this: 1 - tanh^2 c < 0.02
 
@@ -95,17 +95,12 @@ def _observe_forward(lt: LayerTrace, cache: engine.LayerCache, t0: int, p: engin
     Per-step reductions only (max and min over each contiguous step; NaN propagates through
     them, so a step is finite exactly when its extremes are): no full-size temporaries."""
     lt.gates.add(cache.gates)
-    T_s = cache.tanh_c.shape[0]
-    c = cache.c[1:].reshape(T_s, -1)  # (T_s, B*H)
-    h = cache.h[1:].reshape(T_s, -1)
-    abs_c = np.maximum(c.max(axis=1), -c.min(axis=1)) if c.size else np.zeros(T_s)  # (T_s,) max |c_t|
+    abs_c, h_ok, tanh_sat = state_extremes(cache.c[1:], cache.h[1:], cache.tanh_c, TANH_SATURATED)
     lt.max_abs_c = max(lt.max_abs_c, float(np.max(abs_c)) if abs_c.size else 0.0)
-    lt.tanh_saturated += count_abs_above(cache.tanh_c, TANH_SATURATED)
+    lt.tanh_saturated += tanh_sat
     lt.entries += cache.tanh_c.size
     if lt.first_nonfinite_state is None and lt.first_nonfinite_z is None:
-        ok = np.isfinite(abs_c)
-        if h.size:
-            ok &= np.isfinite(h.max(axis=1)) & np.isfinite(h.min(axis=1))
+        ok = np.isfinite(abs_c) & h_ok
         t_state = None if ok.all() else int(np.argmin(ok))
         t_z = _z_overflow(p, cache.x, cache.h[:-1])
         first = min(t for t in (t_state, t_z, len(ok)) if t is not None)
