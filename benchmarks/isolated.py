@@ -316,6 +316,15 @@ def main(argv=None) -> int:
                     if args.json:  # after every row, so that an interrupted run keeps what it measured
                         args.json.write_text(json.dumps(results, indent=1))
     print(markdown(results, contenders))
+    for r in results:  # the dynamics section's budget (issue 19): said, not an exit status
+        for key in ("dynamics/engine-numpy", "dynamics/engine-fast"):
+            if key in r["ratios"]:
+                v = r["ratios"][key]
+                verdict = "within" if v <= DYNAMICS_BUDGET else "MISSES"
+                print(
+                    f"{r['shape']} {r['dtype']} {key} {v:.2f}: {verdict} the budget {DYNAMICS_BUDGET}",
+                    file=sys.stderr,
+                )
     print(f"load average at end: {os.getloadavg()}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -111,3 +111,13 @@ def test_patched_applies_dotted_overrides_and_revalidates():
 def test_a_tilde_path_of_an_unknown_user_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^model\.weights: cannot expand '~0': no such user"):
         load_config(None, ["model.weights=~0"])
+
+
+@pytest.mark.parametrize("text", ["..: 1", "model: {a.b: 1}", "diagnostics:\n  x.: 2"])
+def test_unknown_keys_holding_dots_are_one_config_error(tmp_path, text):
+    """Found by tests/test_properties.py (YAML text '..:'): the message used to split the
+    joined path at dots and crash with a KeyError on such keys."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(p)

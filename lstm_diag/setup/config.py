@@ -490,10 +490,10 @@ def format_validation_error(err: ValidationError) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"])
     kind, msg, got = e["type"], e["msg"], e.get("input")
-    if kind == "extra_forbidden":
-        parent, _, key = loc.rpartition(".")
+    if kind == "extra_forbidden":  # the path from the loc tuple: an unknown key may hold dots
+        *parents, key = [str(p) for p in e["loc"]]
         model = Config
-        for part in parent.split(".") if parent else []:
+        for part in parents:
             model = model.model_fields[part].annotation
         close = difflib.get_close_matches(key[:100], list(model.model_fields), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
