@@ -56,6 +56,7 @@ RULES = {
     "train.clip": ("train", "norm:0.01"), "train.log_every": ("train", 1),
     "compare.init": ("compare", "keras"), "compare.seeds": ("compare", 2),
     "compare.seq_lens": ("compare", "6,12"), "compare.train_steps": ("compare", 1),
+    "compare.grid": ("compare", {"model.forget_bias": [0, 2]}),
 }
 # Fields that must not change a number (docs: results are identical whatever their value);
 # what they change is checked by their own tests.
@@ -124,7 +125,7 @@ def _result(cfg, context):
         from lstm_diag.features.compare import compare
 
         c = cfg.compare
-        doc = compare(cfg, c.init_specs, c.seeds, c.seq_len_list, train_steps=c.train_steps)
+        doc = compare(cfg, c.init_specs, c.seeds, c.seq_len_list, train_steps=c.train_steps, grid=c.grid_axes)
     else:
         from lstm_diag import analyze
 

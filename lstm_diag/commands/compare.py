@@ -31,13 +31,23 @@ Examples:
   lstm-diag compare cfg.yaml --init pytorch,xavier_uniform:forget_bias=1,chrono:t_max=500
   lstm-diag compare cfg.yaml --seq-lens 50,200,1000 --plots figs/
   lstm-diag compare cfg.yaml --seeds 20 --scheduler local --cache runs/  # Dask; resumable
+  lstm-diag compare cfg.yaml --grid model.forget_bias=0,1,3 --grid data.seq_len=50,200,1000 \
+      --init pytorch,chrono --seeds 5 --plots figs/     # a 2-axis sweep: heatmaps
   lstm-diag compare cfg.yaml --train-steps 100 --format markdown > compare.md
   lstm-diag compare cfg.yaml --format json | jq '.ranking'
 
 \b
 Init specs: SCHEME[:OPTION=VALUE[:OPTION=VALUE]]. Options: forget_bias,
 recurrent_scale (any scheme), t_max (chrono), gain (identity). Flags override
-the compare: section of CONFIG. Details: docs/compare.md.
+the compare: section of CONFIG (any --grid replaces compare.grid). Details:
+docs/compare.md.
+
+\b
+Grid: --grid FIELD=V1,V2,... (repeat it for more axes) sweeps any config
+field; the runs are the cross product of every axis, the init specs and the
+seeds. Values are read as --set reads them; values holding commas go in YAML
+list form: --grid 'train.betas=[[0.9, 0.999], [0.5, 0.9]]'. Not an axis:
+seed (--seeds), model.init (--init), engine, compare.*, output paths.
 """
 
 
@@ -53,7 +63,49 @@ def _where(s, runs: int) -> str:
 
 
 def _run_line(run: dict) -> str:
-    return f"{run['scheme']} seed {run['seed']} T={run['seq_len']}: horizon {run['horizon']}"
+    where = "".join(
+        f", {f.rsplit('.', 1)[-1]}={v}" for f, v in run.get("point", {}).items() if f != "data.seq_len"
+    )
+    return f"{run['scheme']}{where} seed {run['seed']} T={run['seq_len']}: horizon {run['horizon']}"
+
+
+def _grid_flags(items: tuple[str, ...]) -> dict | None:
+    """--grid FIELD=VALUES (repeated) -> {field: 'values'}; None when no --grid is given."""
+    from ..errors import ConfigError
+
+    if not items:
+        return None
+    grid: dict[str, str] = {}
+    for item in items:
+        field, sep, values = item.partition("=")
+        field = field.strip()
+        if not sep or not field:
+            raise ConfigError(
+                f"--grid {item!r}: expected FIELD=V1,V2,... e.g. --grid model.forget_bias=0,1,3"
+            )
+        if field in grid:
+            raise ConfigError(f"--grid: {field} is given twice; list all its values in one --grid")
+        grid[field] = values
+    return grid
+
+
+def _invocation(config, overrides, engine) -> str:
+    """CONFIG and the --set/--engine options compare was given, as `analyze` takes them
+    (the start of the command that reproduces the best cell's run)."""
+    import shlex
+
+    parts = [shlex.quote(str(config))] if config else []
+    parts += [f"--set {shlex.quote(o)}" for o in overrides]
+    parts += [f"--engine {engine}"] if engine else []
+    return " ".join(parts)
+
+
+def _shape(runs, specs, seeds: int, lens) -> str:
+    """'2 schemes × 5 seeds × 3 lengths', or with a grid '2 schemes × 6 grid points × 5 seeds'."""
+    points = len({r.point for r in runs})
+    if lens or points == 1:
+        return f"{len(specs)} schemes × {seeds} seeds" + (f" × {len(lens)} lengths" if lens else "")
+    return f"{len(specs)} schemes × {points} grid points × {seeds} seeds"
 
 
 @click.command("compare", epilog=EPILOG)
@@ -88,6 +140,13 @@ def _run_line(run: dict) -> str:
     help="Sweep the sequence length too, e.g. 50,200,1000 [compare.seq_lens: data.seq_len].",
 )
 @click.option(
+    "--grid",
+    "grid",
+    metavar="FIELD=V1,V2,...",
+    multiple=True,
+    help="Sweep a config field over these values; repeat for more axes [compare.grid].",
+)
+@click.option(
     "--train-steps",
     type=int,
     metavar="K",
@@ -104,7 +163,20 @@ def _run_line(run: dict) -> str:
 @debug_option
 @handle_errors
 def compare_cmd(
-    config, init, seeds, jobs, scheduler, cache, seq_lens, train_steps, plots, overrides, fmt, engine, fail_on
+    config,
+    init,
+    seeds,
+    jobs,
+    scheduler,
+    cache,
+    seq_lens,
+    grid,
+    train_steps,
+    plots,
+    overrides,
+    fmt,
+    engine,
+    fail_on,
 ):
     """Compare initialization schemes on CONFIG's architecture and data, over seeds.
 
@@ -120,7 +192,7 @@ def compare_cmd(
     from ..features.executor import in_flight
 
     flags = {"init": init, "seeds": seeds, "jobs": jobs, "seq_lens": seq_lens, "scheduler": scheduler}
-    flags |= {"train_steps": train_steps, "plots": plots, "cache": cache}
+    flags |= {"train_steps": train_steps, "plots": plots, "cache": cache, "grid": _grid_flags(grid)}
     cfg = with_flags(load(config, with_engine(overrides, engine)), "compare", flags)
     s = cfg.compare
     if s.scheduler is not None:
@@ -128,7 +200,7 @@ def compare_cmd(
 
         require_distributed()  # before any run: exit 2 naming the extra
     specs, lens = s.init_specs, s.seq_len_list
-    runs = plan(cfg, specs, s.seeds, lens, jobs=in_flight(s.jobs, s.scheduler))
+    runs = plan(cfg, specs, s.seeds, lens, s.grid_axes, s.train_steps, jobs=in_flight(s.jobs, s.scheduler))
     progress = ProgressBar("compare", len(runs), rate=True)
     counts = {True: 0, False: 0}  # cached, computed
 
@@ -157,12 +229,17 @@ def compare_cmd(
     engine_notes()
     err = stderr_console()
     err.print(
-        f"compare: {len(runs)} runs ({len(specs)} schemes × {s.seeds} seeds"
-        + (f" × {len(lens)} lengths" if lens else "")
-        + f") in {time.perf_counter() - t0:.1f} s {_where(s, len(runs))}"
+        f"compare: {len(runs)} runs ({_shape(runs, specs, s.seeds, lens)}) "
+        f"in {time.perf_counter() - t0:.1f} s {_where(s, len(runs))}"
         + (f": {counts[True]} cached, {counts[False]} computed" if s.cache else ""),
         soft_wrap=True,  # one line, whatever the width: for logs and grep
     )
+    for ax in doc["axes"]:
+        if not ax["changes_results"]:
+            err.print(
+                f"warning: the grid axis {ax['field']} changed no measured number "
+                "(every run equal across its values)"
+            )
     if fmt == "json":
         from ..features.compare import SCHEMA_VERSION
 
@@ -170,11 +247,11 @@ def compare_cmd(
     elif fmt == "markdown":
         from ..report.compare_render import render_markdown
 
-        click.echo(render_markdown(doc), nl=False)
+        click.echo(render_markdown(doc, _invocation(config, overrides, engine)), nl=False)
     else:
         from ..report.compare_render import render
 
-        render(doc, stdout_console())
+        render(doc, stdout_console(), _invocation(config, overrides, engine))
     if s.plots:
         from ..report.figures.compare import figures
 

@@ -33,11 +33,14 @@ then by the order given.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +52,7 @@ from .findings import Finding, from_dict
 if TYPE_CHECKING:
     from ..setup.config import Config
 
-SCHEMA_VERSION = 2  # 2: runs[].findings (docs/compare.md)
+SCHEMA_VERSION = 3  # 2: runs[].findings; 3: grid axes, cells, best (docs/compare.md)
 VERDICTS = ("healthy", "vanishing", "exploding")
 # ----------------------------------------------------------------------------- plan
 
@@ -63,6 +66,10 @@ class RunPlan:
     seed_index: int
     seq_len: int  # requested (a data file's own length wins)
     config: Config
+    cell: int = 0  # the cell (grid point x init spec) this run is one seed of
+    point: tuple[tuple[str, Any], ...] = ()  # the grid point: (field, value) per axis, as validated
+    overrides: tuple[tuple[str, Any], ...] = ()  # the compared config + these (Config.patched) = config
+    sets: tuple[str, ...] = ()  # further `--set`s analyze needs to build this run (grid fields)
 
     @property
     def reproduce(self) -> list[str]:
@@ -78,7 +85,7 @@ class RunPlan:
             sets.append(f"model.t_max={m.t_max:g}")
         if self.config.data.task != "file":
             sets.append(f"data.seq_len={self.config.data.seq_len}")
-        return sets
+        return sets + list(self.sets)
 
 
 def run_config(base: Config, spec: InitSpec, seed: int, seq_len: int | None) -> Config:
@@ -94,11 +101,140 @@ def run_config(base: Config, spec: InitSpec, seed: int, seq_len: int | None) -> 
         raise ConfigError(f"init {spec.label!r}: {e}") from None
 
 
+# ------------------------------------------------------------------------ the grid
+
+
+def set_text(value: Any) -> str:
+    """A value as `--set` reads it back (YAML): exact floats (shortest repr), true/false, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(set_text(v) for v in value) + "]"
+    if isinstance(value, str):
+        from ..errors import InputError
+        from ..setup.config import yaml_load
+
+        try:
+            plain = yaml_load(value) == value
+        except InputError:  # text YAML cannot read back is quoted
+            plain = False
+        return value if plain and "," not in value else json.dumps(value)
+    return str(value)
+
+
+def sweep_axes(
+    seq_lens: Sequence[int] | None,
+    grid: Sequence[tuple[str, Sequence]] | Mapping | None,
+    train_steps: int = 0,
+) -> list[tuple[str, list]]:
+    """The sweep's axes [(field, values)]: --seq-lens first (data.seq_len; compare has
+    always ordered its runs by length first), then the grid's axes in the order given."""
+    from ..errors import ConfigError
+    from ..setup.config import parse_grid
+
+    if isinstance(grid, Mapping):
+        try:
+            grid = parse_grid(grid, train_steps)
+        except ValueError as e:
+            raise ConfigError(f"compare.grid: {e}") from None
+    axes = [(f, list(v)) for f, v in (grid or [])]
+    if seq_lens:
+        if any(f == "data.seq_len" for f, _ in axes):
+            raise ConfigError(
+                "compare.seq_lens: sweeps data.seq_len, and so does the grid axis data.seq_len; "
+                "give the lengths once"
+            )
+        axes.insert(0, ("data.seq_len", list(seq_lens)))
+    return axes
+
+
+def dotted(raw: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config dump as {dotted field: value}."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            out |= dotted(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _cell_config(base: Config, spec: InitSpec, point: dict[str, Any], named: bool) -> Config:
+    """The cell's config at the base seed: the base, the spec's init fields, then the grid
+    point. A bad value is a ConfigError naming the grid value (or the point, for a
+    combination); `named`: the grid has axes of its own (else errors name the spec only)."""
+    from ..errors import ConfigError
+
+    given = dict(spec.options)
+    for field in point:
+        key = field.removeprefix("model.")
+        if field.startswith("model.") and key in given:
+            raise ConfigError(
+                f"grid {field}: init spec {spec.label!r} sets {key} too; give it in one place "
+                "(the --init option or the grid axis)"
+            )
+    overrides = {f"model.{k}": v for k, v in spec.model_fields().items()} | point
+    try:
+        return base.patched(overrides)
+    except ConfigError as e:
+        msg = str(e)
+        if not named:
+            raise ConfigError(f"init {spec.label!r}: {msg}") from None
+        for field, value in point.items():
+            if msg.startswith(f"{field}:"):
+                raise ConfigError(f"grid {field}={set_text(value)}: {msg}") from None
+        where = ", ".join(f"{f}={set_text(v)}" for f, v in point.items())
+        raise ConfigError(f"grid point {where} with init {spec.label!r}: {msg}") from None
+
+
+def _check_cell(cfg: Config, sweeps_T: bool, from_seq_lens: bool) -> None:
+    """What compare cannot do with a cell's config (a ConfigError naming the field)."""
+    from ..errors import ConfigError
+
+    if cfg.model.bidirectional:
+        raise ConfigError(
+            "model.bidirectional: compare does not handle bidirectional models yet; "
+            "use `analyze` (per-direction flow and verdicts) for one init at a time"
+        )
+    if sweeps_T and cfg.data.task == "file":
+        what = "compare.seq_lens" if from_seq_lens else "grid data.seq_len"
+        raise ConfigError(f"{what}: a data file has its own length; a sweep needs a synthetic data.task")
+
+
+def _distinct(axes: list[tuple[str, list]], cells: list[tuple[tuple, Config]]) -> None:
+    """Two values of an axis that validate to the same value (1 and 1.0 for a float field)
+    would make two identical cells: refused."""
+    from ..errors import ConfigError
+
+    for k, (field, values) in enumerate(axes):
+        seen: dict[str, Any] = {}
+        for j, raw in enumerate(values):
+            cfg = next(c for idx, c in cells if idx[k] == j)
+            key = json.dumps(dotted(cfg.model_dump(mode="json"))[field], sort_keys=True)
+            if key in seen:
+                raise ConfigError(
+                    f"grid {field}: {json.dumps(seen[key])} and {json.dumps(raw)} are the same value"
+                )
+            seen[key] = raw
+
+
 def plan(
-    base: Config, specs: Sequence[InitSpec], seeds: int, seq_lens: Sequence[int] | None, jobs: int = 1
+    base: Config,
+    specs: Sequence[InitSpec],
+    seeds: int,
+    seq_lens: Sequence[int] | None,
+    grid: Sequence[tuple[str, Sequence]] | Mapping | None = None,
+    train_steps: int = 0,
+    jobs: int = 1,
 ) -> list[RunPlan]:
-    """Every run, ordered by T, then scheme (as given), then seed index. The memory budget
-    counts `jobs` analyses in flight at once in this machine's memory."""
+    """Every run, ordered by grid point (first axis slowest; --seq-lens first), then scheme
+    (as given), then seed index. Every cell's config is validated here, before any run. The
+    memory budget counts `jobs` analyses in flight at once in this machine's memory."""
     from ..errors import ConfigError
 
     if base.model.weights is not None:
@@ -106,34 +242,62 @@ def plan(
             "model.weights: compare draws each run's weights from an init scheme; "
             "remove model.weights (or use `analyze` for a weight file)"
         )
-    if base.model.bidirectional:
-        raise ConfigError(
-            "model.bidirectional: compare does not handle bidirectional models yet; "
-            "use `analyze` (per-direction flow and verdicts) for one init at a time"
-        )
-    if seq_lens and base.data.task == "file":
-        raise ConfigError(
-            "compare.seq_lens: a data file has its own length; a sweep needs a synthetic data.task"
-        )
-    lens: list[int | None] = list(seq_lens) if seq_lens else [None]
-    _check_budget(base, len(specs) * seeds, lens, jobs)
-    runs = []
-    for T in lens:
+    axes = sweep_axes(seq_lens, grid, train_steps)
+    fields = [f for f, _ in axes]
+    cells = []  # ((value index per axis), config at the base seed), in run order
+    for idx in itertools.product(*(range(len(v)) for _, v in axes)):
+        point = {f: axes[k][1][i] for k, (f, i) in enumerate(zip(fields, idx, strict=True))}
         for spec in specs:
-            for s in range(seeds):
-                cfg = run_config(base, spec, base.seed + s, T)
-                runs.append(RunPlan(len(runs), spec, s, cfg.data.seq_len, cfg))
+            cfg = _cell_config(base, spec, point, len(axes) > (1 if seq_lens else 0))
+            _check_cell(cfg, "data.seq_len" in point, bool(seq_lens))
+            cells.append((idx, cfg))
+    _distinct(axes, cells)
+    _check_budget([c for _, c in cells], seeds, jobs)
+    base_flat = dotted(base.model_dump(mode="json"))
+    runs: list[RunPlan] = []
+    for j, (_, cfg) in enumerate(cells):
+        spec = specs[j % len(specs)]
+        flat = dotted(cfg.model_dump(mode="json"))
+        point = tuple((f, flat[f]) for f in fields)  # as validated: 1 -> 1.0 for a float field
+        over = {f"model.{k}": v for k, v in spec.model_fields().items()} | dict(point)
+        for s in range(seeds):
+            run_cfg = cfg.patched({"seed": base.seed + s})
+            r = RunPlan(len(runs), spec, s, run_cfg.data.seq_len, run_cfg, j, point,
+                        tuple({"seed": base.seed + s, **over}.items()))  # fmt: skip
+            have = {x.split("=", 1)[0] for x in r.reproduce}
+            sets = tuple(f"{k}={set_text(v)}" for k, v in flat.items() if k not in have and v != base_flat[k])
+            runs.append(dataclasses.replace(r, sets=sets))
     return runs
 
 
-def _check_budget(base: Config, per_length: int, lens: Sequence[int | None], jobs: int = 1) -> None:
-    """The whole comparison's memory (every run's plan and result, the analyses running at
-    once) against the budget, from sizes alone, before any run is planned."""
-    from ..setup.problem import check_memory
+def _check_budget(cells: Sequence[Config], seeds: int, jobs: int = 1) -> None:
+    """The whole sweep's memory against the budget, from sizes alone, before any run: every
+    run's plan and result kept until the end (summed over the cells), plus the analyses
+    running at once (the largest cell's, `jobs` of them)."""
+    from ..errors import ConfigError
+    from ..formats import budget
+    from ..setup.problem import memory_parts
 
-    for T in lens:  # the longest length dominates; every length is checked
-        cfg = base if T is None else base.patched({"data.seq_len": T})
-        check_memory(cfg, "compare", runs=per_length * len(lens), jobs=jobs)
+    results, peak, peak_parts = 0, -1, {}
+    for cfg in cells:
+        m, dc = cfg.model, cfg.data
+        if None in (dc.batch_size, dc.seq_len, m.input_size, m.hidden_size, m.output_size):
+            continue  # sizes a file decides: checked again from its headers before it is read
+        parts = memory_parts(cfg, "compare", runs=seeds, jobs=jobs)
+        key = next(k for k in parts if "per-run results" in k)
+        results += parts.pop(key)
+        if sum(parts.values()) > peak:
+            peak, peak_parts = sum(parts.values()), parts
+    if peak < 0:
+        return
+    parts = peak_parts | {"compare.seeds x compare.init x compare.grid (per-run results)": results}
+    need, limit = sum(parts.values()), budget.memory_limit()
+    if need > limit:
+        top = max(parts, key=parts.__getitem__)
+        raise ConfigError(
+            f"{top}: this compare needs about {budget.human(need)} "
+            f"({budget.human(parts[top])} for this part); limit {budget.human(limit)}; make it smaller"
+        )
 
 
 # ------------------------------------------------------------------------- measuring
@@ -291,8 +455,10 @@ def execute(job: dict) -> dict:
 
 
 def labelled(run: RunPlan, result: dict) -> dict:
-    """A run's result with what it is in the sweep (index, scheme, seed, the analyze command)."""
-    out = {"index": run.index, "scheme": run.spec.label, "seed_index": run.seed_index}
+    """A run's result with what it is in the sweep (index, cell and grid point, scheme, seed,
+    the analyze command)."""
+    out = {"index": run.index, "cell": run.cell, "point": dict(run.point), "scheme": run.spec.label}
+    out |= {"seed_index": run.seed_index}
     out |= {"seed": run.config.seed, "seq_len": result["seq_len"], "reproduce": run.reproduce}
     return out | result
 
@@ -437,7 +603,7 @@ def rank(aggs: list[dict]) -> list[str]:
     order = sorted(range(len(aggs)), key=key)
     for r, i in enumerate(order, start=1):
         aggs[i]["rank"] = r
-    return [aggs[i]["scheme"] for i in order]
+    return [aggs[i].get("label", aggs[i]["scheme"]) for i in order]
 
 
 def _forget_edges() -> list[float]:
@@ -447,10 +613,81 @@ def _forget_edges() -> list[float]:
 
 
 RANKING_RULE = (
-    "per sequence length: median bottleneck horizon over seeds, longest first; ties by the median "
-    "decay rate, slowest first; then the order given. The bottleneck layer of a run is its layer "
-    "with the shortest horizon (ties: the fastest decay)."
+    "per sequence length, over the cells (grid point x init scheme): median bottleneck horizon over "
+    "seeds, longest first; ties by the median decay rate, slowest first; then the order of the cells. "
+    "The bottleneck layer of a run is its layer with the shortest horizon (ties: the fastest decay)."
 )
+
+
+def cell_labels(runs: Sequence[RunPlan]) -> dict[int, str]:
+    """cell -> its label: the init spec, then each grid value but the sequence length's
+    (cells are ranked per length), e.g. 'chrono, forget_bias=1, hidden_size=64'. A field
+    is named by its last part unless two axes share it."""
+    fields = [f for f, _ in runs[0].point if f != "data.seq_len"] if runs else []
+    last = [f.rsplit(".", 1)[-1] for f in fields]
+    short = {f: (n if last.count(n) == 1 else f) for f, n in zip(fields, last, strict=True)}
+    out: dict[int, str] = {}
+    for r in runs:
+        if r.cell not in out:
+            parts = [f"{short[f]}={set_text(v)}" for f, v in r.point if f in short]
+            out[r.cell] = ", ".join([r.spec.label, *parts])
+    return out
+
+
+def axes_of(runs: Sequence[RunPlan]) -> list[dict]:
+    """The sweep's axes as the document gives them: field and validated values, in order."""
+    axes: list[dict] = []
+    for k, (field, _) in enumerate(runs[0].point if runs else ()):
+        seen: dict[str, Any] = {}
+        for r in runs:
+            seen.setdefault(json.dumps(r.point[k][1], sort_keys=True), r.point[k][1])
+        axes.append({"field": field, "values": list(seen.values())})
+    return axes
+
+
+_NOT_MEASURED = ("index", "cell", "point", "reproduce", "overrides", "seq_len", "seed", "seed_index")
+
+
+def inert_axes(axes: list[dict], results: list[dict]) -> list[str]:
+    """Axes (of two or more values) whose values changed no measured number of any run:
+    holding the other axes, the scheme and the seed fixed, every run measured the same."""
+    out = []
+    for ax in axes:
+        f = ax["field"]
+        if len(ax["values"]) < 2:
+            continue
+        groups: dict[str, set[str]] = {}
+        for r in results:
+            where = json.dumps(
+                [r["scheme"], r["seed_index"], {k: v for k, v in r["point"].items() if k != f}]
+            )
+            what = json.dumps({k: v for k, v in r.items() if k not in _NOT_MEASURED}, sort_keys=True)
+            groups.setdefault(where, set()).add(what)
+        if all(len(g) == 1 for g in groups.values()):
+            out.append(f)
+    return out
+
+
+def best_cell(aggregates: list[dict], results: list[dict], T: int) -> dict:
+    """The first-ranked cell at length T, and its run whose horizon is nearest the cell's
+    median (ties: the lowest seed): the one `analyze` run that shows the cell in detail."""
+    a = min((a for a in aggregates if a["seq_len"] == T), key=lambda a: a["rank"])
+    med = a["horizon"]["median"]
+
+    def distance(r: dict) -> tuple:
+        d = abs(r["horizon"] - med) if math.isfinite(med) else 0.0
+        return (d, r["seed_index"])
+
+    r = min((r for r in results if r["cell"] == a["cell"]), key=distance)
+    return {
+        "cell": a["cell"],
+        "label": a["label"],
+        "seq_len": T,
+        "run": r["index"],
+        "seed": r["seed"],
+        "horizon": r["horizon"],
+        "reproduce": r["reproduce"],
+    }
 
 
 def compare(
@@ -465,30 +702,38 @@ def compare(
     runs: list[RunPlan] | None = None,
     scheduler: str | None = None,
     cache: str | None = None,
+    grid: Sequence[tuple[str, Sequence]] | Mapping | None = None,
 ) -> dict:
-    """Measure every spec x seed (x sequence length) and summarize; see the module docstring.
+    """Measure every cell (grid point x spec) x seed and summarize; see the module docstring.
 
+    grid: the sweep's axes, [(field, values)] or {field: values} (compare.grid).
     Returns the JSON document of `compare --format json` (docs/compare.md). Where the runs
     execute (`jobs`, `scheduler`) and the `cache` change nothing in it.
     """
-    runs = plan(config, specs, seeds, seq_lens, jobs=jobs) if runs is None else runs
-    results = run_all(runs, jobs, train_steps, on_done, on_start, scheduler, cache)
-    lens = sorted({r["seq_len"] for r in results})
-    labels = [s.label for s in specs]
-    aggregates, ranking = [], {}
-    for T in lens:
-        aggs = [
-            aggregate(lab, T, [r for r in results if r["scheme"] == lab and r["seq_len"] == T])
-            for lab in labels
-        ]
-        ranking[str(T)] = rank(aggs)
-        aggregates += aggs
+    runs = plan(config, specs, seeds, seq_lens, grid, train_steps, jobs=jobs) if runs is None else runs
+    measured = run_all(runs, jobs, train_steps, on_done, on_start, scheduler, cache)
+    results = [r | {"overrides": dict(p.overrides)} for p, r in zip(runs, measured, strict=True)]
+    labels = cell_labels(runs)
+    cells: dict[int, list[dict]] = {}
+    for r in results:
+        cells.setdefault(r["cell"], []).append(r)
+    aggregates = []
+    for j, rs in cells.items():
+        agg = aggregate(rs[0]["scheme"], rs[0]["seq_len"], rs)
+        aggregates.append({"cell": j, "label": labels[j], "point": rs[0]["point"], **agg})
+    lens = sorted({a["seq_len"] for a in aggregates})
+    ranking = {str(T): rank([a for a in aggregates if a["seq_len"] == T]) for T in lens}
+    axes = axes_of(runs)
+    for ax, inert in zip(axes, [a["field"] in inert_axes(axes, results) for a in axes], strict=True):
+        ax["changes_results"] = not inert
+    n_len = 1 if seq_lens else 0
     settings = config.compare.model_dump(mode="json")
     settings.update(
         {
-            "init": labels,
+            "init": [s.label for s in specs],
             "seeds": seeds,
             "seq_lens": list(seq_lens) if seq_lens else None,
+            "grid": {a["field"]: a["values"] for a in axes[n_len:]} or None,
             "train_steps": train_steps,
         }
     )
@@ -502,6 +747,7 @@ def compare(
         "command": "compare",
         "config": doc_config,
         "settings": settings,
+        "axes": axes,
         "seed_values": [config.seed + s for s in range(seeds)],
         "seq_lens": lens,
         "detail_seq_len": lens[-1],
@@ -509,6 +755,7 @@ def compare(
         "forget_histogram_edges": _forget_edges(),
         "ranking_rule": RANKING_RULE,
         "ranking": ranking,
+        "best": best_cell(aggregates, results, lens[-1]),
         "aggregates": aggregates,
         "runs": results,
     }

@@ -198,8 +198,10 @@ class CompareConfig(_Section):
     seq_lens: int | str | list[int] | None = None
     train_steps: int = Field(0, ge=0)
     plots: str | None = None
+    grid: dict[str, Any] | None = None  # field -> values: the sweep's axes (docs/compare.md)
     _init_specs: list[InitSpec] = PrivateAttr(default_factory=list)
     _seq_len_list: list[int] | None = PrivateAttr(default=None)
+    _grid_axes: list[tuple[str, list]] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _valid(self):
@@ -222,7 +224,22 @@ class CompareConfig(_Section):
                 self._seq_len_list = parse_seq_lens(self.seq_lens)
             except ValueError as e:
                 raise ValueError(f"compare.seq_lens: {e}") from None
+        if self.grid is not None:
+            try:
+                self._grid_axes = parse_grid(self.grid, self.train_steps)
+            except ValueError as e:
+                raise ValueError(f"compare.grid: {e}") from None
+        if self.seq_lens is not None and any(f == "data.seq_len" for f, _ in self._grid_axes):
+            raise ValueError(
+                "compare.seq_lens: sweeps data.seq_len, and so does the grid axis data.seq_len; "
+                "give the lengths once (e.g. only --grid data.seq_len=50,200)"
+            )
         return self
+
+    @property
+    def grid_axes(self) -> list[tuple[str, list]]:
+        """`grid` parsed: (dotted field, its values) per axis, in the order given."""
+        return [(f, list(v)) for f, v in self._grid_axes]
 
     @property
     def init_specs(self) -> list[InitSpec]:
@@ -406,6 +423,100 @@ def parse_seq_lens(value: int | str | Sequence[int]) -> list[int]:
     return sorted(out)
 
 
+# Fields that are no axis of a sweep, and why (compare.grid; docs/compare.md).
+GRID_REFUSED = {
+    "seed": "the seeds are the sweep's replicates: use --seeds N (compare.seeds)",
+    "engine": "the engine decides how the numbers are computed, not what is measured (numpy and "
+    "fast agree to ~1e-12); time engines with benchmarks/, or run compare once per --engine",
+    "model.init": "the init scheme is compare's own axis: use --init (compare.init), "
+    "e.g. --init pytorch,chrono:t_max=500",
+    "model.weights": "compare draws each run's weights from an init scheme; use analyze for a weights file",
+    "model.weights_key": "it picks arrays in a weights file, and compare draws its weights from init schemes",
+    "model.lstm": "it picks arrays in a weights file, and compare draws its weights from init schemes",
+    "model.head": "it picks arrays in a weights file, and compare draws its weights from init schemes",
+    "model.embedding": "it picks arrays in a weights file, and compare draws its weights from init schemes",
+    "data.expected_loss": "it is the check of one data file's loss, not a setting to sweep",
+    "diagnostics.memory": "it chooses how BPTT keeps its caches (full or checkpointed), not what is "
+    "measured: every number is the same",
+    "diagnostics.memory_budget_mb": "it is a memory limit, not a setting of the runs",
+    "train.steps": "compare trains each run for --train-steps K steps (compare.train_steps)",
+    "train.clip": "compare trains with the clipping: section's mode; sweep clipping.mode "
+    "(and clipping.max_norm, clipping.clip_value, clipping.clipping) instead",
+    "train.log_every": "it only sets how often train logs; compare keeps no training log",
+    "train.metrics": "it is an output file, not a setting of the runs",
+    "train.save_weights": "it is an output file, not a setting of the runs",
+    "train.plots": "it is an output folder, not a setting of the runs",
+}
+TRAINING_ONLY = ("train.",)  # act only when compare trains the runs (--train-steps K > 0)
+
+
+def config_fields(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted field path of the config, e.g. `model.hidden_size`."""
+    out: list[str] = []
+    for name, info in (model or Config).model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += config_fields(sub, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def _flat_grid(grid: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    """{model: {forget_bias: [..]}} and {model.forget_bias: [..]} alike -> [(path, values)]."""
+    out: list[tuple[str, Any]] = []
+    for key, value in grid.items():
+        if not isinstance(key, str) or not all(KEY_PART.fullmatch(k) for k in key.split(".")):
+            raise ValueError(f"{preview(key)}: expected a dotted field name, e.g. model.forget_bias")
+        if isinstance(value, Mapping):
+            out += _flat_grid(value, f"{prefix}{key}.")
+        else:
+            out.append((prefix + key, value))
+    return out
+
+
+def grid_values(text: Any, field: str) -> list:
+    """An axis' values: a list, one scalar, or text '0,1,3' (each item read as YAML, as
+    --set reads a value; '[[0.9, 0.99], [0.5, 0.9]]' for values that hold commas)."""
+    if isinstance(text, str):
+        source = f"grid {field}"
+        if text.strip().startswith("["):
+            text = yaml_load(text, source)
+        else:
+            text = [yaml_load(v, source) if v.strip() else "" for v in text.split(",")]
+    values = list(text) if isinstance(text, (list, tuple)) else [text]
+    if not values:
+        raise ValueError(f"{field}: no values; give at least one, e.g. {field}=1,2")
+    return values
+
+
+def parse_grid(grid: Mapping, train_steps: int = 0) -> list[tuple[str, list]]:
+    """The grid's axes [(field, values)], in the order given; a field that is no axis
+    (GRID_REFUSED, compare.*, train.* without training) is refused with the reason.
+    The values themselves are validated by `Config.patched`, run by run (compare.plan)."""
+    known = config_fields()
+    axes: list[tuple[str, list]] = []
+    for field, raw in _flat_grid(grid):
+        if field not in known:
+            close = difflib.get_close_matches(field[:100], known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown config field {preview(field)}{hint}")
+        if field in GRID_REFUSED:
+            raise ValueError(f"{field} is no sweep axis: {GRID_REFUSED[field]}")
+        if field.startswith("compare."):
+            raise ValueError(f"{field} is no sweep axis: it is a setting of the sweep itself, not of a run")
+        if field.startswith(TRAINING_ONLY) and train_steps == 0:
+            raise ValueError(
+                f"{field} acts only when compare trains each run: add --train-steps K "
+                "(compare.train_steps), or leave the axis out"
+            )
+        values = grid_values(raw, field)
+        if any(f == field for f, _ in axes):
+            raise ValueError(f"{field} is given twice")
+        axes.append((field, values))
+    return axes
+
+
 PATH_FIELDS = (
     ("model", "weights"),
     ("data", "path"),
@@ -474,15 +585,29 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     for section, key in PATH_FIELDS:
         sec = raw.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
-            if "\x00" in sec[key]:
-                raise ConfigError(f"{section}.{key}: a path cannot contain a NUL character")
-            try:
-                p = Path(sec[key]).expanduser()
-            except RuntimeError:  # ~name of a user this machine does not have, or no home folder
-                head = sec[key].split("/", 1)[0]
-                why = "no such user or home folder"
-                raise ConfigError(f"{section}.{key}: cannot expand {head!r}: {why}") from None
-            sec[key] = str(p if p.is_absolute() else (base / p).resolve())
+            sec[key] = _resolved(sec[key], f"{section}.{key}", base)
+    grid = raw.get("compare", {}).get("grid") if isinstance(raw.get("compare"), dict) else None
+    if isinstance(grid, dict):  # a data.path axis: each file, as data.path would be
+        nested = grid.get("data")
+        holder, key = (nested, "path") if isinstance(nested, dict) else (grid, "data.path")
+        values = holder.get(key)
+        if isinstance(values, str):
+            values = values.split(",")
+        if isinstance(values, list):
+            holder[key] = [_resolved(v, "compare.grid data.path", base) if isinstance(v, str) else v
+                           for v in values]  # fmt: skip
+
+
+def _resolved(path: str, what: str, base: Path) -> str:
+    """`path` made absolute against `base` (a config file's folder, or the working directory)."""
+    if "\x00" in path:
+        raise ConfigError(f"{what}: a path cannot contain a NUL character")
+    try:
+        p = Path(path.strip() if what.startswith("compare.grid") else path).expanduser()
+    except RuntimeError:  # ~name of a user this machine does not have, or no home folder
+        head = path.split("/", 1)[0]
+        raise ConfigError(f"{what}: cannot expand {head!r}: no such user or home folder") from None
+    return str(p if p.is_absolute() else (base / p).resolve())
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -49,6 +49,10 @@ NONFINITE_COLOR = OKABE_ITO["vermillion"]
 # reference lines) and a darkened yellow (plain yellow is faint on white) come last.
 _ORDER = ("blue", "orange", "bluish_green", "vermillion", "reddish_purple", "sky_blue", "black")
 SERIES = [OKABE_ITO[k] for k in _ORDER] + ["#B8A800"]
+# Colour maps of heatmaps: sequential (cividis: perceptually uniform, readable with any common
+# colour-vision deficiency and in grey) and diverging around a meaningful zero.
+SEQUENTIAL_CMAP = "cividis"
+DIVERGING_CMAP = "PuOr_r"
 LINE_STYLES = ["-", "--", "-.", ":"]  # cycled when there are more series than colours
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
