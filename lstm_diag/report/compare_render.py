@@ -477,7 +477,9 @@ def render_markdown(doc: dict, invocation: str = "CONFIG") -> str:
         ]  # fmt: skip
         out += [f"### Horizon per layer at T = {T}", ""]
         out += [_md_table([_md_head(doc), *(f"layer {k}" for k in range(_n_layers(doc)))], rows), ""]
-    if len(doc["seq_lens"]) > 1:
+    hm = heatmap_layout(doc)
+    on_map = hm is not None and "data.seq_len" in (hm.x["field"], hm.y["field"])
+    if len(doc["seq_lens"]) > 1 and not on_map:  # else the heatmap tables show it
         by = {(a["label"], a["seq_len"]): a for a in doc["aggregates"]}
         rows = [
             [_md_name(a), *(one_line(by[(a["label"], t)]["horizon"]) if (a["label"], t) in by else "—"
