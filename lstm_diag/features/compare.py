@@ -651,18 +651,18 @@ _NOT_MEASURED = ("index", "cell", "point", "reproduce", "overrides", "seq_len", 
 def inert_axes(axes: list[dict], results: list[dict]) -> list[str]:
     """Axes (of two or more values) whose values changed no measured number of any run:
     holding the other axes, the scheme and the seed fixed, every run measured the same."""
+    measured = [
+        json.dumps({k: v for k, v in r.items() if k not in _NOT_MEASURED}, sort_keys=True) for r in results
+    ]
     out = []
     for ax in axes:
         f = ax["field"]
         if len(ax["values"]) < 2:
             continue
         groups: dict[str, set[str]] = {}
-        for r in results:
-            where = json.dumps(
-                [r["scheme"], r["seed_index"], {k: v for k, v in r["point"].items() if k != f}]
-            )
-            what = json.dumps({k: v for k, v in r.items() if k not in _NOT_MEASURED}, sort_keys=True)
-            groups.setdefault(where, set()).add(what)
+        for r, what in zip(results, measured, strict=True):
+            others = {k: v for k, v in r["point"].items() if k != f}
+            groups.setdefault(json.dumps([r["scheme"], r["seed_index"], others]), set()).add(what)
         if all(len(g) == 1 for g in groups.values()):
             out.append(f)
     return out
@@ -724,8 +724,9 @@ def compare(
     lens = sorted({a["seq_len"] for a in aggregates})
     ranking = {str(T): rank([a for a in aggregates if a["seq_len"] == T]) for T in lens}
     axes = axes_of(runs)
-    for ax, inert in zip(axes, [a["field"] in inert_axes(axes, results) for a in axes], strict=True):
-        ax["changes_results"] = not inert
+    inert = inert_axes(axes, results)
+    for ax in axes:
+        ax["changes_results"] = ax["field"] not in inert
     n_len = 1 if seq_lens else 0
     settings = config.compare.model_dump(mode="json")
     settings.update(

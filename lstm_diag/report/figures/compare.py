@@ -192,7 +192,7 @@ def forget_figure(doc: dict, T: int | None = None) -> Figure:
     n = len(aggs)
     cols = min(4, math.ceil(n / math.ceil(n / 4)))  # 5 -> 3 + 2, 6 -> 3 + 3, 8 -> 4 + 4
     rows = math.ceil(n / cols)
-    fig = new_figure(2.9 * cols + 0.6, 1.3 + 2.5 * rows)
+    fig = new_figure(max(2.9 * cols + 0.6, 10.5), 1.3 + 2.5 * rows)  # room for the subtitle
     axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
     fig.suptitle(
         f"Forget-gate values f_t at init by scheme, T = {T} (pooled over seeds, steps, batch and units)"
