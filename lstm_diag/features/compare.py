@@ -1,22 +1,26 @@
-"""`compare`: initialization schemes (and sequence lengths) side by side, over seeds.
+"""`compare`: initialization schemes side by side, over seeds, and sweeps of any config field.
 
 Pure: config in, one plain document out (docs/compare.md); no printing, no files.
 Progress goes to a callback.
 
-Runs. For every init spec x seed index s x sequence length T there is one run: the
-config with `seed = config.seed + s`, `data.seq_len = T`, `model.init` and the spec's
-options, built by `problem.build` exactly as `analyze` builds it. `problem.rngs(seed)`
-splits that seed into independent init and data streams, so
+Runs. The sweep's axes are the grid's fields (`compare.grid`, `--grid`; `--seq-lens` is the
+axis data.seq_len), each with its values; a cell is one grid point x one init spec. For
+every cell x seed index s there is one run: the config with `seed = config.seed + s`, the
+spec's init fields (`model.init` and its options), then the grid point, made by
+`Config.patched` (so every cell is validated, by each field's own rules, before any run)
+and built by `problem.build` exactly as `analyze` builds it. `problem.rngs(seed)` splits
+that seed into independent init and data streams, so
 
-- the data batch depends on (s, T) only, never on the scheme: every scheme at seed
-  index s sees the same batch (and the same architecture);
-- a run's weights depend on (s, scheme, options) only, never on other runs, the
-  order they run in or the number of worker processes (`--jobs`): results are
+- the data batch depends on (s, grid point) only, never on the scheme: every scheme at
+  seed index s sees the same batch (and the same architecture);
+- a run's weights depend on (s, scheme, options, grid point) only, never on other runs,
+  the order they run in or the number of worker processes (`--jobs`): results are
   bit-identical whatever J is. Schemes that draw the same tensors in the same order
   share them at a given s (e.g. chrono = pytorch's weights with chrono's biases):
   a paired comparison;
 - any run can be reproduced alone: `lstm-diag analyze CONFIG` plus the run's
-  `reproduce` overrides (`--set seed=... --set model.init=...`).
+  `reproduce` overrides (`--set seed=... --set model.init=...`, and every field where
+  the run's config differs from CONFIG's).
 
 Measurements per run (analysis.analyze_problem, as `analyze` reports them), per layer:
 the gradient horizon and per-step decay rate of ||dL/dc_t|| (eq. 9), log10 of
@@ -26,9 +30,9 @@ of each recurrent gate block U_k = W_hh[kH:(k+1)H] (Pascanu et al. 2013: sigma_m
 bounds the recurrent Jacobian); the loss at init and the verdicts.
 
 The network's horizon is its bottleneck layer's: the layer with the shortest horizon
-(ties: the fastest decay). Schemes are ranked per T on the median bottleneck horizon
+(ties: the fastest decay). Cells are ranked per T on the median bottleneck horizon
 over seeds (longest first), ties broken by the median decay rate (slowest first),
-then by the order given.
+then by the order of the cells.
 """
 
 from __future__ import annotations
