@@ -89,6 +89,34 @@ def _grid_flags(items: tuple[str, ...]) -> dict | None:
     return grid
 
 
+def _summary(err, doc: dict, how: str) -> None:
+    """On stderr: the one-line summary (for logs and grep), and every grid axis that
+    changed no measured number."""
+    err.print(f"compare: {len(doc['runs'])} runs {how}", soft_wrap=True)
+    for ax in doc["axes"]:
+        if not ax["changes_results"]:
+            err.print(
+                f"warning: the grid axis {ax['field']} changed no measured number "
+                "(every run equal across its values)"
+            )
+
+
+def _emit(doc: dict, fmt: str, invocation: str) -> None:
+    """The document on stdout as --format says (json, markdown or the rich tables)."""
+    if fmt == "json":
+        from ..features.compare import SCHEMA_VERSION
+
+        emit_json(doc, "compare", SCHEMA_VERSION)
+    elif fmt == "markdown":
+        from ..report.compare_render import render_markdown
+
+        click.echo(render_markdown(doc, invocation), nl=False)
+    else:
+        from ..report.compare_render import render
+
+        render(doc, stdout_console(), invocation)
+
+
 def _invocation(config, overrides, engine) -> str:
     """CONFIG and the --set/--engine options compare was given, as `analyze` takes them
     (the start of the command that reproduces the best cell's run)."""
@@ -228,30 +256,12 @@ def compare_cmd(
         progress.stop()
     engine_notes()
     err = stderr_console()
-    err.print(
-        f"compare: {len(runs)} runs ({_shape(runs, specs, s.seeds, lens)}) "
-        f"in {time.perf_counter() - t0:.1f} s {_where(s, len(runs))}"
-        + (f": {counts[True]} cached, {counts[False]} computed" if s.cache else ""),
-        soft_wrap=True,  # one line, whatever the width: for logs and grep
+    seconds = time.perf_counter() - t0
+    cached = f": {counts[True]} cached, {counts[False]} computed" if s.cache else ""
+    _summary(
+        err, doc, f"({_shape(runs, specs, s.seeds, lens)}) in {seconds:.1f} s {_where(s, len(runs))}{cached}"
     )
-    for ax in doc["axes"]:
-        if not ax["changes_results"]:
-            err.print(
-                f"warning: the grid axis {ax['field']} changed no measured number "
-                "(every run equal across its values)"
-            )
-    if fmt == "json":
-        from ..features.compare import SCHEMA_VERSION
-
-        emit_json(doc, "compare", SCHEMA_VERSION)
-    elif fmt == "markdown":
-        from ..report.compare_render import render_markdown
-
-        click.echo(render_markdown(doc, _invocation(config, overrides, engine)), nl=False)
-    else:
-        from ..report.compare_render import render
-
-        render(doc, stdout_console(), _invocation(config, overrides, engine))
+    _emit(doc, fmt, _invocation(config, overrides, engine))
     if s.plots:
         from ..report.figures.compare import figures
 
