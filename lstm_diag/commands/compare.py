@@ -206,13 +206,15 @@ def compare_cmd(
     engine,
     fail_on,
 ):
-    """Compare initialization schemes on CONFIG's architecture and data, over seeds.
+    """Compare initialization schemes on CONFIG's architecture and data, over seeds,
+    and sweep any config field (--grid).
 
-    For every scheme x seed (x sequence length): the same data batch per seed, the
+    For every cell (grid point x scheme) x seed: the same data batch per seed, the
     weights drawn from the scheme; measured as `analyze` measures them. Shows per
-    scheme the median and interquartile range of the gradient horizon, decay rate,
+    cell the median and interquartile range of the gradient horizon, decay rate,
     ||dL/dc_1||/||dL/dc_T||, gate saturation, forget-gate mean and time constant,
-    sigma_max of each recurrent gate block, loss and verdicts, ranked by horizon.
+    sigma_max of each recurrent gate block, loss and verdicts, ranked by horizon,
+    and the `analyze` command that reproduces the best cell.
     """
     import time
 
