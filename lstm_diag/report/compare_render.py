@@ -155,7 +155,15 @@ def describe(doc: dict) -> list[str]:
             f"train  {s['train_steps']} steps of {t['optimizer']} (lr {t['lr']:g}), "
             f"clipping {c['clipping']['mode']}"
         )
-    return lines
+    return [_swept(line, grid) for line in lines]
+
+
+def _swept(line: str, grid: list[dict]) -> str:
+    """A model/data/train line of the base config, marked when the grid sweeps its section."""
+    section = {"model": ("model.", "dtype"), "data": ("data.", "loss."), "train": ("train.", "clipping.")}
+    head = line[:5].strip()
+    fields = [ax["field"] for ax in grid if head in section and ax["field"].startswith(section[head])]
+    return line + (f" (base; the grid sets {', '.join(fields)})" if fields else "")
 
 
 def _horizon_note(doc: dict, T: int) -> str:
