@@ -13,11 +13,13 @@ from .commands.analyze import analyze_cmd
 from .commands.codes import codes_cmd
 from .commands.compare import compare_cmd
 from .commands.convert import convert_cmd
+from .commands.diff import diff_cmd
 from .commands.explain import explain_cmd
 from .commands.gradcheck import gradcheck_cmd
 from .commands.inspect import inspect_cmd
 from .commands.plot import plot_cmd
 from .commands.report import report_cmd
+from .commands.track import track_cmd
 from .commands.train import train_cmd
 
 
@@ -40,6 +42,8 @@ def main() -> None:
       lstm-diag plot cfg.yaml -o figs/           # the figures; `report` for one HTML file
       lstm-diag compare cfg.yaml --init pytorch,keras,chrono --seeds 5
       lstm-diag train configs/adding.yaml --clip none,norm:1.0
+      lstm-diag track runs/ckpt_*.pt --config cfg.yaml -o figs/   # flow over training
+      lstm-diag diff ckpt_100.pt ckpt_900.pt --config cfg.yaml
       lstm-diag explain --toy                    # the equations with real numbers
       lstm-diag convert model.keras --to model.safetensors  # Keras/ONNX -> nn.LSTM names
       lstm-diag inspect model.pt                 # the arrays and the model found in a file
@@ -57,6 +61,8 @@ for command in (
     report_cmd,
     compare_cmd,
     train_cmd,
+    track_cmd,
+    diff_cmd,
     explain_cmd,
     codes_cmd,
     convert_cmd,

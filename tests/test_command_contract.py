@@ -8,6 +8,8 @@ import pytest
 from conftest import run
 
 FIXTURES = Path(__file__).parent / "fixtures_torchfile"
+TRACK_CFG = Path(__file__).parent / "fixtures_track" / "track.yaml"
+TRACK = [TRACK_CFG.parent / "step_010.pt", TRACK_CFG.parent / "ckpt_b.pt"]
 
 
 def json_commands(tiny_config, tmp_path):
@@ -20,11 +22,14 @@ def json_commands(tiny_config, tmp_path):
         "codes": ["codes", "LD1"],
         "inspect": ["inspect", FIXTURES / "lm_state_dict.pt"],
         "convert": ["convert", FIXTURES / "lm_state_dict.pt", "--to", tmp_path / "out.npz"],
+        "track": ["track", *TRACK, "--config", TRACK_CFG, "--no-dynamics"],
+        "diff": ["diff", *TRACK, "--config", TRACK_CFG, "--no-dynamics"],
     }
 
 
 @pytest.mark.parametrize(
-    "command", ["analyze", "gradcheck", "explain", "train", "compare", "codes", "inspect", "convert"]
+    "command",
+    ["analyze", "gradcheck", "explain", "train", "compare", "codes", "inspect", "convert", "track", "diff"],
 )
 def test_every_json_document_names_its_command_and_schema(command, tiny_config, tmp_path):
     args = json_commands(tiny_config, tmp_path)[command]

@@ -332,3 +332,37 @@ def test_streaming_gradient_norms_equal_float64_einsum(dtype, monkeypatch):
     ref_c = np.sqrt(np.einsum("tbh,tbh->t", d[:, :, :6], d[:, :, :6]))
     np.testing.assert_allclose(diagnostics.frob_over_time(dz[:, :, :6]), ref_c, rtol=1e-14)
     assert diagnostics.count_abs_above(dz, 1.0) == int(np.count_nonzero(np.abs(dz) > 1.0))
+
+
+def _point(loss, horizon, verdict, stuck):
+    gates = dict.fromkeys(("input", "forget", "cell", "output"), 0)
+    return {
+        "loss": loss,
+        "loss_kind": "computed",
+        "verdict": verdict,
+        "findings": [],
+        "units": [
+            {
+                "layer": 0, "direction": "forward", "horizon": horizon, "verdict": verdict,
+                "stuck_units": stuck, "gate_stuck_units": gates | {"cell": stuck},
+                "forget_retention": 0.5,
+            }
+        ],
+    }
+
+
+def test_regressions_ld5xx_rule():
+    """docs/track.md: LD501 horizon < 0.9 x the earlier; LD502 healthy -> vanishing/exploding;
+    LD503 loss > 1.01 x; LD504 stuck units > 1.1 x and at least one more."""
+    from lstm_diag.features.trajectory import regressions
+
+    def codes(a, b):
+        return sorted(f.code for f in regressions(_point(*a), _point(*b)))
+
+    assert codes((1.0, 20, "healthy", 10), (1.0, 18, "healthy", 11)) == []  # at the thresholds
+    worse = codes((1.0, 20, "healthy", 10), (1.0101, 17, "vanishing", 12))
+    assert worse == ["LD501", "LD502", "LD503", "LD504"]
+    assert codes((1.0, 20, "vanishing", 0), (1.0, 20, "exploding", 1)) == ["LD504"]  # both failing
+    assert codes((1.0, 20, "no_flow", 0), (1.0, 20, "vanishing", 0)) == []
+    f = regressions(_point(1.0, 30, "healthy", 0), _point(1.0, 20, "healthy", 0), "step 1", "step 9")[0]
+    assert f.layer == 0 and "30 -> 20 steps (-33%)" in f.message and "from step 1 to step 9" in f.message

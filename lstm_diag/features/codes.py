@@ -1,6 +1,7 @@
 """The catalogue of finding codes: stable, documented in docs/codes.md, listed by `lstm-diag codes`.
 
-LD1xx gradient flow, LD2xx saturation, LD3xx clipping, LD4xx numerics.
+LD1xx gradient flow, LD2xx saturation, LD3xx clipping, LD4xx numerics, LD5xx changes over
+training (`track`, `diff`: a later checkpoint against an earlier one).
 """
 
 from __future__ import annotations
@@ -111,5 +112,30 @@ CODES = {
             "BPTT produced NaN or Inf in dL/dc_t, dL/dh_t or a parameter gradient.",
         ),
         Code("LD403", "nonfinite-loss", "error", "The loss is NaN or Inf."),
+        Code(
+            "LD501",
+            "horizon-shrank",
+            "warning",
+            "A unit's gradient horizon at the later checkpoint is below 0.9 x the earlier one's "
+            "(track: latest against first; diff: B against A).",
+        ),
+        Code(
+            "LD502",
+            "verdict-worse",
+            "error",
+            "A unit's verdict went from healthy to vanishing or exploding between the checkpoints.",
+        ),
+        Code(
+            "LD503",
+            "loss-rose",
+            "warning",
+            "The loss on the same data is above 1.01 x the earlier checkpoint's.",
+        ),
+        Code(
+            "LD504",
+            "more-stuck-units",
+            "warning",
+            "A unit's stuck units (over all four gates) grew above 1.1 x the earlier count, by at least one.",
+        ),
     ]
 }

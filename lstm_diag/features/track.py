@@ -1,0 +1,72 @@
+"""`track` and `diff`: one analysis per checkpoint, on the same data, then the trajectory.
+
+Each checkpoint is analysed exactly as `analyze CONFIG --set model.weights=CKPT` would:
+the config with model.weights replaced (sizes from the file, the config's data, seed and
+diagnostics), through `analysis.analyze`. With jobs > 1 the checkpoints are analysed in
+worker processes (`shutdown.run_parallel`): each analysis is deterministic, so the
+document is the same whatever the number of jobs. No printing: progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ..setup.checkpoints import Checkpoint
+from ..setup.config import Config, load_config
+from . import trajectory
+
+
+def checkpoint_config(config, overrides, path: Path) -> Config:
+    """CONFIG (a path, a mapping, or None) with --set overrides, and model.weights = path.
+
+    The path is written as a quoted YAML scalar (JSON), so any file name is read as text.
+    """
+    item = f"model.weights={json.dumps(str(path.resolve()))}"
+    return load_config(config, (*overrides, item))[0]
+
+
+def analyse(cfg: Config) -> dict:
+    """One checkpoint's quantities (trajectory.point) from `analyze` on cfg."""
+    from .analysis import analyze
+
+    return trajectory.point(analyze(cfg).to_dict())
+
+
+def analyse_all(
+    configs: list[Config], jobs: int = 1, on_done: Callable[[dict], None] | None = None
+) -> list[dict]:
+    """`analyse` of each config, in order; in up to `jobs` processes."""
+    if jobs <= 1 or len(configs) <= 1:
+        out = []
+        for cfg in configs:
+            out.append(analyse(cfg))
+            if on_done is not None:
+                on_done(out[-1])
+        return out
+    from .shutdown import run_parallel
+
+    return run_parallel(analyse, configs, jobs, on_done=on_done)
+
+
+def track_document(checkpoints: list[Checkpoint], points: list[dict], source: dict, base: Config) -> dict:
+    """The body of the track document: checkpoints (sorted by step) with their quantities."""
+    labelled = [
+        {"path": str(c.path), "step": c.step, "step_source": c.source, **p}
+        for c, p in zip(checkpoints, points, strict=True)
+    ]
+    config = base.model_dump(mode="json")
+    config["model"]["weights"] = None  # one per checkpoint (checkpoints[].path)
+    return {"source": source, "config": config, **trajectory.trajectory(labelled)}
+
+
+def diff_document(a: dict, b: dict, label_a: str, label_b: str, sources: list[dict]) -> dict:
+    """The body of the diff document: both points and what changed from a to b."""
+    change = trajectory.compare_points(a, b, label_a, label_b)
+    return {
+        "a": {**sources[0], **a},
+        "b": {**sources[1], **b},
+        "change": change,
+        "findings": change["regressions"] + change["findings_appeared"],
+    }
