@@ -54,6 +54,7 @@ RULES = {
     "train.momentum": ("train_momentum", 0.5), "train.betas": ("train_adam", [0.5, 0.9]),
     "train.eps": ("train_adam", 0.5), "train.weight_decay": ("train", 0.1),
     "train.clip": ("train", "norm:0.01"), "train.log_every": ("train", 1),
+    "train.snapshot_every": ("train", 1),
     "compare.init": ("compare", "keras"), "compare.seeds": ("compare", 2),
     "compare.seq_lens": ("compare", "6,12"), "compare.train_steps": ("compare", 1),
     "compare.grid": ("compare", {"model.forget_bias": [0, 2]}),

@@ -205,3 +205,52 @@ def test_pytorch_reference_losses_reproduce():
         y = torch.from_numpy(data["y"]).reshape(-1)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y)
         np.testing.assert_allclose(float(loss.detach()), ref["loss"], rtol=1e-12)
+
+
+def test_train_snapshots_equal_track_of_saved_weights(tiny_config, tmp_path):
+    """train --snapshot-every (issue 17, item 3): the snapshot at the last step equals `track` of
+    the weights saved then; step 0 equals `analyze` of the config; records in the metrics stream."""
+    args = ["train", tiny_config, "--steps", "3", "--clip", "none", "--snapshot-every", "2"]
+    args += [
+        "--save-weights",
+        tmp_path / "w.npz",
+        "--metrics",
+        tmp_path / "m.jsonl",
+        "--plots",
+        tmp_path / "f",
+    ]
+    _, doc = _json(*args, "--set", "diagnostics.dynamics=false")
+    assert doc["schema_version"] == 2
+    (snaps,) = doc["snapshots"]
+    points = snaps["points"]
+    assert snaps["setting"] == "none" and [p["step"] for p in points] == [0, 2, 3]
+    _, tracked = _json("track", tmp_path / "w.none.npz", "--config", tiny_config, "--no-dynamics")
+    for key in ("loss", "verdict", "units", "findings"):
+        assert points[-1][key] == tracked["checkpoints"][0][key], key
+    _, analysed = _json("analyze", tiny_config, "--no-dynamics")
+    assert points[0]["loss"] == analysed["loss"]
+    assert points[0]["units"][0]["horizon"] == analysed["layers"][0]["flow"]["horizon"]
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    snap_lines = [rec for rec in lines if rec.get("record") == "snapshot"]
+    assert [rec["step"] for rec in snap_lines] == [0, 2, 3]
+    assert snap_lines[-1]["horizon_l0"] == points[-1]["units"][0]["horizon"]
+    assert snap_lines[-1]["loss"] == points[-1]["loss"]
+    assert (tmp_path / "f" / "snapshots_none_trajectory.png").is_file()
+    assert (tmp_path / "f" / "snapshots_none_grad_c_overlay.png").is_file()
+
+
+def test_train_snapshot_csv_has_a_record_column(tiny_config, tmp_path):
+    import csv
+
+    args = ["train", tiny_config, "--steps", "2", "--clip", "none", "--snapshot-every", "1"]
+    r = run(*args, "--metrics", tmp_path / "m.csv", "--set", "diagnostics.dynamics=false")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    assert [(row["record"], row["step"]) for row in rows] == [
+        ("snapshot", "0"),
+        ("", "1"),
+        ("snapshot", "1"),
+        ("", "2"),
+        ("snapshot", "2"),
+    ]
+    assert rows[0]["stuck_units_l0"] != "" and rows[1]["grad_norm"] != "" and rows[0]["grad_norm"] == ""

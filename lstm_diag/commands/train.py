@@ -32,6 +32,7 @@ Examples:
   lstm-diag train cfg.yaml --clip none,norm:1.0,value:0.1,agc:0.01 --metrics run.jsonl
   lstm-diag train cfg.yaml --metrics run.csv --plots figs/ --save-weights final.npz
   lstm-diag train cfg.yaml --format json > train.json
+  lstm-diag train cfg.yaml --snapshot-every 50 --metrics run.jsonl --plots figs/
 
 Clip settings: none | norm:MAX_NORM | value:CLIP_VALUE | agc:LAMBDA (a bare mode takes
 the clipping: section's value). Every setting trains from the same initial weights on
@@ -93,7 +94,7 @@ def _run(cfg, bar: ProgressBar, stop: _StopFlag, labels: list[str]):
         if cfg.train.metrics:
             from ..report.train_render import MetricsWriter
 
-            writer = MetricsWriter(cfg.train.metrics, cfg.model.num_layers)
+            writer = MetricsWriter(cfg.train.metrics, cfg.model.num_layers, bool(cfg.train.snapshot_every))
         bar.start()
 
     def on_step(event):
@@ -135,6 +136,14 @@ def _run(cfg, bar: ProgressBar, stop: _StopFlag, labels: list[str]):
     help="Record full metrics every K steps (and at the first and last) [train.log_every: 10].",
 )
 @click.option(
+    "--snapshot-every",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Every N steps (and at 0 and the last) analyse each setting's weights on the batch "
+    "`analyze` sees, as `track` would a checkpoint: into the metrics and JSON, and figures "
+    "with --plots (docs/train.md, 'Snapshots') [train.snapshot_every: off].",
+)
+@click.option(
     "--metrics",
     type=click.Path(dir_okay=False),
     help="Stream the logged metrics to FILE.jsonl or FILE.csv, one line per logged step and setting.",
@@ -152,8 +161,8 @@ def _run(cfg, bar: ProgressBar, stop: _StopFlag, labels: list[str]):
 @debug_option
 @handle_errors
 def train_cmd(
-    config, steps, optimizer, lr, clip, log_every, metrics, save_weights, plots, overrides, fmt, engine,
-    fail_on,
+    config, steps, optimizer, lr, clip, log_every, snapshot_every, metrics, save_weights, plots, overrides,
+    fmt, engine, fail_on,
 ):
     """Train CONFIG's LSTM under several gradient-clipping settings and compare them.
 
@@ -172,6 +181,7 @@ def train_cmd(
         "lr": lr,
         "clip": clip,
         "log_every": log_every,
+        "snapshot_every": snapshot_every,
         "metrics": metrics,
         "save_weights": save_weights,
         "plots": plots,
@@ -205,6 +215,11 @@ def train_cmd(
 
         for path in write_document_figures(figures, doc, tc.plots):
             err.print(f"figure written to {path}")
+        if "snapshots" in doc:
+            from ..report.figures.trajectory import snapshot_figures
+
+            for path in write_document_figures(snapshot_figures, doc, tc.plots):
+                err.print(f"figure written to {path}")
     if fmt == "json":
         from ..features.train import SCHEMA_VERSION
 

@@ -34,6 +34,23 @@ def analyse(cfg: Config) -> dict:
     return trajectory.point(analyze(cfg).to_dict())
 
 
+def snapshotter(config: Config) -> Callable[[dict], dict]:
+    """For `train --snapshot-every`: a function of the weights (PyTorch names) giving their
+    quantities on the batch `analyze CONFIG` analyses, so that a snapshot at step s equals
+    `track` of a checkpoint saved at step s with the same config."""
+    from dataclasses import replace
+
+    from ..setup.problem import build
+    from .analysis import analyze_problem
+
+    problem = build(config)
+
+    def snapshot(params: dict) -> dict:
+        return trajectory.point(analyze_problem(replace(problem, params=dict(params))).to_dict())
+
+    return snapshot
+
+
 def analyse_all(
     configs: list[Config], jobs: int = 1, on_done: Callable[[dict], None] | None = None
 ) -> list[dict]:

@@ -42,7 +42,7 @@ from .findings import Finding, finding
 if TYPE_CHECKING:
     from ..setup.config import Config
 
-SCHEMA_VERSION = 1  # of the train JSON document (docs/train.md)
+SCHEMA_VERSION = 2  # of the train JSON document (docs/train.md, "Version history")
 
 # Verdict rules (docs/train.md): share of steps on which clipping changed the gradient.
 BINDS_MOSTLY = 0.9  # at or above: clipping acts on (almost) every step
@@ -115,6 +115,7 @@ class Run:
     clipped: list[bool] = field(default_factory=list)
     cosine: list[float] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # the logged steps
+    snapshots: list[dict] = field(default_factory=list)  # --snapshot-every: trajectory points
     diverged: dict | None = None
     wall_time: float = 0.0
 
@@ -236,6 +237,22 @@ def _step(run: Run, config: Config, spec: engine.Spec, step: int, log: bool, t0:
     return record
 
 
+def _snapshots(runs: list[Run], snap, step: int, every: int | None, last: bool = False) -> list[dict]:
+    """--snapshot-every: after step 0 (the initial weights), every `every`-th step and the last,
+    each live run's trajectory point (features/trajectory.py) on the analysis batch; returns
+    their metrics records."""
+    if snap is None or not (step % every == 0 or last):
+        return []
+    from .trajectory import snapshot_record
+
+    out = []
+    for run in runs:
+        if run.live:
+            run.snapshots.append({"step": step, "step_source": "train", **snap(run.params)})
+            out.append(snapshot_record(run.setting.label, run.snapshots[-1]))
+    return out
+
+
 # ------------------------------------------------------------------------------ results
 
 
@@ -266,6 +283,8 @@ class TrainResult:
             "findings": [f.to_dict() for f in self.findings],
         }
         if history:
+            if self.config.train.snapshot_every:
+                doc["snapshots"] = [{"setting": r.setting.label, "points": r.snapshots} for r in self.runs]
             doc["runs"] = [
                 {
                     "setting": r.setting.label,
@@ -333,11 +352,16 @@ def train(
         )
         for s in settings
     ]
+    snap = None
+    if tc.snapshot_every:
+        from .track import snapshotter
+
+        snap = snapshotter(config)  # checks the analysis batch before anything is written
     if on_ready is not None:
         on_ready()
     t0 = time.perf_counter()
     step, interrupted = 0, False
-    pending: list[dict] = []
+    pending: list[dict] = _snapshots(runs, snap, 0, tc.snapshot_every)
     try:
         for step in range(1, tc.steps + 1):
             log = step == 1 or step % tc.log_every == 0 or step == tc.steps
@@ -346,6 +370,7 @@ def train(
                     rec = _step(run, config, spec, step, log, t0)
                     if rec is not None:
                         pending.append(rec)
+            pending += _snapshots(runs, snap, step, tc.snapshot_every, last=step == tc.steps)
             event = StepEvent(
                 step=step,
                 total=tc.steps,

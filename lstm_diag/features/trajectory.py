@@ -234,3 +234,19 @@ def series(points: list[dict]) -> dict:
             for g, v in u["gate_saturation"].items():
                 s.setdefault(f"saturation_{g}", []).append(v)
     return out
+
+
+def snapshot_record(setting: str, p: dict) -> dict:
+    """A `train --snapshot-every` point as one metrics record (docs/train.md, "Snapshots"):
+    `record: "snapshot"`, the step, setting, loss and verdict, and per unit k each quantity
+    as `<quantity>_l<k>` (`_l<k>_reverse` for a reverse direction)."""
+    rec = {"record": "snapshot", "step": p["step"], "setting": setting}
+    rec |= {"loss": p["loss"], "verdict": p["verdict"]}
+    for u in p["units"]:
+        k = f"{u['layer']}" + ("_reverse" if u["direction"] == "reverse" else "")
+        rec |= {f"{q}_l{k}": u[q] for q in QUANTITIES}
+        rec[f"verdict_l{k}"] = u["verdict"]
+    return rec
+
+
+SNAPSHOT_LAYER_FIELDS = (*QUANTITIES, "verdict")

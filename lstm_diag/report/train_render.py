@@ -55,10 +55,18 @@ LAYER_FIELDS = ("horizon", "decay_rate", "forget_mean", "saturation")
 METRICS_SUFFIXES = (".jsonl", ".csv")
 
 
-def metrics_fields(num_layers: int) -> list[str]:
-    """The columns of a metrics file, in order (the CSV header)."""
+def metrics_fields(num_layers: int, snapshots: bool = False) -> list[str]:
+    """The columns of a metrics file, in order (the CSV header). With snapshots
+    (--snapshot-every), a first column `record` ("snapshot" on a snapshot's row, empty on a
+    step's) and the snapshot's columns that a step's row does not have."""
     per_layer = [f"{name}_l{k}" for k in range(num_layers) for name in LAYER_FIELDS]
-    return [*BASE_FIELDS, *per_layer, "time"]
+    fields = [*BASE_FIELDS, *per_layer, "time"]
+    if not snapshots:
+        return fields
+    from ..features.trajectory import SNAPSHOT_LAYER_FIELDS
+
+    snap = ["verdict"] + [f"{q}_l{k}" for k in range(num_layers) for q in SNAPSHOT_LAYER_FIELDS]
+    return ["record", *fields, *(f for f in snap if f not in fields)]
 
 
 def _json_value(v):
@@ -77,7 +85,7 @@ class MetricsWriter:
     is never truncated before the new one is complete.
     """
 
-    def __init__(self, path: str | Path, num_layers: int):
+    def __init__(self, path: str | Path, num_layers: int, snapshots: bool = False):
         from ..errors import ConfigError
         from ..setup.outputs import StreamingOutput
 
@@ -87,7 +95,7 @@ class MetricsWriter:
             raise ConfigError(
                 f"{self.path}: a metrics file must end in .jsonl (one JSON object a line) or .csv"
             )
-        self.fields = metrics_fields(num_layers)
+        self.fields = metrics_fields(num_layers, snapshots)
         self.out = StreamingOutput(self.path)
         self.lines = 0
         if self.kind == ".csv":

@@ -168,6 +168,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     clip: str | list[str] = "none,norm:1.0,value:0.1,agc:0.01"
     log_every: int = Field(10, gt=0)
+    snapshot_every: int | None = Field(None, gt=0)  # docs/train.md, "Snapshots"
     metrics: str | None = None
     save_weights: str | None = None
     plots: str | None = None

@@ -193,17 +193,18 @@ def horizon_figure(doc: dict) -> Figure:
                 alpha=0.85,
                 label=run["setting"],
             )
-        ax.axhline(T, color=GREY, linestyle=":", linewidth=1.0)
-        ax.text(
-            0.01,
-            T,
-            " reaches t = 1",
-            transform=ax.get_yaxis_transform(),
-            fontsize=8,
-            va="bottom",
-            color=GREY,
-        )
-        ax.set_ylim(0, T * 1.1)
+        if T is not None:  # None: the length comes from a data file (not in the config)
+            ax.axhline(T, color=GREY, linestyle=":", linewidth=1.0)
+            ax.text(
+                0.01,
+                T,
+                " reaches t = 1",
+                transform=ax.get_yaxis_transform(),
+                fontsize=8,
+                va="bottom",
+                color=GREY,
+            )
+            ax.set_ylim(0, T * 1.1)
         ax.set_ylabel("horizon (steps back)")
         ax.set_title(f"layer {k}", fontsize=9, loc="left")
         ax.legend(fontsize=8, loc="best")

@@ -196,3 +196,19 @@ def track_figures(doc: dict) -> list[tuple[str, Figure]]:
     data = c["task"] + (f" {c['path'].rsplit('/', 1)[-1]}" if c.get("path") else "")
     title = f"{len(cps)} checkpoints, {step_label(cps)} {first} → {last}; same data ({data})"
     return trajectory_figures(cps, title)
+
+
+def snapshot_figures(doc: dict) -> list[tuple[str, Figure]]:
+    """The figures of `train --snapshot-every`, one set per clip setting that has two
+    snapshots or more: files `snapshots_<setting>_<figure>` (the setting's `:` as `-`)."""
+    out = []
+    for entry in doc.get("snapshots", []):
+        points = entry["points"]
+        if len(points) < 2:
+            continue
+        slug = entry["setting"].replace(":", "-")
+        title = f"train, clip {entry['setting']}: snapshots at steps {step_text(points[0]['step'])} → " + (
+            f"{step_text(points[-1]['step'])} on the analysis batch"
+        )
+        out += trajectory_figures(points, title, prefix=f"snapshots_{slug}_")
+    return out
