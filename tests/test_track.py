@@ -254,3 +254,16 @@ def test_train_snapshot_csv_has_a_record_column(tiny_config, tmp_path):
         ("snapshot", "2"),
     ]
     assert rows[0]["stuck_units_l0"] != "" and rows[1]["grad_norm"] != "" and rows[0]["grad_norm"] == ""
+
+
+def test_step_from_a_0d_tensor_and_lightning_keys(tmp_path):
+    """Lightning saves `global_step` and `epoch`; some loops save the step as a 0-d tensor."""
+    torch = pytest.importorskip("torch", reason="writes torch.save checkpoints")
+    from safetensors.torch import load_file
+
+    sd = load_file(FIX / "final.safetensors")
+    torch.save({"model": sd, "step": torch.tensor(7)}, tmp_path / "a.pt")
+    torch.save({"state_dict": sd, "global_step": 900, "epoch": 3}, tmp_path / "epoch=3-step=900.ckpt")
+    found = find_checkpoints([str(tmp_path / "a.pt"), str(tmp_path / "epoch=3-step=900.ckpt")])
+    assert [(c.step, c.source) for c in found.checkpoints] == [(7, "meta:step"), (900, "meta:global_step")]
+    assert "different metadata" in found.notes[0]

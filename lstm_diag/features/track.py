@@ -3,8 +3,9 @@
 Each checkpoint is analysed exactly as `analyze CONFIG --set model.weights=CKPT` would:
 the config with model.weights replaced (sizes from the file, the config's data, seed and
 diagnostics), through `analysis.analyze`. With jobs > 1 the checkpoints are analysed in
-worker processes (`shutdown.run_parallel`): each analysis is deterministic, so the
-document is the same whatever the number of jobs. No printing: progress goes to a callback.
+worker processes (`executor.run_many`): each analysis is deterministic and every result
+goes through the same JSON round trip, so the document is the same whatever the number
+of jobs. No printing: progress goes to a callback.
 """
 
 from __future__ import annotations
@@ -51,20 +52,21 @@ def snapshotter(config: Config) -> Callable[[dict], dict]:
     return snapshot
 
 
+def _analyse_payload(payload: dict) -> dict:
+    """`analyse` of a payload {"config": the config as JSON}: what a worker runs."""
+    return analyse(Config.model_validate_json(json.dumps(payload["config"])))  # JSON mode: lists are tuples
+
+
 def analyse_all(
     configs: list[Config], jobs: int = 1, on_done: Callable[[dict], None] | None = None
 ) -> list[dict]:
-    """`analyse` of each config, in order; in up to `jobs` processes."""
-    if jobs <= 1 or len(configs) <= 1:
-        out = []
-        for cfg in configs:
-            out.append(analyse(cfg))
-            if on_done is not None:
-                on_done(out[-1])
-        return out
-    from .shutdown import run_parallel
+    """`analyse` of each config, in order; in up to `jobs` worker processes
+    (features/executor.run_many: every result through the same JSON round trip)."""
+    from .executor import run_many
 
-    return run_parallel(analyse, configs, jobs, on_done=on_done)
+    payloads = [{"config": cfg.model_dump(mode="json")} for cfg in configs]
+    done = None if on_done is None else (lambda k, result, cached: on_done(result))
+    return run_many(_analyse_payload, payloads, jobs=jobs, on_done=done)
 
 
 def track_document(checkpoints: list[Checkpoint], points: list[dict], source: dict, base: Config) -> dict:

@@ -6,8 +6,8 @@ such as a data file, is skipped with a note), and gives each its training step, 
 first of:
 
 1. the checkpoint's own metadata: `step`, `global_step` or `epoch` at the top level of a
-   checkpoint dict (`{"model": ..., "step": 1200}`), a safetensors `__metadata__` entry
-   of that name, or a 0-d array of that name in an .npz;
+   checkpoint dict (`{"model": ..., "step": 1200}`, also as a 0-d tensor), a safetensors
+   `__metadata__` entry of that name, or a 0-d array of that name in an .npz;
 2. the last number in the file name (`ckpt_step00600.pt` -> 600);
 3. the order given (0, 1, 2, ...), used for every file as soon as one file has neither,
    since positions and step numbers cannot share an axis.
@@ -102,7 +102,7 @@ def step_from_meta(loaded) -> tuple[float, str] | None:
     """(step, key) from a file's top-level metadata, or None."""
     for key in META_KEYS:
         value = _number(loaded.meta.get(key))
-        if value is None and loaded.format == "npz" and key in loaded.info and loaded.info[key].shape == ():
+        if value is None and key in loaded.info and loaded.info[key].shape == ():  # a 0-d array or tensor
             value = _number(loaded.arrays[key].item())
         if value is not None:
             return value, key
