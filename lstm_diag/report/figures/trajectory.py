@@ -50,6 +50,24 @@ def _values(v: list) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in v], dtype=np.float64)
 
 
+def _log_y(ax, values: np.ndarray) -> None:
+    """A log y axis labelled in plain text (figures never parse mathtext): the decades, and
+    2 and 5 times them too when the values span less than two decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from ...numfmt import fmt
+
+    ax.set_yscale("log")
+    label = FuncFormatter(lambda v, _: fmt(float(v), 2))
+    ax.yaxis.set_major_formatter(label)
+    v = values[np.isfinite(values) & (values > 0)]
+    if v.size > 0 and v.max() < 100 * v.min():
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(label)
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _grid(n: int) -> tuple[int, int]:
     cols = min(n, 4 if n > 4 else n)
     return math.ceil(n / cols), cols
@@ -101,7 +119,7 @@ def quantities_figure(points: list[dict], title: str) -> Figure:
         vals = np.concatenate([_values(s[q]) for s in per_unit.values()]) if q != "loss" else np.array([])
         vals = vals[np.isfinite(vals) & (vals > 0)]
         if log and vals.size and vals.max() > 10 * vals.min():
-            ax.set_yscale("log")
+            _log_y(ax, vals)
         ax.set_title(label, fontsize=9)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
@@ -129,11 +147,12 @@ def overlay_figure(points: list[dict], title: str) -> Figure:
     norm = mpl.colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
     cmap = mpl.colormaps["viridis"]
     for j, ax in enumerate(axes[:n]):
+        curves = []
         for p in points:
             y = _values(p["units"][j]["grad_c_norm"]) if j < len(p["units"]) else np.array([])
-            y = np.where(y > 0, y, np.nan)
-            ax.plot(np.arange(1, len(y) + 1), y, color=cmap(norm(p["step"])), lw=1.2)
-        ax.set_yscale("log")
+            curves.append(np.where(y > 0, y, np.nan))
+            ax.plot(np.arange(1, len(y) + 1), curves[-1], color=cmap(norm(p["step"])), lw=1.2)
+        _log_y(ax, np.concatenate(curves))
         u = units[j]
         name = f"layer {u['layer']}" + ("" if u["direction"] == "forward" else f" {u['direction']}")
         ax.set_title(f"{name}: ‖dL/dc_t‖", fontsize=9.5)
