@@ -8,6 +8,7 @@ own loss of each checkpoint on that batch (references.json).
 
 import json
 import shutil
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,11 @@ FIX = Path(__file__).parent / "fixtures_track"
 CKPTS = [FIX / "step_010.pt", FIX / "ckpt_b.pt", FIX / "final.safetensors"]
 CONFIG = FIX / "track.yaml"
 REFS = json.loads((FIX / "references.json").read_text())
+# final.safetensors is read with the safetensors extra; without it these tests skip (the .pt
+# checkpoints are read without torch, so the others run on a bare install).
+needs_safetensors = pytest.mark.skipif(
+    find_spec("safetensors") is None, reason="the safetensors extra is not installed"
+)
 
 
 def _json(*args):
@@ -35,6 +41,7 @@ def tracked():
     return _json("track", *reversed(CKPTS), "--config", CONFIG)
 
 
+@needs_safetensors
 def test_steps_from_metadata_then_name_sorted(tracked):
     _, doc = tracked
     cps = doc["checkpoints"]
@@ -44,6 +51,7 @@ def test_steps_from_metadata_then_name_sorted(tracked):
     assert doc["schema_version"] == 1 and doc["command"] == "track"
 
 
+@needs_safetensors
 def test_track_equals_separate_analyze_runs_and_pytorch(tracked):
     """Per checkpoint: loss, horizons, decay, λ₁, verdict exactly as `analyze --set
     model.weights=CKPT`; the loss as PyTorch's F.cross_entropy on the batch (1e-12)."""
@@ -66,6 +74,7 @@ def test_track_equals_separate_analyze_runs_and_pytorch(tracked):
         assert cp["findings"] == a["findings"]
 
 
+@needs_safetensors
 def test_change_and_regressions_first_to_latest(tracked):
     """Layer 0's horizon 27 -> 23 (below 0.9 x 27): LD501; stuck units grew: LD504."""
     _, doc = tracked
@@ -85,6 +94,7 @@ def test_change_and_regressions_first_to_latest(tracked):
     assert doc["findings"] == ch["regressions"] + ch["findings_appeared"]
 
 
+@needs_safetensors
 def test_fail_on_compares_latest_with_first():
     args = ("track", *CKPTS, "--config", CONFIG, "--no-dynamics")
     assert run(*args, "--fail-on", "LD501").exit_code == 1
@@ -94,6 +104,7 @@ def test_fail_on_compares_latest_with_first():
     assert run(*args, "--fail-on", "LD2").exit_code == 1  # LD201 appeared
 
 
+@needs_safetensors
 def test_jobs_give_identical_json():
     args = ("track", *CKPTS, "--config", CONFIG, "--no-dynamics", "--format", "json")
     one, two = run(*args, "--jobs", "1"), run(*args, "--jobs", "2")
@@ -116,6 +127,7 @@ def test_table_markdown_and_figures(tmp_path):
     assert md.startswith("## lstm-diag track") and "| step | loss |" in md
 
 
+@needs_safetensors
 def test_folder_skips_files_without_an_lstm_and_globs(tmp_path):
     for p in [*CKPTS, FIX / "data.npz"]:
         shutil.copy(p, tmp_path / p.name)
@@ -130,6 +142,7 @@ def test_folder_skips_files_without_an_lstm_and_globs(tmp_path):
         find_checkpoints([str(tmp_path / "*.ckpt")])
 
 
+@needs_safetensors
 def test_order_given_when_a_file_has_no_step(tmp_path):
     a, b = tmp_path / "first.pt", tmp_path / "second.safetensors"
     shutil.copy(CKPTS[0], a)
@@ -158,6 +171,7 @@ def test_npz_step_array(tmp_path):
     assert "step" in read_arrays(tmp_path / "w.npz").info
 
 
+@needs_safetensors
 def test_diff_documents_equal_diff_checkpoints(tmp_path):
     """diff of two saved analyze documents = diff of the two checkpoints analysed on the config."""
     docs = []
@@ -189,6 +203,7 @@ def test_bad_inputs_exit_2(tmp_path):
     assert r.exit_code == 2 and "train document" in r.stderr
 
 
+@needs_safetensors
 def test_pytorch_reference_losses_reproduce():
     """The stored references are PyTorch's loss of each checkpoint (regenerate: make_track_fixtures.py)."""
     torch = pytest.importorskip("torch", reason="PyTorch checks the stored reference losses")
@@ -256,6 +271,7 @@ def test_train_snapshot_csv_has_a_record_column(tiny_config, tmp_path):
     assert rows[0]["stuck_units_l0"] != "" and rows[1]["grad_norm"] != "" and rows[0]["grad_norm"] == ""
 
 
+@needs_safetensors
 def test_step_from_a_0d_tensor_and_lightning_keys(tmp_path):
     """Lightning saves `global_step` and `epoch`; some loops save the step as a 0-d tensor."""
     torch = pytest.importorskip("torch", reason="writes torch.save checkpoints")
