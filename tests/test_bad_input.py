@@ -134,7 +134,7 @@ def test_debug_shows_the_traceback():
 def test_output_in_a_missing_folder_is_created_and_a_file_as_folder_refused(tmp_path):
     out = tmp_path / "a" / "b" / "r.json"
     assert run("analyze", "--format", "json", "-o", out, "--set", "data.seq_len=5").exit_code == 0
-    assert json.loads(out.read_text())["schema_version"] == 4
+    assert json.loads(out.read_text())["schema_version"] == 5
     one_error_line(run("analyze", "--format", "json", "-o", out / "x.json"), "is a file, not a folder")
 
 

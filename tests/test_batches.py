@@ -130,7 +130,7 @@ def test_cli_json_markdown_and_table_show_the_spread_and_the_split():
     r = run("analyze", *args, "--batches", "3", "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["schema_version"] == 4 and doc["batches"]["count"] == 3
+    assert doc["schema_version"] == 5 and doc["batches"]["count"] == 3
     assert "data.batches=3" in doc["source"]["overrides"]
     assert "note: 3 batches from data.batch_index 0" in r.stderr
     v = doc["batches"]["layers"][0]["verdict"]

@@ -21,7 +21,7 @@ def test_analyze_json_is_the_whole_stdout_and_matches_the_api():
     r = run("analyze", "--format", "json", "--set", "data.seq_len=30")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["schema_version"] == 4 and doc["command"] == "analyze"
+    assert doc["schema_version"] == 5 and doc["command"] == "analyze"
     assert len(doc["layers"][0]["grad_c_norm"]) == 30 and len(doc["layers"][0]["grad_h_norm"]) == 30
     assert set(doc["parameters"]) == {
         "weight_ih_l0",

@@ -76,7 +76,7 @@ def test_input_gradient(case):
 def test_json_has_one_entry_per_direction_with_norms_by_position(case):
     name, result, ref = case
     doc = result.to_dict()
-    assert doc["schema_version"] == 4
+    assert doc["schema_version"] == 5
     spec = result.problem.spec
     assert [(e["layer"], e["direction"]) for e in doc["layers"]] == [
         (k, engine.DIRECTIONS[d]) for k, d in spec.units()

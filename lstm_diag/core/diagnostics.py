@@ -60,6 +60,7 @@ class GateAccumulator:
     low_per_unit: np.ndarray = field(default=None)  # (4, H) counts
     high_per_unit: np.ndarray = field(default=None)
     log_f_sum: float = 0.0
+    log_f_unit: np.ndarray = field(default=None)  # (H,) sum of ln f per unit
     f_hist_edges: np.ndarray = field(default=None)
     f_hist: np.ndarray = field(default=None)
     batch: int = 0
@@ -70,6 +71,7 @@ class GateAccumulator:
         self.m2 = np.zeros(4)
         self.low_per_unit = np.zeros((4, H), np.int64)
         self.high_per_unit = np.zeros((4, H), np.int64)
+        self.log_f_unit = np.zeros(H)
         self.f_hist_edges = np.linspace(0.0, 1.0, _HIST_BINS + 1)
         self.f_hist = np.zeros(_HIST_BINS, np.int64)
 
@@ -163,6 +165,7 @@ class GateAccumulator:
         """Sum of ln f and the histogram of one chunk of the forget gate f (rows, H); y: scratch."""
         with np.errstate(divide="ignore", invalid="ignore"):
             np.log(f, out=y, dtype=np.float64)
+        self.log_f_unit += y.sum(axis=0)  # (H,)
         s = float(y.sum())
         self.log_f_sum += s
         if s != s:  # NaN in the chunk: np.histogram leaves NaN out; do exactly that
@@ -193,11 +196,16 @@ class GateAccumulator:
                 "stuck_low": int(np.sum(u_low > stuck_fraction)),
                 "stuck_high": int(np.sum(u_high > stuck_fraction)),
             }
+        out["forget"]["unit_log_mean"] = self.forget_unit_log_mean().tolist()
         return out
 
     def forget_log_mean(self) -> float:
         """Mean of ln f_t over (time, batch, unit)."""
         return self.log_f_sum / self.n
+
+    def forget_unit_log_mean(self) -> np.ndarray:
+        """(H,) mean of ln f_t per unit over (time, batch)."""
+        return self.log_f_unit / (self.n // self.hidden_size)
 
     def forget_histogram(self) -> dict:
         return {"edges": self.f_hist_edges.tolist(), "counts": self.f_hist.tolist()}
@@ -382,15 +390,106 @@ class FlowSummary:
     forget_time_constant: float  # tau = 1 / (1 - e^{mean ln f})
     first_nonfinite_step: int | None  # 1-based t of the latest step whose dL/dc is not finite
     source: str  # "loss" or "last_step_loss_term"
+    decay_fit: dict = field(default_factory=dict)  # `decay_segments`: the decay within the horizon window
+    cell_path_open_units: int | None = None  # units whose own prod f stays above vanishing_ratio over T
+    cell_path_horizon_max: float | None = None  # the longest per-unit cell-path horizon (steps)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
+FIT_MIN_POINTS = 3  # points per fitted segment
+FIT_RESOLUTION = 1e-3  # residuals of ln ||dL/dc|| below this (0.1%) count as a perfect fit
+FIT_RATE_CHANGE = 0.25  # two segments only if their rates differ by more than this fraction
+
+
+def _line_sse(k: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares line y ≈ a + s k: (intercept a, slope s, sum of squared residuals)."""
+    A = np.stack([np.ones_like(k), k], axis=1)  # (n, 2)
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    r = y - A @ coef
+    return float(coef[0]), float(coef[1]), float(r @ r)
+
+
+def _hinge_sse(k: np.ndarray, y: np.ndarray, b: float) -> tuple[float, float, float, float]:
+    """Continuous two-piece line with its corner at k = b: (intercept, slope before, slope after, SSE)."""
+    A = np.stack([np.ones_like(k), k, np.maximum(k - b, 0.0)], axis=1)  # (n, 3)
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    r = y - A @ coef
+    return float(coef[0]), float(coef[1]), float(coef[1] + coef[2]), float(r @ r)
+
+
+def _bic(sse: float, n: int, params: int) -> float:
+    return n * math.log(max(sse, n * FIT_RESOLUTION**2) / n) + params * math.log(n)
+
+
+def _segment(k0: int, k1: int, y0: float, slope: float) -> dict:
+    """One fitted piece over k0..k1 steps back; y0: the fitted ln ||dL/dc|| at k0."""
+    rate = -slope
+    return {
+        "steps_back": [k0, k1],
+        "rate": rate,
+        "factor_per_step": math.exp(-rate) if rate > -700 else math.inf,
+        "fitted_norm": [math.exp(y0), math.exp(y0 + slope * (k1 - k0))],  # at k0 and k1 (for drawing)
+    }
+
+
+def decay_segments(grad_c_norm: np.ndarray, horizon: int, reaches_start: bool) -> dict:
+    """How ||dL/dc|| decays within the horizon window, as one or two exponentials.
+
+    The window is k = 0..K steps back from the loss (K = the horizon, where the norm first
+    drops below the threshold, or T - 1 when it never does). ln ||dL/dc|| is fitted there by
+    least squares with one line, and with two lines joined at a change point k = b (every
+    b leaving >= 3 points on each side is tried); two are kept when the BIC prefers them and
+    their rates differ by more than a quarter. A trained model's decay is often fast near
+    the loss and slow further back (or the reverse), which no single rate describes.
+
+    Returns {"window_steps_back": [0, K], "segments": [{"steps_back": [k0, k1], "rate",
+    "factor_per_step", "fitted_norm": [at k0, at k1]}, ...] (0, 1 or 2; rate per step back,
+    > 0 decays),
+    "change_steps_back": b or None, "rms_residual": of ln ||dL/dc|| about the fit}.
+    """
+    n = np.asarray(grad_c_norm, np.float64)[::-1]  # index k = steps back from the loss
+    T = len(n)
+    K = T - 1 if reaches_start else min(int(horizon), T - 1)
+    out: dict = {"window_steps_back": [0, K], "segments": [], "change_steps_back": None, "rms_residual": None}
+    k = np.arange(K + 1, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log(n[: K + 1])
+    keep = np.isfinite(y)
+    k, y = k[keep], y[keep]
+    m = len(k)
+    if m < FIT_MIN_POINTS:
+        return out
+    a, slope, sse1 = _line_sse(k, y)
+    best = None
+    if m >= 2 * FIT_MIN_POINTS:
+        for b in k[FIT_MIN_POINTS - 1 : m - FIT_MIN_POINTS + 1]:
+            fit = _hinge_sse(k, y, float(b))
+            if best is None or fit[3] < best[4]:
+                best = (float(b), *fit)
+    if best is not None:
+        b, a2, s1, s2, sse2 = best
+        differ = abs(s1 - s2) > FIT_RATE_CHANGE * max(abs(s1), abs(s2))
+        if differ and _bic(sse2, m, 4) < _bic(sse1, m, 2):
+            out["segments"] = [_segment(0, int(b), a2, s1), _segment(int(b), int(k[-1]), a2 + s1 * b, s2)]
+            out["change_steps_back"] = int(b)
+            out["rms_residual"] = math.sqrt(sse2 / m)
+            return out
+    out["segments"] = [_segment(0, int(k[-1]), a, slope)]
+    out["rms_residual"] = math.sqrt(sse1 / m)
+    return out
+
+
 def flow_summary(
-    grad_c_norm: np.ndarray, forget_log_mean: float, vanishing_ratio: float, source: str
+    grad_c_norm: np.ndarray,
+    forget_log_mean: float,
+    vanishing_ratio: float,
+    source: str,
+    forget_unit_log_mean: np.ndarray | None = None,
 ) -> FlowSummary:
-    """Decay rate, ratio, horizon and cell-path retention from ||dL/dc_t||, t = 1..T."""
+    """Decay rate, ratio, horizon and cell-path retention from ||dL/dc_t||, t = 1..T;
+    with the per-unit mean ln f (H,), how many units keep their own cell path open over T."""
     n = np.asarray(grad_c_norm, np.float64)
     T = len(n)
     bad = ~np.isfinite(n)
@@ -413,7 +512,17 @@ def flow_summary(
         cell_h = 0.0
     else:
         cell_h = math.log(vanishing_ratio) / forget_log_mean
+    open_units = longest = None
+    if forget_unit_log_mean is not None:
+        mlf = np.asarray(forget_unit_log_mean, np.float64)  # (H,) mean ln f per unit, <= 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            unit_h = np.where(mlf < 0, math.log(vanishing_ratio) / mlf, math.inf)  # (H,) steps
+        unit_h = np.where(np.isnan(unit_h), 0.0, unit_h)
+        open_units, longest = int(np.sum(unit_h >= T)), float(unit_h.max()) if unit_h.size else None
     return FlowSummary(
+        decay_fit=decay_segments(n, horizon, reaches),
+        cell_path_open_units=open_units,
+        cell_path_horizon_max=longest,
         decay_rate=-slope if np.isfinite(slope) else float("nan"),
         factor_per_step=math.exp(slope) if np.isfinite(slope) and slope < 700 else float("nan"),
         ratio_first_last=float(n[0] / n[-1]) if n[-1] != 0 and np.isfinite(n[-1]) else float("nan"),

@@ -19,7 +19,7 @@ from . import findings
 from .findings import Finding
 from .trace import LayerTrace, Trace, trace_checkpointed, trace_full
 
-SCHEMA_VERSION = 4  # docs/json-schema.md, "Version history"
+SCHEMA_VERSION = 5  # docs/json-schema.md, "Version history"
 
 
 @dataclass
@@ -200,7 +200,9 @@ def _layer(lt: LayerTrace, cfg: Config) -> LayerResult:
         else ("last_step_loss_term", "entry_at_first_step")[lt.direction]
     )
     flow_c = lt.grad_c_norm if lt.flow_grad_c_norm is None else lt.flow_grad_c_norm  # processing order
-    flow = flow_summary(flow_c, lt.gates.forget_log_mean(), d.vanishing_ratio, source)
+    flow = flow_summary(
+        flow_c, lt.gates.forget_log_mean(), d.vanishing_ratio, source, lt.gates.forget_unit_log_mean()
+    )
     if lt.direction and flow.first_nonfinite_step is not None:
         flow.first_nonfinite_step = _position(lt, flow.first_nonfinite_step - 1)
     flow_doc = flow.to_dict()
@@ -359,7 +361,7 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
         "first_nonfinite_backward": _first_nonfinite_backward(trace),
     }
     docs = [layer.to_dict() for layer in layers]
-    found: list[Finding] = findings.numerics_findings(numerics)
+    found: list[Finding] = findings.numerics_findings(numerics, cfg)
     for doc in docs:
         unit = findings.flow_findings(doc, T, cfg) + findings.gate_findings(doc, cfg)
         if problem.spec.bidirectional:
@@ -368,7 +370,7 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
         found += unit
     # Bottom against top layer, forward directions (a top reverse direction under target
     # "last" is read at one step only, and is no measure of what reaches the top).
-    found += findings.layer_balance_findings([doc for doc in docs if doc["direction"] == "forward"])
+    found += findings.layer_balance_findings([doc for doc in docs if doc["direction"] == "forward"], cfg)
     verdicts = [doc["verdict"] for doc in docs]
     found += findings.clipping_findings(clip, verdicts)
     loss, loss_kind = _reported_loss(problem, trace.loss)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..features.findings import decay_text
 from .analysis_table import GATE_SYMBOL, describe_config
 from .describe import lyapunov_span
 from .inert import markdown
@@ -19,7 +20,9 @@ def _flow_text(layer: dict, T: int, ratio: float) -> str:
     if "note" in fl:
         return f"No flow: {fl['note']}."
     return (
-        f"Decay rate {fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} {w['back']}); "
+        f"Decay within the horizon: {decay_text(fl, T, layer.get('direction') == 'reverse')}; "
+        f"over all {T} steps {fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} {w['back']}, "
+        "Theil–Sen); "
         f"horizon {w['reach']} (until < {ratio:g}× {w['ref']}); "
         f"{w['ratio']} = {fmt(fl['ratio_first_last'])}; forget retention "
         f"{fmt(fl['forget_retention'])}/step (τ≈{fmt(fl['forget_time_constant'])}).{src}"

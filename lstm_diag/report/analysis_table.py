@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.diagnostics import GATE_SYMBOL
+from ..features.findings import decay_text
 from .describe import init_text, lyapunov_span, model_line
 from .inert import plain
 from .inputs_text import data_details, has_head, loss_text, what_if_line
@@ -89,10 +90,11 @@ def flow_line(layer: dict, T: int, ratio: float) -> Text:
         txt.append("no flow ", style="bold")
         txt.append(fl["note"])
         return txt
-    txt.append("decay ", style="bold")
-    txt.append(f"{fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} {w['back']})")
-    txt.append("   horizon ", style="bold")
+    txt.append("horizon ", style="bold")
     txt.append(f"{w['reach']} (until < {ratio:g}× {w['ref']})")
+    txt.append("\ndecay ", style="bold")
+    txt.append(decay_text(fl, T, layer.get("direction") == "reverse"))
+    txt.append(f"; over all {T} steps {fmt(fl['decay_rate'])}/step (Theil–Sen)", style="dim")
     txt.append(f"\n{w['ratio']} ", style="bold")
     txt.append(fmt(fl["ratio_first_last"]))
     txt.append("   forget retention ", style="bold")

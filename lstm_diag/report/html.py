@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from .. import __version__
 from ..core.diagnostics import GATE_SYMBOL
+from ..features.findings import decay_text
 from ..numfmt import fmt
 from .describe import init_text, lyapunov_span, model_line
 from .figures.style import OKABE_ITO, VERDICT_COLOR
@@ -243,8 +244,9 @@ def _layer_section(layer: dict, doc: dict, images: Mapping[str, bytes]) -> str:
     flow_p = (
         f"<p>No flow: {e(fl['note'])}.</p>"
         if "note" in fl
-        else f"<p>Decay rate <b>{e(fmt(fl['decay_rate']))}</b>/step (×{e(fmt(fl['factor_per_step']))} "
-        f"{e(w['back'])}); horizon <b>{e(w['reach'])}</b>; "
+        else f"<p>Decay within the horizon: <b>{e(decay_text(fl, T, layer.get('direction') == 'reverse'))}"
+        f"</b>; over all {T} steps {e(fmt(fl['decay_rate']))}/step (×{e(fmt(fl['factor_per_step']))} "
+        f"{e(w['back'])}, Theil–Sen); horizon <b>{e(w['reach'])}</b>; "
         f"{e(w['ratio'])} = {e(fmt(fl['ratio_first_last']))}; "
         f"forget retention {e(fmt(fl['forget_retention']))}/step (τ ≈ {e(fmt(fl['forget_time_constant']))} "
         f"steps, cell-path horizon {e(fmt(fl['cell_path_horizon']))} steps).{e(src)}</p>"

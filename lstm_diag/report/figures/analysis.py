@@ -295,8 +295,9 @@ def grad_flow(doc: dict) -> Figure:
     """||dL/dc_t|| and ||dL/dh_t|| against t (log), one panel per layer, with the flow measurements.
 
     Drawn per panel: the loss position, the vanishing threshold (vanishing_ratio x the flow
-    series at t = T), the horizon, the fitted decay rate (a line of that slope through the
-    value at the loss), and for target "all" the last step's loss term the verdict is based on.
+    series at t = T), the horizon, the fitted decay within the horizon window (one or two
+    exponentials, each drawn only over the steps it was fitted on, `flow.decay_fit`), and for
+    target "all" the last step's loss term the verdict is based on.
     """
     d = doc["config"]["diagnostics"]
     target = doc["config"]["loss"]["target"]
@@ -368,7 +369,10 @@ def _forward_flow_marks(
             label=f"vanishing threshold {ratio:g} × {'last-term ' * (target == 'all')}"
             f"value at t = T = {fmt(thr)}",
         )
-        _draw_decay(ax, fl, ref, T, lo, hi)
+        if fl.get("decay_fit") is not None:
+            _draw_fit(ax, fl, T, False)
+        else:  # a document from before schema 5: the Theil–Sen rate over all steps
+            _draw_decay(ax, fl, ref, T, lo, hi)
     if fl["horizon_reaches_start"]:
         ax.plot([], [], " ", label=f"horizon: reaches t = 1 (all {T} steps)")
         return
@@ -407,21 +411,10 @@ def _reverse_flow_marks(ax, layer: dict, flow: np.ndarray, ref: float, T: int, r
     ax.axhline(
         thr, color=GREY, ls="--", lw=1.1, label=f"vanishing threshold {ratio:g} × value at t = 1 = {fmt(thr)}"
     )
-    rate = fl["decay_rate"]
-    if rate is not None and np.isfinite(rate):
-        t = np.linspace(1, T, 200)
-        with np.errstate(over="ignore", under="ignore"):
-            log10_y = math.log10(ref) - rate * (t - 1) / math.log(10)  # falls by `rate` per step towards T
-            y = np.where((log10_y > math.log10(lo)) & (log10_y < math.log10(hi)), 10**log10_y, np.nan)
-        ax.plot(
-            t,
-            y,
-            color=OKABE_ITO["black"],
-            lw=0.9,
-            ls="-.",
-            alpha=0.7,
-            label=f"fitted decay rate {fmt(rate)}/step towards T (×{fmt(fl['factor_per_step'])})",
-        )
+    if fl.get("decay_fit") is not None:
+        _draw_fit(ax, fl, T, True)
+    else:
+        _draw_decay(ax, fl, ref, T, lo, hi, reverse=True)
     if fl["horizon_reaches_start"]:
         ax.plot([], [], " ", label=f"horizon: reaches t = T (all {T} steps)")
         return
@@ -458,14 +451,16 @@ def _ylim(values: np.ndarray, threshold: float) -> tuple[float, float]:
     return 10 ** (math.log10(lo) - 0.08 * span), 10 ** (math.log10(hi) + 0.12 * span)
 
 
-def _draw_decay(ax, fl: dict, ref: float, T: int, lo: float, hi: float) -> None:
-    """The fitted decay rate as a line of that slope through the value at the loss."""
+def _draw_decay(ax, fl: dict, ref: float, T: int, lo: float, hi: float, reverse: bool = False) -> None:
+    """Documents before schema 5 (no `decay_fit`): the Theil–Sen rate over all steps as a line of
+    that slope through the value where the gradient enters (t = T; t = 1 for a reverse unit)."""
     rate = fl["decay_rate"]
     if rate is None or not np.isfinite(rate):
         return
     t = np.linspace(1, T, 200)
+    back = (t - 1) if reverse else (T - t)  # steps back from where the gradient enters
     with np.errstate(over="ignore", under="ignore"):
-        log10_y = math.log10(ref) - rate * (T - t) / math.log(10)  # ln n falls by `rate` per step back
+        log10_y = math.log10(ref) - rate * back / math.log(10)  # ln n falls by `rate` per step back
         y = np.where((log10_y > math.log10(lo)) & (log10_y < math.log10(hi)), 10**log10_y, np.nan)
     ax.plot(
         t,
@@ -475,8 +470,40 @@ def _draw_decay(ax, fl: dict, ref: float, T: int, lo: float, hi: float) -> None:
         ls="-.",
         alpha=0.7,
         label=f"fitted decay rate {fmt(fl['decay_rate'])}/step (×{fmt(fl['factor_per_step'])} per step back;"
-        "\nTheil–Sen slope, drawn through the value at t = T)",
+        "\nTheil–Sen slope over all steps)",
     )
+
+
+FIT_COLORS = (OKABE_ITO["black"], OKABE_ITO["orange"])
+
+
+def _draw_fit(ax, fl: dict, T: int, reverse: bool) -> None:
+    """Each fitted exponential of `flow.decay_fit` over the steps where it was fitted (within the
+    horizon window), and the change point; nothing is extrapolated beyond its window."""
+    segs = fl["decay_fit"]["segments"]
+    for j, seg in enumerate(segs):
+        k0, k1 = seg["steps_back"]
+        t = [1 + k0, 1 + k1] if reverse else [T - k0, T - k1]
+        a, b = t
+        which = "" if len(segs) == 1 else ("first, " if j == 0 else "then, ")
+        ax.plot(
+            t,
+            seg["fitted_norm"],
+            color=FIT_COLORS[j],
+            lw=1.6,
+            ls="--",
+            zorder=5,
+            label=f"fit {which}t = {a}..{b}: {fmt(seg['rate'])}/step (×{fmt(seg['factor_per_step'])})",
+        )
+    change = fl["decay_fit"]["change_steps_back"]
+    if change is not None:
+        t_c = 1 + change if reverse else T - change
+        ax.plot(
+            [t_c], [segs[1]["fitted_norm"][0]], "o", ms=6, mfc="white", mec=OKABE_ITO["orange"], mew=1.5,
+            zorder=6, label=f"the decay rate changes at t = {t_c}",
+        )  # fmt: skip
+    elif not segs:
+        ax.plot([], [], " ", label="too few finite steps within the horizon to fit a decay")
 
 
 @styled
@@ -562,9 +589,9 @@ def _saturation_status(doc: dict, layer: int, name: str, H: int) -> tuple[str, l
     """A saturation panel's status line and the findings (LD201/LD202) about that gate."""
     g = doc["layers"][layer]["gates"][name]
     if name == "forget":
-        status = f"closed {g['stuck_low']}/{H} · open (integrators) {g['stuck_high']}/{H}"
+        status = f"stuck closed {g['stuck_low']}/{H} · integrators {g['stuck_high']}/{H}"
     else:
-        status = f"stuck units: {g['stuck_units']}/{H}"
+        status = f"stuck units {g['stuck_units']}/{H}"
     flagged = [
         f["code"]
         for f in doc["findings"]
@@ -574,8 +601,6 @@ def _saturation_status(doc: dict, layer: int, name: str, H: int) -> tuple[str, l
             or (f["code"] == "LD202" and (g["stuck_low"] if name == "forget" else g["stuck_units"]))
         )
     ]
-    if flagged:
-        status += " · " + ", ".join(flagged)
     return status, flagged
 
 
@@ -586,8 +611,9 @@ def saturation(doc: dict, layer: int = 0) -> Figure:
     L = doc["layers"][layer]
     dcfg = doc["config"]["diagnostics"]
     eps, stuck = dcfg["saturation_threshold"], dcfg["stuck_fraction"]
-    fig = new_figure(13.0, 4.9)
+    fig = new_figure(14.0, 5.3)
     axes = fig.subplots(1, 4)
+    fig.get_layout_engine().set(wspace=0.06)
     for ax, name in zip(axes, GATES, strict=True):
         g = L["gates"][name]
         x = np.asarray(g["unit_saturated_low"], np.float64)
@@ -619,13 +645,13 @@ def saturation(doc: dict, layer: int = 0) -> Figure:
         sym = GATE_SYMBOL[name]
         if name == "cell":
             ax.set_xlabel(f"fraction of time left-saturated\n({sym} < {2 * eps - 1:g})")
-            ax.set_ylabel(f"fraction of time right-saturated ({sym} > {1 - 2 * eps:g})")
+            ax.set_ylabel(f"fraction of time right-saturated\n({sym} > {1 - 2 * eps:g})")
         else:
             ax.set_xlabel(f"fraction of time left-saturated\n({sym} < {eps:g})")
-            ax.set_ylabel(f"fraction of time right-saturated ({sym} > {1 - eps:g})")
+            ax.set_ylabel(f"fraction of time right-saturated\n({sym} > {1 - eps:g})")
         status, flagged = _saturation_status(doc, layer, name, H)
         ax.set_title(
-            f"{name} ({sym})\n{status}",
+            f"{name} ({sym})" + (f" · {', '.join(flagged)}" if flagged else "") + f"\n{status}",
             color=OKABE_ITO["vermillion"] if flagged else "black",
             fontweight="bold" if flagged else "normal",
         )
@@ -647,6 +673,38 @@ def saturation(doc: dict, layer: int = 0) -> Figure:
     title = f"Gate saturation per unit (Karpathy et al. 2015) — {_name(doc, layer)}"
     _header(fig, title, doc, L["verdict"], note, layer)
     return fig
+
+
+def forget_headline(L: dict, T: int) -> tuple[str, str]:
+    """The forget-gate figure's headline and its colour, from the numbers the figure shows.
+
+    The retention e^(mean ln f) is a geometric mean over all entries: a few small f pull it
+    down while other units keep f near 1, and those units carry gradient along the cell path
+    whatever the mean. So the headline says the forget gates alone erase the gradient only
+    when no unit's own product of f stays above the threshold over the T steps
+    (`flow.cell_path_open_units` = 0); otherwise it counts the units that keep it open.
+    """
+    fl = L["flow"]
+    H = len(L["gates"]["forget"]["unit_saturated_low"])
+    open_units, longest = fl.get("cell_path_open_units"), fl.get("cell_path_horizon_max")
+    if open_units is None:  # a document from before schema 5: the average unit only
+        if fl["cell_path_horizon"] < T:
+            text = f"average cell-path horizon {fmt(fl['cell_path_horizon'])} < T = {T} steps"
+            return text, OKABE_ITO["vermillion"]
+        return f"cell-path horizon {fmt(fl['cell_path_horizon'])} ≥ T = {T} steps", OKABE_ITO["bluish_green"]
+    if open_units == 0:
+        return (
+            f"no unit keeps its cell path open over T = {T} steps (longest per-unit horizon "
+            f"{fmt(longest)}):\nthe forget gates alone erase the gradient",
+            OKABE_ITO["vermillion"],
+        )
+    short = L["verdict"] == "vanishing" and not fl["horizon_reaches_start"]
+    tail = f" within the {fl['horizon']}-step gradient horizon" if short else ""
+    return (
+        f"{open_units} of {H} units keep their cell path open over all T = {T} steps:\n"
+        f"the forget gates alone do not erase the gradient{tail}",
+        OKABE_ITO["orange"] if short else OKABE_ITO["bluish_green"],
+    )
 
 
 @styled
@@ -680,9 +738,18 @@ def forget_gate(doc: dict, layer: int = 0) -> Figure:
         ret,
         color=OKABE_ITO["black"],
         lw=1.6,
-        label=f"retention e^(mean ln f) = {fmt(ret)}: τ ≈ {fmt(fl['forget_time_constant'])} steps,"
-        f"\ncell-path horizon {fmt(fl['cell_path_horizon'])} steps",
+        label=f"retention e^(mean ln f) = {fmt(ret)}, geometric mean over all entries: "
+        f"τ ≈ {fmt(fl['forget_time_constant'])} steps,\naverage cell-path horizon "
+        f"{fmt(fl['cell_path_horizon'])} steps",
     )
+    if fl.get("cell_path_open_units") is not None:
+        H = len(L["gates"]["forget"]["unit_saturated_low"])
+        ax.plot(
+            [], [], " ",
+            label=f"per unit: {fl['cell_path_open_units']} of {H} keep Π f above "
+            f"{doc['config']['diagnostics']['vanishing_ratio']:g} over T = {T} steps; "
+            f"longest horizon {fmt(fl['cell_path_horizon_max'])} steps",
+        )  # fmt: skip
     if T > 1:
         f_T = 1 - 1 / T
         ax.axvline(
@@ -692,7 +759,7 @@ def forget_gate(doc: dict, layer: int = 0) -> Figure:
             lw=1.3,
             label=f"τ = T = {T} steps (f = {f_T:.4g}): memory as long as the sequence",
         )
-    ax.legend(loc="upper left", frameon=True, framealpha=0.9)
+    ax.legend(loc="best", frameon=True, framealpha=0.9)
     # the time constant on a top axis: tau = 1 / (1 - f), in steps
     top = ax.twiny()
     top.set_xlim(ax.get_xlim())
@@ -702,20 +769,8 @@ def forget_gate(doc: dict, layer: int = 0) -> Figure:
     top.set_xlabel("forget time constant τ = 1 / (1 − f)  (steps)")
     top.grid(False)
     top.spines["top"].set_visible(True)
-    short = fl["cell_path_horizon"] < T
-    verdict_txt = (
-        f"cell-path horizon {fmt(fl['cell_path_horizon'])} < T = {T} steps: the forget gates alone erase the "
-        "gradient"
-        if short
-        else f"cell-path horizon {fmt(fl['cell_path_horizon'])} ≥ T = {T} steps"
-    )
-    ax.set_title(
-        f"{_name(doc, layer)}: {verdict_txt}",
-        loc="left",
-        fontweight="bold",
-        color=OKABE_ITO["vermillion"] if short else OKABE_ITO["bluish_green"],
-        pad=34,
-    )
+    verdict_txt, color = forget_headline(L, T)
+    ax.set_title(f"{_name(doc, layer)}: {verdict_txt}", loc="left", fontweight="bold", color=color, pad=34)
     codes = _layer_codes(doc, layer, ("LD103", "LD2"))
     _header(
         fig,
