@@ -134,13 +134,16 @@ def test_grad_flow_draws_the_documents_norms_threshold_and_horizon(van_doc, van_
     np.testing.assert_array_equal(hz.get_xdata(), T - fl["horizon"])
     assert f"{fl['horizon']} steps back" in hz.get_label()
     assert line(ax, "loss at t = T").get_xdata()[0] == T
-    decay = line(ax, "fitted decay rate")
-    assert plots.fmt(fl["decay_rate"]) in decay.get_label()
-    # the fitted line has the documented slope: ln y falls by decay_rate per step back
-    x, y = decay.get_xdata(), decay.get_ydata()
-    ok = np.isfinite(y)
-    slope = np.polyfit(x[ok], np.log(y[ok]), 1)[0]
-    np.testing.assert_allclose(slope, fl["decay_rate"], rtol=1e-9)
+    # each fitted exponential (flow.decay_fit) is drawn only over its steps, with its slope
+    segs = fl["decay_fit"]["segments"]
+    assert segs
+    for seg in segs:
+        k0, k1 = seg["steps_back"]
+        fit = next(ln for ln in ax.get_lines() if f"t = {T - k0}..{T - k1}:" in ln.get_label())
+        assert plots.fmt(seg["rate"]) in fit.get_label()
+        x, y = fit.get_xdata(), fit.get_ydata()
+        assert list(x) == [T - k0, T - k1] and T - k1 >= T - fl["horizon"]  # within the horizon
+        np.testing.assert_allclose(np.log(y[0] / y[1]) / (k1 - k0), seg["rate"], rtol=1e-9)
     # verdict at a glance: coloured panel title and badge
     assert title_color(ax) == VERDICT_COLOR["vanishing"]
     assert "VANISHING" in ax.get_title(loc="left")
