@@ -693,9 +693,11 @@ def forget_headline(L: dict, T: int) -> tuple[str, str]:
             return text, OKABE_ITO["vermillion"]
         return f"cell-path horizon {fmt(fl['cell_path_horizon'])} ≥ T = {T} steps", OKABE_ITO["bluish_green"]
     if open_units == 0:
+        shorter = L["verdict"] == "vanishing" and not fl["horizon_reaches_start"] and fl["horizon"] < longest
+        tail = f" (the {fl['horizon']}-step gradient horizon is shorter still)" if shorter else ""
         return (
             f"no unit keeps its cell path open over T = {T} steps (longest per-unit horizon "
-            f"{fmt(longest)}):\nthe forget gates alone erase the gradient",
+            f"{fmt(longest)}):\nthe forget gates alone erase the gradient within {fmt(longest)} steps{tail}",
             OKABE_ITO["vermillion"],
         )
     short = L["verdict"] == "vanishing" and not fl["horizon_reaches_start"]
