@@ -136,6 +136,16 @@ class GateAccumulator:
         self.sat_per_step.append(sat_rows.reshape(T, B, 4).sum(axis=1))
         self.low_per_unit += low_u.reshape(4, H)
         self.high_per_unit += high_u.reshape(4, H)
+        self._forget_units(a2[:, H : 2 * H], R)
+
+    def _forget_units(self, f: np.ndarray, R: int) -> None:
+        """Per-unit sums of ln f (the compiled pass keeps only the total), R rows at a time."""
+        y = np.empty((min(R, f.shape[0]), f.shape[1]))  # float64 scratch
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for r0 in range(0, f.shape[0], R):
+                x = y[: min(R, f.shape[0] - r0)]
+                np.log(f[r0 : r0 + R], out=x, dtype=np.float64)
+                self.log_f_unit += x.sum(axis=0)
 
     def _moments(self, a: np.ndarray, x: np.ndarray, ones: np.ndarray) -> None:
         """Merge the per-gate count, mean and M2 of one chunk a (rows, 4H); x: float64 scratch."""
