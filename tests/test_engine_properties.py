@@ -222,6 +222,33 @@ def test_guard_takes_a_large_direct_term_after_deep_vanishing():
         np.testing.assert_allclose(got.params[name], g, rtol=1e-3, atol=1e-6 * np.abs(g).max(), err_msg=name)
 
 
+def test_guard_takes_a_small_direct_term_with_a_projection():
+    """With proj_size, δh_t has P entries, not H: a direct term that arrives while the
+    state is scaled (here 1e-30 at step 10, after dL/dc_t vanished to 1e-41) is added at
+    the current scale in a (B, P) buffer. Matches float64 like the cases above."""
+    rng = np.random.default_rng(9)
+    T, B, I, H, P = 400, 3, 4, 8, 3
+    s = 1 / np.sqrt(H)
+    W_ih, W_hh = rng.uniform(-s, s, (4 * H, I)), rng.uniform(-s, s, (4 * H, P))
+    W_hr = rng.uniform(-s, s, (P, H))
+    b = rng.uniform(-2 * s, 2 * s, 4 * H)
+    x = rng.normal(size=(T, B, I))
+    dh_in = np.zeros((T, B, P))
+    dh_in[-1] = rng.normal(size=(B, P)) * 1e-2
+    dh_in[10] = rng.normal(size=(B, P)) * 1e-30
+
+    def grads(dtype):
+        W_ih_, W_hh_, W_hr_, b_, x_, d_ = (a.astype(dtype) for a in (W_ih, W_hh, W_hr, b, x, dh_in))
+        cache = engine.layer_forward(W_ih_, W_hh_, b_, x_, W_hr=W_hr_)
+        return engine.layer_backward(W_ih_, W_hh_, cache, d_, W_hr=W_hr_)
+
+    ref, got = grads(np.float64), grads(np.float32)
+    assert np.abs(ref.dc[200]).max() < 1e-40 and np.abs(ref.dc[10]).max() < 1e-25
+    step_max = np.abs(ref.dc).max(axis=(1, 2), keepdims=True)
+    err = np.abs(got.dc.astype(np.float64) - ref.dc)
+    assert not (err > 2e-4 * step_max + 2.0**-149).any()
+
+
 def test_segments_in_the_subnormal_range_agree_with_one_sequence():
     """The checkpointed path runs layer_backward per segment, handing dh0/dc0 on as true
     (unscaled, here subnormal) values: the guard rescales them at once, so each segment

@@ -422,10 +422,7 @@ def _layer_backward(
     dh[T - 1] = 0.0 if dh_next is None else dh_next
     K = max(1, min(T, _CHUNK // (B * H4)))  # steps per chunk
     dh_dc = np.empty((K, B, H), dt)  # ∂h_t/∂c_t = o_t ⊙ (1 - tanh² c_t) of one chunk
-    scaled_in = np.empty((B, H), dt)
-    fi = np.finfo(dt)
-    guard_below = float(np.ldexp(fi.tiny, _GUARD_BITS))
-    guard_above = float(np.ldexp(1.0, _GUARD_BITS))
+    guard = _Guard(dt, (B, R))
     e, exps = 0, [0] * T
     # Per-step views made once, outside the loop (no allocation inside it).
     dh_, dc_, dz_, f_, dh_in_ = list(dh), list(dc), list(dz), list(f), list(dh_in)
@@ -433,28 +430,14 @@ def _layer_backward(
     dc_b_ = list(dc[:, :, None, :])  # (B, 1, H), broadcast over the i, f, g blocks
     dh_out_ = [dh0] + dh_[:-1]  # where step t's W_hh^T δz_t goes
     dh_dc_ = list(dh_dc)
-    active = active.tolist()
+    active, due = active.tolist(), guard.due(active)
     for t1 in range(T, 0, -K):
         t0 = max(0, t1 - K)
         _local_derivatives(cache, slice(t0, t1), dz, dh_dc[: t1 - t0])
         for t in range(t1 - 1, t0 - 1, -1):
             dh_t, dc_t = dh_[t], dc_[t]
-            if e or (T - 1 - t) % _GUARD_EVERY == 0:  # subnormal guard, on the state entering step t
-                m = max(dc_carry.max(), -dc_carry.min(), dh_t.max(), -dh_t.min())
-                if 0.0 < m < guard_below or (e and m > guard_above):
-                    k = max(-int(np.frexp(m)[1]), -e)  # m 2^k in [0.5, 1), never below the true scale
-                    e += _rescale(min(k, fi.maxexp - 2), dh_t, dc_carry)
-            if active[t]:  # eq. (8): δh_t = ∂ℓ/∂h_t + W_hh^T δz_{t+1}
-                if e:  # the direct term must fit at the current scale; lower the scale if not
-                    d = dh_in_[t]
-                    m = max(d.max(), -d.min())
-                    if m > 0.0:
-                        k = max(-int(np.frexp(m)[1]), 0) - e
-                        if k < 0:
-                            e += _rescale(k, dh_t, dc_carry)
-                    dh_t += np.ldexp(d, e, scaled_in) if e else d
-                else:
-                    dh_t += dh_in_[t]
+            if e or due[t]:  # subnormal guard; eq. (8): δh_t = ∂ℓ/∂h_t + W_hh^T δz_{t+1}
+                e = guard.enter(T - 1 - t, dh_t, dc_carry, dh_in_[t] if active[t] else None)
             if W_hr is None:
                 dm_t = dh_t
             else:
@@ -489,6 +472,52 @@ def _local_derivatives(cache: LayerCache, s: slice, dz: np.ndarray, q: np.ndarra
     np.multiply(tanh_c, tanh_c, q)
     np.subtract(1.0, q, q)
     q *= o  # ∂h_t/∂c_t = o (1 - tanh² c)
+
+
+class _Guard:
+    """The subnormal guard of one BPTT loop (see above) and eq. (8)'s direct term at its
+    scale; the NumPy step loop and the fused one (core/fused.py) both call `enter`."""
+
+    def __init__(self, dt: np.dtype, shape: tuple[int, int]):
+        fi = np.finfo(dt)
+        self.below = float(np.ldexp(fi.tiny, _GUARD_BITS))
+        self.above = float(np.ldexp(1.0, _GUARD_BITS))
+        self.top = fi.maxexp - 2  # the largest k of one rescale
+        self.scaled_in = np.empty(shape, dt)  # (B, R) the direct term at the current scale
+        self.e = 0  # the state is held scaled by 2^e
+
+    @staticmethod
+    def due(active: np.ndarray) -> list[bool]:
+        """Per step t (T,): whether `enter` has work while the state is unscaled, i.e. a
+        size check (every _GUARD_EVERY steps from the end) or a direct term (active[t]).
+        While the state is scaled (e > 0) every step is due."""
+        T = len(active)
+        check = (T - 1 - np.arange(T)) % _GUARD_EVERY == 0
+        return (check | np.asarray(active, bool)).tolist()
+
+    def enter(self, done: int, dh_t: np.ndarray, carry: np.ndarray, d: np.ndarray | None) -> int:
+        """The state (dh_t, carry) entering a step, after `done` steps: rescaled in place if
+        it left the guard's band (checked every _GUARD_EVERY steps, every step while scaled);
+        then eq. (8), δh_t = ∂ℓ/∂h_t + W_hh^T δz_{t+1}: the direct term d (B, R), if any,
+        added to dh_t at the current scale. Returns the step's exponent e."""
+        e = self.e
+        if e or done % _GUARD_EVERY == 0:
+            m = max(carry.max(), -carry.min(), dh_t.max(), -dh_t.min())
+            if 0.0 < m < self.below or (e and m > self.above):
+                k = max(-int(np.frexp(m)[1]), -e)  # m 2^k in [0.5, 1), never below the true scale
+                e += _rescale(min(k, self.top), dh_t, carry)
+        if d is not None:
+            if e:  # the direct term must fit at the current scale; lower the scale if not
+                m = max(d.max(), -d.min())
+                if m > 0.0:
+                    k = max(-int(np.frexp(m)[1]), 0) - e
+                    if k < 0:
+                        e += _rescale(k, dh_t, carry)
+                dh_t += np.ldexp(d, e, self.scaled_in) if e else d
+            else:
+                dh_t += d
+        self.e = e
+        return e
 
 
 def _rescale(k: int, *state: np.ndarray) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import _GUARD_BITS, _GUARD_EVERY, LayerCache, LayerGrads, _negated_transpose, _rescale
+from .engine import LayerCache, LayerGrads, _Guard, _negated_transpose
 from .fused_kernels import KERNELS, gate_pass, state_pass, sum_squares
 
 
@@ -70,34 +70,16 @@ def layer_backward_scaled(
     dh0 = np.empty((B, H), dt)
     carry = np.zeros((B, H), dt) if dc_next is None else np.array(dc_next, dt)  # δc_{t+1} ⊙ f_{t+1}
     dh[T - 1] = 0.0 if dh_next is None else dh_next
-    scaled_in = np.empty((B, H), dt)
-    fi = np.finfo(dt)
-    guard_below = float(np.ldexp(fi.tiny, _GUARD_BITS))
-    guard_above = float(np.ldexp(1.0, _GUARD_BITS))
+    guard = _Guard(dt, (B, H))  # the subnormal guard, as engine._layer_backward
     e, exps = 0, [0] * T
     dh_, dz_, dh_in_ = list(dh), list(dz), list(dh_in)
     dh_out_ = [dh0] + dh_[:-1]  # where step t's W_hh^T δz_t goes
-    active = active.tolist()
+    active, due = active.tolist(), guard.due(active)
     c = cache.c  # c[t] = c_{t-1} of step t
     tanh_c = cache.tanh_c
     for t in range(T - 1, -1, -1):
-        dh_t = dh_[t]
-        if e or (T - 1 - t) % _GUARD_EVERY == 0:  # subnormal guard, as engine._layer_backward
-            m = max(carry.max(), -carry.min(), dh_t.max(), -dh_t.min())
-            if 0.0 < m < guard_below or (e and m > guard_above):
-                k = max(-int(np.frexp(m)[1]), -e)
-                e += _rescale(min(k, fi.maxexp - 2), dh_t, carry)
-        if active[t]:  # eq. (8): δh_t = ∂ℓ/∂h_t + W_hh^T δz_{t+1}
-            if e:
-                d = dh_in_[t]
-                m = max(d.max(), -d.min())
-                if m > 0.0:
-                    k = max(-int(np.frexp(m)[1]), 0) - e
-                    if k < 0:
-                        e += _rescale(k, dh_t, carry)
-                dh_t += np.ldexp(d, e, scaled_in) if e else d
-            else:
-                dh_t += dh_in_[t]
+        if e or due[t]:  # subnormal guard; eq. (8): δh_t = ∂ℓ/∂h_t + W_hh^T δz_{t+1}
+            e = guard.enter(T - 1 - t, dh_[t], carry, dh_in_[t] if active[t] else None)
         backward_step(gates, c, tanh_c, dh, carry, dc, dz, t)  # eqs. (9)-(13)
         np.matmul(dz_[t], W_hh, dh_out_[t])  # (B, 4H) @ (4H, H): W_hh^T δz_t, into δh_{t-1}
         exps[t] = e
