@@ -7,9 +7,11 @@
     weight_hr_l{k}  (P, H)      projection (proj_size P > 0)   W_hr
     ..._reverse                 the same for the reverse direction of a bidirectional layer
     head.weight (O, H_out), head.bias (O)
+    embedding.weight (V, I)     the embedding in front of the LSTM (token ids in the data)
 
 Gate blocks inside each 4H axis are in the order i, f, g, o. Files may store these
 names under a prefix (`lstm.weight_ih_l0`); setup/weights.py matches them.
+This module imports nothing: the file readers (formats/) name what they convert with it too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 HEAD_WEIGHT = "head.weight"
 HEAD_BIAS = "head.bias"
+EMBEDDING_WEIGHT = "embedding.weight"
 
 _NAME = re.compile(rf"^(?P<kind>{'|'.join(KINDS)})_l(?P<layer>\d+)(?P<rev>_reverse)?$")
 

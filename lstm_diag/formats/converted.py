@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.names import param_name
 from ..errors import InputError
 
 MAX_ARRAY_BYTES = 4 * 2**30  # one weight array of an LSTM model; larger is refused before reading
@@ -47,6 +48,12 @@ class Converted:
         if self.head_activation is not None:
             m["head activation"] = self.head_activation
         return m
+
+
+def lstm_name(kind: str, layer: int, reverse: bool | int = False) -> str:
+    """The converted LSTM's parameter names: `lstm.` + nn.LSTM's (core/names.py), e.g.
+    lstm_name("weight_hh", 1, True) -> "lstm.weight_hh_l1_reverse"."""
+    return "lstm." + param_name(kind, layer, reverse)
 
 
 def reorder_blocks(a: np.ndarray, order: list[int], axis: int = 0) -> np.ndarray:

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.names import EMBEDDING_WEIGHT, HEAD_BIAS, HEAD_WEIGHT
 from ..errors import InputError
-from .converted import Converted, check_size, float_array, need
+from .converted import Converted, check_size, float_array, lstm_name, need
 
 MAX_CONFIG_BYTES = 16 * 2**20
 MAX_H5_BYTES = 8 * 2**30
@@ -402,7 +403,7 @@ def _embedding(layer: KLayer | None, conv: Converted, p: Path) -> int | None:
     E = _read(layer, "embeddings", p)  # (V, I)
     if E.ndim != 2:
         raise InputError(f"{p}: Embedding {layer.name!r} has embeddings of shape {E.shape}, expected (V, I)")
-    conv.put("embedding.weight", E, f"{_origin(layer, 'embeddings')} (V, I), as is")
+    conv.put(EMBEDDING_WEIGHT, E, f"{_origin(layer, 'embeddings')} (V, I), as is")
     return E.shape[1]
 
 
@@ -450,13 +451,13 @@ def _recurrent(
         backward = cfg.get("backward_layer", {}).get("config", {})
         _lstm_config(inner, layer.name, p, True)
         _lstm_config(backward, layer.name, p, True)
-        directions = [("forward.", ""), ("backward.", "_reverse")]
+        directions = [("forward.", False), ("backward.", True)]
     else:
         inner = cfg
         _lstm_config(inner, layer.name, p, False)
-        directions = [("", "")]
-    for role_prefix, sfx in directions:
-        H = _direction(layer, role_prefix, f"_l{k}{sfx}", width, H, conv, p)
+        directions = [("", False)]
+    for role_prefix, reverse in directions:
+        H = _direction(layer, role_prefix, (k, reverse), width, H, conv, p)
     returns_sequences = inner.get("return_sequences") if inner else None
     if not top and returns_sequences is False:
         raise InputError(f"{p}: LSTM {layer.name!r} has return_sequences=False but another LSTM follows it")
@@ -480,8 +481,16 @@ def _recurrent(
 
 
 def _direction(
-    layer: KLayer, role: str, suffix: str, width: int | None, H: int | None, conv: Converted, p: Path
+    layer: KLayer,
+    role: str,
+    unit: tuple[int, bool],
+    width: int | None,
+    H: int | None,
+    conv: Converted,
+    p: Path,
 ) -> int:
+    """One direction (`role` "", "forward." or "backward.") of a Keras LSTM layer as nn.LSTM's
+    unit (layer k, reverse); returns its hidden size."""
     kernel, recurrent = _read(layer, role + "kernel", p), _read(layer, role + "recurrent_kernel", p)
     what = f"LSTM {layer.name!r}" + (f" ({role[:-1]} direction)" if role else "")
     h = recurrent.shape[0] if recurrent.ndim == 2 else -1
@@ -504,12 +513,12 @@ def _direction(
     if width is not None and kernel.shape[0] != width:
         raise InputError(f"{p}: {what}: kernel {kernel.shape} does not read the {width} features below it")
     conv.put(
-        f"lstm.weight_ih{suffix}",
+        lstm_name("weight_ih", *unit),
         np.ascontiguousarray(kernel.T),
         f"{_origin(layer, role + 'kernel')} (I, 4H), transposed; gates i, f, c, o = i, f, g, o",
     )
     conv.put(
-        f"lstm.weight_hh{suffix}",
+        lstm_name("weight_hh", *unit),
         np.ascontiguousarray(recurrent.T),
         f"{_origin(layer, role + 'recurrent_kernel')} (H, 4H), transposed",
     )
@@ -517,10 +526,9 @@ def _direction(
         bias = _read(layer, role + "bias", p)
         if bias.shape != (4 * h,):
             raise InputError(f"{p}: {what}: bias {bias.shape}, expected ({4 * h},)")
-        conv.put(f"lstm.bias_ih{suffix}", bias, f"{_origin(layer, role + 'bias')} (4H), as is")
-        conv.put(
-            f"lstm.bias_hh{suffix}", np.zeros_like(bias), "zeros (Keras has one bias; only the sum counts)"
-        )
+        conv.put(lstm_name("bias_ih", *unit), bias, f"{_origin(layer, role + 'bias')} (4H), as is")
+        zeros = "zeros (Keras has one bias; only the sum counts)"
+        conv.put(lstm_name("bias_hh", *unit), np.zeros_like(bias), zeros)
     return h
 
 
@@ -542,9 +550,9 @@ def _dense(layer: KLayer, width: int, conv: Converted, p: Path) -> None:
         raise InputError(
             f"{p}: Dense {layer.name!r} kernel {W.shape} does not read the LSTM's {width} outputs"
         )
-    conv.put("head.weight", np.ascontiguousarray(W.T), f"{_origin(layer, 'kernel')} (H, O), transposed")
+    conv.put(HEAD_WEIGHT, np.ascontiguousarray(W.T), f"{_origin(layer, 'kernel')} (H, O), transposed")
     if "bias" in layer.vars:
         b = _read(layer, "bias", p)
-        conv.put("head.bias", b, f"{_origin(layer, 'bias')} (O), as is")
+        conv.put(HEAD_BIAS, b, f"{_origin(layer, 'bias')} (O), as is")
     else:
-        conv.put("head.bias", np.zeros(W.shape[1], W.dtype), "zeros (Dense with use_bias=False)")
+        conv.put(HEAD_BIAS, np.zeros(W.shape[1], W.dtype), "zeros (Dense with use_bias=False)")

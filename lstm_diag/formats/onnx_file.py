@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.names import EMBEDDING_WEIGHT, HEAD_BIAS, HEAD_WEIGHT
 from ..errors import InputError
-from .converted import Converted, check_size, float_array, need, reorder_blocks
+from .converted import Converted, check_size, float_array, lstm_name, need, reorder_blocks
 
 ONNX_BLOCK = [0, 2, 3, 1]  # PyTorch block j (i, f, g, o) <- ONNX block (i, o, f, c)
 MAX_ONNX_BYTES = 2 * 2**30  # protobuf's own limit for one message
@@ -237,30 +238,29 @@ class Graph:
         self._sequence_lens(node, who, conv)
         for index, what in ((5, "initial_h"), (6, "initial_c")):
             self._initial(node, index, what, who, conv)
-        for d, sfx in enumerate(["", "_reverse"][:D]):
-            s = f"_l{k}{sfx}"
+        for d in range(D):  # direction 1 is nn.LSTM's reverse
             conv.put(
-                f"lstm.weight_ih{s}",
+                lstm_name("weight_ih", k, d),
                 reorder_blocks(W[d], ONNX_BLOCK),
                 f"W {node.input[1]!r}[{d}] (4H, I), blocks i, o, f, c -> i, f, g, o",
             )
             conv.put(
-                f"lstm.weight_hh{s}",
+                lstm_name("weight_hh", k, d),
                 reorder_blocks(R[d], ONNX_BLOCK),
                 f"R {node.input[2]!r}[{d}] (4H, H), blocks reordered",
             )
             if B is None:
                 z = np.zeros(4 * h, W.dtype)
-                conv.put(f"lstm.bias_ih{s}", z, "zeros (the node has no B)")
-                conv.put(f"lstm.bias_hh{s}", z.copy(), "zeros (the node has no B)")
+                conv.put(lstm_name("bias_ih", k, d), z, "zeros (the node has no B)")
+                conv.put(lstm_name("bias_hh", k, d), z.copy(), "zeros (the node has no B)")
             else:
                 conv.put(
-                    f"lstm.bias_ih{s}",
+                    lstm_name("bias_ih", k, d),
                     reorder_blocks(B[d, : 4 * h], ONNX_BLOCK),
                     f"B {node.input[3]!r}[{d}, :4H] (Wb), blocks reordered",
                 )
                 conv.put(
-                    f"lstm.bias_hh{s}",
+                    lstm_name("bias_hh", k, d),
                     reorder_blocks(B[d, 4 * h :], ONNX_BLOCK),
                     f"B {node.input[3]!r}[{d}, 4H:] (Rb), blocks reordered",
                 )
@@ -532,7 +532,7 @@ class Graph:
             return None
         E = float_array(E, self.p, f"embedding {node.input[0]!r}")
         conv.put(
-            "embedding.weight", E, f"Gather of {node.input[0]!r} (V, I) by input {node.input[1]!r}, as is"
+            EMBEDDING_WEIGHT, E, f"Gather of {node.input[0]!r} (V, I) by input {node.input[1]!r}, as is"
         )
         return E.shape[1]
 
@@ -613,12 +613,12 @@ class Graph:
             )
             return
         W = float_array(W, self.p, "the head's weight")
-        conv.put("head.weight", np.ascontiguousarray(W), origin)
+        conv.put(HEAD_WEIGHT, np.ascontiguousarray(W), origin)
         if b is None:
-            conv.put("head.bias", np.zeros(O, W.dtype), "zeros (the head has no bias)")
+            conv.put(HEAD_BIAS, np.zeros(O, W.dtype), "zeros (the head has no bias)")
         else:
             conv.put(
-                "head.bias",
+                HEAD_BIAS,
                 float_array(np.broadcast_to(b, (O,)).copy(), self.p, "the head's bias"),
                 "the head's bias (O), as is",
             )
