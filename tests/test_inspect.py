@@ -102,6 +102,18 @@ def test_names_from_the_file_are_shown_inert(tmp_path):
     table = cli("inspect", tmp_path / "w.npz").stdout
     assert "\x1b" not in table and "\x07" not in table and "\\x1b]0;owned\\x07" in table
     markdown = cli("inspect", tmp_path / "w.npz", "--format", "markdown").stdout
-    assert "<script>" not in markdown and "\\<script\\>\\|" in markdown
+    assert "<script>" not in markdown and "&lt;script&gt;\\|\\#\\# x\\_\\[y\\](z)" in markdown
     doc = json.loads(cli("inspect", tmp_path / "w.npz", "--format", "json").stdout)
     assert hostile in {a["name"] for a in doc["arrays"]}  # JSON keeps the exact name, escaped by JSON
+
+
+def test_a_long_name_is_cut_in_displays_and_whole_in_json(tmp_path):
+    long = "lstm.extra_" + "x" * 5000
+    arrays = {f"lstm.{k}": np.zeros(s) for k, s in [("weight_ih_l0", (8, 1)), ("weight_hh_l0", (8, 2))]}
+    arrays[long] = np.zeros(3)
+    np.savez(tmp_path / "w.npz", **arrays)
+    for fmt in ("table", "markdown"):
+        out = cli("inspect", tmp_path / "w.npz", "--format", fmt).stdout
+        assert "x" * 5000 not in out and "(5011 characters)" in out, fmt
+    doc = json.loads(cli("inspect", tmp_path / "w.npz", "--format", "json").stdout)
+    assert long in {a["name"] for a in doc["arrays"]}

@@ -41,9 +41,9 @@ def terminal(text: Any) -> str:
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]#!|~$])")
 
 
-def markdown(text: Any) -> str:
+def markdown(text: Any, limit: int = MAX_CHARS) -> str:
     """Inert in markdown: no heading, link, image, emphasis, table cell break or tag."""
-    s = plain(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = plain(text, limit).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 

@@ -2,31 +2,26 @@
 
 Names come from the file and may hold anything (a hostile pickle can name a tensor
 with terminal escapes or markdown): every name is shown inert, control characters
-escaped, rich markup and markdown syntax neutralised.
+escaped, markdown syntax neutralised (report/inert.py: `plain` for rich Text, which
+parses no markup, and `markdown`). Names and paths are cut to inert.MAX_CHARS characters
+in displays; the JSON keeps them whole.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from .inert import markdown, plain
 from .text import table
 
 MAX_ROWS = 400  # arrays listed in the table; the JSON always has all of them
 
 
-def plain(text: Any) -> str:
-    """One printable line: control characters shown escaped (\\x1b, \\n...)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
-def md(text: Any) -> str:
-    """Inert in markdown (a table cell): markdown syntax and HTML characters escaped."""
-    return re.sub(r"([\\`*_\[\]<>|$~])", r"\\\1", plain(text))
+SENTENCE = 4000  # characters of one summary line (made of names, each already cut to MAX_CHARS)
 
 
 def _shape(shape: list[int]) -> str:
@@ -37,20 +32,20 @@ def summary(doc: dict) -> list[tuple[str, str]]:
     """What was found, as (label, plain sentence) pairs (shared by the table and markdown)."""
     rows = [("file", f"{plain(doc['file'])} ({doc['format']})")]
     if doc["note"]:
-        rows.append(("note", plain(doc["note"])))
+        rows.append(("note", plain(doc["note"], SENTENCE)))
     if doc.get("converted"):
-        rows.append(("source layout", plain(doc["converted"]["source"])))
-        rows += [("conversion", plain(n)) for n in doc["converted"]["notes"]]
+        rows.append(("source layout", plain(doc["converted"]["source"], SENTENCE)))
+        rows += [("conversion", plain(n, SENTENCE)) for n in doc["converted"]["notes"]]
     m = doc["model"]
     if m is None:
-        rows.append(("model", plain(doc["problem"])))
+        rows.append(("model", plain(doc["problem"], SENTENCE)))
         if "model.weights_key" in doc["problem"] or "model.lstm" in doc["problem"]:
             rows.append(("hint", "lstm-diag inspect FILE --weights-key SECTION (or --lstm PREFIX)"))
     else:
         rows += _model_rows(m)
     for u in doc["unused"]:
         count = f" ({u['count']} arrays)" if u["count"] > 1 else ""
-        rows.append(("unused", f"{plain(u['names'])}{count}: {plain(u['reason'])}"))
+        rows.append(("unused", f"{plain(u['names'], SENTENCE)}{count}: {plain(u['reason'], SENTENCE)}"))
     meta = {k: v for k, v in doc["meta"].items() if not (doc.get("converted") and k == "source layout")}
     if meta:
         top = sorted(meta.items(), key=lambda kv: "." in kv[0])  # epoch, step first
@@ -84,7 +79,7 @@ def _model_rows(m: dict) -> list[tuple[str, str]]:
             ("embedding", f"{len(m['embedding_candidates'])} candidates ({names}); model.embedding picks")
         )
     if m["engine"] != "supported":
-        rows.append(("engine", plain(m["engine"])))
+        rows.append(("engine", plain(m["engine"], SENTENCE)))
     return rows
 
 
@@ -99,20 +94,20 @@ def render_table(doc: dict) -> Group:
     for col in ("name", "shape", "dtype", "role"):
         t.add_column(col, no_wrap=col != "role")
     for a in doc["arrays"][:MAX_ROWS]:
-        t.add_row(Text(plain(a["name"])), _shape(a["shape"]), a["dtype"], Text(plain(a["role"])))
+        t.add_row(Text(plain(a["name"])), _shape(a["shape"]), a["dtype"], Text(plain(a["role"], SENTENCE)))
     parts: list[Any] = [head, t]
     if len(doc["arrays"]) > MAX_ROWS:
         parts.append(Text(f"... and {len(doc['arrays']) - MAX_ROWS} more (all of them: --format json)"))
     if doc.get("converted"):
-        parts.append(Text("\n".join(plain(x) for x in doc["converted"]["mapping"])))
+        parts.append(Text("\n".join(plain(x, SENTENCE) for x in doc["converted"]["mapping"])))
     return Group(*parts)
 
 
 def render_markdown(doc: dict) -> str:
-    out = [f"## lstm-diag inspect: {md(doc['file'])}", ""]
-    out += [f"- **{label}**: {md(text)}" for label, text in summary(doc)]
+    out = [f"## lstm-diag inspect: {markdown(doc['file'])}", ""]
+    out += [f"- **{label}**: {markdown(text, SENTENCE)}" for label, text in summary(doc)]
     out += ["", "| name | shape | dtype | role |", "| --- | --- | --- | --- |"]
-    out += [
-        f"| {md(a['name'])} | {_shape(a['shape'])} | {a['dtype']} | {md(a['role'])} |" for a in doc["arrays"]
-    ]
+    for a in doc["arrays"]:
+        name, role = markdown(a["name"]), markdown(a["role"], SENTENCE)
+        out.append(f"| {name} | {_shape(a['shape'])} | {a['dtype']} | {role} |")
     return "\n".join(out) + "\n"
