@@ -548,9 +548,32 @@ def test_fifo_output_is_written_in_place(tmp_path):
     assert got == [b'{"a": 1}'] and fifo.is_fifo()
 
 
-def test_trailing_slash_means_a_folder_and_symlinks_are_not_followed(tmp_path):
-    one_error_line(run("analyze", "--format", "json", "-o", f"{tmp_path}/newdir/"), "newdir/", "folder")
-    assert not (tmp_path / "newdir").exists()
+def test_a_folder_as_file_output_gets_the_default_name_inside(tmp_path, tiny_config):
+    """`-o out/` (trailing slash; created if missing) or an existing folder: the command's
+    default name inside it, never a file called `out`."""
+    tiny = ["--set", "model.input_size=3", "--set", "model.hidden_size=4", "--set", "data.seq_len=6"]
+    r = run("analyze", *tiny, "--no-dynamics", "--format", "json", "-o", f"{tmp_path}/new/",
+            "--save-weights", f"{tmp_path}/w/")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "new" / "lstm-diag-analyze.json").read_text())["command"] == "analyze"
+    assert sorted(np.load(tmp_path / "w" / "weights.npz"))[0].startswith("head.")
+    r = run("analyze", *tiny, "--no-dynamics", "--format", "markdown", "-o", tmp_path / "new")  # exists
+    assert r.exit_code == 0 and (tmp_path / "new" / "lstm-diag-analyze.md").read_text().startswith("#")
+    cfg = tmp_path / "cfg" / "c.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(tiny_config.read_text() + "train: {metrics: runs/, save_weights: final/}\n")
+    r = run("train", cfg, "--steps", "2", "--clip", "none")
+    assert r.exit_code == 0, r.output
+    assert (cfg.parent / "runs" / "metrics.jsonl").read_text().count("\n") == 2  # relative to the config
+    assert [p.name for p in (cfg.parent / "final").iterdir()] == ["weights.none.npz"]
+    r = run("convert", tmp_path / "w" / "weights.npz", "--to", f"{tmp_path}/conv/")
+    assert r.exit_code == 0 and (tmp_path / "conv" / "weights.npz").is_file(), r.output
+    weights = tmp_path / "w" / "weights.npz"
+    one_error_line(run("convert", weights, "--to", tmp_path / "w"), "is the input file")  # w/weights.npz
+    # report -o out/: tests/test_command_contract.py (a report costs seconds of figures)
+
+
+def test_symlinks_are_not_followed(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     link = tmp_path / "m.jsonl"

@@ -48,9 +48,10 @@ def test_plot_and_report_take_output_and_list_paths_on_stderr(tiny_config, tmp_p
     written = [Path(line.split(" to ", 1)[1]) for line in r.stderr.splitlines()]
     assert written and all(p.is_file() and p.parent == tmp_path / "figs" for p in written)
     no_dynamics = ("--set", "diagnostics.dynamics=false")
-    r = run("report", tiny_config, "--output", tmp_path / "r.html", "--dpi", 30, *no_dynamics)
+    r = run("report", tiny_config, "--output", f"{tmp_path}/rep/", "--dpi", 30, *no_dynamics)  # a folder
     assert r.exit_code == 0 and r.stdout == "", r.output
-    assert r.stderr.strip() == f"report written to {tmp_path / 'r.html'}"
+    assert r.stderr.strip() == f"report written to {tmp_path / 'rep' / 'lstm-diag-report.html'}"
+    assert (tmp_path / "rep" / "lstm-diag-report.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_train_fail_on_exits_1_after_its_output(tiny_config):

@@ -38,6 +38,9 @@ Examples:
 """
 
 
+SUFFIX = {"json": "json", "markdown": "md", "table": "txt"}  # of -o FOLDER/lstm-diag-analyze.*
+
+
 @click.command("analyze", epilog=EPILOG)
 @config_argument
 @set_option
@@ -46,13 +49,14 @@ Examples:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
-    help="Write the report to this file instead of stdout (atomically: a temporary file, then a rename).",
+    type=click.Path(),
+    help="Write the report to this file instead of stdout (atomically: a temporary file, then a "
+    "rename); a folder (out/) gets lstm-diag-analyze.json, .md or .txt by --format.",
 )
 @click.option(
     "--save-weights",
-    type=click.Path(dir_okay=False),
-    help="Write the model's weights (PyTorch names) to this .npz.",
+    type=click.Path(),
+    help="Write the model's weights (PyTorch names) to this .npz; a folder (out/) gets weights.npz.",
 )
 @click.option(
     "--plots",
@@ -111,15 +115,17 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
         render(doc, console)
         text = None if output is None else console.export_text()
     if output is not None:
-        from ..setup.outputs import atomic_write_text
+        from ..setup.outputs import atomic_write_text, into_folder
 
-        stderr_console().print(f"report written to {atomic_write_text(output, text)}")
+        path = atomic_write_text(into_folder(output, f"lstm-diag-analyze.{SUFFIX[fmt]}"), text)
+        stderr_console().print(f"report written to {path}")
     elif text is not None:
         click.echo(text, nl=False)
     if save_weights:
+        from ..setup.outputs import into_folder
         from ..setup.outputs import save_weights as write_weights
 
-        path = write_weights(save_weights, result.problem.params)
+        path = write_weights(into_folder(save_weights, "weights.npz"), result.problem.params)
         stderr_console().print(f"weights written to {path}")
     if plots:
         from ..report.figures.analysis import figures

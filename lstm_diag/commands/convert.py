@@ -27,8 +27,9 @@ where `model` has submodules `lstm` (nn.LSTM(batch_first=True)) and `head`
     "--to",
     "target",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="Output file: .npz or .safetensors (the extension decides).",
+    type=click.Path(),
+    help="Output file: .npz or .safetensors (the extension decides); a folder (out/) gets SOURCE's name "
+    "with .npz.",
 )
 @click.option(
     "--prefix",
@@ -51,11 +52,13 @@ def convert_cmd(source, target, prefix, lstm_only, fmt):
     written and where it came from; the written path goes to stderr.
     """
     from ..formats.sniff import read_arrays
+    from ..setup.outputs import into_folder
     from ..setup.state_dict import state_dict, write_state_dict
 
     loaded = read_arrays(source)
     sd = state_dict(loaded, prefix, lstm_only)
-    path = write_state_dict(target, sd, loaded)
+    name = f"{loaded.path.name.split('.')[0] or 'model'}.npz"  # of --to FOLDER/
+    path = write_state_dict(into_folder(target, name), sd, loaded)
     if fmt == "json":
         doc = {
             "source": str(loaded.path),

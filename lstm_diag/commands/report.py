@@ -19,6 +19,9 @@ attach it to an issue or a PR. Its path is printed on stderr.
 """
 
 
+DEFAULT_NAME = "lstm-diag-report.html"
+
+
 @click.command("report", epilog=EPILOG)
 @config_argument
 @set_option
@@ -27,10 +30,10 @@ attach it to an issue or a PR. Its path is printed on stderr.
     "--output",
     "--out",
     "out_file",
-    type=click.Path(dir_okay=False),
-    default="lstm-diag-report.html",
+    type=click.Path(),
+    default=DEFAULT_NAME,
     show_default=True,
-    help="The HTML file to write (its folder is created if missing).",
+    help=f"The HTML file to write (its folder is created if missing); a folder (out/) gets {DEFAULT_NAME}.",
 )
 @dpi_option
 @debug_option
@@ -46,9 +49,9 @@ def report_cmd(config, overrides, out_file, dpi):
     from ..report.figures.analysis import figures, source_label
     from ..report.figures.style import figure_bytes
     from ..report.html import render_html
-    from ..setup.outputs import atomic_write_text
+    from ..setup.outputs import atomic_write_text, into_folder
 
     doc = analysis_document(config, overrides)
     images = {name: figure_bytes(fig, "png", dpi) for name, fig in figures(doc)}
-    path = atomic_write_text(out_file, render_html(doc, images, source_label(doc)))
+    path = atomic_write_text(into_folder(out_file, DEFAULT_NAME), render_html(doc, images, source_label(doc)))
     click.echo(f"report written to {path}", err=True)

@@ -68,12 +68,12 @@ def _show_step(bar: ProgressBar, labels: list[str], event) -> None:
 
 
 def _save_weights(result, target: str, err) -> None:
-    """Each setting's final weights: OUT.npz -> OUT.<setting>.npz, paths on stderr."""
-    from pathlib import Path
-
+    """Each setting's final weights: OUT.npz -> OUT.<setting>.npz (a folder: weights.<setting>.npz
+    inside it), paths on stderr."""
+    from ..setup.outputs import into_folder
     from ..setup.outputs import save_weights as write_weights
 
-    out = Path(target)
+    out = into_folder(target, "weights.npz")
     for run in result.runs:
         name = f"{out.stem}.{run.setting.slug}{out.suffix or '.npz'}"
         path = write_weights(out.with_name(name), run.params)
@@ -93,8 +93,10 @@ def _run(cfg, bar: ProgressBar, stop: _StopFlag, labels: list[str]):
         nonlocal writer
         if cfg.train.metrics:
             from ..report.train_render import MetricsWriter
+            from ..setup.outputs import into_folder
 
-            writer = MetricsWriter(cfg.train.metrics, cfg.model.num_layers, bool(cfg.train.snapshot_every))
+            metrics = into_folder(cfg.train.metrics, "metrics.jsonl")
+            writer = MetricsWriter(metrics, cfg.model.num_layers, bool(cfg.train.snapshot_every))
         bar.start()
 
     def on_step(event):
@@ -145,13 +147,15 @@ def _run(cfg, bar: ProgressBar, stop: _StopFlag, labels: list[str]):
 )
 @click.option(
     "--metrics",
-    type=click.Path(dir_okay=False),
-    help="Stream the logged metrics to FILE.jsonl or FILE.csv, one line per logged step and setting.",
+    type=click.Path(),
+    help="Stream the logged metrics to FILE.jsonl or FILE.csv, one line per logged step and setting; "
+    "a folder (out/) gets metrics.jsonl.",
 )
 @click.option(
     "--save-weights",
-    type=click.Path(dir_okay=False),
-    help="Write each setting's final weights: OUT.npz -> OUT.<setting>.npz (PyTorch names).",
+    type=click.Path(),
+    help="Write each setting's final weights: OUT.npz -> OUT.<setting>.npz (PyTorch names); a folder "
+    "(out/) gets weights.<setting>.npz.",
 )
 @click.option("--plots", type=click.Path(file_okay=False), help="Write loss, norm and horizon figures here.")
 @set_option

@@ -608,7 +608,8 @@ def _resolved(path: str, what: str, base: Path) -> str:
     except RuntimeError:  # ~name of a user this machine does not have, or no home folder
         head = path.split("/", 1)[0]
         raise ConfigError(f"{what}: cannot expand {head!r}: no such user or home folder") from None
-    return str(p if p.is_absolute() else (base / p).resolve())
+    folder = "/" if path.endswith("/") else ""  # `out/` names a folder: keep the slash
+    return str(p if p.is_absolute() else (base / p).resolve()) + folder
 
 
 def format_validation_error(err: ValidationError) -> str:

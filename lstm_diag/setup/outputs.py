@@ -6,7 +6,9 @@
   alone).
 - A path that is not a regular file (a terminal, `/dev/stdout`, a pipe, a FIFO, a
   character device) is written directly, appending, never replaced or truncated.
-- A path that ends in `/` names a folder, never a file.
+- A path that ends in `/` names a folder, never a file. A command's FILE output given as
+  a folder (`-o out/`, or an existing folder) is written inside it under the command's
+  default name (`into_folder`); the folder is created if missing.
 - Any failure (no space: ENOSPC, file too large: EFBIG, read-only: EROFS, permission:
   EACCES...) raises `OutputError` naming the path; the previous file is intact and no
   temporary file is left.
@@ -84,6 +86,20 @@ def check_target(path: str | Path) -> Path:
     if p.is_dir() and not p.is_symlink():
         raise OutputError(f"{p}: is a folder, cannot write a file there")
     return p
+
+
+def names_folder(path: str | Path) -> bool:
+    """`out/` (a trailing slash), `.`, `..`, or an existing folder (not a link to one: a
+    link is replaced by the file, never followed)."""
+    text = str(path)
+    if text.endswith(("/", os.sep)) or text in (".", ".."):
+        return True
+    return os.path.isdir(text) and not os.path.islink(text)
+
+
+def into_folder(path: str | Path, name: str) -> Path:
+    """A command's FILE output: `path` itself, or `path/name` when `path` names a folder."""
+    return Path(path) / name if names_folder(path) else Path(path)
 
 
 def _parent(p: Path) -> None:
