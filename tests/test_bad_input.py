@@ -414,6 +414,30 @@ def test_compare_and_train_totals_are_budgeted():
     one_error_line(run("train", "--set", "model.hidden_size=30000", "--steps", "1"), "train.clip")
 
 
+def test_train_on_a_data_file_budgets_each_settings_optimizer_state(tmp_path, monkeypatch):
+    """train keeps, per clip setting, parameters, gradients and optimizer state (Adam: 2
+    more): 4 settings of a 2.2 MB model need ~37 MB, over a 20 MB limit, although one
+    analysis (2 copies, 4.4 MB, plus 8 MB of caches) fits; and it holds the whole file
+    but caches one minibatch: a file whose whole-batch analysis would not fit still trains."""
+    from lstm_diag.formats import budget
+
+    monkeypatch.setattr(budget, "memory_limit", lambda: 20 * 2**20)
+    rng = np.random.default_rng(0)
+    small = tmp_path / "small.npz"
+    np.savez(small, x=rng.normal(size=(20, 10, 8)), y=rng.normal(size=(20, 1)))
+    model = ["--set", "model.input_size=8", "--set", "model.hidden_size=256", "--set", "data.task=file"]
+    assert run("analyze", *model, "--set", f"data.path={small}", "--no-dynamics").exit_code == 0
+    args = ["train", *model, "--set", f"data.path={small}", "--steps", "1", "--optimizer", "adam"]
+    one_error_line(run(*args), "train.clip settings x train.optimizer", "limit 21.0 MB")
+    assert run(*args, "--clip", "none").exit_code == 0  # one setting: ~11 MB
+    many = tmp_path / "many.npz"  # 2000 sequences: a whole-batch analysis needs ~80 MB of caches
+    np.savez(many, x=rng.normal(size=(2000, 10, 2)), y=rng.normal(size=(2000, 1)))
+    tiny = ["--set", "model.input_size=2", "--set", "model.hidden_size=32", "--set", "data.task=file"]
+    one_error_line(run("analyze", *tiny, "--set", f"data.path={many}", "--no-dynamics"), "many.npz")
+    r = run("train", *tiny, "--set", f"data.path={many}", "--steps", "2", "--clip", "none")
+    assert r.exit_code == 0, r.output
+
+
 def test_data_file_budget_uses_the_header_shape(tmp_path, monkeypatch):
     from lstm_diag.formats import budget
 

@@ -306,7 +306,7 @@ class TrainResult:
 def _initial(config: Config) -> tuple[dict, tuple | None]:
     """The initial parameters, and a data file's whole (x, y, h0, c0) (None for a task)."""
     from ..errors import ConfigError
-    from ..setup.problem import build, check_memory, make_params, rngs
+    from ..setup.problem import build, check_train_memory, make_params, rngs
 
     if config.loss.type == "upstream":
         raise ConfigError(
@@ -320,11 +320,11 @@ def _initial(config: Config) -> tuple[dict, tuple | None]:
             f"{field}: picks the batches analyze reads; train draws its own batches from the data "
             "stream (a task's from its first batch, a file's minibatches over all its sequences)"
         )
-    if config.data.task != "file":  # a file's budget is checked by build() from its shapes
-        check_memory(config, "train")
+    check_train_memory(config)  # a data file's sizes from its header, before it is read
+    if config.data.task != "file":
         return make_params(config, rngs(config.seed)[0]), None
     # every sequence of the file (data.batch_size: the minibatch)
-    problem = build(config.patched({"data.batch_size": None}))
+    problem = build(config.patched({"data.batch_size": None}), budget=False)
     # with the embedding when the file holds token ids: trained too
     return problem.params, (problem.x, problem.y, problem.h0, problem.c0)
 

@@ -177,22 +177,27 @@ def parameter_count(config: Config) -> int:
     return n
 
 
-def memory_parts(config: Config, command: str = "analyze", runs: int = 1, jobs: int = 1) -> dict[str, int]:
+def memory_parts(
+    config: Config, command: str = "analyze", runs: int = 1, jobs: int = 1, held: int | None = None
+) -> dict[str, int]:
     """Planned peak bytes, by what drives them (keys name the config fields), from sizes alone.
 
     analyze/plot/report/gradcheck: parameters and their gradients, the forward/backward
     caches (`estimated_bytes`) and the dynamics section; with data.batches > 1 (analyze),
     one batch's caches at a time plus every batch's summary. train: per clip setting its
-    parameters, gradients and optimizer state, and one step's caches. compare: `jobs`
-    analyses at once, plus every run's plan and result kept until the end (seeds x runs).
+    parameters, gradients and optimizer state, and one step's caches (data.batch_size is
+    the minibatch; `held`: the sequences kept in memory, a data file's all, else the
+    minibatch). compare: `jobs` analyses at once, plus every run's plan and result kept
+    until the end (seeds x runs).
     """
     d = config.diagnostics
     itemsize = 4 if config.dtype == "float32" else 8
     P = parameter_count(config) * itemsize
     mode = "full" if d.memory == "full" or command == "train" else "checkpoint"
     m, dc = config.model, config.data
-    data = itemsize * 3 * dc.seq_len * dc.batch_size * max(m.input_size, m.output_size)
-    caches = estimated_bytes(config, mode=mode) - data
+    step_data = itemsize * 3 * dc.seq_len * dc.batch_size * max(m.input_size, m.output_size)
+    caches = estimated_bytes(config, mode=mode) - step_data
+    data = step_data if held is None else itemsize * 3 * dc.seq_len * held * max(m.input_size, m.output_size)
     dyn = dynamics_bytes(config)
     if not (mode == "full" and d.dynamics and dyn <= d.memory_budget_mb * 2**20) or command == "train":
         dyn = 0
@@ -222,7 +227,12 @@ def memory_parts(config: Config, command: str = "analyze", runs: int = 1, jobs: 
 
 
 def check_memory(
-    config: Config, command: str = "analyze", runs: int = 1, jobs: int = 1, source: str = ""
+    config: Config,
+    command: str = "analyze",
+    runs: int = 1,
+    jobs: int = 1,
+    source: str = "",
+    held: int | None = None,
 ) -> None:
     """Exit 2 before anything is allocated if the plan needs more than the memory budget
     (formats/budget.py: 80% of RAM, of `ulimit -v` and of a cgroup limit), naming the
@@ -230,7 +240,7 @@ def check_memory(
     m, dc = config.model, config.data
     if None in (dc.batch_size, dc.seq_len, m.input_size, m.hidden_size, m.output_size):
         return  # sizes a file decides: checked again from its headers before it is read
-    parts = memory_parts(config, command, runs, jobs)
+    parts = memory_parts(config, command, runs, jobs, held)
     need, limit = sum(parts.values()), budget.memory_limit()
     if need > limit:
         top = max(parts, key=parts.__getitem__)
@@ -248,15 +258,10 @@ def check_memory(
 
 def _check_file_budget(config: Config) -> None:
     """The memory estimate with the data file's (B, T) as its headers declare them."""
-    from ..formats.npz import open_npz
-
-    info = open_npz(config.data.path, "data").info
-    main = "x" if "x" in info else "tokens" if "tokens" in info else None
-    if main is None or len(info[main].shape) < 2:
+    shape = _file_shape(config)
+    if shape is None:
         return  # load_data names what is missing
-    B, T = info[main].shape[:2]  # time-major files swap them: the product is what counts
-    if config.data.layout == "time_major":
-        B, T = T, B
+    B, T = shape
     if config.data.batch_size is not None:
         _check_file_length(config, B)
     if B > 0 and T > 0:
@@ -264,18 +269,49 @@ def _check_file_budget(config: Config) -> None:
         check_memory(config.patched(whole), source=str(config.data.path))
 
 
-def build(config: Config) -> Problem:
+def _file_shape(config: Config) -> tuple[int, int] | None:
+    """(B, T) of the data file's x (or tokens) from its header, before any array is read;
+    None when load_data will name what is missing."""
+    from ..formats.npz import open_npz
+
+    info = open_npz(config.data.path, "data").info
+    main = "x" if "x" in info else "tokens" if "tokens" in info else None
+    if main is None or len(info[main].shape) < 2:
+        return None
+    B, T = (int(s) for s in info[main].shape[:2])
+    return (T, B) if config.data.layout == "time_major" else (B, T)
+
+
+def check_train_memory(config: Config) -> None:
+    """train's plan before anything is allocated: per clip setting the parameters, gradients
+    and optimizer state; one minibatch's caches; the data held, a data file's every
+    sequence (its sizes from the file's header)."""
+    from .config import DEFAULT_BATCH_SIZE
+
+    if config.data.task != "file":
+        check_memory(config, "train")
+        return
+    shape = _file_shape(config)
+    if shape is not None and min(shape) > 0:
+        N, T = shape
+        bs = min(config.data.batch_size or DEFAULT_BATCH_SIZE, N)
+        minibatch = config.patched({"data.batch_size": bs, "data.seq_len": min(config.data.seq_len or T, T)})
+        check_memory(minibatch, "train", source=str(config.data.path), held=N)
+
+
+def build(config: Config, budget: bool = True) -> Problem:
     """Parameters and data for a config: one batch (data.batch_index). A data file's sizes are
-    used unless data.batch_size / data.seq_len are given (setup/datafile.py)."""
+    used unless data.batch_size / data.seq_len are given (setup/datafile.py).
+    `budget=False`: the caller checked its own plan (train: `check_train_memory`)."""
     if config.data.batches > 1:
         raise ConfigError(
             f"data.batches: {config.data.batches} batches are read by analyze, plot and report; this "
             "command runs on one batch (data.batch_index picks which)"
         )
-    return next(problems(config))
+    return next(problems(config, budget))
 
 
-def problems(config: Config) -> Iterator[Problem]:
+def problems(config: Config, budget: bool = True) -> Iterator[Problem]:
     """One Problem per batch: data.batches consecutive batches from data.batch_index, the same
     parameters (drawn or read once), each with its config's data.batch_index set to the batch
     and data.batches to 1, so that `build(problem.config)` alone makes the same problem.
@@ -293,7 +329,8 @@ def problems(config: Config) -> Iterator[Problem]:
         return config.patched({"data.batch_index": k, "data.batches": 1}) if d.batches > 1 else config
 
     if d.task != "file":
-        check_memory(config)
+        if budget:
+            check_memory(config)
         params = make_params(config, init_rng)
         for _ in range(first):
             make_data(config, data_rng)  # the stream's earlier batches, drawn and dropped
@@ -301,11 +338,12 @@ def problems(config: Config) -> Iterator[Problem]:
             x, y = make_data(config, data_rng)
             yield Problem(config=one(k), spec=spec_of(config), params=params, x=x, y=y)
         return
-    _check_file_budget(config)  # from the data file's headers, before any array is read
+    if budget:
+        _check_file_budget(config)  # from the data file's headers, before any array is read
     arrays = read_npz(Path(d.path), "data")
     params = None
     for k in indices:
-        problem, params = _file_problem(one(k), arrays, params, init_rng)
+        problem, params = _file_problem(one(k), arrays, params, init_rng, budget)
         yield problem
 
 
@@ -320,12 +358,15 @@ def _check_file_length(config: Config, B: int) -> None:
         )
 
 
-def _file_problem(config: Config, arrays: dict, params: dict | None, init_rng) -> tuple[Problem, dict]:
+def _file_problem(
+    config: Config, arrays: dict, params: dict | None, init_rng, budget: bool = True
+) -> tuple[Problem, dict]:
     """The Problem of one batch of a data file (its arrays already read); the parameters are
     made on the first call and passed back for the next ones."""
     data = load_data(config, spec_of(config), arrays)
     config = config.patched({"data.batch_size": data.batch, "data.seq_len": data.steps})
-    check_memory(config)
+    if budget:
+        check_memory(config)
     if params is None:
         params = make_params(config, init_rng, embedding=data.tokens is not None)
     x = data.x
