@@ -584,3 +584,15 @@ def test_convert_a_pytorch_checkpoint_keeps_the_model_and_leaves_the_optimizer(t
     original = torch.load(src, weights_only=False)["model"]  # our own fixture, written by PyTorch
     for new, info in doc["arrays"].items():
         np.testing.assert_array_equal(sd[new], original[info["from"].removeprefix("model.")].numpy())
+
+
+def test_a_stacked_layer_must_keep_the_hidden_size_and_read_the_width_below():
+    """Both converters check each LSTM of a stack against the one below it (converted.py)."""
+    from lstm_diag.formats.converted import check_stacked
+
+    check_stacked("m.keras: LSTM 'b'", 8, 8, "kernel (8, 32)", 8, 8)  # fits
+    check_stacked("m.onnx: LSTM 'first'", 8, None, "W (1, 32, 5)", 5, None)  # the first layer
+    with pytest.raises(InputError, match=r"m.keras: LSTM 'b' has hidden size 6 and the LSTM below it 8"):
+        check_stacked("m.keras: LSTM 'b'", 6, 8, "kernel (8, 24)", 8, 8)
+    with pytest.raises(InputError, match=r"W \(1, 32, 5\) does not read the 8 features below it"):
+        check_stacked("m.onnx: LSTM 'second'", 8, 8, "W (1, 32, 5)", 5, 8)

@@ -50,6 +50,19 @@ class Converted:
         return m
 
 
+def check_stacked(who: str, h: int, H: int | None, weight: str, reads: int, width: int | None) -> None:
+    """One LSTM layer of a converted stack: its hidden size h must be the layers' below (H,
+    None for the first: nn.LSTM and the engine have one hidden size), and its input weight
+    (`weight`, e.g. "kernel (8, 64)") must read the `width` features below it (None: any)."""
+    if H is not None and h != H:
+        raise InputError(
+            f"{who} has hidden size {h} and the LSTM below it {H}: nn.LSTM (and the engine) "
+            "need one hidden size for all layers"
+        )
+    if width is not None and reads != width:
+        raise InputError(f"{who}: {weight} does not read the {width} features below it")
+
+
 def lstm_name(kind: str, layer: int, reverse: bool | int = False) -> str:
     """The converted LSTM's parameter names: `lstm.` + nn.LSTM's (core/names.py), e.g.
     lstm_name("weight_hh", 1, True) -> "lstm.weight_hh_l1_reverse"."""

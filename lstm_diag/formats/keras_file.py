@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core.names import EMBEDDING_WEIGHT, HEAD_BIAS, HEAD_WEIGHT
 from ..errors import InputError
-from .converted import Converted, check_size, float_array, lstm_name, need
+from .converted import Converted, check_size, check_stacked, float_array, lstm_name, need
 
 MAX_CONFIG_BYTES = 16 * 2**20
 MAX_H5_BYTES = 8 * 2**30
@@ -87,11 +87,9 @@ class KLayer:
 
 def read_keras(path: str | Path):
     """A Keras file as a LoadedFile of PyTorch-named arrays (see formats/loaded.py)."""
-    from .loaded import eager
+    from .loaded import from_converted
 
-    p = Path(path)
-    conv = convert_keras(p)
-    return eager(p, "keras", conv.arrays, meta=conv.meta(), converted=conv)
+    return from_converted(Path(path), "keras", convert_keras(path))
 
 
 def convert_keras(path: str | Path) -> Converted:
@@ -505,13 +503,7 @@ def _direction(
         )
     if recurrent.shape[1] != 4 * h:
         raise InputError(f"{p}: {what}: recurrent_kernel {recurrent.shape} is not (H, 4H)")
-    if H is not None and h != H:
-        raise InputError(
-            f"{p}: {what} has {h} units and the LSTM below it {H}: nn.LSTM (and the engine) "
-            "need one hidden size for all layers"
-        )
-    if width is not None and kernel.shape[0] != width:
-        raise InputError(f"{p}: {what}: kernel {kernel.shape} does not read the {width} features below it")
+    check_stacked(f"{p}: {what}", h, H, f"kernel {kernel.shape}", kernel.shape[0], width)
     conv.put(
         lstm_name("weight_ih", *unit),
         np.ascontiguousarray(kernel.T),

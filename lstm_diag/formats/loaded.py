@@ -115,6 +115,11 @@ def eager(path: Path, fmt: str, arrays: dict[str, np.ndarray], **kw: Any) -> Loa
     return LoadedFile(path=path, format=fmt, arrays=arrays, info=info, **kw)
 
 
+def from_converted(path: Path, fmt: str, conv: Converted) -> LoadedFile:
+    """A Keras or ONNX model's conversion (formats/converted.py) as a LoadedFile."""
+    return eager(path, fmt, conv.arrays, meta=conv.meta(), converted=conv)
+
+
 @dataclass
 class Flat:
     """A checkpoint tree flattened: leaves that are arrays, scalars, and the rest."""

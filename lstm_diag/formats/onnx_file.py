@@ -38,7 +38,7 @@ import numpy as np
 
 from ..core.names import EMBEDDING_WEIGHT, HEAD_BIAS, HEAD_WEIGHT
 from ..errors import InputError
-from .converted import Converted, check_size, float_array, lstm_name, need, reorder_blocks
+from .converted import Converted, check_size, check_stacked, float_array, lstm_name, need, reorder_blocks
 
 ONNX_BLOCK = [0, 2, 3, 1]  # PyTorch block j (i, f, g, o) <- ONNX block (i, o, f, c)
 MAX_ONNX_BYTES = 2 * 2**30  # protobuf's own limit for one message
@@ -48,11 +48,9 @@ PASS = ("Identity", "Cast")  # nodes a constant is seen through
 
 def read_onnx(path: str | Path):
     """An ONNX model as a LoadedFile of PyTorch-named arrays (see formats/loaded.py)."""
-    from .loaded import eager
+    from .loaded import from_converted
 
-    p = Path(path)
-    conv = convert_onnx(p)
-    return eager(p, "onnx", conv.arrays, meta=conv.meta(), converted=conv)
+    return from_converted(Path(path), "onnx", convert_onnx(path))
 
 
 def convert_onnx(path: str | Path) -> Converted:
@@ -227,13 +225,7 @@ class Graph:
             raise InputError(f"{who}: hidden_size={at['hidden_size']} but R has shape {R.shape}")
         if B is not None and B.shape != (D, 8 * h):
             raise InputError(f"{who}: B {B.shape}, expected [D={D}, 8H={8 * h}]")
-        if H is not None and h != H:
-            raise InputError(
-                f"{who}: hidden size {h}, the LSTM below it {H}: nn.LSTM (and the engine) need "
-                "one hidden size for all layers"
-            )
-        if width is not None and W.shape[2] != width:
-            raise InputError(f"{who}: W {W.shape} does not read the {width} features below it")
+        check_stacked(who, h, H, f"W {W.shape}", W.shape[2], width)
         self._peepholes(node, who)
         self._sequence_lens(node, who, conv)
         for index, what in ((5, "initial_h"), (6, "initial_c")):
