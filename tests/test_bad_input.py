@@ -595,6 +595,14 @@ def test_a_folder_as_file_output_gets_the_default_name_inside(tmp_path, tiny_con
     weights = tmp_path / "w" / "weights.npz"
     one_error_line(run("convert", weights, "--to", tmp_path / "w"), "is the input file")  # w/weights.npz
     # report -o out/: tests/test_command_contract.py (a report costs seconds of figures)
+    # a path that cannot be written is exit 2 before any work (here: before the weights are read)
+    (tmp_path / "afile").write_text("a file")
+    nope = ["--set", f"model.weights={tmp_path / 'nope.npz'}"]
+    for cmd in (["analyze", "-o"], ["analyze", "--save-weights"], ["report", "-o"], ["train", "--metrics"],
+                ["train", "--save-weights"]):  # fmt: skip
+        one_error_line(run(*cmd, tmp_path / "afile" / "x.json", *nope), "afile is a file, not a folder")
+    bad_to = tmp_path / "afile" / "x.npz"
+    one_error_line(run("convert", tmp_path / "nope.pt", "--to", bad_to), "afile is a file")
 
 
 def test_symlinks_are_not_followed(tmp_path):

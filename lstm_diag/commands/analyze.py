@@ -89,7 +89,10 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
     codes, messages and remedies.
     """
     from ..features.analysis import SCHEMA_VERSION, analyze, run_source
+    from ..setup.outputs import into_folder
 
+    target = into_folder(output, f"lstm-diag-analyze.{SUFFIX[fmt]}") if output is not None else None
+    weights_to = into_folder(save_weights, "weights.npz") if save_weights else None
     if no_dynamics:
         overrides = (*overrides, "diagnostics.dynamics=false")
     if batches is not None:
@@ -114,18 +117,16 @@ def analyze_cmd(config, overrides, fmt, fail_on, output, save_weights, plots, no
         console = stdout_console() if output is None else file_console()
         render(doc, console)
         text = None if output is None else console.export_text()
-    if output is not None:
-        from ..setup.outputs import atomic_write_text, into_folder
+    if target is not None:
+        from ..setup.outputs import atomic_write_text
 
-        path = atomic_write_text(into_folder(output, f"lstm-diag-analyze.{SUFFIX[fmt]}"), text)
-        stderr_console().print(f"report written to {path}")
+        stderr_console().print(f"report written to {atomic_write_text(target, text)}")
     elif text is not None:
         click.echo(text, nl=False)
-    if save_weights:
-        from ..setup.outputs import into_folder
+    if weights_to is not None:
         from ..setup.outputs import save_weights as write_weights
 
-        path = write_weights(into_folder(save_weights, "weights.npz"), result.problem.params)
+        path = write_weights(weights_to, result.problem.params)
         stderr_console().print(f"weights written to {path}")
     if plots:
         from ..report.figures.analysis import figures

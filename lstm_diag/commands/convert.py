@@ -51,14 +51,17 @@ def convert_cmd(source, target, prefix, lstm_only, fmt):
     written atomically (a temporary file, then a rename). The table lists every array
     written and where it came from; the written path goes to stderr.
     """
+    from pathlib import Path
+
     from ..formats.sniff import read_arrays
     from ..setup.outputs import into_folder
     from ..setup.state_dict import state_dict, write_state_dict
 
+    name = f"{Path(source).name.split('.')[0] or 'model'}.npz"  # of --to FOLDER/
+    target = into_folder(target, name)
     loaded = read_arrays(source)
     sd = state_dict(loaded, prefix, lstm_only)
-    name = f"{loaded.path.name.split('.')[0] or 'model'}.npz"  # of --to FOLDER/
-    path = write_state_dict(into_folder(target, name), sd, loaded)
+    path = write_state_dict(target, sd, loaded)
     if fmt == "json":
         doc = {
             "source": str(loaded.path),

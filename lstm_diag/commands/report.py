@@ -51,7 +51,8 @@ def report_cmd(config, overrides, out_file, dpi):
     from ..report.html import render_html
     from ..setup.outputs import atomic_write_text, into_folder
 
+    target = into_folder(out_file, DEFAULT_NAME)
     doc = analysis_document(config, overrides)
     images = {name: figure_bytes(fig, "png", dpi) for name, fig in figures(doc)}
-    path = atomic_write_text(into_folder(out_file, DEFAULT_NAME), render_html(doc, images, source_label(doc)))
+    path = atomic_write_text(target, render_html(doc, images, source_label(doc)))
     click.echo(f"report written to {path}", err=True)

@@ -67,6 +67,15 @@ def _show_step(bar: ProgressBar, labels: list[str], event) -> None:
         bar.print(f"[red]{d['setting']}[/] stopped at step {d['step']}: {d['code']} {d['cause']}")
 
 
+def _check_outputs(metrics: str | None, save_weights: str | None) -> None:
+    """The output paths, before any work: exit 2 now, not after training (nothing written)."""
+    from ..setup.outputs import into_folder
+
+    for path, name in ((metrics, "metrics.jsonl"), (save_weights, "weights.npz")):
+        if path:
+            into_folder(path, name)
+
+
 def _save_weights(result, target: str, err) -> None:
     """Each setting's final weights: OUT.npz -> OUT.<setting>.npz (a folder: weights.<setting>.npz
     inside it), paths on stderr."""
@@ -190,8 +199,10 @@ def train_cmd(
         "save_weights": save_weights,
         "plots": plots,
     }
+    _check_outputs(metrics, save_weights)
     cfg = with_flags(load(config, with_engine(overrides, engine)), "train", flags)
     tc = cfg.train
+    _check_outputs(tc.metrics, tc.save_weights)  # the config's own too
     labels = [s.label for s in cfg.clip_settings]
     bar = ProgressBar("train", tc.steps, transient=False, rate=True, width=20)
     stop = _StopFlag(bar)

@@ -98,8 +98,16 @@ def names_folder(path: str | Path) -> bool:
 
 
 def into_folder(path: str | Path, name: str) -> Path:
-    """A command's FILE output: `path` itself, or `path/name` when `path` names a folder."""
-    return Path(path) / name if names_folder(path) else Path(path)
+    """A command's FILE output: `path` itself, or `path/name` when `path` names a folder.
+    Checked at once (commands call it before they compute), writing nothing: a path that
+    cannot be written because of its name or a file in the way is exit 2 now, not after
+    the work."""
+    p = Path(path) / name if names_folder(path) else Path(path)
+    check_target(p)
+    parent = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f"{p}: cannot create the folder: {parent} is a file, not a folder")
+    return p
 
 
 def _parent(p: Path) -> None:
