@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench-sweep bench bench-check bench-inprocess bench-dynamics fixtures clean
+.PHONY: demo test test-slow lint adversarial bench-sweep bench bench-check bench-inprocess bench-dynamics fixtures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Every class of hostile input (docs/bad-input.md) as its own process under a memory cap:
+# exit code, time, memory, no file changed, no process left. About a minute of CPU.
+adversarial: $(STAMP)
+	$(BIN)/python tests/adversarial/driver.py $(ADVERSARIAL_ARGS)
 
 # Every contender in its own process, alternating; one-thread CPU time and default-threads
 # wall time (docs/performance.md). bench-check: exit 1 if the fused kernels miss their budget.
