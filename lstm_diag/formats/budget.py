@@ -10,6 +10,7 @@ size, the compression ratio and the limit:
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..errors import InputError
 FRACTION = 0.8
 
 
+@functools.cache  # fixed for the life of the process
 def _physical() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -32,7 +34,7 @@ def _address_space_left() -> int | None:
     except (ValueError, OSError):
         return None
     if soft == resource.RLIM_INFINITY:
-        return None
+        return None  # the usual case: no /proc read
     try:
         with open("/proc/self/statm") as fh:
             used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -41,6 +43,7 @@ def _address_space_left() -> int | None:
     return max(soft - used, 0)
 
 
+@functools.cache  # a cgroup's limit is set from outside; read once per command
 def _cgroup() -> int | None:
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:

@@ -169,6 +169,10 @@ def cast_checked(a: np.ndarray, dtype: str, p: Path, name: str) -> np.ndarray:
     if a.size == 0 or not np.issubdtype(a.dtype, np.floating) or a.dtype.itemsize <= target.itemsize:
         return out
     with np.errstate(all="ignore"):
+        # the cheap path: a finite result cannot hold an overflow, and as many non-zeros as
+        # before mean none was lost (zeros stay zeros); two reductions, no temporary array
+        if np.isfinite(out.max()) and np.isfinite(out.min()) and np.count_nonzero(out) == np.count_nonzero(a):
+            return out
         overflow = np.isfinite(a) & ~np.isfinite(out)
         if overflow.any():
             big = float(np.max(np.abs(a[overflow])))
