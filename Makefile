@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # Every class of hostile input (docs/bad-input.md) as its own process under a memory cap:
-# exit code, time, memory, no file changed, no process left. About a minute of CPU.
+# exit code, time, memory, no file changed, no process left. About 1.5 minutes of CPU.
 adversarial: $(STAMP)
 	$(BIN)/python tests/adversarial/driver.py $(ADVERSARIAL_ARGS)
 

@@ -12,7 +12,7 @@ process; a cap of RLIMIT_AS and, for the full-disk cases, RLIMIT_FSIZE), that no
 the sandbox changed except the outputs the case names (no temporary file left, no file
 clobbered, no symlink followed), and that no process of the case's session is left.
 
-Not part of `make test` (it runs ~45 processes: about a minute of CPU); `make adversarial`
+Not part of `make test` (53 processes: about 1.5 minutes of CPU); `make adversarial`
 runs it. Exit 0 if every case behaves, 1 otherwise. Needs only the runtime dependencies;
 cases for optional readers (h5py, safetensors) are skipped, with a reason, when missing.
 """
