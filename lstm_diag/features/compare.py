@@ -51,6 +51,7 @@ import numpy as np
 from ..core.diagnostics import GATE_NAMES
 from ..core.names import param_name
 from ..core.schemes import InitSpec
+from .batches import quartiles  # median [IQR] over seeds, as over batches
 from .findings import Finding, from_dict
 
 if TYPE_CHECKING:
@@ -498,25 +499,6 @@ def run_all(
 
 
 # ----------------------------------------------------------------------- aggregating
-
-
-def quartiles(values: Sequence[float]) -> dict:
-    """Median and interquartile range over seeds: {median, q1, q3, n, nonfinite}.
-
-    NaN values are left out (counted in `nonfinite`). ±inf (e.g. log10 of a ratio that
-    underflowed to 0) are kept; then the nearest order statistic is used instead of
-    linear interpolation, which is undefined between an infinity and a number.
-    """
-    v = np.asarray(values, np.float64)
-    nan = np.isnan(v)
-    v = v[~nan]
-    out = {"median": math.nan, "q1": math.nan, "q3": math.nan, "n": int(v.size), "nonfinite": int(nan.sum())}
-    if v.size:
-        method = "linear" if np.isfinite(v).all() else "nearest"
-        q1, med, q3 = np.percentile(v, [25, 50, 75], method=method)
-        out.update(median=float(med), q1=float(q1), q3=float(q3))
-        out["nonfinite"] += int((~np.isfinite(v)).sum())
-    return out
 
 
 def series_quartiles(series: list[list[float]]) -> dict:
