@@ -10,7 +10,7 @@ from rich.text import Text
 
 from ..core.diagnostics import GATE_NAMES
 from .inert import markdown
-from .text import fmt, layer_label, table
+from .text import fmt, layer_label, split, table
 
 
 def spread(q: dict | None, digits: int = 3) -> str:
@@ -26,14 +26,6 @@ def percent(q: dict) -> str:
         return "—"
     med, q1, q3 = (100 * q[k] for k in ("median", "q1", "q3"))
     return f"{med:.2g} [{q1:.2g}, {q3:.2g}]"
-
-
-def split(v: dict) -> str:
-    """`vanishing in 5 of 6 batches (healthy 1)`."""
-    counts = dict(v["counts"])
-    top = counts.pop(v["majority"])
-    rest = ", ".join(f"{name} {n}" for name, n in counts.items())
-    return f"{v['majority']} in {top} of {v['of']} batches" + (f" ({rest})" if rest else "")
 
 
 def title(doc: dict) -> str:

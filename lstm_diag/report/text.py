@@ -52,6 +52,14 @@ def layer_label(layer: dict, doc: dict) -> str:
     return unit_label(layer["layer"], layer.get("direction") if bidirectional else None)
 
 
+def split(v: dict) -> str:
+    """`vanishing in 5 of 6 batches (healthy 1)`."""
+    counts = dict(v["counts"])
+    top = counts.pop(v["majority"])
+    rest = ", ".join(f"{name} {n}" for name, n in counts.items())
+    return f"{v['majority']} in {top} of {v['of']} batches" + (f" ({rest})" if rest else "")
+
+
 def unit_key(layer: dict) -> str:
     """`l0` or `l0_reverse`: an entry's tag in figure names and HTML anchors."""
     return f"l{layer['layer']}" + ("_reverse" if layer.get("direction") == "reverse" else "")

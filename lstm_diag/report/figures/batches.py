@@ -12,15 +12,8 @@ from ...numfmt import fmt
 from ..describe import model_line
 from ..inert import figure
 from ..inputs_text import has_head
-from ..text import layer_label
+from ..text import layer_label, split
 from .style import GREY, OKABE_ITO, VERDICT_COLOR, new_figure, styled
-
-
-def _split(v: dict) -> str:
-    counts = dict(v["counts"])
-    top = counts.pop(v["majority"])
-    rest = ", ".join(f"{name} {n}" for name, n in counts.items())
-    return f"{v['majority']} in {top} of {v['of']} batches" + (f" ({rest})" if rest else "")
 
 
 def _source(doc: dict) -> str:
@@ -93,7 +86,7 @@ def batches_flow(doc: dict) -> Figure:
             )
         ax.set_yscale("log")
         ax.set_title(
-            f"{layer_label(unit, doc)}: {_split(unit['verdict'])} · horizon {_q(h)} · decay "
+            f"{layer_label(unit, doc)}: {split(unit['verdict'])} · horizon {_q(h)} · decay "
             f"{_q(unit['decay_rate'])}/step",
             loc="left",
             color=VERDICT_COLOR[unit["verdict"]["majority"]],
