@@ -155,3 +155,46 @@ def test_drawn_models_get_init_remedies():
         assert f["remedy_for"] in ("init", "any") and f["remedy"].startswith(
             ("At init: ", "At init or trained: ")
         )
+
+
+def _every_corner(n, horizon, reaches_start):
+    """decay_segments' choice of corner by trying every corner with the solver (the reference
+    for the suffix-sum shortlist, which must pick the same one)."""
+    from lstm_diag.core import diagnostics as d
+
+    with np.errstate(divide="ignore"):
+        y = np.log(np.asarray(n, np.float64)[::-1])
+    K = len(y) - 1 if reaches_start else min(horizon, len(y) - 1)
+    k = np.arange(K + 1, dtype=np.float64)
+    keep = np.isfinite(y[: K + 1])
+    k, y = k[keep], y[: K + 1][keep]
+    best = None
+    for b in k[d.FIT_MIN_POINTS - 1 : len(k) - d.FIT_MIN_POINTS + 1]:
+        fit = d._hinge_sse(k, y, float(b))
+        if best is None or fit[3] < best[4]:
+            best = (float(b), *fit)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_corner_shortlist_picks_the_corner_every_corner_would(seed):
+    """Noise from 1e-9 to 1 on two exponentials (and zeros, spikes): the shortlist
+    (`_corner_candidates`) holds the corner the solver finds best among all of them."""
+    from lstm_diag.core import diagnostics as d
+
+    rng = np.random.default_rng(seed)
+    for noise in (1e-9, 1e-4, 0.02, 0.3, 1.0):
+        n = two_slopes(T=int(rng.integers(8, 300)), change=int(rng.integers(2, 7)), noise=noise, seed=seed)
+        n[rng.integers(0, len(n), 2)] *= 1e3
+        n[rng.integers(0, len(n))] = 0.0  # ln 0: left out of the fit
+        with np.errstate(divide="ignore"):
+            y = np.log(n[::-1])
+        k = np.arange(len(y), dtype=np.float64)[np.isfinite(y)]
+        y = y[np.isfinite(y)]
+        _, _, sse1, r = d._line_sse(k, y)
+        ref = _every_corner(n, len(n) - 1, True)
+        shortlist = k[d._corner_candidates(k, y, r, sse1)]
+        assert ref[0] in shortlist and len(shortlist) <= 3, (noise, ref[0], shortlist)
+        fit = decay_segments(n, len(n) - 1, True)
+        if fit["change_steps_back"] is not None:
+            assert fit["change_steps_back"] == int(ref[0])

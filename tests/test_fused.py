@@ -205,3 +205,31 @@ def test_fast_engine_selects_the_compiled_diagnostic_passes():
     assert diagnostics.FUSED is not None
     backends.select("numpy")
     assert diagnostics.FUSED is None
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("H", [1, 6])
+def test_compiled_gate_pass_keeps_numpys_per_unit_log_sums_and_step_means(dtype, H, monkeypatch):
+    """Per-unit sums of ln f (the C library's log, rows added in NumPy's order; H = 1, where
+    NumPy's sum of a column is pairwise, by the NumPy pass) and each step's batch mean (the
+    heatmap's input) bitwise equal to the NumPy pass's, over segments and split chunks."""
+    from lstm_diag.core import diagnostics
+
+    monkeypatch.setattr(diagnostics, "STREAM_CHUNK", 40)
+    rng = np.random.default_rng(4)
+    T, B = 23, 7
+    g = rng.uniform(0.001, 1, size=(T, B, 4 * H)).astype(dtype)
+
+    def run():
+        acc = diagnostics.GateAccumulator(H, 0.1, keep_step_mean=True)
+        acc.add(g[:9])
+        first = acc.step_mean.copy()
+        acc.add(g[9:])
+        return acc.log_f_unit.copy(), first, acc.step_mean
+
+    (u0, s0, e0), (u1, s1, e1) = _with(False, run), _with(True, run)
+    np.testing.assert_array_equal(u1, u0)
+    np.testing.assert_array_equal(s1, s0)
+    np.testing.assert_array_equal(e1, e0)
+    assert s1.dtype == dtype and s1.shape == (9, 4 * H)
+    np.testing.assert_array_equal(s0, g[:9].mean(axis=1))

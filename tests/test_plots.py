@@ -474,3 +474,20 @@ def test_html_escapes_all_text(van_doc):
     text = render_html(doc, {}, label='<img src="https://x">')
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in text
     assert '<img src="https://x">' not in text
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_heatmap_bins_add_as_numpy_reduceat(dtype):
+    """The bins' sums (strided adds, not reduceat's gather) are np.add.reduceat's bit for bit:
+    first entry plus the rest in order, a partial last bin, k > 8 (reduceat itself)."""
+    from lstm_diag.core.diagnostics import _bin_mean
+
+    rng = np.random.default_rng(5)
+    for n, max_bins in ((10, 4), (1300, 600), (3001, 600), (700, 64), (6000, 600)):
+        a = rng.random((n, 3)).astype(dtype)
+        got, k = _bin_mean(a, 0, max_bins)
+        starts = np.arange(0, n, k)
+        counts = np.diff(np.append(starts, n)).astype(np.float64)
+        np.testing.assert_array_equal(got, np.add.reduceat(a, starts, axis=0) / counts[:, None])
+        got_t, _ = _bin_mean(np.ascontiguousarray(a.T), 1, max_bins)
+        np.testing.assert_array_equal(got_t, got.T)

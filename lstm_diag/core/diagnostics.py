@@ -64,6 +64,8 @@ class GateAccumulator:
     f_hist_edges: np.ndarray = field(default=None)
     f_hist: np.ndarray = field(default=None)
     batch: int = 0
+    keep_step_mean: bool = False  # keep each step's batch mean (for `gate_heatmap`)
+    step_mean: np.ndarray | None = None  # (T, 4H) in the gates' dtype, of the latest `add`
 
     def __post_init__(self):
         H = self.hidden_size
@@ -88,6 +90,8 @@ class GateAccumulator:
         self.batch = B
         if FUSED is not None:
             return self._add_fused(gates)
+        if self.keep_step_mean:
+            self.step_mean = gates.reshape(T, B, H4).mean(axis=1)  # (T, 4H)
         a2 = gates.reshape(T * B, H4)  # (T*B, 4H), one row per (step, sample)
         R = _rows_per_chunk(T * B, H4)
         buf = np.empty(R * H4)  # float64 working copy of one chunk, reused
@@ -129,17 +133,26 @@ class GateAccumulator:
         sat_rows = np.empty((T * B, 4), np.int64)
         hist = np.zeros(_HIST_BINS, np.int64)
         R = _rows_per_chunk(T * B, H4)
-        FUSED.gate_pass(a2, lo, hi, R, gates.dtype != np.float32, state, low_u, high_u, sat_rows, hist)
+        # Per-unit ln f sums in the pass, except for H = 1, where NumPy's axis-0 sum of a
+        # chunk is a pairwise sum of one column (the pass adds in order: NumPy's order for H > 1).
+        log_u = self.log_f_unit if H > 1 else np.zeros(0)  # added to in place, chunk by chunk
+        step_sum = np.empty((T if self.keep_step_mean else 0, H4), gates.dtype)
+        FUSED.gate_pass(
+            a2, lo, hi, R, gates.dtype != np.float32, state, low_u, high_u, sat_rows, hist, log_u, step_sum
+        )
         self.n, self.mean, self.m2 = int(state[0]), state[1:5].copy(), state[5:9].copy()
         self.log_f_sum = float(state[9])
         self.f_hist += hist
         self.sat_per_step.append(sat_rows.reshape(T, B, 4).sum(axis=1))
         self.low_per_unit += low_u.reshape(4, H)
         self.high_per_unit += high_u.reshape(4, H)
-        self._forget_units(a2[:, H : 2 * H], R)
+        if not log_u.size:
+            self._forget_units(a2[:, H : 2 * H], R)
+        if self.keep_step_mean:  # sum / B in the dtype: NumPy's mean over the batch axis
+            self.step_mean = np.divide(step_sum, gates.dtype.type(B), out=step_sum)
 
     def _forget_units(self, f: np.ndarray, R: int) -> None:
-        """Per-unit sums of ln f (the compiled pass keeps only the total), R rows at a time."""
+        """Per-unit sums of ln f in NumPy, R rows at a time (the compiled pass does them for H > 1)."""
         y = np.empty((min(R, f.shape[0]), f.shape[1]))  # float64 scratch
         with np.errstate(divide="ignore", invalid="ignore"):
             for r0 in range(0, f.shape[0], R):
@@ -260,38 +273,71 @@ HEATMAP_COLUMNS = 600  # gate heatmap columns; more steps are averaged in bins o
 
 def _bin_mean(a: np.ndarray, axis: int, max_bins: int) -> tuple[np.ndarray, int]:
     """Mean over bins of k consecutive entries along `axis` when it is longer than max_bins
-    (the last bin may hold fewer); returns (binned array, k)."""
+    (the last bin may hold fewer); returns (binned array, k).
+
+    The sums are `np.add.reduceat`'s, in a's dtype: a bin's first entry plus the sum of the
+    others, which NumPy adds in order when they are fewer than 8 (its pairwise sum); done
+    here as k strided adds instead of reduceat's gather (a partial last bin, and k > 8, by
+    reduceat itself). The means divide by the counts in float64."""
     n = a.shape[axis]
     k = math.ceil(n / max_bins)
     if k == 1:
         return a, 1
     starts = np.arange(0, n, k)
-    sums = np.add.reduceat(a, starts, axis=axis)
     counts = np.diff(np.append(starts, n)).astype(np.float64)
     shape = [1] * a.ndim
     shape[axis] = len(starts)
-    return sums / counts.reshape(shape), k
+    if k > 8:
+        return np.add.reduceat(a, starts, axis=axis) / counts.reshape(shape), k
+    b = np.moveaxis(a, axis, -1)
+    full = n // k  # bins with k entries
+    sums = np.empty((*b.shape[:-1], len(starts)), a.dtype)
+    rest = b[..., 1 : full * k : k].copy()  # entries 1.. of the full bins, added in order
+    for j in range(2, k):
+        rest += b[..., j : full * k : k]
+    np.add(b[..., 0 : full * k : k], rest, out=sums[..., :full])
+    if full < len(starts):  # the last bin holds fewer entries
+        sums[..., full:] = np.add.reduceat(b[..., full * k :], [0], axis=-1)
+    return np.moveaxis(sums, -1, axis) / counts.reshape(shape), k
 
 
-def gate_heatmap(gates: np.ndarray, max_rows: int = HEATMAP_ROWS, max_columns: int = HEATMAP_COLUMNS) -> dict:
+def gate_heatmap(
+    gates: np.ndarray | None,
+    max_rows: int = HEATMAP_ROWS,
+    max_columns: int = HEATMAP_COLUMNS,
+    step_mean: np.ndarray | None = None,
+    batch: int | None = None,
+) -> dict:
     """`layers[k].gate_heatmap`: each gate's batch-mean activation, units x time, binned.
 
-    gates: one layer's activations (T, B, 4H) in gate order i, f, g, o. Units are averaged
-    in bins of `units_per_row` consecutive units when H > max_rows, steps in bins of
-    `steps_per_column` consecutive steps when T > max_columns. Values are rounded to 4
-    decimals (1e-4 of a gate's 0..1 range; a colour map has 256 levels): display data,
-    a third of the JSON of full floats.
+    gates: one layer's activations (T, B, 4H) in gate order i, f, g, o; or None with
+    step_mean, their batch mean per step (T, 4H) as `GateAccumulator(keep_step_mean=True)`
+    keeps it, and batch = B. Units are averaged in bins of `units_per_row` consecutive units
+    when H > max_rows, steps in bins of `steps_per_column` consecutive steps when
+    T > max_columns. Values are rounded to 4 decimals (1e-4 of a gate's 0..1 range; a colour
+    map has 256 levels): display data, a third of the JSON of full floats. Each gate's image
+    is a float64 array (rows, columns); `heatmap_document` makes the JSON lists.
     """
-    T, B, H4 = gates.shape
+    if step_mean is None:
+        T, B, H4 = gates.shape
+        step_mean = gates.reshape(T, B, H4).mean(axis=1)  # (T, 4H): batch mean
+    else:
+        T, H4 = step_mean.shape
+        B = batch
     H = H4 // 4
-    mean = gates.reshape(T, B, 4, H).mean(axis=1)  # (T, 4, H): batch mean
+    mean = step_mean.reshape(T, 4, H)
     out: dict = {"batch": B}
     for j, name in enumerate(GATE_NAMES):
-        img, k_units = _bin_mean(mean[:, j, :].T, 0, max_rows)  # (rows, T)
-        img, k_steps = _bin_mean(img, 1, max_columns)  # (rows, columns)
+        img, k_units = _bin_mean(mean[:, j, :], 1, max_rows)  # (T, rows)
+        img, k_steps = _bin_mean(img, 0, max_columns)  # (columns, rows)
         out["units_per_row"], out["steps_per_column"] = k_units, k_steps
-        out[name] = np.round(img.astype(np.float64), 4).tolist()
+        out[name] = np.round(img.T.astype(np.float64), 4)  # (rows, columns)
     return out
+
+
+def heatmap_document(heat: dict) -> dict:
+    """`gate_heatmap`'s result with its images as nested lists (the JSON document's form)."""
+    return {key: v.tolist() if isinstance(v, np.ndarray) else v for key, v in heat.items()}
 
 
 # --------------------------------------------------------------------- gradient flow
@@ -413,12 +459,12 @@ FIT_RESOLUTION = 1e-3  # residuals of ln ||dL/dc|| below this (0.1%) count as a 
 FIT_RATE_CHANGE = 0.25  # two segments only if their rates differ by more than this fraction
 
 
-def _line_sse(k: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares line y ≈ a + s k: (intercept a, slope s, sum of squared residuals)."""
+def _line_sse(k: np.ndarray, y: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+    """Least-squares line y ≈ a + s k: (intercept a, slope s, sum of squared residuals, residuals)."""
     A = np.stack([np.ones_like(k), k], axis=1)  # (n, 2)
     coef, *_ = np.linalg.lstsq(A, y, rcond=None)
     r = y - A @ coef
-    return float(coef[0]), float(coef[1]), float(r @ r)
+    return float(coef[0]), float(coef[1]), float(r @ r), r
 
 
 def _hinge_sse(k: np.ndarray, y: np.ndarray, b: float) -> tuple[float, float, float, float]:
@@ -427,6 +473,41 @@ def _hinge_sse(k: np.ndarray, y: np.ndarray, b: float) -> tuple[float, float, fl
     coef, *_ = np.linalg.lstsq(A, y, rcond=None)
     r = y - A @ coef
     return float(coef[0]), float(coef[1]), float(coef[1] + coef[2]), float(r @ r)
+
+
+def _corner_candidates(k: np.ndarray, y: np.ndarray, r: np.ndarray, sse1: float) -> np.ndarray:
+    """The corners b = k[i] (i = 2 .. m-3) whose hinge fit can have the smallest SSE, found for
+    all b at once; `_hinge_sse` (a least-squares solve per corner) then decides among them.
+
+    Adding the regressor u = max(k - b, 0) to the line [1, k] lowers the SSE by
+    (r·u)^2 / ||u_perp||^2, r the line's residuals (orthogonal to 1 and k) and u_perp the part
+    of u orthogonal to them; every sum over u is a suffix sum over the points after b. The
+    estimates agree with the solver's SSE to ~1e-12 of sse1 (and ~1e-14 ||r|| ||y|| of its
+    rounding); every corner within a much wider margin of the smallest estimate is kept, so
+    the solver sees every corner that can win and picks the same one as trying them all.
+    """
+    m = len(k)
+    kc = k - k.mean()  # centred steps: span(1, k) = span(1, kc), 1 ⊥ kc
+
+    def after(v):  # (m,) sum of v[j] over j > i, for each i
+        s = np.cumsum(v[::-1])[::-1]
+        return np.append(s[1:], 0.0)
+
+    n_after = np.arange(m - 1, -1, -1, dtype=np.float64)  # points after b
+    s1, s2 = after(kc), after(kc * kc)
+    su = s1 - kc * n_after  # Σ u
+    suu = s2 - 2 * kc * s1 + kc * kc * n_after  # Σ u²
+    sku = s2 - kc * s1  # Σ kc u
+    den = suu - su * su / m - sku * sku / (kc @ kc)  # ||u_perp||²
+    ru = after(r * kc) - kc * after(r)  # r·u
+    with np.errstate(divide="ignore", invalid="ignore"):
+        est = sse1 - ru * ru / den  # (m,) hinge SSE with its corner at k[i]
+    idx = np.arange(FIT_MIN_POINTS - 1, m - FIT_MIN_POINTS + 1)
+    e = est[idx]
+    if not np.all(np.isfinite(e)):
+        return idx  # cannot rank them: try every corner
+    margin = 1e-6 * abs(sse1) + 1e-9 * math.sqrt(abs(sse1)) * float(np.sqrt(y @ y)) + 1e-300
+    return idx[e <= e.min() + margin]
 
 
 def _bic(sse: float, n: int, params: int) -> float:
@@ -471,10 +552,12 @@ def decay_segments(grad_c_norm: np.ndarray, horizon: int, reaches_start: bool) -
     m = len(k)
     if m < FIT_MIN_POINTS:
         return out
-    a, slope, sse1 = _line_sse(k, y)
+    a, slope, sse1, r = _line_sse(k, y)
     best = None
-    if m >= 2 * FIT_MIN_POINTS:
-        for b in k[FIT_MIN_POINTS - 1 : m - FIT_MIN_POINTS + 1]:
+    # At or below the resolution floor one line fits as well as the BIC can tell (`_bic`
+    # floors both SSEs), and two lines cost more parameters: no corner can win.
+    if m >= 2 * FIT_MIN_POINTS and sse1 > m * FIT_RESOLUTION**2:
+        for b in k[_corner_candidates(k, y, r, sse1)]:  # in order, as trying every corner would
             fit = _hinge_sse(k, y, float(b))
             if best is None or fit[3] < best[4]:
                 best = (float(b), *fit)

@@ -21,6 +21,8 @@ Equation numbers are docs/equations.md's.
 
 from __future__ import annotations
 
+import math
+
 import numba as nb
 import numpy as np
 from numba import types
@@ -318,81 +320,127 @@ def log64(x):
     return r
 
 
+@nb.njit(**_JIT)
+def _add_logs(f, acc):
+    """acc[j] += ln f[j] by the C library's log (NumPy's, so the same values), in order:
+    compiled without `reassoc`, the per-unit sums add their rows as NumPy's axis-0 sum."""
+    for j in range(f.shape[0]):
+        acc[j] += math.log(np.float64(f[j]))
+
+
 @nb.njit(**_RJIT)
-def gate_pass(a, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_rows, hist):
-    """`GateAccumulator.add` on a (N, 4H) [i | f | g | o] rows: per chunk of rows the per-gate
-    sum, then the sum of squared deviations from the chunk's mean (two passes over the
-    cached chunk), merged into state = [n, mean(4), m2(4), sum ln f] (Chan et al.); 0/1
-    saturation counts per column (low_u, high_u (4H,)) and per row and gate (sat_rows
-    (N, 4)); the forget histogram (50 bins of [0, 1], `unit_interval_bincount`'s bins,
-    edges64: correct the floor next to an edge, for float64 f) and sum of ln f."""
-    N, H4 = a.shape
-    H = H4 // 4
+def _merge_moments(a, r0, r1, state, s):
+    """Rows r0..r1 of a (N, 4H): per gate the chunk's sum, then its sum of squared deviations
+    from the chunk's mean (two passes over the cached chunk), merged into state = [n, mean(4),
+    m2(4), ...] by Chan et al.'s update; s: (4,) scratch."""
+    H = a.shape[1] // 4
+    cnt = (r1 - r0) * H
+    s[:] = 0.0
+    for r in range(r0, r1):
+        row = a[r]
+        for g in range(4):
+            blk = row[g * H : (g + 1) * H]
+            acc = 0.0
+            for j in range(H):
+                acc += np.float64(blk[j])
+            s[g] += acc
+    for g in range(4):
+        mean_c = s[g] / cnt
+        m2_c = 0.0
+        for r in range(r0, r1):
+            blk = a[r, g * H : (g + 1) * H]
+            acc = 0.0
+            for j in range(H):
+                d = np.float64(blk[j]) - mean_c
+                acc += d * d
+            m2_c += acc
+        n = state[0]
+        if n == 0.0:
+            state[1 + g], state[5 + g] = mean_c, m2_c
+        else:  # merge two (count, mean, M2) summaries
+            tot = n + cnt
+            delta = mean_c - state[1 + g]
+            state[1 + g] = state[1 + g] + delta * cnt / tot
+            state[5 + g] = state[5 + g] + m2_c + delta * delta * n * cnt / tot
+    state[0] += cnt
+
+
+@nb.njit(**_RJIT)
+def _saturation(row, lo, hi, low_u, high_u, sat_row):
+    """One row's 0/1 saturation counts: per column into low_u, high_u, per gate into sat_row (4,)."""
+    H = row.shape[0] // 4
+    for g in range(4):
+        blk, lo_g, hi_g = row[g * H : (g + 1) * H], lo[g * H : (g + 1) * H], hi[g * H : (g + 1) * H]
+        lu, hu = low_u[g * H : (g + 1) * H], high_u[g * H : (g + 1) * H]
+        k = 0
+        for j in range(H):
+            below = blk[j] < lo_g[j]
+            above = blk[j] > hi_g[j]
+            lu[j] += below
+            hu[j] += above
+            k += below + above
+        sat_row[g] = k
+
+
+@nb.njit(**_RJIT)
+def _forget_bins(f, hist, edges64):
+    """Histogram of one row of f (50 bins of [0, 1], `unit_interval_bincount`'s bins; edges64:
+    correct the floor next to an edge, for float64 f); NaN left out as np.histogram does."""
     nbins = hist.shape[0]
     step = 1.0 / nbins
+    for j in range(f.shape[0]):
+        v = np.float64(f[j])
+        if v != v:
+            continue
+        b = min(int(v * nbins), nbins - 1)
+        if edges64:  # compare with fl(k * step) as np.histogram compares with its edges
+            if v < b * step:
+                b -= 1
+            elif b + 1 < nbins and v >= (b + 1) * step:
+                b += 1
+        hist[b] += 1
+
+
+@nb.njit(**_RJIT)
+def gate_pass(a, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_rows, hist, log_u, step_sum):
+    """`GateAccumulator.add` on a (N, 4H) [i | f | g | o] rows, a chunk of rows at a time: the
+    per-gate moments merged into state = [n, mean(4), m2(4), sum ln f]; 0/1 saturation
+    counts per column (low_u, high_u (4H,)) and per row and gate (sat_rows (N, 4)); the forget
+    histogram (hist, edges64) and sum of ln f (the kernels' log); log_u (H,) += the chunk's
+    per-unit sums of ln f (the C library's log, rows in order, as the NumPy pass; skipped
+    when log_u is empty); step_sum (T, 4H) in a's dtype, unless it has no rows: the sum over
+    each step's B = N / T consecutive rows, added in order (as NumPy's mean over the batch)."""
+    N, H4 = a.shape
+    H = H4 // 4
     s = np.zeros(4)
+    unit = np.empty(H)  # one chunk's per-unit sums of ln f
+    B = N // step_sum.shape[0] if step_sum.shape[0] else 0
     for r0 in range(0, N, rows_per_chunk):
         r1 = min(N, r0 + rows_per_chunk)
-        cnt = (r1 - r0) * H
-        s[:] = 0.0
-        for r in range(r0, r1):
-            row = a[r]
-            for g in range(4):
-                blk = row[g * H : (g + 1) * H]
-                acc = 0.0
-                for j in range(H):
-                    acc += np.float64(blk[j])
-                s[g] += acc
-        for g in range(4):
-            mean_c = s[g] / cnt
-            m2_c = 0.0
-            for r in range(r0, r1):
-                blk = a[r, g * H : (g + 1) * H]
-                acc = 0.0
-                for j in range(H):
-                    d = np.float64(blk[j]) - mean_c
-                    acc += d * d
-                m2_c += acc
-            n = state[0]
-            if n == 0.0:
-                state[1 + g], state[5 + g] = mean_c, m2_c
-            else:  # merge two (count, mean, M2) summaries
-                tot = n + cnt
-                delta = mean_c - state[1 + g]
-                state[1 + g] = state[1 + g] + delta * cnt / tot
-                state[5 + g] = state[5 + g] + m2_c + delta * delta * n * cnt / tot
-        state[0] += cnt
+        _merge_moments(a, r0, r1, state, s)
         log_f = 0.0
+        unit[:] = 0.0
         for r in range(r0, r1):
             row = a[r]
-            for g in range(4):
-                blk, lo_g, hi_g = row[g * H : (g + 1) * H], lo[g * H : (g + 1) * H], hi[g * H : (g + 1) * H]
-                lu, hu = low_u[g * H : (g + 1) * H], high_u[g * H : (g + 1) * H]
-                k = 0
-                for j in range(H):
-                    below = blk[j] < lo_g[j]
-                    above = blk[j] > hi_g[j]
-                    lu[j] += below
-                    hu[j] += above
-                    k += below + above
-                sat_rows[r, g] = k
+            if B:
+                out = step_sum[r // B]
+                if r % B == 0:
+                    out[:] = row
+                else:
+                    for j in range(H4):
+                        out[j] += row[j]
+            _saturation(row, lo, hi, low_u, high_u, sat_rows[r])
             f = row[H : 2 * H]
             acc = 0.0
             for j in range(H):
                 acc += log64(np.float64(f[j]))
             log_f += acc
-            for j in range(H):
-                v = np.float64(f[j])
-                if v != v:  # NaN: np.histogram leaves it out
-                    continue
-                b = min(int(v * nbins), nbins - 1)
-                if edges64:  # compare with fl(k * step) as np.histogram compares with its edges
-                    if v < b * step:
-                        b -= 1
-                    elif b + 1 < nbins and v >= (b + 1) * step:
-                        b += 1
-                hist[b] += 1
+            if log_u.shape[0]:
+                _add_logs(f, unit)
+            _forget_bins(f, hist, edges64)
         state[9] += log_f
+        for j in range(log_u.shape[0]):
+            log_u[j] += unit[j]
 
 
 @nb.njit(**_RJIT)

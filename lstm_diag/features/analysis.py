@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..core import backends, clipping, engine
-from ..core.diagnostics import GATE_NAMES, flow_summary, gate_heatmap, verdict
+from ..core.diagnostics import GATE_NAMES, flow_summary, gate_heatmap, heatmap_document, verdict
 from ..core.engine import DIRECTIONS, time_order
 from ..core.names import param_name
 from ..setup.config import Config, load_config
@@ -39,7 +39,7 @@ class LayerResult:
     direction: str = "forward"  # engine.DIRECTIONS
     flow_grad_c_norm: list[float] | None = None  # the series the flow was measured on, if not grad_c_norm
     dynamics: dict | None = None  # docs/dynamics.md; None when not computed
-    gate_heatmap: dict | None = None  # binned gate activations; None with checkpointing
+    gate_heatmap: dict | None = None  # binned gate activations (arrays); None with checkpointing
 
     @property
     def label(self) -> str:
@@ -62,7 +62,7 @@ class LayerResult:
                 for key, value in (
                     ("flow_grad_c_norm", self.flow_grad_c_norm),
                     ("dynamics", self.dynamics),
-                    ("gate_heatmap", self.gate_heatmap),
+                    ("gate_heatmap", self.gate_heatmap and heatmap_document(self.gate_heatmap)),
                 )
                 if value is not None
             },
@@ -341,9 +341,6 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     for layer, layer_dyn in zip(layers, dyn, strict=False):
         if layer_dyn is not None:
             layer.dynamics = layer_dyn
-    if fwd is not None:  # the heatmaps need every step's gates: not kept with checkpointing
-        for layer, lt, cache in zip(layers, trace.layers, fwd.layers, strict=True):
-            layer.gate_heatmap = gate_heatmap(time_order(cache.gates, lt.direction))  # by t
     grads = trace.grads
     parameters = {
         name: ParamResult(
@@ -361,6 +358,10 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
         "first_nonfinite_backward": _first_nonfinite_backward(trace),
     }
     docs = [layer.to_dict() for layer in layers]
+    if fwd is not None:  # the heatmaps need every step's gates: not kept with checkpointing
+        for layer, lt in zip(layers, trace.layers, strict=True):
+            mean = time_order(lt.gates.step_mean, lt.direction)  # (T, 4H) by t
+            layer.gate_heatmap = gate_heatmap(None, step_mean=mean, batch=B)
     found: list[Finding] = findings.numerics_findings(numerics, cfg)
     for doc in docs:
         unit = findings.flow_findings(doc, T, cfg) + findings.gate_findings(doc, cfg)

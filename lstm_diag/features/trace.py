@@ -119,8 +119,12 @@ def _observe_backward(lt: LayerTrace, lg: engine.LayerGrads, t0: int) -> None:
     lt.grad_z_norm[t0:t1] = gate_grad_norms(lg.dz)
 
 
-def _unit_traces(spec: engine.Spec, T: int, eps: float) -> list[LayerTrace]:
-    return [LayerTrace(T, GateAccumulator(spec.hidden_size, eps), k, d) for k, d in spec.units()]
+def _unit_traces(spec: engine.Spec, T: int, eps: float, step_means: bool = False) -> list[LayerTrace]:
+    """step_means: keep each step's batch-mean gates (`GateAccumulator.step_mean`, for the heatmap)."""
+    return [
+        LayerTrace(T, GateAccumulator(spec.hidden_size, eps, keep_step_mean=step_means), k, d)
+        for k, d in spec.units()
+    ]
 
 
 # ------------------------------------------------------------------------ full path
@@ -131,7 +135,7 @@ def trace_full(
 ) -> Trace:
     """Summaries from full caches (flow_bwd: the last-term backward for target "all").
     A reverse unit's flow is that of the gradient entering it at t = 1 alone (`_entry_flow`)."""
-    layers = _unit_traces(spec, fwd.out.shape[0], eps)
+    layers = _unit_traces(spec, fwd.out.shape[0], eps, step_means=True)
     for j, lt in enumerate(layers):
         p = engine.unit_params(params, lt.layer, lt.direction)
         _observe_forward(lt, fwd.layers[j], 0, p)
