@@ -99,10 +99,15 @@ def snapshot(
     Every norm and the cosine come from one float64 sum of squares per array (and one dot
     product per array when clipping changed it): the same sums `global_norm` and `cosine`
     take, in the same order, so the same numbers bit for bit."""
-    clipped, info = clip(grads, params, mode, max_norm, clip_value, clipping)
+    same = mode == "none"  # no clipping: the gradient itself, no copies
     with np.errstate(over="ignore", invalid="ignore"):
         ss = {k: np.sum(np.square(g, dtype=np.float64)) for k, g in grads.items()}  # per array
-        same = mode == "none"  # clipped holds copies of grads: the same sums
+        total = float(np.sqrt(sum(ss.values())))  # global_norm(grads): the same sums, same order
+    if same:  # what `clip` would say
+        clipped, info = grads, {"total_norm": total, "changed_fraction": 0.0}
+    else:
+        clipped, info = clip(grads, params, mode, max_norm, clip_value, clipping)
+    with np.errstate(over="ignore", invalid="ignore"):
         ss_after = ss if same else {k: np.sum(np.square(g, dtype=np.float64)) for k, g in clipped.items()}
         total, after = info["total_norm"], float(np.sqrt(sum(ss_after.values())))
         if same:

@@ -289,16 +289,19 @@ def _bin_mean(a: np.ndarray, axis: int, max_bins: int) -> tuple[np.ndarray, int]
     shape[axis] = len(starts)
     if k > 8:
         return np.add.reduceat(a, starts, axis=axis) / counts.reshape(shape), k
-    b = np.moveaxis(a, axis, -1)
+
+    def along(*s):  # a slice along `axis`
+        return (slice(None),) * axis + (slice(*s),)
+
     full = n // k  # bins with k entries
-    sums = np.empty((*b.shape[:-1], len(starts)), a.dtype)
-    rest = b[..., 1 : full * k : k].copy()  # entries 1.. of the full bins, added in order
+    sums = np.empty(a.shape[:axis] + (len(starts),) + a.shape[axis + 1 :], a.dtype)
+    rest = a[along(1, full * k, k)].copy()  # entries 1.. of the full bins, added in order
     for j in range(2, k):
-        rest += b[..., j : full * k : k]
-    np.add(b[..., 0 : full * k : k], rest, out=sums[..., :full])
+        rest += a[along(j, full * k, k)]
+    np.add(a[along(0, full * k, k)], rest, out=sums[along(0, full)])
     if full < len(starts):  # the last bin holds fewer entries
-        sums[..., full:] = np.add.reduceat(b[..., full * k :], [0], axis=-1)
-    return np.moveaxis(sums, -1, axis) / counts.reshape(shape), k
+        sums[along(full, None)] = np.add.reduceat(a[along(full * k, None)], [0], axis=axis)
+    return sums / counts.reshape(shape), k
 
 
 def gate_heatmap(

@@ -367,15 +367,16 @@ def _merge_moments(a, r0, r1, state, s):
 
 @nb.njit(**_RJIT)
 def _saturation(row, lo, hi, low_u, high_u, sat_row):
-    """One row's 0/1 saturation counts: per column into low_u, high_u, per gate into sat_row (4,)."""
+    """One row's 0/1 saturation counts: per column into low_u, high_u (int32, one chunk's),
+    per gate into sat_row (4,)."""
     H = row.shape[0] // 4
     for g in range(4):
         blk, lo_g, hi_g = row[g * H : (g + 1) * H], lo[g * H : (g + 1) * H], hi[g * H : (g + 1) * H]
         lu, hu = low_u[g * H : (g + 1) * H], high_u[g * H : (g + 1) * H]
-        k = 0
+        k = np.int32(0)
         for j in range(H):
-            below = blk[j] < lo_g[j]
-            above = blk[j] > hi_g[j]
+            below = np.int32(blk[j] < lo_g[j])
+            above = np.int32(blk[j] > hi_g[j])
             lu[j] += below
             hu[j] += above
             k += below + above
@@ -383,22 +384,27 @@ def _saturation(row, lo, hi, low_u, high_u, sat_row):
 
 
 @nb.njit(**_RJIT)
-def _forget_bins(f, hist, edges64):
+def _forget_bins(f, hist, edges64, idx):
     """Histogram of one row of f (50 bins of [0, 1], `unit_interval_bincount`'s bins; edges64:
-    correct the floor next to an edge, for float64 f); NaN left out as np.histogram does."""
+    correct the floor next to an edge, for float64 f); NaN left out as np.histogram does.
+    idx: int32 scratch of f's length (the bins are found in a vectorised loop, then counted)."""
     nbins = hist.shape[0]
     step = 1.0 / nbins
     for j in range(f.shape[0]):
         v = np.float64(f[j])
-        if v != v:
-            continue
-        b = min(int(v * nbins), nbins - 1)
-        if edges64:  # compare with fl(k * step) as np.histogram compares with its edges
-            if v < b * step:
-                b -= 1
-            elif b + 1 < nbins and v >= (b + 1) * step:
-                b += 1
-        hist[b] += 1
+        v = v if v == v else -1.0  # NaN: bin -50 (int32 truncation is the floor for v >= 0)
+        idx[j] = min(np.int32(v * nbins), np.int32(nbins - 1))
+    if edges64:  # compare with fl(k * step) as np.histogram compares with its edges
+        for j in range(f.shape[0]):
+            v, b = np.float64(f[j]), idx[j]
+            if b >= 0:
+                if v < b * step:
+                    idx[j] = b - 1
+                elif b + 1 < nbins and v >= (b + 1) * step:
+                    idx[j] = b + 1
+    for j in range(f.shape[0]):
+        if idx[j] >= 0:
+            hist[idx[j]] += 1
 
 
 @nb.njit(**_RJIT)
@@ -414,12 +420,16 @@ def gate_pass(a, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_rows
     H = H4 // 4
     s = np.zeros(4)
     unit = np.empty(H)  # one chunk's per-unit sums of ln f
+    low32, high32 = np.empty(H4, np.int32), np.empty(H4, np.int32)  # one chunk's counts
+    idx = np.empty(H, np.int32)
     B = N // step_sum.shape[0] if step_sum.shape[0] else 0
     for r0 in range(0, N, rows_per_chunk):
         r1 = min(N, r0 + rows_per_chunk)
         _merge_moments(a, r0, r1, state, s)
         log_f = 0.0
         unit[:] = 0.0
+        low32[:] = 0
+        high32[:] = 0
         for r in range(r0, r1):
             row = a[r]
             if B:
@@ -429,7 +439,7 @@ def gate_pass(a, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_rows
                 else:
                     for j in range(H4):
                         out[j] += row[j]
-            _saturation(row, lo, hi, low_u, high_u, sat_rows[r])
+            _saturation(row, lo, hi, low32, high32, sat_rows[r])
             f = row[H : 2 * H]
             acc = 0.0
             for j in range(H):
@@ -437,8 +447,11 @@ def gate_pass(a, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_rows
             log_f += acc
             if log_u.shape[0]:
                 _add_logs(f, unit)
-            _forget_bins(f, hist, edges64)
+            _forget_bins(f, hist, edges64, idx)
         state[9] += log_f
+        for j in range(H4):
+            low_u[j] += low32[j]
+            high_u[j] += high32[j]
         for j in range(log_u.shape[0]):
             log_u[j] += unit[j]
 

@@ -342,16 +342,16 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
         if layer_dyn is not None:
             layer.dynamics = layer_dyn
     grads = trace.grads
+    c = cfg.clipping
+    clip = clipping.snapshot(grads, problem.params, c.mode, c.max_norm, c.clip_value, c.clipping)
     parameters = {
         name: ParamResult(
             shape=p.shape,
             norm=clipping.global_norm({name: p}),
-            grad_norm=clipping.global_norm({name: grads[name]}),
+            grad_norm=clip["parameters"][name]["norm_before"],  # global_norm({name: grads[name]})
         )
         for name, p in problem.params.items()
     }
-    c = cfg.clipping
-    clip = clipping.snapshot(grads, problem.params, c.mode, c.max_norm, c.clip_value, c.clipping)
     numerics = {
         "loss_finite": bool(np.isfinite(trace.loss)),
         "first_nonfinite_forward": _first_nonfinite_forward(trace),

@@ -69,6 +69,11 @@ class Trace:
 # --------------------------------------------------------------------------- pieces
 
 
+def _max_abs(a: np.ndarray):
+    """max |a| (NaN if a has a NaN) from a's max and min: no |a| temporary."""
+    return np.maximum(a.max(), -a.min())
+
+
 def _z_overflow(p: engine.UnitParams, x, h_prev) -> int | None:
     """0-based first step whose pre-activation z_t is not finite, or None.
 
@@ -77,9 +82,9 @@ def _z_overflow(p: engine.UnitParams, x, h_prev) -> int | None:
     max|h| + max|b| says overflow is possible at all.
     """
     W_ih, W_hh, b = p.W_ih, p.W_hh, p.b
-    h_max = 1.0 if p.W_hr is None else np.abs(h_prev).max()  # |h| <= 1 without a projection
+    h_max = 1.0 if p.W_hr is None else _max_abs(h_prev)  # |h| <= 1 without a projection
     b_max = 0.0 if b is None else np.abs(b).max()
-    bound = np.abs(W_ih).sum(axis=1).max() * np.abs(x).max() + np.abs(W_hh).sum(axis=1).max() * h_max + b_max
+    bound = np.abs(W_ih).sum(axis=1).max() * _max_abs(x) + np.abs(W_hh).sum(axis=1).max() * h_max + b_max
     if np.isfinite(bound) and bound < np.finfo(W_ih.dtype).max:
         return None
     z = x @ W_ih.T + h_prev @ W_hh.T  # (T, B, 4H), only for this check
