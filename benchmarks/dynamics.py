@@ -1,143 +1,263 @@
 """Benchmark: what the dynamics section (docs/dynamics.md) adds to `lstm-diag analyze`.
 
-    make bench-dynamics                                   # every shape, both dtypes
-    .venv/bin/python benchmarks/dynamics.py --shapes default,M --dtypes float64 --repeats 5
+    make bench-dynamics                                    # S, M, L, XL; float32 and float64
+    .venv/bin/python benchmarks/dynamics.py --shapes M --dtypes float32 --rounds 5
+    .venv/bin/python benchmarks/dynamics.py --parts        # where the section's time goes
 
-For each shape and dtype (the built-in default config with the batch, length and sizes
-of the shape, default diagnostics settings), each repeat times, in turn:
+Ratios (the default): the issue-19 budget, the section at most DYNAMICS_BUDGET (0.4) x
+`engine.run` at the default settings, against both engines. Each contender runs in its own
+fresh process, one thread, timed in process CPU time (benchmarks/isolated.py's `cpu` mode,
+contenders engine-numpy, engine-fast and dynamics: `analysis.dynamics_section` on one
+engine.run's caches, what `--no-dynamics` removes); rounds alternate the order; a ratio is
+the median of the per-round ratios. The load average is printed with every row.
 
-  fwd+bwd    `lstm_diag.core.engine.run`: forward, loss and BPTT (the forward/backward time)
-  dynamics   `analysis.dynamics_section` on that forward/backward pass: the whole
-             section `analyze` adds, for every layer (what `--no-dynamics` removes)
+Parts (`--parts`): one process per shape and dtype, one thread, CPU time, median of
+`--repeats`: the pieces of `core.dynamics.layer_dynamics` at the section's settings
+(local derivatives, Lyapunov sweep with its QR factorizations, per-step norms, gradient
+fit, and the window product, which is off by default, timed at window_k = 4 for reference),
+beside engine.run on both engines.
 
-Medians over repeats. The stated bound (docs/dynamics.md, "Cost") is checked on every row:
-
-  dynamics <= 1.0 x fwd+bwd + 15 ms
-
-that is, at most the forward+backward time itself, plus a fixed NumPy call overhead
-that only matters when the forward+backward pass takes a few ms. The section works on
-a fixed number of samples (4 for the Lyapunov spectrum, 1 for the per-step norms and
-the window), so its share shrinks as the batch grows. Exit status 1 if a row misses.
-Timing method and environment report: benchmarks/run.py.
+Exit status 1 if a ratio misses the budget (docs/dynamics.md, "Cost", says where it does).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
+import time
+from pathlib import Path
 
-from run import blas_info, blas_threads, engine_result_bytes, limit_threads, listed, machine, time_round_robin
-
-from lstm_diag.core import engine
-from lstm_diag.features.analysis import dynamics_section
-from lstm_diag.setup.config import load_config
-from lstm_diag.setup.problem import build
-
-SHAPES = {  # name: (B, T, I, H)
-    "default": (16, 100, 8, 32),  # the built-in default config
-    "S": (16, 100, 32, 64),  # benchmarks/run.py's S, M, L, XL
-    "M16": (16, 200, 128, 256),  # M with the default batch
-    "M": (32, 200, 128, 256),
-    "T1000": (16, 1000, 32, 64),
-    "L": (8, 2000, 64, 128),
-    "XL": (64, 100, 256, 512),
-}
-BOUND_FRACTION = 1.0  # the stated bound: this fraction of the forward+backward time ...
-BOUND_FIXED_S = 0.015  # ... plus this many seconds
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHAPES = ("S", "M", "L", "XL")  # benchmarks/run.py's
+DYNAMICS_BUDGET = 0.4  # issue 19: the section at most this fraction of engine.run
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
-def bound_s(fwd_bwd_s: float) -> float:
-    return BOUND_FRACTION * fwd_bwd_s + BOUND_FIXED_S
+def load() -> str:
+    return "load " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def problem(name: str, dtype: str):
-    B, T, I, H = SHAPES[name]
-    sets = [f"dtype={dtype}", f"data.batch_size={B}", f"data.seq_len={T}"]
-    sets += [f"model.input_size={I}", f"model.hidden_size={H}"]
-    return build(load_config(None, sets)[0])
+# ------------------------------------------------------------------ ratios (isolated)
 
 
-def measure(name: str, dtype: str, args) -> dict:
-    p = problem(name, dtype)
-    B, T, I, H = SHAPES[name]
-    fwd, bwd = engine.run(p.params, p.spec, p.x, p.y, p.loss, p.target)
-    fns = {
-        "fwd+bwd": lambda: engine.run(p.params, p.spec, p.x, p.y, p.loss, p.target),
-        "dynamics": lambda: dynamics_section(p, fwd, bwd),
-    }
-    prefault = 2 * engine_result_bytes(B, T, H, dtype)  # as run.py does for the engine
-    times = time_round_robin(fns, args.repeats, args.warmup, args.settle, prefault)
-    fb = statistics.median(times["fwd+bwd"])
-    dyn = statistics.median(times["dynamics"])
-    return {
-        "shape": name,
-        "dtype": dtype,
-        "dims": dict(zip("BTIH", SHAPES[name], strict=True)),
-        "fwd_bwd_ms": 1e3 * fb,
-        "dynamics_ms": 1e3 * dyn,
-        "dynamics/fwd_bwd": dyn / fb,
-        "bound_ms": 1e3 * bound_s(fb),
-        "within_bound": dyn <= bound_s(fb),
-    }
+def ratios(args) -> list[dict]:
+    sys.path.insert(0, str(HERE))
+    import importlib.util
+
+    from isolated import measure
+
+    contenders = ["engine-numpy", "dynamics"]
+    if importlib.util.find_spec("numba") is not None:
+        contenders.insert(1, "engine-fast")
+    rows = []
+    for dtype in args.dtypes:
+        for shape in args.shapes:
+            before = load()
+            r = measure(contenders, shape, dtype, "healthy", "cpu", args.rounds, args.repeats)
+            r["load"] = [before, load()]
+            rows.append(r)
+            line = ", ".join(f"{c} {v:.1f} ms" for c, v in r["ms"].items())
+            line += "; " + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items())
+            print(f"{shape} {dtype}: {line} ({before} -> {r['load'][1]})", file=sys.stderr, flush=True)
+    return rows
 
 
-def markdown(rows: list[dict]) -> str:
+def ratio_table(rows: list[dict]) -> str:
     out = [
-        "| shape | B, T, I, H | dtype | fwd+bwd | dynamics | / fwd+bwd | bound: fwd+bwd + 15 ms |",
-        "|---|---|---|---:|---:|---:|---|",
+        "| shape | dtype | engine numpy | engine fast | dynamics | / engine numpy | / engine fast "
+        "| load (1, 5, 15 min) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        d = r["dims"]
-        ok = "ok" if r["within_bound"] else "**MISS**"
+        ms, q = r["ms"], r["ratios"]
+        cells = []
+        for key in ("dynamics/engine-numpy", "dynamics/engine-fast"):
+            v = q.get(key)
+            cells.append("-" if v is None else f"{v:.2f}" if v <= DYNAMICS_BUDGET else f"**{v:.2f}**")
+        fast = f"{ms['engine-fast']:.1f} ms" if "engine-fast" in ms else "-"
         out.append(
-            f"| {r['shape']} | {d['B']}, {d['T']}, {d['I']}, {d['H']} | {r['dtype']} | "
-            f"{r['fwd_bwd_ms']:.1f} ms | {r['dynamics_ms']:.1f} ms | {r['dynamics/fwd_bwd']:.2f}x | "
-            f"{r['bound_ms']:.1f} ms {ok} |"
+            f"| {r['shape']} | {r['dtype']} | {ms['engine-numpy']:.1f} ms | {fast} | "
+            f"{ms['dynamics']:.1f} ms | {cells[0]} | {cells[1]} | {r['load'][0][5:]} |"
         )
     return "\n".join(out)
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated, from " + ",".join(SHAPES))
-    ap.add_argument("--dtypes", default="float64,float32")
-    ap.add_argument("--repeats", type=int, default=9, help="timed runs of each (median)")
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--settle", type=float, default=0.05, help="seconds of sleep before each timed run")
-    ap.add_argument("--threads", type=int, help="BLAS threads (needs threadpoolctl); default: what BLAS uses")
-    args = ap.parse_args(argv)
-    args.shapes = listed(ap, args.shapes, SHAPES, "shapes")
-    args.dtypes = listed(ap, args.dtypes, ("float32", "float64"), "dtypes")
-    return args
+# ------------------------------------------------------------------- parts (in process)
+
+
+def parts_worker(shape: str, dtype: str, repeats: int) -> dict:
+    """One thread (set by the caller's environment), CPU time, median of repeats."""
+    sys.path.insert(0, str(HERE))
+    import numpy as np
+    from run import make_problem
+
+    from lstm_diag.core import backends, engine
+    from lstm_diag.core import dynamics as dy
+    from lstm_diag.setup.config import Config
+
+    d = Config().diagnostics
+    p = make_problem(shape, dtype)
+    B, T, I, H = p.dims
+    fwd, bwd = engine.run(p.params, p.spec, p.x, p.y, "mse", "last")
+    W = p.params["weight_hh_l0"]
+    S = slice(0, min(d.dynamics_samples, B))
+    cache = dy._samples(fwd.layers[0], S.stop)
+    dc = bwd.layers[0].dc[:, S]
+    dt = dy._computed_in(cache, W, np.float32 if d.dynamics_dtype == "float32" else None)
+    sweep = min(T, d.lyapunov_steps or T)
+    t0, warm = T - sweep, sweep // 4
+    stride = -(-T // d.norm_points)
+    steps = np.arange(T - 1, -1, -stride)[::-1]
+    W_T = np.ascontiguousarray(np.asarray(W, dt).T)
+    one = dy._samples(cache, 1)
+    jac = dy.StateJacobians.from_cache(cache, W, slice(t0, T), W_T, dt)
+    sub = dy.StateJacobians.from_cache(one, W, steps, W_T, dt)
+    last = dy.StateJacobians.from_cache(one, W, slice(T - d.window, T), W_T, dt)
+    k = min(d.lyapunov_k, 2 * H)
+
+    def engine_on(name):
+        def run():
+            backends.select(name, dtype)
+            engine.run(p.params, p.spec, p.x, p.y, "mse", "last")
+
+        return run
+
+    def local():
+        dy.StateJacobians.from_cache(cache, W, slice(t0, T), W_T, dt)
+        dy.StateJacobians.from_cache(one, W, steps, W_T, dt)
+
+    fns = {
+        "engine numpy": engine_on("numpy"),
+        "engine fast": engine_on("fast") if backends.fast_installed() else None,
+        "local derivatives": local,
+        "Lyapunov sweep": lambda: dy.lyapunov_spectrum(jac, k, warm, None, 0),
+        "per-step norms": lambda: (dy.spectral_norms(sub, 12, 0), dy.dcdc_norms(sub, 12, 0)),
+        "gradient fit": lambda: dy.gradient_growth_rates(dc, t0 + warm, T),
+        "whole layer_dynamics": lambda: dy.layer_dynamics(
+            cache,
+            W,
+            k=k,
+            window=d.window,
+            window_k=d.window_k,
+            window_samples=1,
+            norm_samples=1,
+            norm_points=d.norm_points,
+            grad_c=dc,
+            lyapunov_steps=d.lyapunov_steps,
+            dtype=dt,
+        ),  # fmt: skip
+        "window (off by default; window_k=4)": lambda: dy.window_singular_values(last, 4, d.window),
+    }
+    qr = {"s": 0.0}
+    real_qr = np.linalg.qr
+
+    def timed_qr(*a, **kw):
+        t = time.process_time()
+        out = real_qr(*a, **kw)
+        qr["s"] += time.process_time() - t
+        return out
+
+    out = {"shape": shape, "dtype": dtype, "dims": [B, T, I, H], "compute_dtype": dt.name, "ms": {}}
+    for name, fn in fns.items():
+        if fn is None:
+            continue
+        fn()
+        times, qrs = [], []
+        for _ in range(repeats):
+            qr["s"] = 0.0
+            np.linalg.qr = timed_qr
+            t = time.process_time()
+            fn()
+            times.append(time.process_time() - t)
+            np.linalg.qr = real_qr
+            qrs.append(qr["s"])
+        out["ms"][name] = 1e3 * statistics.median(times)
+        if name == "Lyapunov sweep":
+            out["ms"]["  of which QR"] = 1e3 * statistics.median(qrs)
+    return out
+
+
+def parts(args) -> list[dict]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.update({v: "1" for v in THREAD_VARS})
+    rows = []
+    for dtype in args.dtypes:
+        for shape in args.shapes:
+            argv = [sys.executable, str(Path(__file__).resolve()), "--parts-worker", shape, dtype]
+            argv += ["--repeats", str(args.repeats)]
+            before = load()
+            res = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                raise RuntimeError(f"parts {shape} {dtype} failed:\n{res.stderr[-2000:]}")
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            r["load"] = before
+            rows.append(r)
+            print(f"{shape} {dtype} ({before}): {r['ms']}", file=sys.stderr, flush=True)
+    return rows
+
+
+def parts_table(rows: list[dict]) -> str:
+    names = list(rows[0]["ms"])
+    out = ["| shape | dtype (computed in) | " + " | ".join(names) + " | load |"]
+    out.append("|---|---|" + "---:|" * len(names) + "---|")
+    for r in rows:
+        ref = r["ms"].get("engine fast", r["ms"]["engine numpy"])
+        cells = []
+        for n in names:
+            v = r["ms"].get(n)
+            share = "" if n.startswith("engine") or v is None else f" ({v / ref:.2f}x)"
+            cells.append("-" if v is None else f"{v:.1f}{share}")
+        head = f"| {r['shape']} | {r['dtype']} ({r['compute_dtype']}) | "
+        out.append(head + " | ".join(cells) + f" | {r['load'][5:]} |")
+    note = "(x): the part's time / engine fast (engine numpy without numba); one thread, CPU time"
+    return "\n".join(out) + "\n\n" + note
+
+
+# ------------------------------------------------------------------------------ main
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    with limit_threads(args.threads):
-        m = machine(None)
-        threads = args.threads or blas_threads(blas_info())
-        load = [round(v, 2) for v in os.getloadavg()]
-        print(f"{m['cpu']}, {m['cores']} cores, BLAS threads {threads}; load average {load}", file=sys.stderr)
-        if load[0] > 0.5:
-            print("warning: other processes are using the CPU; timings will be noisy", file=sys.stderr)
-        rows = []
-        for dtype in args.dtypes:
-            for name in args.shapes:
-                r = measure(name, dtype, args)
-                rows.append(r)
-                print(
-                    f"{name} {dtype}: fwd+bwd {r['fwd_bwd_ms']:.1f} ms, dynamics {r['dynamics_ms']:.1f} ms "
-                    f"({r['dynamics/fwd_bwd']:.2f}x), bound {r['bound_ms']:.1f} ms",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    print(markdown(rows))
-    print(f"\nload average (1, 5, 15 min): {load} at start, {[round(v, 2) for v in os.getloadavg()]} at end")
-    return 0 if all(r["within_bound"] for r in rows) else 1
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh processes per contender (median of ratios)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs inside each process (median)")
+    ap.add_argument("--parts", action="store_true", help="where the section's time goes, part by part")
+    ap.add_argument("--parts-worker", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    args = ap.parse_args(argv)
+    if args.parts_worker:
+        print(json.dumps(parts_worker(*args.parts_worker, args.repeats)))
+        return 0
+    args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    args.dtypes = [s.strip() for s in args.dtypes.split(",") if s.strip()]
+    print(f"{load()} at start", file=sys.stderr)
+    if args.parts:
+        rows = parts(args)
+        print(parts_table(rows))
+    else:
+        rows = ratios(args)
+        print(ratio_table(rows))
+    print(f"\n{load()} at end (1, 5, 15 min)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.parts:
+        return 0
+    missed = [
+        f"{r['shape']} {r['dtype']} {k} {v:.2f}"
+        for r in rows
+        for k, v in r["ratios"].items()
+        if k.startswith("dynamics/") and v > DYNAMICS_BUDGET
+    ]
+    for m in missed:
+        print(f"MISSES the budget {DYNAMICS_BUDGET}: {m}", file=sys.stderr)
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ TINY = {"seed": 3, "engine": "numpy", "model": {"input_size": 3, "hidden_size": 
         "data": {"batch_size": 2, "seq_len": 12}}
 FIXTURES = Path(__file__).parent / "fixtures_torchfile"
 
-# field: (context, value). Contexts: "analyze" (TINY), "chrono", "identity", "exploding",
+# field: (context, value). Contexts: "analyze" (TINY), "window" (TINY with the window product on),
+# "chrono", "identity", "exploding",
 # "norm", "value", "agc" (clipping modes), "xfile" (a data file), "ce" (cross_entropy, 3
 # classes), "train", "compare".
 RULES = {
@@ -45,9 +46,10 @@ RULES = {
     "diagnostics.saturated_gate_fraction": ("analyze", 0.01), "diagnostics.memory": ("analyze", "checkpoint"),
     "diagnostics.memory_budget_mb": ("analyze", 0.001), "diagnostics.dynamics": ("analyze", False),
     "diagnostics.lyapunov_k": ("analyze", 2), "diagnostics.lyapunov_steps": ("analyze", 40),
-    "diagnostics.window": ("analyze", 3),
+    "diagnostics.window": ("window", 3),
     "diagnostics.window_k": ("analyze", 1), "diagnostics.dynamics_samples": ("analyze", 1),
-    "diagnostics.norm_points": ("analyze", 2), "clipping.mode": ("analyze", "norm"),
+    "diagnostics.norm_points": ("analyze", 2), "diagnostics.dynamics_dtype": ("analyze", "model"),
+    "clipping.mode": ("analyze", "norm"),
     "clipping.max_norm": ("norm", 0.001), "clipping.clip_value": ("value", 0.001),
     "clipping.clipping": ("agc", 1e-4),
     "train.steps": ("train", 3), "train.optimizer": ("train", "adam"), "train.lr": ("train", 0.5),
@@ -96,6 +98,8 @@ def _context(name, tmp_path):
         cfg["seed"] = 0
         cfg["model"] |= {"hidden_size": 16, "init": "orthogonal", "recurrent_scale": 8.0}
         cfg["data"]["seq_len"] = 40
+    elif name == "window":  # the window product is off by default (diagnostics.window_k = 0)
+        cfg["diagnostics"] = {"window_k": 2}
     elif name in ("norm", "value", "agc"):
         cfg["clipping"] = {"mode": name}
     elif name in ("xfile", "ce"):

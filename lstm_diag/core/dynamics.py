@@ -64,12 +64,15 @@ class StateJacobians:
     a: np.ndarray  # (T, B, 4, H)  [a^i, a^f, a^g, a^o]
     d: np.ndarray  # (T, B, H)     d_t = ∂h_t/∂c_t
     d_prev: np.ndarray  # (T, B, H)  d_{t-1} = ∂h_{t-1}/∂c_{t-1}; 0 at t = 0 (h_0 is given)
-    W_hh_T: np.ndarray = field(init=False, repr=False)  # (H, 4H) contiguous, for the JVP matmul
+    # (H, 4H) contiguous, for the JVP matmul; made from W_hh unless given (a transpose of a
+    # large W_hh costs a few ms: the Jacobians of one layer share it)
+    W_hh_T: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         T, B, H = self.f.shape
         set_ = object.__setattr__
-        set_(self, "W_hh_T", np.ascontiguousarray(self.W_hh.T))
+        if self.W_hh_T is None:
+            set_(self, "W_hh_T", np.ascontiguousarray(self.W_hh.T))
         # the same arrays with an axis for the p vectors of a batch, indexed [t] in every step
         set_(self, "_a", self.a.reshape(T, B, 1, 4 * H))  # (T, B, 1, 4H) [a^i a^f a^g a^o]
         set_(self, "_f", self.f[:, :, None, :])  # (T, B, 1, H)
@@ -78,15 +81,22 @@ class StateJacobians:
 
     @classmethod
     def from_cache(
-        cls, cache: LayerCache, W_hh: np.ndarray, steps: np.ndarray | slice | None = None
+        cls,
+        cache: LayerCache,
+        W_hh: np.ndarray,
+        steps: np.ndarray | slice | None = None,
+        W_hh_T: np.ndarray | None = None,
+        dtype: np.dtype | type | None = None,
     ) -> StateJacobians:
         """Local derivatives of every step from a forward cache (no recomputation).
 
         steps: only these steps (indices t of the cache, increasing), e.g. the last n or
         every s-th; d_prev is then d at each step's own predecessor t - 1 (0 at t = 0), so
         every one-step quantity equals the whole trajectory's at that step, bit for bit.
+        W_hh_T: W_hh.T as a contiguous array in the dtype computed in, when the caller has it.
+        dtype: compute in this dtype (float32 or float64) instead of the cache's.
         """
-        dt = np.result_type(cache.gates.dtype, np.float32)  # float32 stays float32
+        dt = np.result_type(cache.gates.dtype if dtype is None else dtype, np.float32)  # float32 stays
         T_all = cache.gates.shape[0]
         t = np.arange(T_all)[slice(None) if steps is None else steps]  # (T,) the steps kept
         if t.size and t[0] == 0 and np.all(np.diff(t) == 1):
@@ -100,7 +110,7 @@ class StateJacobians:
         else:
             _, _, d_prev = cls._local(cache, prev, dt, only_d=True)
             d_prev[t == 0] = 0.0  # h_0 is given, not a function of c_0
-        return cls(np.asarray(W_hh, dt), np.ascontiguousarray(f), a, d, d_prev)
+        return cls(np.asarray(W_hh, dt), np.ascontiguousarray(f), a, d, d_prev, W_hh_T)
 
     @staticmethod
     def _local(cache: LayerCache, t: np.ndarray, dt, only_d: bool = False):
@@ -137,12 +147,12 @@ class StateJacobians:
     def samples(self, index: slice | np.ndarray) -> StateJacobians:
         """The same Jacobians for a subset of the batch."""
         f, a, d, d_prev = (np.ascontiguousarray(x[:, index]) for x in (self.f, self.a, self.d, self.d_prev))
-        return StateJacobians(self.W_hh, f, a, d, d_prev)
+        return StateJacobians(self.W_hh, f, a, d, d_prev, self.W_hh_T)
 
     def at_steps(self, index: slice | np.ndarray) -> StateJacobians:
         """The Jacobians of a subset of the steps (for one-step quantities, not products)."""
         f, a, d, d_prev = (np.ascontiguousarray(x[index]) for x in (self.f, self.a, self.d, self.d_prev))
-        return StateJacobians(self.W_hh, f, a, d, d_prev)
+        return StateJacobians(self.W_hh, f, a, d, d_prev, self.W_hh_T)
 
     # -------------------------------------------------------------- J_t and J_t^T
 
@@ -170,11 +180,12 @@ class StateJacobians:
         v_h = v[..., H:]
         w = self._d[t] * v_h
         w += v[..., :H]  # (..., p, H) total adjoint of c_t, eq. (9)
-        dz = np.empty(v.shape[:-1] + (4 * H,), self.dtype)  # (..., p, 4H)
-        for gate in range(3):  # eqs. (10)-(12): a^i w, a^f w, a^g w
-            dz[..., gate * H : (gate + 1) * H] = w
-        dz[..., 3 * H :] = v_h  # eq. (13): a^o v_h
-        dz *= self._a[t]
+        a = self._a[t]  # (..., 1, 4H)
+        dz = np.empty(w.shape[:-1] + (4 * H,), self.dtype)  # (..., p, 4H)
+        a3 = a[..., : 3 * H].reshape(a.shape[:-1] + (3, H))  # (..., 1, 3, H) [a^i a^f a^g]
+        dz3 = dz.reshape(dz.shape[:-1] + (4, H))[..., :3, :]  # (..., p, 3, H) view
+        np.multiply(w[..., None, :], a3, out=dz3)  # eqs. (10)-(12): a^i w, a^f w, a^g w
+        np.multiply(v_h, a[..., 3 * H :], out=dz[..., 3 * H :])  # eq. (13): a^o v_h
         out = np.empty(v.shape, self.dtype)
         np.multiply(self._f[t], w, out=out[..., :H])  # δc_t ⊙ f_t, eq. (9)
         out[..., H:] = _rows_matmul(dz, self.W_hh)  # W_hh^T δz, eq. (8)
@@ -498,7 +509,8 @@ def benettin(
             if qr_every is None:
                 spread = float(np.max(log_r.max(axis=-1) - log_r.min(axis=-1))) / since
                 size = float(np.max(np.abs(log_r))) / since
-                every = int(np.clip(LOG_COND / max(spread, size, 1e-12), 1, MAX_QR_EVERY))
+                bound = max(spread, size, 1e-12)  # inf or NaN once the frame has overflowed
+                every = int(np.clip(LOG_COND / bound, 1, MAX_QR_EVERY)) if np.isfinite(bound) else 1
             since = 0
     return Lyapunov(per_sample=S / (T - warmup), steps=T - warmup)
 
@@ -661,6 +673,7 @@ def layer_dynamics(
     seed: int = 0,
     grad_c: np.ndarray | None = None,
     lyapunov_steps: int | None = None,
+    dtype: np.dtype | type | None = None,
 ) -> dict:
     """Everything above for one layer, as plain JSON-able data (`layers[k].dynamics`).
 
@@ -680,6 +693,8 @@ def layer_dynamics(
     With grad_c (T, B, H), this layer's dL/dc_t (the engine's `LayerGrads.dc`), adds
     "gradient": the measured per-step growth of ||dL/dc_t|| per sample over the same
     steps the exponents accumulate over, against the one λ_1 predicts (`compare_growth`).
+    dtype: the Jacobians' dtype (None: the cache's; float32 halves the cost of a float64
+    model's dynamics, docs/dynamics.md §7); the gradient fit reads grad_c as it is.
     A forward pass with non-finite values gives NaN everywhere (null in JSON).
     Each part builds the local derivatives of only the steps and samples it uses.
     """
@@ -700,22 +715,26 @@ def layer_dynamics(
     settings.update(qr_every="adaptive" if qr_every is None else qr_every, window=window, window_k=window_k)
     settings.update(window_samples=SW, norm_samples=S, norm_points=norm_points, norm_stride=stride)
     settings.update(lanczos_steps=lanczos_steps, aggregate=AGGREGATE, log="natural, per step")
+    dt = _computed_in(cache, W_hh, dtype)
+    settings.update(dtype=dt.name)
     out = {key: [] for key in _KEYS}  # in this order in the JSON
     out.update(norm_steps=(steps + 1).tolist(), settings=settings)
     if not _finite_cache(cache):
         return _all_nan(out, k, steps.size, window_k, sweep - warmup, with_gradient=grad_c is not None)
-    jac = StateJacobians.from_cache(cache, W_hh, slice(t0, T) if t0 else None)  # the sweep's steps
+    W_hh_T = np.ascontiguousarray(np.asarray(W_hh, dt).T)  # (H, 4H), shared by the parts below
+    sweep_steps = slice(t0, T) if t0 else None
+    jac = StateJacobians.from_cache(cache, W_hh, sweep_steps, W_hh_T, dt)  # the sweep's steps
     lyap = lyapunov_spectrum(jac, k, warmup, qr_every, seed)
     out["lyapunov"] = lyap.mean.tolist()
     out["lyapunov_std"] = lyap.std.tolist()
     out["lyapunov_stderr"] = lyap.stderr.tolist()
     if S:
-        sub = StateJacobians.from_cache(_samples(cache, S), W_hh, steps)
+        sub = StateJacobians.from_cache(_samples(cache, S), W_hh, steps, W_hh_T, dt)
         out["spectral_norm"] = np.median(spectral_norms(sub, lanczos_steps, seed), axis=1).tolist()
         out["cell_path_norm"] = np.median(cell_path_norms(sub), axis=1).tolist()
         out["dcdc_norm"] = np.median(dcdc_norms(sub, lanczos_steps, seed), axis=1).tolist()
     if window_k:
-        last = StateJacobians.from_cache(_samples(cache, SW), W_hh, slice(T - window, T))
+        last = StateJacobians.from_cache(_samples(cache, SW), W_hh, slice(T - window, T), W_hh_T, dt)
         sv = window_singular_values(last, window_k, window, seed=seed)  # (SW, window_k)
         out["window_singular_values"] = np.median(sv, axis=0).tolist()
     if grad_c is not None:
@@ -726,6 +745,25 @@ def layer_dynamics(
 _KEYS = ("lyapunov", "lyapunov_std", "lyapunov_stderr", "norm_steps", "spectral_norm", "cell_path_norm")
 _KEYS += ("dcdc_norm", "window_singular_values")
 AGGREGATE = "Lyapunov: mean over samples; norms and window: median over samples"
+
+
+F32_GROWTH = 1e30  # float32 Jacobians only while one step's growth bound stays this far below ~3e38
+
+
+def _computed_in(cache: LayerCache, W_hh: np.ndarray, dtype) -> np.dtype:
+    """The dtype the Jacobians are computed in: `dtype` (None: the cache's), except that a float64
+    cache stays float64 when float32 could overflow: one step's growth is at most
+    4H max|a| max|W_hh| + max f, with |a^f| <= |c_{t-1}| / 4 the largest local derivative."""
+    model = np.result_type(cache.gates.dtype, np.float32)
+    dt = model if dtype is None else np.result_type(dtype, np.float32)
+    if dt == np.float32 and model == np.float64:
+        H4 = cache.gates.shape[-1]
+        with np.errstate(over="ignore", invalid="ignore"):
+            c_max = float(np.max(np.abs(cache.c), initial=1.0))
+            growth = H4 * c_max * float(np.max(np.abs(W_hh), initial=0.0))
+        if not growth < F32_GROWTH:  # also NaN
+            return model
+    return dt
 
 
 def _samples(cache: LayerCache, n: int) -> LayerCache:

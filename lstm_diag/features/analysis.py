@@ -282,6 +282,7 @@ def dynamics_section(problem: Problem, fwd, grads) -> tuple[dict, list[dict]]:
                 seed=problem.config.seed,
                 grad_c=grads.layers[j].dc[:, S],
                 lyapunov_steps=d.lyapunov_steps,
+                dtype=np.float32 if d.dynamics_dtype == "float32" else None,
             )
         )
     note = {"computed": True, "samples": S.stop}

@@ -144,9 +144,21 @@ class DiagnosticsConfig(_Section):
     lyapunov_k: int = Field(8, gt=0)
     lyapunov_steps: int | None = Field(256, gt=1)  # the Lyapunov sweep: the last this many steps (null: all)
     window: int = Field(20, gt=0)
-    window_k: int = Field(4, ge=0)
+    window_k: int = Field(0, ge=0)  # 0: the window product is off by default (its cost, docs/dynamics.md §7)
     dynamics_samples: int = Field(4, gt=0)
     norm_points: int = Field(64, gt=0)
+    # the Jacobians' dtype: float32 (half the cost for a float64 model; docs/dynamics.md §7) or the model's
+    dynamics_dtype: Literal["float32", "model"] = "float32"
+
+    @model_validator(mode="after")
+    def _window_used(self):
+        default = type(self).model_fields["window"].default
+        if self.window_k == 0 and self.window != default:
+            raise ValueError(
+                f"diagnostics.window: {self.window} has no effect while diagnostics.window_k is 0 (the "
+                "window product is off by default); set diagnostics.window_k too, e.g. 4"
+            )
+        return self
 
 
 class ClippingConfig(_Section):

@@ -145,13 +145,14 @@ def dynamics_bytes(config: Config, T: int | None = None, B: int | None = None) -
     """Peak extra memory of the Jacobian/Lyapunov analysis: it works one layer at a time, in
     the model's dtype, on the first diagnostics.dynamics_samples samples of the batch and the
     last diagnostics.lyapunov_steps steps, with ~11 numbers per (t, sample, unit) (local
-    derivatives a, f, d, d_{t-1} and the work arrays)."""
+    derivatives a, f, d, d_{t-1} and the work arrays), in float32 with diagnostics.dynamics_dtype
+    float32."""
     T = config.data.seq_len if T is None else T
     if config.diagnostics.lyapunov_steps is not None:
         T = min(T, config.diagnostics.lyapunov_steps)
     B = config.data.batch_size if B is None else B
     S = min(config.diagnostics.dynamics_samples, B)
-    itemsize = 4 if config.dtype == "float32" else 8
+    itemsize = 4 if "float32" in (config.dtype, config.diagnostics.dynamics_dtype) else 8
     return itemsize * 11 * T * S * config.model.hidden_size
 
 
