@@ -393,8 +393,8 @@ def test_analyze_takes_norm_points_from_the_config():
     dyn = doc["layers"][0]["dynamics"]
     assert dyn["norm_steps"] == list(range(1, 101)) and len(dyn["spectral_norm"]) == 100
     assert dyn["settings"]["norm_samples"] == dyn["settings"]["window_samples"] == 1
-    dyn = analyze(None).to_dict()["layers"][0]["dynamics"]  # default 64: every 2nd step, ending at T
-    assert dyn["norm_steps"] == list(range(2, 101, 2)) and len(dyn["dcdc_norm"]) == 50
+    dyn = analyze(None).to_dict()["layers"][0]["dynamics"]  # default 32: every 4th step, ending at T
+    assert dyn["norm_steps"] == list(range(4, 101, 4)) and len(dyn["dcdc_norm"]) == 25
 
 
 def test_bad_arguments_name_the_argument():

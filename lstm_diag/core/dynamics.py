@@ -714,16 +714,14 @@ def layer_dynamics(
     settings.update(lyapunov_steps=lyapunov_steps, sweep=[t0 + 1, T])
     settings.update(qr_every="adaptive" if qr_every is None else qr_every, window=window, window_k=window_k)
     settings.update(window_samples=SW, norm_samples=S, norm_points=norm_points, norm_stride=stride)
-    settings.update(lanczos_steps=lanczos_steps, aggregate=AGGREGATE, log="natural, per step")
     dt = _computed_in(cache, W_hh, dtype)
-    settings.update(dtype=dt.name)
+    settings.update(lanczos_steps=lanczos_steps, aggregate=AGGREGATE, log="natural, per step", dtype=dt.name)
     out = {key: [] for key in _KEYS}  # in this order in the JSON
     out.update(norm_steps=(steps + 1).tolist(), settings=settings)
     if not _finite_cache(cache):
         return _all_nan(out, k, steps.size, window_k, sweep - warmup, with_gradient=grad_c is not None)
     W_hh_T = np.ascontiguousarray(np.asarray(W_hh, dt).T)  # (H, 4H), shared by the parts below
-    sweep_steps = slice(t0, T) if t0 else None
-    jac = StateJacobians.from_cache(cache, W_hh, sweep_steps, W_hh_T, dt)  # the sweep's steps
+    jac = StateJacobians.from_cache(cache, W_hh, slice(t0, T) if t0 else None, W_hh_T, dt)  # sweep's steps
     lyap = lyapunov_spectrum(jac, k, warmup, qr_every, seed)
     out["lyapunov"] = lyap.mean.tolist()
     out["lyapunov_std"] = lyap.std.tolist()
@@ -759,8 +757,7 @@ def _computed_in(cache: LayerCache, W_hh: np.ndarray, dtype) -> np.dtype:
     if dt == np.float32 and model == np.float64:
         H4 = cache.gates.shape[-1]
         with np.errstate(over="ignore", invalid="ignore"):
-            c_max = float(np.max(np.abs(cache.c), initial=1.0))
-            growth = H4 * c_max * float(np.max(np.abs(W_hh), initial=0.0))
+            growth = H4 * np.maximum(_abs_max(cache.c), 1.0) * _abs_max(np.asarray(W_hh))
         if not growth < F32_GROWTH:  # also NaN
             return model
     return dt
@@ -775,5 +772,16 @@ def _samples(cache: LayerCache, n: int) -> LayerCache:
 
 
 def _finite_cache(cache: LayerCache) -> bool:
-    """Whether every local derivative of every step can be finite: gates, c_{t-1}, tanh c_t."""
-    return all(np.isfinite(x).all() for x in (cache.gates, cache.c[:-1], cache.tanh_c))
+    """Whether every local derivative of every step can be finite: gates, c_{t-1}, tanh c_t.
+    By their extremes (NaN propagates through min and max, an infinity is one): two passes
+    without a full-size boolean array."""
+    return all(_finite_extremes(x) for x in (cache.gates, cache.c[:-1], cache.tanh_c))
+
+
+def _finite_extremes(x: np.ndarray) -> bool:
+    return x.size == 0 or bool(np.isfinite(x.min()) and np.isfinite(x.max()))
+
+
+def _abs_max(x: np.ndarray) -> float:
+    """max |x| (NaN if x holds one) without an |x| copy; 0 for an empty x."""
+    return float(np.maximum(x.max(), -x.min())) if x.size else 0.0  # np.maximum propagates NaN

@@ -146,7 +146,7 @@ class DiagnosticsConfig(_Section):
     window: int = Field(20, gt=0)
     window_k: int = Field(0, ge=0)  # 0: the window product is off by default (its cost, docs/dynamics.md §7)
     dynamics_samples: int = Field(4, gt=0)
-    norm_points: int = Field(64, gt=0)
+    norm_points: int = Field(32, gt=0)  # 64 before issue 19 (cost: docs/dynamics.md §7)
     # the Jacobians' dtype: float32 (half the cost for a float64 model; docs/dynamics.md §7) or the model's
     dynamics_dtype: Literal["float32", "model"] = "float32"
 
