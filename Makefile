@@ -45,7 +45,8 @@ bench-check: $(STAMP)
 bench-inprocess: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
-# What the dynamics section adds to analyze, against its stated bound (docs/dynamics.md).
+# The dynamics section against its budget, 0.4x engine.run, each contender in its own process
+# (docs/dynamics.md, "Cost"); BENCH_ARGS=--parts: where its time goes.
 bench-dynamics: $(STAMP)
 	$(BIN)/python benchmarks/dynamics.py $(BENCH_ARGS)
 

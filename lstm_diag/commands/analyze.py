@@ -67,7 +67,7 @@ SUFFIX = {"json": "json", "markdown": "md", "table": "txt"}  # of -o FOLDER/lstm
     "--no-dynamics",
     is_flag=True,
     help="Skip the state Jacobians and Lyapunov spectrum (diagnostics.dynamics=false); "
-    "they cost up to about one more forward+backward pass (docs/dynamics.md).",
+    "they cost 0.1-0.35x the forward+backward pass, more on small shapes (docs/dynamics.md).",
 )
 @click.option(
     "--batches",
