@@ -480,3 +480,54 @@ def test_block_krylov_window_values_match_the_whole_space_pass(dtype):
     krylov = dy.window_singular_values(jac, 4, 20)
     assert np.all(krylov <= exact * (1 + 1e-5))
     np.testing.assert_allclose(krylov, exact, rtol=1e-4)
+
+
+# ------------------------------------------- issue 19: what the section computes by default
+
+
+def test_analyze_computes_a_float64_models_jacobians_in_float32_by_default():
+    """diagnostics.dynamics_dtype: float32 (the default) against model (float64 Jacobians):
+    λ₁ moves far below its standard error; settings.dtype says which was used."""
+    sets = ["data.seq_len=60", "model.hidden_size=8", "diagnostics.window_k=2"]
+    f32 = analyze(None, sets).to_dict()["layers"][0]["dynamics"]
+    f64 = analyze(None, [*sets, "diagnostics.dynamics_dtype=model"]).to_dict()["layers"][0]["dynamics"]
+    assert (f32["settings"]["dtype"], f64["settings"]["dtype"]) == ("float32", "float64")
+    assert abs(f32["lyapunov"][0] - f64["lyapunov"][0]) < 1e-5 < f64["lyapunov_stderr"][0]
+    np.testing.assert_allclose(f32["lyapunov"], f64["lyapunov"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(f32["spectral_norm"], f64["spectral_norm"], rtol=1e-5)
+    np.testing.assert_allclose(f32["window_singular_values"], f64["window_singular_values"], rtol=1e-5)
+    assert f32["gradient"]["measured_rate"] == f64["gradient"]["measured_rate"]  # read from the float64 BPTT
+
+
+def test_float32_jacobians_are_refused_where_float32_could_overflow():
+    """A float64 cache whose one-step growth bound 4H max|c| max|W_hh| reaches 1e30 stays float64."""
+    result = analyze({"model": {"hidden_size": 4}, "data": {"batch_size": 2, "seq_len": 12}})
+    cache, W_hh = result.fwd.layers[0], result.problem.params["weight_hh_l0"]
+    assert dy.layer_dynamics(cache, W_hh, dtype=np.float32)["settings"]["dtype"] == "float32"
+    huge = dy.LayerCache(x=cache.x, gates=cache.gates, c=cache.c * 1e30, h=cache.h, tanh_c=cache.tanh_c)
+    d = dy.layer_dynamics(huge, W_hh, dtype=np.float32, window_k=0)
+    assert d["settings"]["dtype"] == "float64" and np.isfinite(d["lyapunov"]).all()
+
+
+def test_window_product_is_off_by_default_and_window_alone_is_refused():
+    from lstm_diag.errors import ConfigError
+    from lstm_diag.setup.config import load_config
+
+    dyn = analyze(None, ["data.seq_len=30", "model.hidden_size=8"]).to_dict()["layers"][0]["dynamics"]
+    assert dyn["window_singular_values"] == [] and dyn["settings"]["window_k"] == 0
+    with pytest.raises(ConfigError, match="diagnostics.window: 30 has no effect while diagnostics.window_k"):
+        load_config(None, ["diagnostics.window=30"])
+    cfg, _ = load_config(None, ["diagnostics.window=30", "diagnostics.window_k=4"])
+    assert (cfg.diagnostics.window, cfg.diagnostics.window_k) == (30, 4)
+
+
+def test_an_overflowed_frame_gives_non_finite_exponents_instead_of_an_error():
+    """A step that overflows the frame (here a map with an infinite entry) makes log|diag R|
+    NaN: the adaptive QR interval is then 1 step, and the exponents come out non-finite
+    (null in JSON) instead of an error from the interval's arithmetic."""
+    Js = np.broadcast_to(np.float32(0.5) * np.eye(3, dtype=np.float32), (8, 3, 3)).copy()
+    Js[3, 0, 0] = np.inf
+    Q = np.eye(3, dtype=np.float32)[None, :2]  # (1, 2, 3)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lyap = dy.benettin(lambda t, U: U @ Js[t].T, Q, 8, warmup=2)
+    assert lyap.per_sample.shape == (1, 2) and not np.isfinite(lyap.per_sample).all()
