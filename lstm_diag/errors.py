@@ -21,6 +21,19 @@ class OutputError(InputError):
     """An output path that cannot be written: the message names the path."""
 
 
+def unreadable(path: object, what: str, e: OSError, error: type[InputError] = InputError) -> InputError:
+    """The one-line error for a file that could not be opened or read: `e`, the OSError that
+    open() or read() raised, in words, naming the file and what it should have been
+    (`what`: "config file", "weights file"). The readers of every format raise it `from None`."""
+    if isinstance(e, FileNotFoundError):
+        return error(f"{path}: no such {what}")
+    if isinstance(e, IsADirectoryError):
+        return error(f"{path}: is a folder, expected a {what}")
+    if isinstance(e, PermissionError):
+        return error(f"{path}: cannot read the {what} (permission denied)")
+    return error(f"{path}: cannot read the {what} ({e.strerror or e.__class__.__name__})")
+
+
 class InputWarning(UserWarning):
     """Something about the input the user should know, that changes no result silently
     (e.g. values that underflow to zero in the configured dtype): one line on stderr."""

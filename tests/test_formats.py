@@ -279,6 +279,39 @@ def test_legacy_torchscript_and_other_contents_refused(tmp_path):
             read_arrays("/dev/zero")
 
 
+@pytest.mark.parametrize(
+    "raised, said",
+    [
+        (FileNotFoundError(2, "No such file or directory"), "no such {what}"),
+        (IsADirectoryError(21, "Is a directory"), "is a folder, expected a {what}"),
+        (PermissionError(13, "Permission denied"), "cannot read the {what} (permission denied)"),
+        (OSError(5, "Input/output error"), "cannot read the {what} (Input/output error)"),
+    ],
+)
+def test_npz_and_yaml_readers_word_an_unreadable_file_alike(tmp_path, monkeypatch, raised, said):
+    """One wording (errors.unreadable) for an OSError on opening a weights .npz or a config:
+    the file, what it should be, why; ConfigError for the config. (Run as root, a chmod
+    would not stop a read, so open() itself raises here.)"""
+    from lstm_diag.errors import ConfigError
+    from lstm_diag.formats import npz
+    from lstm_diag.setup import bounded_yaml
+
+    def refuse(*args, **kwargs):
+        raise raised
+
+    for module, call, what, error in (
+        (npz, lambda p: npz.open_npz(p), "weights file", InputError),
+        (bounded_yaml, lambda p: bounded_yaml.read_text_capped(p), "config file", ConfigError),
+    ):
+        path = tmp_path / "f"
+        path.write_bytes(b"x")
+        monkeypatch.setattr(module, "open", refuse, raising=False)
+        with pytest.raises(error) as e:
+            call(path)
+        assert str(e.value) == f"{path}: " + said.format(what=what)
+        monkeypatch.undo()
+
+
 def _npy_bytes() -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.zeros(3))

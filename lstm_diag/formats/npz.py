@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, preview
+from ..errors import InputError, preview, unreadable
 from .budget import check_declared
 from .loaded import ArrayInfo, LazyArrays, LoadedFile
 
@@ -73,12 +73,8 @@ def open_npz(path: str | Path, what: str = "weights") -> LoadedFile:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 raise InputError(f"{p}: not a regular file (a device or a pipe); expected a {what} .npz file")
             magic = fh.read(6)
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such {what} file") from None
-    except PermissionError:
-        raise InputError(f"{p}: cannot read the {what} file (permission denied)") from None
     except OSError as e:
-        raise InputError(f"{p}: cannot read the {what} file ({e.strerror or e.__class__.__name__})") from None
+        raise unreadable(p, f"{what} file", e) from None
     if magic == b"\x93NUMPY":
         raise InputError(f"{p}: {what} must be an .npz archive of named arrays (np.savez), not a single .npy")
     if magic[:2] == b"\x80\x04" or magic[:1] == b"\x80":

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, preview
+from ..errors import ConfigError, preview, unreadable
 
 MAX_TEXT_BYTES = 4 * 2**20  # config files are a few KB
 MAX_DEPTH = 50  # nesting of mappings and sequences
@@ -41,12 +41,8 @@ def read_text_capped(path: Path, what: str = "config file", limit: int = MAX_TEX
                     f"{path}: {what} of {_size(st.st_size)} is over the {_size(limit)} limit; refused unread"
                 )
             data = fh.read(limit + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, expected a {what}") from None
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read the {what} ({e.strerror or e.__class__.__name__})") from None
+        raise unreadable(path, what, e, ConfigError) from None
     if len(data) > limit:
         raise ConfigError(f"{path}: {what} is over the {_size(limit)} limit (not a regular file); refused")
     if b"\x00" in data:
