@@ -671,9 +671,13 @@ def test_compare_jobs_stops_on_signals_with_no_worker_left(tmp_path, signals, co
     for s in signals:
         os.killpg(proc.pid, s)  # as a terminal delivers Ctrl-C: to the whole process group
         time.sleep(0.1)
-    _, err = proc.communicate(timeout=20)
+    out, err = proc.communicate(timeout=20)
     assert time.time() - t0 < 5, "took too long to stop"
     assert proc.returncode == code, err.decode()
+    said = "interrupted" if code == 130 else "terminated (SIGTERM)"
+    assert out == b"" and err.decode().splitlines()[:1] == [said], err.decode()
+    if len(signals) == 1:  # one line, no worker's traceback (a second Ctrl-C: reported, issue 14)
+        assert err.decode().splitlines() == [said], err.decode()
     from lstm_diag.features.shutdown import alive
 
     time.sleep(0.1)

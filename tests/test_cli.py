@@ -1,10 +1,8 @@
 """The CLI as users run it: stdout holds only the document, exit codes mean something."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -178,63 +176,58 @@ def _raise(exc):
     return boom
 
 
-def test_an_internal_error_exits_3_with_one_line_and_the_traceback_with_debug(monkeypatch):
-    import lstm_diag.features.analysis as analysis
+# Where each command's work starts: an exception injected there reaches the command's error
+# handling as a bug, an out-of-memory or a Ctrl-C in the middle of the work would.
+WORK = {
+    "analyze": ("lstm_diag.features.analysis", "analyze_problem", []),
+    "compare": ("lstm_diag.features.compare", "execute", ["--init", "pytorch", "--seeds", "1"]),
+    "train": ("lstm_diag.features.train", "train", ["--steps", "2", "--clip", "none"]),
+}
 
-    monkeypatch.setattr(analysis, "analyze_problem", _raise(RuntimeError("injected bug")))
-    r = run("analyze", *SETS, "--format", "json")
+
+def _inject(monkeypatch, command, exc):
+    module, name, args = WORK[command]
+    monkeypatch.setattr(f"{module}.{name}", _raise(exc))
+    return [command, *args, *SETS, "--format", "json"]
+
+
+def _lines(r, command):
+    """stderr's lines; train's progress bar (not transient: it keeps its last state on stderr)
+    ends with a line break even when stopped before its first step, so train's are the
+    non-blank ones."""
+    lines = r.stderr.splitlines()
+    return [ln for ln in lines if ln.strip()] if command == "train" else lines
+
+
+@pytest.mark.parametrize("command", list(WORK))
+def test_an_internal_error_exits_3_with_one_line_and_the_traceback_with_debug(monkeypatch, command):
+    args = _inject(monkeypatch, command, RuntimeError("injected bug"))
+    r = run(*args)
     assert r.exit_code == 3 and r.stdout == ""
-    assert r.stderr.splitlines() == [
+    assert _lines(r, command) == [
         "internal error: RuntimeError: injected bug (rerun with --debug for the traceback)"
     ]
-    r = run("analyze", *SETS, "--format", "json", "--debug")
+    r = run(*args, "--debug")
     assert r.exit_code == 3 and r.stdout == ""
-    assert r.stderr.startswith("Traceback (most recent call last):")
+    assert "\n".join(_lines(r, command)).startswith("Traceback (most recent call last):")
     assert "in boom" in r.stderr  # the injected frame
     assert r.stderr.rstrip().endswith("RuntimeError: injected bug")
 
 
-def test_out_of_memory_exits_2_with_one_line(monkeypatch):
-    import lstm_diag.features.analysis as analysis
-
-    monkeypatch.setattr(analysis, "analyze_problem", _raise(MemoryError()))
-    r = run("analyze", *SETS)
+@pytest.mark.parametrize("command", list(WORK))
+def test_out_of_memory_exits_2_with_one_line(monkeypatch, command):
+    r = run(*_inject(monkeypatch, command, MemoryError()))
     assert r.exit_code == 2 and r.stdout == ""
-    assert r.stderr.splitlines() == [
+    assert _lines(r, command) == [
         "error: out of memory: reduce data.batch_size, data.seq_len or model.hidden_size"
     ]
 
 
-def test_ctrl_c_in_analyze_exits_130(monkeypatch):
-    import lstm_diag.features.analysis as analysis
+@pytest.mark.parametrize("command", list(WORK))
+def test_ctrl_c_exits_130_with_one_line(monkeypatch, command):
+    """In-process: the KeyboardInterrupt path of every command; a real SIGINT to a real process
+    (workers included) is in test_bad_input.py and test_train.py."""
+    r = run(*_inject(monkeypatch, command, KeyboardInterrupt()))
+    assert r.exit_code == 130 and r.stdout == "" and _lines(r, command) == ["interrupted"]
+    assert command == "train" or r.stderr == "interrupted\n"
 
-    monkeypatch.setattr(analysis, "analyze_problem", _raise(KeyboardInterrupt()))
-    r = run("analyze", *SETS, "--format", "json")
-    assert r.exit_code == 130 and r.stdout == "" and r.stderr == "interrupted\n"
-
-
-def test_ctrl_c_in_compare_with_workers_exits_130_promptly(tmp_path):
-    """A real SIGINT to a real process (the point of the subprocess): compare, two worker
-    processes busy, stops with exit 130: one line on stderr, nothing on stdout."""
-    code = (
-        "import sys\n"
-        "import lstm_diag.features.compare as C\n"
-        "plan = C.plan\n"
-        "def announced(*a, **k):\n"
-        "    sys.stderr.write('planned\\n'); sys.stderr.flush()\n"
-        "    return plan(*a, **k)\n"
-        "C.plan = announced\n"
-        "from lstm_diag.cli import main\n"
-        "main(sys.argv[1:], prog_name='lstm-diag')\n"
-    )
-    args = ["compare", "--seeds", "400", "--jobs", "2", "--format", "json", *SETS]
-    args += ["--set", "data.seq_len=200"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
-    )
-    assert proc.stderr.readline() == b"planned\n"
-    time.sleep(0.5)  # the pool is up and running
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()
-    assert out == b"" and err.decode().splitlines() == ["interrupted"]

@@ -12,9 +12,8 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run
 
-from lstm_diag.commands.compare import compare_cmd
 from lstm_diag.core import engine
 from lstm_diag.core.schemes import parse_init_specs
 from lstm_diag.errors import ConfigError
@@ -26,10 +25,6 @@ from lstm_diag.setup.problem import build
 
 SMALL = ["model.hidden_size=16", "data.batch_size=8", "data.seq_len=60"]
 LONG = ["model.hidden_size=16", "data.seq_len=200"]  # batch 16
-
-
-def cli(*args):
-    return CliRunner().invoke(compare_cmd, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +106,7 @@ def test_cli_bad_input_exits_2_with_one_line(args, expected, tmp_path):
         cfg, _ = load_config(None, [])
         save_weights(tmp_path / "w.npz", build(cfg).params)
         args = ["--set", f"model.weights={tmp_path / 'w.npz'}"]
-    r = cli(*args)
+    r = run("compare", *args)
     assert r.exit_code == 2, r.output
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
@@ -292,12 +287,12 @@ def test_yaml_section_and_flags_override_it(tmp_path):
         "model: {hidden_size: 8}\ndata: {seq_len: 20, batch_size: 4}\n"
         "compare: {init: [pytorch, 'chrono:t_max=50'], seeds: 2}\n"
     )
-    r = cli(cfg, "--format", "json")
+    r = run("compare", cfg, "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["settings"]["init"] == ["pytorch", "chrono:t_max=50"] and doc["seed_values"] == [0, 1]
     assert "jobs" not in doc["settings"] and "compare" not in doc["config"]
-    r = cli(cfg, "--format", "json", "--seeds", "1", "--init", "keras")
+    r = run("compare", cfg, "--format", "json", "--seeds", "1", "--init", "keras")
     doc = json.loads(r.stdout)
     assert doc["settings"]["init"] == ["keras"] and doc["seed_values"] == [0]
 
@@ -340,10 +335,8 @@ def test_table_fits_80_columns_and_markdown_and_figures(tmp_path):
 
 
 def test_registered_in_the_cli_json_is_the_whole_stdout():
-    from lstm_diag.cli import main
-
     args = ["compare", "--set", "model.hidden_size=8", "--set", "data.seq_len=20", "--seeds", "2"]
-    r = CliRunner().invoke(main, [*args, "--init", "pytorch,keras", "--jobs", "2", "--format", "json"])
+    r = run(*args, "--init", "pytorch,keras", "--jobs", "2", "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert [a["scheme"] for a in doc["aggregates"]] == ["pytorch", "keras"]

@@ -11,10 +11,8 @@ import shlex
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run
 
-from lstm_diag.commands.analyze import analyze_cmd
-from lstm_diag.commands.compare import compare_cmd
 from lstm_diag.core.schemes import parse_init_specs
 from lstm_diag.features import compare as C
 from lstm_diag.features.analysis import analyze
@@ -22,10 +20,6 @@ from lstm_diag.report.jsonout import dumps
 from lstm_diag.setup.config import load_config
 
 TINY = ["model.hidden_size=6", "model.input_size=3", "data.batch_size=3", "diagnostics.dynamics=false"]
-
-
-def cli(*args):
-    return CliRunner().invoke(compare_cmd, [str(a) for a in args])
 
 
 def sets(items):
@@ -107,13 +101,13 @@ def test_the_printed_analyze_command_reproduces_the_best_cell(tmp_path):
     cfg.write_text("model: {hidden_size: 6, input_size: 3}\ndata: {batch_size: 3}\n")
     args = [cfg, *sets(["diagnostics.dynamics=false"]), "--init", "pytorch,keras", "--seeds", "3"]
     args += ["--grid", "model.forget_bias=0,2", "--grid", "data.seq_len=12,25"]
-    doc = json.loads(cli(*args, "--format", "json").stdout)
-    md = cli(*args, "--format", "markdown")
+    doc = json.loads(run("compare", *args, "--format", "json").stdout)
+    md = run("compare", *args, "--format", "markdown")
     assert md.exit_code == 0, md.output
     command = md.stdout.split("```bash\n", 1)[1].split("\n", 1)[0]
     argv = shlex.split(command)
     assert argv[:2] == ["lstm-diag", "analyze"] and argv[2] == str(cfg)
-    r = CliRunner().invoke(analyze_cmd, [*argv[2:], "--format", "json"])
+    r = run(*argv[1:], "--format", "json")
     assert r.exit_code in (0, 1), r.output
     got = json.loads(r.stdout)
     best = doc["runs"][doc["best"]["run"]]
@@ -122,7 +116,7 @@ def test_the_printed_analyze_command_reproduces_the_best_cell(tmp_path):
     assert got["layers"][0]["flow"]["horizon"] == best["horizon"]
     assert got["layers"][0]["flow"]["decay_rate"] == best["decay_rate"]
     # and the terminal table prints the same command
-    table = cli(*args)
+    table = run("compare", *args)
     assert " ".join(table.stdout.split()).find(" ".join(command.split())) >= 0
 
 
@@ -183,7 +177,8 @@ def test_a_bad_grid_exits_2_naming_it_before_any_run(args, expected, monkeypatch
 
     monkeypatch.setattr(C, "execute", no_run)
     argv = args.split()
-    r = cli(*sets(TINY), *([] if "--init" in argv else ["--init", "pytorch"]), "--seeds", "1", *argv)
+    init = [] if "--init" in argv else ["--init", "pytorch"]
+    r = run("compare", *sets(TINY), *init, "--seeds", "1", *argv)
     assert r.exit_code == 2, r.output
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
@@ -197,11 +192,11 @@ def test_yaml_grid_flat_or_nested_and_flags_replace_it(tmp_path):
     flat, nested = tmp_path / "flat.yaml", tmp_path / "nested.yaml"
     flat.write_text(base + "compare: {init: pytorch, seeds: 1, grid: {model.forget_bias: [0, 3]}}\n")
     nested.write_text(base + "compare: {init: pytorch, seeds: 1, grid: {model: {forget_bias: '0,3'}}}\n")
-    a, b = (cli(p, "--format", "json") for p in (flat, nested))
+    a, b = (run("compare", p, "--format", "json") for p in (flat, nested))
     assert a.exit_code == 0, a.output
     assert a.stdout == b.stdout
     assert json.loads(a.stdout)["settings"]["grid"] == {"model.forget_bias": [0.0, 3.0]}
-    r = cli(flat, "--format", "json", "--grid", "model.hidden_size=4,8")
+    r = run("compare", flat, "--format", "json", "--grid", "model.hidden_size=4,8")
     assert json.loads(r.stdout)["settings"]["grid"] == {"model.hidden_size": [4, 8]}
 
 
@@ -216,7 +211,7 @@ def test_a_data_file_axis_resolves_against_the_config_folder(tmp_path):
         "diagnostics: {dynamics: false}\n"
         "compare: {init: pytorch, seeds: 1, grid: {data.path: [d/short.npz, d/long.npz]}}\n"
     )
-    r = cli(cfg, "--format", "json")
+    r = run("compare", cfg, "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert [ax["values"] for ax in doc["axes"]] == [
@@ -226,7 +221,7 @@ def test_a_data_file_axis_resolves_against_the_config_folder(tmp_path):
 
 
 def test_an_axis_that_changes_nothing_is_named_on_stderr():
-    r = cli(
+    r = run("compare",
         *sets([*TINY, "data.seq_len=12"]),
         "--init",
         "pytorch",

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run
 
-from lstm_diag.cli import main
 from lstm_diag.errors import ConfigError, InputError
 from lstm_diag.formats.sniff import read_arrays
 from lstm_diag.setup.config import load_config
@@ -19,10 +18,6 @@ from lstm_diag.setup.weights import find_model, load_weights, unsupported_layout
 
 FIX = Path(__file__).parent / "fixtures_torchfile"
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def lstm_shapes(prefix="lstm.", I=3, H=4, layers=1, P=0, bidir=False, bias=True, cell=False):
@@ -237,8 +232,8 @@ def test_analyze_on_the_pt_equals_analyze_on_the_same_weights_as_npz(tmp_path):
         "--set",
         "loss.type=cross_entropy",
     ]
-    a = cli("analyze", *common, "--set", f"model.weights={FIX / 'lm_state_dict.pt'}")
-    b = cli("analyze", *common, "--set", f"model.weights={tmp_path / 'w.npz'}")
+    a = run("analyze", *common, "--set", f"model.weights={FIX / 'lm_state_dict.pt'}")
+    b = run("analyze", *common, "--set", f"model.weights={tmp_path / 'w.npz'}")
     assert a.exit_code == 0 and b.exit_code == 0, a.stderr + b.stderr
     ja, jb = json.loads(a.stdout), json.loads(b.stdout)
     assert ja["loss"] == jb["loss"] and ja["layers"] == jb["layers"]
@@ -249,7 +244,7 @@ def test_unused_and_mismatch_notes_on_stderr(tmp_path):
     import shutil
 
     shutil.copy(FIX / "checkpoint.pt", tmp_path / "model.npz")
-    r = cli("analyze", "--format", "json", "--no-dynamics", "--set", "data.seq_len=5",
+    r = run("analyze", "--format", "json", "--no-dynamics", "--set", "data.seq_len=5",
             "--set", f"model.weights={tmp_path / 'model.npz'}")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     assert "note: model.npz is a PyTorch torch.save file" in r.stderr
@@ -258,7 +253,7 @@ def test_unused_and_mismatch_notes_on_stderr(tmp_path):
 
 
 def test_gru_and_unsupported_layouts_exit_2():
-    r = cli("analyze", "--set", f"model.weights={FIX / 'gru.pt'}")
+    r = run("analyze", "--set", f"model.weights={FIX / 'gru.pt'}")
     assert r.exit_code == 2 and "this is a GRU (3 gate blocks), not an LSTM" in r.stderr
     assert r.stderr.count("\n") == 1
 
@@ -286,9 +281,9 @@ def test_readme_route_state_dict_and_yaml_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     commands = [line.split("#")[0].split() for line in blocks["sh"].splitlines() if line.strip()]
     assert [c[:2] for c in commands] == [["lstm-diag", "inspect"], ["lstm-diag", "analyze"]]
-    r = cli(*commands[0][1:])
+    r = run(*commands[0][1:])
     assert r.exit_code == 0 and "nn.LSTM(5, 6, num_layers=2) at encoder.rnn" in r.stdout
-    r = cli(*commands[1][1:], "--format", "json")
+    r = run(*commands[1][1:], "--format", "json")
     assert r.exit_code == 0, r.stderr
     loss = json.loads(r.stdout)["loss"]
     torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
@@ -307,20 +302,20 @@ def test_a_head_without_bias_is_named(tmp_path):
     arrays = {k: np.zeros(s) for k, s in lstm_shapes().items()}
     arrays["fc.weight"] = np.zeros((2, 4))
     np.savez(tmp_path / "w.npz", **arrays)
-    r = cli("analyze", "--set", f"model.weights={tmp_path / 'w.npz'}", "--set", "model.head=fc")
+    r = run("analyze", "--set", f"model.weights={tmp_path / 'w.npz'}", "--set", "model.head=fc")
     assert r.exit_code == 2 and "the head fc has no bias" in r.stderr, r.stderr
-    r = cli("analyze", "--set", f"model.weights={tmp_path / 'w.npz'}")
+    r = run("analyze", "--set", f"model.weights={tmp_path / 'w.npz'}")
     assert r.exit_code == 2 and "no linear head reading the LSTM's 4 outputs" in r.stderr, r.stderr
 
 
 def test_weights_key_reaches_the_analysis():
     base = ["analyze", "--format", "json", "--no-dynamics", "--set", "data.seq_len=5"]
-    r = cli(*base, "--set", f"model.weights={FIX / 'two_state_dicts.pt'}")
+    r = run(*base, "--set", f"model.weights={FIX / 'two_state_dicts.pt'}")
     assert r.exit_code == 2 and "holds 2 LSTMs" in r.stderr
-    r = cli(*base, "--set", f"model.weights={FIX / 'two_state_dicts.pt'}", "--set", "model.weights_key=ema")
+    r = run(*base, "--set", f"model.weights={FIX / 'two_state_dicts.pt'}", "--set", "model.weights_key=ema")
     assert r.exit_code == 0, r.stderr
     assert "model.* (11 arrays: outside the state dict 'ema', ignored)" in r.stderr
-    same = cli(*base, "--set", f"model.weights={FIX / 'checkpoint.pt'}")  # the same weights
+    same = run(*base, "--set", f"model.weights={FIX / 'checkpoint.pt'}")  # the same weights
     assert json.loads(r.stdout)["loss"] == json.loads(same.stdout)["loss"]
 
 
@@ -335,7 +330,7 @@ def test_bidirectional_projected_biasless_pt_against_pytorch(tmp_path):
         "data.task=file",
         f"data.path={tmp_path / 'd.npz'}",
     ]
-    r = cli(
+    r = run(
         "analyze", "--format", "json", "--no-dynamics", *(f"--set={s}" for s in sets), "--set=loss.target=all"
     )
     assert r.exit_code == 0, r.stderr

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run
 from rich.console import Console
 
-from lstm_diag.commands.explain import explain_cmd
 from lstm_diag.core.engine import GATES
 from lstm_diag.features import explain as E
 from lstm_diag.features.analysis import analyze
@@ -48,10 +47,6 @@ def close(actual, desired, rtol=RTOL, msg=""):
     np.testing.assert_allclose(
         np.asarray(actual, float), np.asarray(desired, float), rtol=rtol, atol=1e-15, err_msg=msg
     )
-
-
-def run(*args):
-    return CliRunner().invoke(explain_cmd, [str(a) for a in args])
 
 
 # ------------------------------------------------------------------ the toy vs PyTorch
@@ -169,7 +164,7 @@ def test_toy_printed_numbers_equal_pytorch(toy, ref):
 
 
 def test_toy_json_equals_pytorch(ref):
-    r = run("--toy", "--format", "json")
+    r = run("explain", "--toy", "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["mode"] == "toy" and doc["gradcheck"]["passed"]
@@ -327,7 +322,8 @@ def test_printed_factors_multiply_to_the_printed_dz(case):
 
 
 def test_cli_defaults_show_the_last_step_and_two_units():
-    r = run("--set", "data.seq_len=7", "--set", "data.batch_size=2", "--set", "model.hidden_size=5")
+    sets = ["--set", "data.seq_len=7", "--set", "data.batch_size=2", "--set", "model.hidden_size=5"]
+    r = run("explain", *sets)
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "step t = 7" in out and "units 0, 1" in out
@@ -339,7 +335,7 @@ def test_cli_defaults_show_the_last_step_and_two_units():
 
 def test_cli_json_is_the_whole_stdout():
     args = ("--set", "data.seq_len=4", "--set", "model.hidden_size=3", "--step", "2", "--units", "2")
-    r = run(*args, "--format", "json")
+    r = run("explain", *args, "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["mode"] == "step" and doc["view"] == {"step": 2, "layer": 0, "sample": 0, "units": [2]}
@@ -349,7 +345,7 @@ def test_cli_json_is_the_whole_stdout():
 
 
 def test_cli_markdown():
-    r = run("--set", "data.seq_len=3", "--set", "model.hidden_size=2", "--format", "markdown")
+    r = run("explain", "--set", "data.seq_len=3", "--set", "model.hidden_size=2", "--format", "markdown")
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("# lstm-diag explain") and r"\begin{aligned}" in r.stdout
     assert r"\delta c_{2}[0] &= " in r.stdout  # sent back to t-1 = 2
@@ -374,7 +370,7 @@ SMALL = ("--set", "data.seq_len=6", "--set", "data.batch_size=3", "--set", "mode
     ],
 )
 def test_bad_selection_exits_2_with_one_line(args, needle):
-    r = run(*SMALL, *args)
+    r = run("explain", *SMALL, *args)
     assert r.exit_code == 2, r.output
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
@@ -382,7 +378,7 @@ def test_bad_selection_exits_2_with_one_line(args, needle):
 
 
 def test_toy_takes_no_config_options():
-    r = run("--toy", "--step", "2")
+    r = run("explain", "--toy", "--step", "2")
     assert r.exit_code == 2
     want = "error: --toy: runs the built-in scalar LSTM and takes no --step"
     assert r.stderr.strip().splitlines() == [want]
@@ -395,17 +391,11 @@ def test_toy_table_fits_80_columns():
 
 
 def test_registered_in_the_main_cli():
-    from lstm_diag.cli import main
-
-    r = CliRunner().invoke(main, ["explain", "--toy", "--format", "json"])
+    r = run("explain", "--toy", "--format", "json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["gradcheck"]["passed"] is True
 
 
 def test_explain_keeps_the_full_caches_whatever_the_memory_setting():
-    from click.testing import CliRunner
-
-    from lstm_diag.cli import main
-
-    r = CliRunner().invoke(main, ["explain", "--set", "diagnostics.memory=checkpoint", "--format", "json"])
+    r = run("explain", "--set", "diagnostics.memory=checkpoint", "--format", "json")
     assert r.exit_code == 0, r.output

@@ -13,16 +13,11 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run
 
-from lstm_diag.commands.explain import explain_cmd
 from lstm_diag.report.explain_render import fill, num, num_tex
 
 NUMBER = r"\(?(-?[0-9.]+(?:e[-+]\d+)?)\)?"
-
-
-def run(*args):
-    return CliRunner().invoke(explain_cmd, [str(a) for a in args])
 
 
 def test_values_near_one_show_their_distance_from_one():
@@ -77,7 +72,7 @@ def _check_derivative_lines(lines, pattern_sig, pattern_tanh) -> tuple[int, floa
 
 
 def test_saturated_derivatives_read_true_in_the_terminal(saturated):
-    r = run(*saturated)
+    r = run("explain", *saturated)
     assert r.exit_code == 0, r.output
     assert "1 · (1 - 1)" not in r.stdout
     sig = rf"σ′\(z\S+\) = {NUMBER} · \(1 - {NUMBER}\) = {NUMBER}\s*$"
@@ -88,7 +83,7 @@ def test_saturated_derivatives_read_true_in_the_terminal(saturated):
 
 
 def test_saturated_derivatives_read_true_in_markdown(saturated):
-    r = run(*saturated, "--format", "markdown")
+    r = run("explain", *saturated, "--format", "markdown")
     assert r.exit_code == 0, r.output
     lines = [
         re.sub(r"(\d) \\times 10\^\{(-?\d+)\}", r"\1e\2", line)  # 7.3 \times 10^{-4} -> 7.3e-4
@@ -102,12 +97,12 @@ def test_saturated_derivatives_read_true_in_markdown(saturated):
 
 
 def test_gate_values_never_round_to_exactly_one(saturated):
-    r = run(*saturated, "--format", "json")
+    r = run("explain", *saturated, "--format", "json")
     doc = json.loads(r.stdout)
     gates = {e["key"]: e["value"] for e in doc["forward"] if e["key"] in ("i", "f", "o")}
     near = [v for vs in gates.values() for v in vs if 0.99995 < v < 1]
     assert near, "the config must saturate some gate"
-    text = run(*saturated).stdout
+    text = run("explain", *saturated).stdout
     for v in near:
         assert num(v) in text and num(v) != "1"
 
@@ -144,11 +139,11 @@ def token_model(tmp_path):
 def test_token_inputs_are_labelled_with_a_list_vocabulary(token_model):
     tmp, cfg = token_model
     (tmp / "v.json").write_text(json.dumps(CHARS))
-    r = run(cfg, "--vocab", tmp / "v.json", "--step", "6")
+    r = run("explain", cfg, "--vocab", tmp / "v.json", "--step", "6")
     assert r.exit_code == 0, r.output
     assert "x₆ = E[9] (eq. 24): token '\\n' (id 9) of v.json" in r.stdout
     assert "ab cd[\\n]e" in r.stdout  # the sample's characters, step 6 in brackets
-    doc = json.loads(run(cfg, "--vocab", tmp / "v.json", "--step", "6", "--format", "json").stdout)
+    doc = json.loads(run("explain", cfg, "--vocab", tmp / "v.json", "--step", "6", "--format", "json").stdout)
     assert doc["schema_version"] == 2
     inp = doc["inputs"]
     assert inp["id"] == 9 and inp["token"] == "\n" and inp["context_tokens"] == list("ab cd\ne")
@@ -157,14 +152,14 @@ def test_token_inputs_are_labelled_with_a_list_vocabulary(token_model):
 def test_a_dict_vocabulary_labels_the_same(token_model):
     tmp, cfg = token_model
     (tmp / "v.json").write_text(json.dumps({c: k for k, c in enumerate(CHARS)}))
-    r = run(cfg, "--vocab", tmp / "v.json", "--step", "3", "--sample", "1", "--format", "markdown")
+    r = run("explain", cfg, "--vocab", tmp / "v.json", "--step", "3", "--sample", "1", "--format", "markdown")
     assert r.exit_code == 0, r.output
     assert "token 'h' (id 8)" in r.stdout
 
 
 def test_token_ids_are_shown_without_a_vocabulary(token_model):
     _, cfg = token_model
-    r = run(cfg, "--step", "2")
+    r = run("explain", cfg, "--step", "2")
     assert r.exit_code == 0, r.output
     assert "x₂ = E[1] (eq. 24): token id 1 (no --vocab: ids)" in r.stdout
 
@@ -186,7 +181,7 @@ def test_token_ids_are_shown_without_a_vocabulary(token_model):
 def test_bad_vocabularies_exit_2_naming_the_file(token_model, content, needle):
     tmp, cfg = token_model
     (tmp / "v.json").write_text(content)
-    r = run(cfg, "--vocab", tmp / "v.json")
+    r = run("explain", cfg, "--vocab", tmp / "v.json")
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "v.json" in lines[0], r.stderr
@@ -195,17 +190,17 @@ def test_bad_vocabularies_exit_2_naming_the_file(token_model, content, needle):
 
 def test_a_vocabulary_for_float_inputs_is_refused(tmp_path):
     (tmp_path / "v.json").write_text(json.dumps(CHARS))
-    r = run("--vocab", tmp_path / "v.json")
+    r = run("explain", "--vocab", tmp_path / "v.json")
     assert r.exit_code == 2 and "--vocab: the data holds float inputs" in r.stderr
 
 
 def test_a_missing_vocabulary_file_exits_2(tmp_path):
-    r = run("--vocab", tmp_path / "nope.json")
+    r = run("explain", "--vocab", tmp_path / "nope.json")
     assert r.exit_code == 2 and "nope.json" in r.stderr.strip().splitlines()[0]
 
 
 def test_toy_takes_no_vocab(tmp_path):
-    r = run("--toy", "--vocab", tmp_path / "v.json")
+    r = run("explain", "--toy", "--vocab", tmp_path / "v.json")
     assert r.exit_code == 2 and "takes no --vocab" in r.stderr
 
 
@@ -213,6 +208,6 @@ def test_unprintable_tokens_are_escaped(token_model):
     tmp, cfg = token_model
     words = ["\x1b[31mred", *CHARS[1:]]
     (tmp / "v.json").write_text(json.dumps(words))
-    r = run(cfg, "--vocab", tmp / "v.json", "--step", "1")
+    r = run("explain", cfg, "--vocab", tmp / "v.json", "--step", "1")
     assert r.exit_code == 0, r.output
     assert "\x1b" not in r.stdout and "\\x1b[31mred" in r.stdout

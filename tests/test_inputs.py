@@ -9,17 +9,12 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run
 
 from lstm_diag import analyze
-from lstm_diag.cli import main
 from lstm_diag.core import engine
 from lstm_diag.setup.config import load_config
 from lstm_diag.setup.problem import build
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def lstm_state_dict(rng, I, H, L, O, V=None, head="head"):

@@ -7,19 +7,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from click.testing import CliRunner
-
-from lstm_diag.cli import main
+from conftest import run
 
 FIX = Path(__file__).parent / "fixtures_torchfile"
 
 
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_json_document_of_a_checkpoint():
-    r = cli("inspect", FIX / "checkpoint.pt", "--format", "json")
+    r = run("inspect", FIX / "checkpoint.pt", "--format", "json")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["schema_version"] == 1 and doc["command"] == "inspect" and doc["format"] == "torch"
@@ -44,7 +38,7 @@ def test_json_document_of_a_checkpoint():
 
 
 def test_table_and_markdown_say_the_same():
-    r = cli("inspect", FIX / "checkpoint.pt")
+    r = run("inspect", FIX / "checkpoint.pt")
     assert r.exit_code == 0
     for needle in (
         "nn.LSTM(5, 6, num_layers=2) at model.encoder.rnn",
@@ -54,12 +48,12 @@ def test_table_and_markdown_say_the_same():
         "44 arrays",
     ):
         assert needle in r.stdout, needle
-    r = cli("inspect", FIX / "checkpoint.pt", "--format", "markdown")
+    r = run("inspect", FIX / "checkpoint.pt", "--format", "markdown")
     assert "| model.encoder.rnn.weight\\_ih\\_l0 | (24, 5) | float32 | lstm weight\\_ih\\_l0 |" in r.stdout
 
 
 def test_layouts_extension_mismatch_and_problems(tmp_path):
-    doc = json.loads(cli("inspect", FIX / "bidir_proj_nobias.pt", "--format", "json").stdout)
+    doc = json.loads(run("inspect", FIX / "bidir_proj_nobias.pt", "--format", "json").stdout)
     lstm = doc["model"]["lstm"]
     assert (lstm["proj_size"], lstm["bidirectional"], lstm["bias"], lstm["output_width"]) == (
         3,
@@ -68,17 +62,17 @@ def test_layouts_extension_mismatch_and_problems(tmp_path):
         6,
     )
     shutil.copy(FIX / "lm_state_dict.pt", tmp_path / "model.npz")
-    doc = json.loads(cli("inspect", tmp_path / "model.npz", "--format", "json").stdout)
+    doc = json.loads(run("inspect", tmp_path / "model.npz", "--format", "json").stdout)
     assert doc["format"] == "torch" and doc["note"].startswith("model.npz is a PyTorch torch.save file")
-    r = cli("inspect", FIX / "gru.pt", "--format", "json")
+    r = run("inspect", FIX / "gru.pt", "--format", "json")
     assert r.exit_code == 0 and "this is a GRU (3 gate blocks)" in json.loads(r.stdout)["problem"]
-    r = cli("inspect", FIX / "two_state_dicts.pt")
+    r = run("inspect", FIX / "two_state_dicts.pt")
     assert "holds 2 LSTMs" in r.stdout and "--weights-key SECTION" in r.stdout
     doc = json.loads(
-        cli("inspect", FIX / "two_state_dicts.pt", "--weights-key", "ema", "--format", "json").stdout
+        run("inspect", FIX / "two_state_dicts.pt", "--weights-key", "ema", "--format", "json").stdout
     )
     assert doc["model"]["lstm"]["prefix"] == "ema.encoder.rnn."
-    doc = json.loads(cli("inspect", FIX / "mlp_head.pt", "--format", "json").stdout)
+    doc = json.loads(run("inspect", FIX / "mlp_head.pt", "--format", "json").stdout)
     assert [x["name"] for x in doc["model"]["mlp_head"]] == ["fc1", "fc2"] and doc["model"]["head"] is None
 
 
@@ -89,7 +83,7 @@ def test_unreadable_files_exit_2(tmp_path):
         (FIX / "malicious_system.pt", "refused global 'posix.system'"),
         (tmp_path / "missing.pt", "no such weights file"),
     ]:
-        r = cli("inspect", path, "--format", "json")
+        r = run("inspect", path, "--format", "json")
         assert r.exit_code == 2 and r.stdout == "" and needle in r.stderr, r.stderr
         assert r.stderr.count("\n") == 1
 
@@ -99,11 +93,11 @@ def test_names_from_the_file_are_shown_inert(tmp_path):
     arrays = {f"lstm.{k}": np.zeros(s) for k, s in [("weight_ih_l0", (8, 1)), ("weight_hh_l0", (8, 2))]}
     arrays[hostile] = np.zeros(3)
     np.savez(tmp_path / "w.npz", **arrays)
-    table = cli("inspect", tmp_path / "w.npz").stdout
+    table = run("inspect", tmp_path / "w.npz").stdout
     assert "\x1b" not in table and "\x07" not in table and "\\x1b]0;owned\\x07" in table
-    markdown = cli("inspect", tmp_path / "w.npz", "--format", "markdown").stdout
+    markdown = run("inspect", tmp_path / "w.npz", "--format", "markdown").stdout
     assert "<script>" not in markdown and "&lt;script&gt;\\|\\#\\# x\\_\\[y\\](z)" in markdown
-    doc = json.loads(cli("inspect", tmp_path / "w.npz", "--format", "json").stdout)
+    doc = json.loads(run("inspect", tmp_path / "w.npz", "--format", "json").stdout)
     assert hostile in {a["name"] for a in doc["arrays"]}  # JSON keeps the exact name, escaped by JSON
 
 
@@ -113,7 +107,7 @@ def test_a_long_name_is_cut_in_displays_and_whole_in_json(tmp_path):
     arrays[long] = np.zeros(3)
     np.savez(tmp_path / "w.npz", **arrays)
     for fmt in ("table", "markdown"):
-        out = cli("inspect", tmp_path / "w.npz", "--format", fmt).stdout
+        out = run("inspect", tmp_path / "w.npz", "--format", fmt).stdout
         assert "x" * 5000 not in out and "(5011 characters)" in out, fmt
-    doc = json.loads(cli("inspect", tmp_path / "w.npz", "--format", "json").stdout)
+    doc = json.loads(run("inspect", tmp_path / "w.npz", "--format", "json").stdout)
     assert long in {a["name"] for a in doc["arrays"]}

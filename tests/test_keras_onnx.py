@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run
 
 from lstm_diag.core import engine
 from lstm_diag.errors import InputError
@@ -314,13 +315,10 @@ def test_convert_loads_into_nn_lstm_and_computes_the_models_outputs(case, fname,
     if suffix == ".safetensors":
         pytest.importorskip("safetensors", reason="writing .safetensors needs the safetensors package")
     convert(case, fname)  # skips without h5py/onnx
-    from click.testing import CliRunner
-
-    from lstm_diag.cli import main
     from lstm_diag.formats.sniff import read_arrays
 
     out = tmp_path / f"converted{suffix}"
-    result = CliRunner().invoke(main, ["convert", str(HERE / case / fname), "--to", str(out)])
+    result = run("convert", HERE / case / fname, "--to", out)
     assert result.exit_code == 0, result.output
     sd = {k: np.asarray(v) for k, v in read_arrays(out).arrays.items()}
     model = _torch_model(torch, sd)
@@ -342,17 +340,13 @@ def test_convert_loads_into_nn_lstm_and_computes_the_models_outputs(case, fname,
 
 def test_convert_refuses_what_it_cannot_write(tmp_path):
     pytest.importorskip("h5py", reason="Keras files need h5py (extra 'keras')")
-    from click.testing import CliRunner
-
-    from lstm_diag.cli import main
-
     src = HERE / "keras_stack" / "model.keras"
-    r = CliRunner().invoke(main, ["convert", str(src), "--to", str(tmp_path / "x.pt")])
+    r = run("convert", src, "--to", tmp_path / "x.pt")
     assert r.exit_code == 2 and "must end in .npz or .safetensors" in r.output
     copy = tmp_path / "m.npz"
     copy.write_bytes((HERE / "onnx_torch_stack" / "model.onnx").read_bytes())
     pytest.importorskip("onnx", reason="ONNX files need the onnx package (extra 'onnx')")
-    r = CliRunner().invoke(main, ["convert", str(copy), "--to", str(copy)])
+    r = run("convert", copy, "--to", copy)
     assert r.exit_code == 2 and "is the input file" in r.output
     assert copy.read_bytes() == (HERE / "onnx_torch_stack" / "model.onnx").read_bytes()
 
@@ -378,11 +372,7 @@ def _fixture_copy(tmp_path, permute=False, logits=None):
 
 
 def _analyze(*args):
-    from click.testing import CliRunner
-
-    from lstm_diag.cli import main
-
-    return CliRunner().invoke(main, ["analyze", *args, "--format", "json", "--no-dynamics"])
+    return run("analyze", *args, "--format", "json", "--no-dynamics")
 
 
 def test_expected_loss_passes_when_read_right_and_stops_a_misread_file(tmp_path):
@@ -566,13 +556,9 @@ def test_files_analysed_exactly(case, fname, tmp_path):
 
 def test_convert_a_pytorch_checkpoint_keeps_the_model_and_leaves_the_optimizer(tmp_path):
     torch = pytest.importorskip("torch", reason="the converted file is loaded into a real nn.LSTM")
-    from click.testing import CliRunner
-
-    from lstm_diag.cli import main
-
     src = Path(__file__).parent / "fixtures_torchfile" / "checkpoint.pt"
     out = tmp_path / "model.npz"
-    r = CliRunner().invoke(main, ["convert", str(src), "--to", str(out), "--format", "json"])
+    r = run("convert", src, "--to", out, "--format", "json")
     assert r.exit_code == 0, r.output
     import json
 

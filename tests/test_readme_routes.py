@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run
 
 torch = pytest.importorskip("torch", reason="the README's PyTorch routes need PyTorch (pip install torch)")
 
 from lstm_diag import analyze  # noqa: E402
-from lstm_diag.cli import main  # noqa: E402
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 SECTION = README.split("### Analyse your own PyTorch model", 1)[1].split("\n### ", 1)[0]
@@ -128,7 +127,7 @@ def test_route_b_tokens_and_embedding_match_pytorch(trained):
     (d / "route-b.yaml").write_text(yaml_block("route-b.yaml"))
     command = next(b for b in blocks("bash") if "route-b.yaml" in b)
     args = shlex.split(command.replace("\\\n", " "))[1:]
-    out = CliRunner().invoke(main, [str(d / a) if a.endswith(".yaml") else a for a in args])
+    out = run(*[d / a if a.endswith(".yaml") else a for a in args])
     assert out.exit_code == 0, out.output
     r = analyze(d / "route-b.yaml")
     norms, loss, grads = reference(model, tokens, targets)
@@ -151,7 +150,7 @@ def test_route_c_capture_with_a_custom_loss(trained, monkeypatch):
     namespace = {"model": model, "tokens": tokens, "targets": targets}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     command = next(b for b in blocks("bash") if "upstream" in b)
-    out = CliRunner().invoke(main, shlex.split(command.replace("\\\n", " "))[1:])
+    out = run(*shlex.split(command.replace("\\\n", " "))[1:])
     assert out.exit_code == 0, out.output
     assert "your loss (captured)" in out.stdout
     r = analyze(None, [a for a in shlex.split(command.replace("\\\n", " "))[2:] if a != "--set"])
