@@ -21,9 +21,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# The tests marked slow (each starts a Dask LocalCluster); CI runs them after `make test`.
+# The tests marked slow (each starts a Dask LocalCluster); CI runs them after `make test`,
+# in one process: a cluster's workers take the cores that a second test process would use.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m slow -n 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,16 +6,63 @@
   result has `.exit_code`, and `.stdout` and `.stderr` apart (`.output` interleaves them).
 - `tiny_config`: a YAML file for a model small enough that a full CLI round (analysis,
   figures at low dpi) costs little; `TINY` holds the same settings as --set overrides.
+- With several workers (pytest-xdist, `-n 2` in pyproject's addopts), the numba kernels of the
+  fast engine are compiled once, before the workers start, one process per dtype in
+  parallel, into numba's on-disk cache (lstm_diag/core/__pycache__): every worker and every
+  subprocess a test starts then loads them (~1 s) instead of compiling (~8 s a dtype).
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+# One BLAS/OpenMP thread per test process, set before numpy or torch is imported (pytest and
+# hypothesis import neither); subprocesses that tests start inherit it. Two workers with two
+# threads each on two cores busy-wait on each other: measured on this 2-core machine under
+# load, the PyTorch-reference tests took 154 s of CPU with the default threads and 20 s with
+# one. No test depends on the count.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "lstm_diag" / "core" / "fused_kernels.py"
+
+
+def _kernels_cached() -> bool:
+    """numba's cache holds both dtypes' kernels for the current source (its index files are
+    newer than the source, forward_step has an entry per dtype). A wrong guess costs time only:
+    a stale or missing entry is compiled where it is used, as without the warm-up."""
+    cache = KERNELS.parent / "__pycache__"
+    index = list(cache.glob("fused_kernels.*.nbi"))
+    source = KERNELS.stat().st_mtime
+    return (
+        bool(index)
+        and all(p.stat().st_mtime >= source for p in index)
+        and len(list(cache.glob("fused_kernels.forward_step-*.nbc"))) >= 2
+    )
+
+
+def pytest_configure(config):
+    """xdist's controller, before the workers start: fill numba's cache (module docstring)."""
+    import importlib.util
+
+    workers = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not workers or importlib.util.find_spec("numba") is None:
+        return
+    if _kernels_cached():
+        return
+    code = "import sys; from lstm_diag.core.backends import select; select('fast', sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, dt], cwd=ROOT) for dt in ("float64", "float32")]
+    for p in procs:
+        p.wait()
 
 TINY = ("model.input_size=3", "model.hidden_size=4", "data.seq_len=12", "data.batch_size=2")
 TINY_YAML = """\

@@ -1,5 +1,6 @@
 """One contract for every command (issue 14): each JSON document on stdout starts with its
-schema_version and command, written paths go to stderr, --fail-on means the same everywhere."""
+schema_version and command, written paths go to stderr, --fail-on means the same everywhere.
+plot and report (--output, paths on stderr): in test_plots.py, with the figures they draw."""
 
 import json
 from pathlib import Path
@@ -38,20 +39,6 @@ def test_every_json_document_names_its_command_and_schema(command, tiny_config, 
     doc = json.loads(r.stdout)  # stdout holds the document alone
     assert list(doc)[:2] == ["schema_version", "command"]
     assert doc["command"] == command and isinstance(doc["schema_version"], int) and doc["schema_version"] >= 1
-
-
-def test_plot_and_report_take_output_and_list_paths_on_stderr(tiny_config, tmp_path):
-    figs = tmp_path / "figs"
-    r = run("plot", tiny_config, "--output", figs, "--dpi", 30, "--set", "diagnostics.dynamics=false")
-    assert r.exit_code == 0, r.output
-    assert r.stdout == ""
-    written = [Path(line.split(" to ", 1)[1]) for line in r.stderr.splitlines()]
-    assert written and all(p.is_file() and p.parent == tmp_path / "figs" for p in written)
-    no_dynamics = ("--set", "diagnostics.dynamics=false")
-    r = run("report", tiny_config, "--output", f"{tmp_path}/rep/", "--dpi", 30, *no_dynamics)  # a folder
-    assert r.exit_code == 0 and r.stdout == "", r.output
-    assert r.stderr.strip() == f"report written to {tmp_path / 'rep' / 'lstm-diag-report.html'}"
-    assert (tmp_path / "rep" / "lstm-diag-report.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_train_fail_on_exits_1_after_its_output(tiny_config):

@@ -304,7 +304,7 @@ def test_what_ifs_on_loaded_weights_named_in_every_format(tmp_path, fmt):
     phrase = "forget bias 3 on loaded weights"
     if fmt == "html":
         out = tmp_path / "r.html"
-        r = run("report", *sets, "-o", out, "--set", "diagnostics.dynamics=false")
+        r = run("report", *sets, "-o", out, "--dpi", 30, "--set", "diagnostics.dynamics=false")
         assert r.exit_code == 0, r.output
         text = out.read_text()
         assert phrase in text and "recurrent scale 0.5 on loaded weights" in text

@@ -351,8 +351,10 @@ def test_json_round_trip_is_exact_for_float32_and_nonfinite_values(tmp_path):
 
 
 def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, monkeypatch):
-    """Compute here, draw anywhere: analyze --plots (from the config) and plot/report of the saved
-    JSON give the same PNG bytes; SVG too; the report of the JSON equals the report of the config."""
+    """Compute here, draw anywhere: analyze --plots (from the config) and report of the saved
+    JSON give the same PNG bytes, plot of the config and of the JSON the same SVG bytes; the
+    report of the JSON equals the report of the config. And the output contract of plot and
+    report (issue 14): --output, a FILE output given as a folder, written paths on stderr alone."""
     monkeypatch.setattr(style, "DPI", 30)  # analyze --plots draws at the default dpi: keep it cheap
     config_route = tmp_path / "from-config"
     r = run("analyze", tiny_config, "--format", "json", "--plots", config_route)
@@ -362,10 +364,11 @@ def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, m
     written = [ln.split(" to ", 1)[1] for ln in r.stderr.splitlines() if ln.startswith("figure written")]
     assert [Path(p).name for p in written] == [f"{n}.png" for n in NAMES]
 
-    html = tmp_path / "r.html"
-    r = run("report", saved, "-o", html, "--dpi", 30)
+    r = run("report", saved, "--output", f"{tmp_path}/rep/", "--dpi", 30)  # a folder: the default name
+    html = tmp_path / "rep" / "lstm-diag-report.html"
     assert r.exit_code == 0 and r.stdout == "" and r.stderr.strip() == f"report written to {html}", r.output
     text = html.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
     embedded = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', text)
     assert [name for name, _ in embedded] == ["grad_flow", "gate_grads_l0", *NAMES[1:4], "dynamics_l0"]
     for name, data in embedded:
@@ -378,13 +381,15 @@ def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, m
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 200
 
-    r = run("plot", saved, "-o", tmp_path / "svg", "--format", "svg")
+    svg_dir = tmp_path / "svg"
+    r = run("plot", tiny_config, "--output", svg_dir, "--format", "svg")
     assert r.exit_code == 0, r.output
     assert r.stdout == ""  # written paths go to stderr
     listed = [Path(p.split(" to ", 1)[1]) for p in r.stderr.splitlines()]
     assert [p.name for p in listed] == [f"{n}.svg" for n in NAMES]
-    figs = dict(plots.figures(from_config))
-    for p in listed[:2]:  # SVG: the same bytes from the config's document
+    assert all(p.is_file() and p.parent == svg_dir for p in listed)
+    figs = dict(plots.figures(analysis_document(str(saved), ())))
+    for p in listed[:2]:  # SVG: the config's figures are the same bytes as the JSON's
         svg = figure_bytes(figs[p.stem], "svg")
         assert p.read_bytes() == svg and ET.fromstring(svg).tag.endswith("svg")
         assert b"Date" not in svg and b"Matplotlib v" not in svg  # no date or version in the metadata

@@ -112,7 +112,10 @@ def test_jobs_give_identical_json():
     assert one.stdout == two.stdout
 
 
-def test_table_markdown_and_figures(tmp_path):
+def test_table_markdown_and_figures(tmp_path, monkeypatch):
+    from lstm_diag.report.figures import style
+
+    monkeypatch.setattr(style, "DPI", 30)  # track has no --dpi: the figures are checked as files
     r = run("track", *CKPTS[:2], "--config", CONFIG, "--no-dynamics", "-o", tmp_path)
     assert r.exit_code == 0, r.output
     assert "layer 1" in r.stdout and "2.388" in r.stdout and "LD5xx" in r.stdout
