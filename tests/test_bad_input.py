@@ -554,7 +554,7 @@ def test_dev_full_and_dev_stdout_are_written_directly_never_replaced(tmp_path):
         assert not Path(dev).is_file()
     out = subprocess.run(
         [sys.executable, "-m", "lstm_diag", "analyze", "--format", "json", "-o", "/dev/stdout",
-         "--set", "data.seq_len=3"],
+         "--set", "data.seq_len=3", "--no-dynamics", "--set", "engine=numpy"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr

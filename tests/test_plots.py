@@ -434,7 +434,8 @@ def test_no_pyplot_anywhere_and_no_display_needed(tmp_path):
         "import sys; from lstm_diag import analyze;"
         "from lstm_diag.report.figures.analysis import grad_flow;"
         "from lstm_diag.report.figures.style import figure_bytes;"
-        "r = analyze({'data': {'seq_len': 10, 'batch_size': 2}, 'model': {'hidden_size': 4}});"
+        "r = analyze({'data': {'seq_len': 10, 'batch_size': 2}, 'model': {'hidden_size': 4},"
+        " 'engine': 'numpy', 'diagnostics': {'dynamics': False}});"
         "b = figure_bytes(grad_flow(r.to_dict()), 'png', 30); assert b[:4] == b'\\x89PNG';"
         "assert 'matplotlib.pyplot' not in sys.modules; print('ok')"
     )
