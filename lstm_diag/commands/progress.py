@@ -40,7 +40,10 @@ class ProgressBar:
         self.progress.start()
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.progress.console.is_interactive:
+            self.progress.stop()
+        else:  # no bar was drawn; rich's Progress.stop would still end stderr with a blank line
+            self.progress.live.stop()
 
     def update(self, completed: int | None = None, text: str | None = None, advance: int = 0) -> None:
         """Move to `completed` (or by `advance`) and show `text`; the rate is items per second so far."""
