@@ -169,6 +169,7 @@ def worker(args) -> None:
     from run import floor_fn, make_problem
 
     from lstm_diag.core import backends, engine
+    from lstm_diag.setup.allocator import keep_freed_memory
 
     p = make_problem(args.shape, args.dtype, args.regime)
     name = args.worker
@@ -181,8 +182,10 @@ def worker(args) -> None:
     elif name == "floor":
         fn = floor_fn(p)
     elif name == "dynamics":
+        keep_freed_memory()  # as analyze sets it
         fn = _dynamics_fn(p)
     else:
+        keep_freed_memory()  # as analyze and train set it before they run the engine
         eng = "fast" if name.endswith("fast") else "numpy"
         backends.select(eng, args.dtype)
         if name.startswith("engine"):

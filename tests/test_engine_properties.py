@@ -351,3 +351,24 @@ def test_target_all_with_last_step_loss_only_equals_target_last():
         for name in ("dc", "dh", "dz"):
             np.testing.assert_array_equal(getattr(g_all.layers[k], name), getattr(g_last.layers[k], name))
     np.testing.assert_array_equal(g_all.dx, g_last.dx)
+
+
+def test_selecting_an_engine_keeps_freed_memory_unless_told_not_to():
+    """The allocator thresholds are set once per process before analyze or train runs the
+    engine (glibc only), and LSTM_DIAG_MALLOC=default leaves them alone."""
+    import os
+    import platform
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from lstm_diag.setup import allocator as a; print(a.keep_freed_memory(), a.keep_freed_memory())"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("LSTM_DIAG_MALLOC", None)
+    out = [
+        subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, check=True).stdout
+        for e in (env, {**env, "LSTM_DIAG_MALLOC": "default"})
+    ]
+    assert out[1].split() == ["False", "False"]
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert out[0].split() == [str(glibc)] * 2

@@ -13,6 +13,7 @@ from ..core import backends, clipping, engine
 from ..core.diagnostics import GATE_NAMES, flow_summary, gate_heatmap, heatmap_document, verdict
 from ..core.engine import DIRECTIONS, time_order
 from ..core.names import param_name
+from ..setup.allocator import keep_freed_memory
 from ..setup.config import Config, load_config
 from ..setup.problem import Problem, build, dynamics_bytes, estimated_bytes, problems
 from . import findings
@@ -322,6 +323,7 @@ def analyze_problem(problem: Problem) -> AnalysisResult:
 
 def _analyze_problem(problem: Problem) -> AnalysisResult:
     cfg = problem.config
+    keep_freed_memory()
     backends.select(cfg.engine, cfg.dtype, problem.spec)
     eps = cfg.diagnostics.saturation_threshold
     B, T = problem.x.shape[:2]

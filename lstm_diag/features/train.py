@@ -37,6 +37,7 @@ from ..core import backends, clipping, engine
 from ..core.clipping import ClipSetting
 from ..core.diagnostics import flow_summary, frob_over_time, gate_statistics
 from ..core.optim import make_optimizer
+from ..setup.allocator import keep_freed_memory
 from .findings import Finding, finding
 
 if TYPE_CHECKING:
@@ -342,6 +343,7 @@ def train(
     settings = config.clip_settings
     spec = spec_of(config)
     initial, data = _initial(config)
+    keep_freed_memory()
     backends.select(config.engine, config.dtype, spec)
     runs = [
         Run(
