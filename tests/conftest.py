@@ -73,6 +73,24 @@ data: {task: random, batch_size: 2, seq_len: 12}
 """
 
 
+def _default_ctrl_c() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(tmp_path, *args) -> subprocess.Popen:
+    """`lstm-diag ARGS` as a real process in its own session (signals go to its group), with
+    Ctrl-C at its default: a pytest-xdist worker can run with SIGINT ignored, a child inherits
+    that, and Python then installs no KeyboardInterrupt handler (Ctrl-C would do nothing)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lstm_diag", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env,
+        start_new_session=True, preexec_fn=_default_ctrl_c,
+    )  # fmt: skip
+
+
 def run(*args, env=None):
     """The CLI, in-process: run("analyze", cfg, "--format", "json").stdout (arguments str()-ed;
     env: environment variables set while it runs)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import run, start
 
 from lstm_diag.core.engine import Spec
 from lstm_diag.errors import InputError
@@ -645,20 +645,12 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _start(tmp_path, *args):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen(
-        [sys.executable, "-m", "lstm_diag", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env, start_new_session=True,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize(
     "signals, code",
     [([signal.SIGINT], 130), ([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143)],
 )
 def test_compare_jobs_stops_on_signals_with_no_worker_left(tmp_path, signals, code):
-    proc = _start(tmp_path, "compare", "--jobs", "2", "--seeds", "50", "--init", "pytorch",
+    proc = start(tmp_path, "compare", "--jobs", "2", "--seeds", "50", "--init", "pytorch",
                   "--set", "data.seq_len=400", "--set", "diagnostics.dynamics=false")  # fmt: skip
     deadline = time.time() + 30
     workers: list[int] = []
@@ -690,7 +682,7 @@ def test_compare_jobs_stops_on_signals_with_no_worker_left(tmp_path, signals, co
 
 def test_sigterm_during_train_keeps_the_partial_metrics_and_names_them(tmp_path):
     (tmp_path / "m.jsonl").write_text("previous\n")
-    proc = _start(tmp_path, "train", "--steps", "100000", "--clip", "none", "--log-every", "1",
+    proc = start(tmp_path, "train", "--steps", "100000", "--clip", "none", "--log-every", "1",
                   "--metrics", "m.jsonl", "--set", "data.seq_len=20")  # fmt: skip
     deadline = time.time() + 30
     while time.time() < deadline and not any(

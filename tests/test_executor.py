@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import run
+from conftest import run, start
 
 from lstm_diag.errors import InputError, InputWarning
 from lstm_diag.features import executor as E
@@ -227,14 +227,6 @@ def test_a_bad_scheduler_address_is_exit_2_naming_the_field(address):
 # ------------------------------------------------------------------ signals, resumption
 
 
-def _start(tmp_path, *args) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "lstm_diag", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env, start_new_session=True,
-    )  # fmt: skip
-
-
 LONGER_SETS = ["data.seq_len=100", "diagnostics.dynamics=false", "engine=numpy", "model.hidden_size=16"]
 LONGER = ["compare", "--init", "pytorch", "--seeds", "16", "--format", "json"]
 LONGER += [a for s in LONGER_SETS for a in ("--set", s)]
@@ -243,7 +235,7 @@ LONGER += [a for s in LONGER_SETS for a in ("--set", s)]
 @pytest.mark.parametrize("jobs", ["1", pytest.param("2", marks=pytest.mark.slow)])
 def test_an_interrupted_sweep_resumes_from_the_cache_with_identical_output(tmp_path, jobs):
     cache = tmp_path / "cache"
-    proc = _start(tmp_path, *LONGER, "--jobs", jobs, "--cache", cache)
+    proc = start(tmp_path, *LONGER, "--jobs", jobs, "--cache", cache)
     deadline = time.time() + 60
     while time.time() < deadline and len(list(cache.glob("*/*.json"))) < 3:
         time.sleep(0.05)
@@ -339,7 +331,7 @@ def _descendants(root: int) -> list[int]:
 def test_a_dask_sweep_stops_on_signals_and_closes_its_cluster(tmp_path, signals, code, when):
     pytest.importorskip("distributed", reason="Dask sweeps need the dask extra")
     scratch = set(Path(tempfile.gettempdir()).glob("lstm-diag-dask-*"))
-    proc = _start(tmp_path, *LONGER, "--seeds", "200", "--scheduler", "local", "--jobs", "2")
+    proc = start(tmp_path, *LONGER, "--seeds", "200", "--scheduler", "local", "--jobs", "2")
     deadline = time.time() + 120
     started = 1 if when == "starting" else 3  # the cluster process, then its 2 workers
     cluster: list[int] = []
