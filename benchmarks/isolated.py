@@ -62,9 +62,13 @@ CONTENDERS = (
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 # Stated budget of the fused kernels (checked by --check, one-thread CPU time, healthy
-# regime): engine-fast at most this fraction of engine-numpy. Lost vectorisation makes the
+# regime): the fast engine's time beyond the matrix products (engine-fast - floor) at most
+# this fraction of the NumPy engine's (engine-numpy - floor). Lost vectorisation makes the
 # kernels' exp/tanh scalar, 5-15x slower, and the fast engine slower than the NumPy one.
+# (Not engine-fast/engine-numpy: where the GEMMs are ~85 % of the time, as at XL, that ratio
+# is near 1 however fast the kernels are.)
 FAST_BUDGET = 0.9
+FAST_KEY = "(engine-fast-floor)/(engine-numpy-floor)"
 # Stated budget of the dynamics section (issue 19): at most this fraction of engine.run.
 DYNAMICS_BUDGET = 0.4
 
@@ -233,8 +237,14 @@ def measure(contenders, shape, dtype, regime, mode, rounds, repeats) -> dict:
             return statistics.median(x[a] / x[b] for x in per_round)
         return None
 
+    def beyond_floor(a, b):  # (a - floor) / (b - floor), median over rounds
+        if a in med and b in med and "floor" in med:
+            return statistics.median((x[a] - x["floor"]) / (x[b] - x["floor"]) for x in per_round)
+        return None
+
     ratios = {
         "engine-fast/engine-numpy": ratio("engine-fast", "engine-numpy"),
+        FAST_KEY: beyond_floor("engine-fast", "engine-numpy"),
         "engine-numpy/floor": ratio("engine-numpy", "floor"),
         "engine-fast/floor": ratio("engine-fast", "floor"),
         "analyze-fast/torch-fused": ratio("analyze-fast", "torch-fused"),
@@ -286,7 +296,7 @@ def main(argv=None) -> int:
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
     ap.add_argument("--rounds", type=int, default=3, help="fresh processes per contender (median of ratios)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs inside each process (median)")
-    ap.add_argument("--check", action="store_true", help="exit 1 if engine-fast misses FAST_BUDGET")
+    ap.add_argument("--check", action="store_true", help="exit 1 if the fused kernels miss FAST_BUDGET")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.worker:
@@ -303,7 +313,7 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     if args.check:
-        contenders = [c for c in contenders if c in ("engine-numpy", "engine-fast")]
+        contenders = [c for c in contenders if c in ("floor", "engine-numpy", "engine-fast")]
         args.modes, args.regimes = "cpu", "healthy"
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     results = []
@@ -332,11 +342,11 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if args.check:
-        bad = [r for r in results if r["ratios"].get("engine-fast/engine-numpy", 0) > FAST_BUDGET]
+        bad = [r for r in results if r["ratios"].get(FAST_KEY, 0) > FAST_BUDGET]
         for r in bad:
             print(
-                f"FAIL {r['shape']} {r['dtype']}: engine-fast/engine-numpy "
-                f"{r['ratios']['engine-fast/engine-numpy']:.2f} > budget {FAST_BUDGET}",
+                f"FAIL {r['shape']} {r['dtype']}: {FAST_KEY} {r['ratios'][FAST_KEY]:.2f}"
+                f" > budget {FAST_BUDGET}",
                 file=sys.stderr,
             )
         return 1 if bad else 0
