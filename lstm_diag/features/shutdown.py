@@ -130,8 +130,9 @@ def run_parallel(
     except BaseException as e:
         with signals_blocked():
             stop_workers(list((getattr(pool, "_processes", None) or {}).values()))
+            manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() forgets it
             pool.shutdown(wait=False, cancel_futures=True)
-            _join_manager(pool)
+            _join_manager(manager)
         if isinstance(e, BrokenProcessPool):
             if len(_received) > seen:  # the workers died of the signal the parent got too
                 raise Terminated(_received[-1]) from None
@@ -143,12 +144,11 @@ def run_parallel(
     return results
 
 
-def _join_manager(pool: Any, timeout: float = 2.0) -> None:
+def _join_manager(thread: threading.Thread | None, timeout: float = 2.0) -> None:
     """Wait for a stopped pool's management thread (it notices the dead workers at once).
     Otherwise the interpreter's exit hook for process pools can write to the thread's
     wake-up pipe while the thread is closing it (CPython 3.11 takes no lock there) and print
     "Exception ignored ... OSError: [Errno 9] Bad file descriptor" after Ctrl-C."""
-    thread = getattr(pool, "_executor_manager_thread", None)
     if thread is not None and thread.is_alive():
         thread.join(timeout)
 
