@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from adversarial.driver import npz_declaring  # zero-filled members: small on disk, huge declared
 from conftest import run, start
 
 from lstm_diag.core.engine import Spec
@@ -272,29 +273,6 @@ def test_float_flags_reject_nan_and_inf(args, bad):
     assert r.exit_code == 2 and "finite" in r.output, r.output
 
 
-def zeros_npz(path, members, compression=None):
-    """An .npz whose members declare `shape` (float64) and hold zeros, written in chunks:
-    a small file on disk that a naive reader would inflate to the declared size."""
-    import io
-    import zipfile
-
-    # compresslevel 1: zlib compresses zeros 3x faster than at its default level (ratio 229:1, not 1029:1)
-    with zipfile.ZipFile(path, "w", compression=compression or zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for name, shape in members.items():
-            head = io.BytesIO()
-            np.lib.format.write_array_header_1_0(
-                head, {"descr": "<f8", "fortran_order": False, "shape": shape}
-            )
-            left = int(np.prod(shape)) * 8
-            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
-                fh.write(head.getvalue())
-                chunk = bytes(min(left, 16 * 2**20))
-                while left > 0:
-                    fh.write(chunk[: min(left, len(chunk))])
-                    left -= len(chunk)
-    return path
-
-
 def lying_npz(path, name, declared_shape, actual: np.ndarray):
     """A member whose .npy header declares `declared_shape` but holds `actual`'s bytes."""
     import io
@@ -313,7 +291,7 @@ def test_npz_members_are_checked_from_their_headers(tmp_path, monkeypatch):
     from lstm_diag.formats.npz import open_npz
 
     monkeypatch.setattr(budget, "memory_limit", lambda: 50 * 2**20)
-    p = zeros_npz(tmp_path / "d.npz", {"x": (100, 100, 1000), "y": (100, 1)})  # x: 80 MB declared
+    p = npz_declaring(tmp_path / "d.npz", {"x": (100, 100, 1000), "y": (100, 1)})  # x: 80 MB declared
     loaded = open_npz(p, "data")  # the directory and headers only
     assert loaded.info["x"].shape == (100, 100, 1000)
     message = r"d.npz: x declares 80.0 MB \(ratio \d+:1 compressed\); limit 52.4 MB"
@@ -342,7 +320,7 @@ def test_only_the_arrays_the_model_needs_are_read(tmp_path, monkeypatch):
     from lstm_diag.formats import budget
 
     monkeypatch.setattr(budget, "memory_limit", lambda: 50 * 2**20)
-    zeros_npz(tmp_path / "big.npz", {"junk": (100, 1000, 120)})  # 96 MB declared, 0.4 MB on disk
+    npz_declaring(tmp_path / "big.npz", {"junk": (100, 1000, 120)})  # 96 MB declared, 0.4 MB on disk
     import zipfile
 
     with zipfile.ZipFile(tmp_path / "big.npz", "a") as zf:
@@ -446,7 +424,7 @@ def test_data_file_budget_uses_the_header_shape(tmp_path, monkeypatch):
     from lstm_diag.formats import budget
 
     monkeypatch.setattr(budget, "memory_limit", lambda: 20 * 2**20)
-    p = zeros_npz(tmp_path / "d.npz", {"x": (2000, 100, 8), "y": (2000, 1)})  # x 12.8 MB declared
+    p = npz_declaring(tmp_path / "d.npz", {"x": (2000, 100, 8), "y": (2000, 1)})  # x 12.8 MB declared
     line = one_error_line(run("analyze", "--set", "data.task=file", "--set", f"data.path={p}"), "d.npz")
     assert "limit 21.0 MB" in line
 
