@@ -513,7 +513,7 @@ class _Guard:
                     k = max(-int(np.frexp(m)[1]), 0) - e
                     if k < 0:
                         e += _rescale(k, dh_t, carry)
-                dh_t += np.ldexp(d, e, self.scaled_in) if e else d
+                dh_t += scale_pow2(d, e, self.scaled_in) if e else d
             else:
                 dh_t += d
         self.e = e
@@ -523,8 +523,41 @@ class _Guard:
 def _rescale(k: int, *state: np.ndarray) -> int:
     """Multiply the state by 2^k in place (exact, barring over/underflow); returns k."""
     for a in state:
-        np.ldexp(a, k, a)
+        scale_pow2(a, k, a)
     return k
+
+
+def scale_pow2(a: np.ndarray, k: int, out: np.ndarray | None = None) -> np.ndarray:
+    """a 2^k rounded once to a's dtype: bitwise `np.ldexp(a, k, out)`, by one or two
+    multiplications by exact powers of two (ldexp is a scalar library call per element,
+    25-50x slower here; docs/performance.md, "The subnormal guard").
+
+    A product of two floats is rounded once, so a · 2^k is ldexp's result whenever 2^k is
+    a float of the dtype (normal or subnormal): 2^lo <= 2^k <= 2^hi. Beyond that:
+    - k > hi: steps of 2^hi, each exact until the value overflows, and then so does a 2^k;
+    - k < lo: b = a 2^(k - lo), then b 2^lo. b is exact while normal, and then the second
+      product is the one rounding; if b is subnormal, |a 2^k| < 2^(emin + lo), below half
+      the smallest subnormal, and both a 2^k and b 2^lo round to a zero of a's sign. k is
+      first raised to lo - hi - 3, where every finite a 2^k is such a zero already.
+    inf and NaN stay themselves, as with ldexp."""
+    if out is None:
+        out = np.empty_like(a)
+    fi = np.finfo(a.dtype)
+    one = a.dtype.type(1)
+    lo, hi = int(fi.minexp) - int(fi.nmant), int(fi.maxexp) - 1  # float32: -149, 127
+    if k > hi:
+        k = min(k, hi - lo + 2)  # 2^lo 2^k overflows from here on
+        np.multiply(a, np.ldexp(one, hi), out)
+        k -= hi
+        while k > hi:
+            np.multiply(out, np.ldexp(one, hi), out)
+            k -= hi
+        return np.multiply(out, np.ldexp(one, k), out)
+    if k >= lo:
+        return np.multiply(a, np.ldexp(one, k), out)
+    k = max(k, lo - hi - 3)
+    np.multiply(a, np.ldexp(one, k - lo), out)
+    return np.multiply(out, np.ldexp(one, lo), out)
 
 
 def _blocks(exps: list[int]) -> list[tuple[int, int, int]]:
@@ -542,10 +575,10 @@ def _unscale(lg: LayerGrads, exps: list[int]) -> None:
     for t0, t1, e in _blocks(exps):
         if e:
             for a in (lg.dc[t0:t1], lg.dh[t0:t1], lg.dz[t0:t1]):
-                np.ldexp(a, -e, a)
+                scale_pow2(a, -e, a)
     if exps[0]:
-        np.ldexp(lg.dh0, -exps[0], lg.dh0)
-        np.ldexp(lg.dc0, -exps[0], lg.dc0)
+        scale_pow2(lg.dh0, -exps[0], lg.dh0)
+        scale_pow2(lg.dc0, -exps[0], lg.dc0)
 
 
 def _param_grads(
@@ -582,8 +615,8 @@ def _param_grads(
         if len(blocks) == 1 and not e:
             return parts + (dx,)
         for a, part in zip(acc, parts, strict=True):
-            a += np.ldexp(part, -e, part)
-        np.ldexp(dx[t0:t1], -e, dx[t0:t1])
+            a += scale_pow2(part, -e, part)
+        scale_pow2(dx[t0:t1], -e, dx[t0:t1])
     return (*acc, dx)
 
 

@@ -1,0 +1,82 @@
+"""The subnormal guard's scaling by powers of two (core/engine.py `scale_pow2`) is bitwise
+`np.ldexp`: every float bit pattern (normal, subnormal, zero of either sign, inf, NaN) times
+2^k for k on both sides of every edge of the exponent range, where one product rounds into
+the subnormal range, where 2^k is not a float of the dtype, and where the result overflows.
+Without these, a changed bit in a vanished gradient would go unnoticed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lstm_diag.core.engine import scale_pow2
+
+DTYPES = {np.float32: np.uint32, np.float64: np.uint64}
+
+
+def _limits(dt):
+    fi = np.finfo(dt)
+    return int(fi.minexp) - int(fi.nmant), int(fi.maxexp) - 1  # float32: -149, 127
+
+
+def _edge_exponents(dt) -> list[int]:
+    """k around each edge: 2^k subnormal, below the smallest subnormal, the clamp, overflow."""
+    lo, hi = _limits(dt)
+    ks = set(range(-70, 71, 3)) | set(range(lo - 60, lo + 60)) | set(range(lo - hi - 8, lo - hi + 8))
+    ks |= set(range(hi - 8, hi + 8)) | set(range(hi - lo - 8, hi - lo + 8))
+    ks |= set(range(2 * hi - 4, 2 * hi + 4))
+    return sorted(ks | {2 * (lo - hi), 3 * hi, -(10**6), 10**6})
+
+
+def _edge_values(dt) -> np.ndarray:
+    """±m 2^e for every exponent e from below the smallest subnormal to the largest, with
+    significands at rounding ties (1.5, 1.25), just above/below them, and the extremes."""
+    fi = np.finfo(dt)
+    eps = float(fi.eps)
+    lo, hi = _limits(dt)
+    ms = np.array([1.0, 1.25, 1.5, 1.75, 1 + eps, 2 - eps, 1.5 + eps, 1.5 - eps, 1.25 + eps], dt)
+    v = np.ldexp(ms[None, :], np.arange(lo - 1, hi + 1)[:, None]).ravel()
+    sub = fi.smallest_subnormal
+    special = np.array([0.0, np.inf, np.nan, fi.tiny, fi.max, sub, 3 * sub], dt)
+    return np.concatenate([v, special, -v, -special])
+
+
+def _same_bits(got: np.ndarray, ref: np.ndarray, it) -> np.ndarray:
+    """Where the results differ: bit patterns compared, NaN against NaN by payload too."""
+    return got.view(it) != ref.view(it)
+
+
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_scale_pow2_is_ldexp_on_every_exponent_edge(dt):
+    it = DTYPES[dt]
+    a = _edge_values(dt)
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, np.iinfo(it).max, size=20_000, dtype=it, endpoint=True)
+    a = np.concatenate([a, bits.view(dt)])  # every kind of bit pattern, NaN payloads included
+    with np.errstate(all="ignore"):
+        for k in _edge_exponents(dt):
+            ref = np.ldexp(a, k)
+            got = scale_pow2(a, k)
+            bad = _same_bits(got, ref, it)
+            assert not bad.any(), f"k={k}: {a[bad][:3]} -> {got[bad][:3]}, ldexp {ref[bad][:3]}"
+            out = a.copy()
+            scale_pow2(out, k, out)  # in place, as the guard uses it
+            assert not _same_bits(out, ref, it).any(), k
+
+
+@pytest.mark.parametrize("dt", list(DTYPES))
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_scale_pow2_is_ldexp_on_any_bits(dt, data):
+    it = DTYPES[dt]
+    nbits = 8 * np.dtype(dt).itemsize
+    lo, hi = _limits(dt)
+    words = data.draw(st.lists(st.integers(0, 2**nbits - 1), min_size=1, max_size=16))
+    k = data.draw(st.integers(2 * (lo - hi) - 10, 2 * (hi - lo) + 10))
+    a = np.array(words, it).view(dt)
+    with np.errstate(all="ignore"):
+        ref = np.ldexp(a, k)
+        got = scale_pow2(a, k)
+    assert not _same_bits(got, ref, it).any(), (a, k, got, ref)
