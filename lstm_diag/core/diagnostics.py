@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -90,8 +91,8 @@ class GateAccumulator:
         self.batch = B
         if FUSED is not None:
             return self._add_fused(gates)
-        if self.keep_step_mean:
-            self.step_mean = gates.reshape(T, B, H4).mean(axis=1)  # (T, 4H)
+        if self.keep_step_mean:  # (T, 4H): NumPy's mean over the batch axis, its sum / B in the dtype
+            self.step_mean = np.divide(gates.reshape(T, B, H4).sum(axis=1), gates.dtype.type(B))
         a2 = gates.reshape(T * B, H4)  # (T*B, 4H), one row per (step, sample)
         R = _rows_per_chunk(T * B, H4)
         buf = np.empty(R * H4)  # float64 working copy of one chunk, reused
@@ -203,21 +204,26 @@ class GateAccumulator:
         per_step = self.batch * self.hidden_size
         per_unit = T * self.batch
         std = np.sqrt(self.m2 / self.n)
+        u_low, u_high = self.low_per_unit / per_unit, self.high_per_unit / per_unit  # (4, H)
+        low = self.low_per_unit.sum(axis=1).tolist()  # (4,) exact ints
+        high = self.high_per_unit.sum(axis=1).tolist()
+        stuck = np.count_nonzero(u_low + u_high > stuck_fraction, axis=1).tolist()
+        stuck_low = np.count_nonzero(u_low > stuck_fraction, axis=1).tolist()
+        stuck_high = np.count_nonzero(u_high > stuck_fraction, axis=1).tolist()
+        sat_time = (sat_t / per_step).T.tolist()  # (4, T)
         out = {}
         for k, name in enumerate(GATE_NAMES):
-            u_low = self.low_per_unit[k] / per_unit
-            u_high = self.high_per_unit[k] / per_unit
             out[name] = {
                 "mean": float(self.mean[k]),
                 "std": float(std[k]),
-                "saturated_low": float(self.low_per_unit[k].sum() / self.n),
-                "saturated_high": float(self.high_per_unit[k].sum() / self.n),
-                "saturation_over_time": (sat_t[:, k] / per_step).tolist(),
-                "unit_saturated_low": u_low.tolist(),
-                "unit_saturated_high": u_high.tolist(),
-                "stuck_units": int(np.sum(u_low + u_high > stuck_fraction)),
-                "stuck_low": int(np.sum(u_low > stuck_fraction)),
-                "stuck_high": int(np.sum(u_high > stuck_fraction)),
+                "saturated_low": low[k] / self.n,
+                "saturated_high": high[k] / self.n,
+                "saturation_over_time": sat_time[k],
+                "unit_saturated_low": u_low[k].tolist(),
+                "unit_saturated_high": u_high[k].tolist(),
+                "stuck_units": stuck[k],
+                "stuck_low": stuck_low[k],
+                "stuck_high": stuck_high[k],
             }
         out["forget"]["unit_log_mean"] = self.forget_unit_log_mean().tolist()
         return out
@@ -329,12 +335,11 @@ def gate_heatmap(
         B = batch
     H = H4 // 4
     mean = step_mean.reshape(T, 4, H)
-    out: dict = {"batch": B}
+    img, k_units = _bin_mean(mean, 2, max_rows)  # (T, 4, rows): the four gates binned at once
+    img, k_steps = _bin_mean(img, 0, max_columns)  # (columns, 4, rows)
+    out: dict = {"batch": B, "units_per_row": k_units, "steps_per_column": k_steps}
     for j, name in enumerate(GATE_NAMES):
-        img, k_units = _bin_mean(mean[:, j, :], 1, max_rows)  # (T, rows)
-        img, k_steps = _bin_mean(img, 0, max_columns)  # (columns, rows)
-        out["units_per_row"], out["steps_per_column"] = k_units, k_steps
-        out[name] = np.round(img.T.astype(np.float64), 4)  # (rows, columns)
+        out[name] = np.round(img[:, j].T.astype(np.float64), 4)  # (rows, columns)
     return out
 
 
@@ -359,8 +364,17 @@ def theil_sen_slope(y: np.ndarray, max_points: int = 400) -> float:
     if len(y) > max_points:
         idx = np.unique(np.linspace(0, len(y) - 1, max_points).round().astype(int))
         t, y = t[idx], y[idx]
-    i, j = np.triu_indices(len(y), k=1)
+    i, j = _pairs(len(y))
     return float(np.median((y[j] - y[i]) / (t[j] - t[i])))
+
+
+@functools.lru_cache(maxsize=8)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`np.triu_indices(n, k=1)`, read-only, made once per length (at 400 points building
+    them costs as much as the slopes)."""
+    i, j = np.triu_indices(n, k=1)
+    i.flags.writeable = j.flags.writeable = False
+    return i, j
 
 
 def frob_over_time(a: np.ndarray) -> np.ndarray:
@@ -429,7 +443,11 @@ def _sum_squares(a: np.ndarray) -> np.ndarray:
         for r0 in range(0, n, R):
             r1 = min(n, r0 + R)
             x = buf[: (r1 - r0) * m].reshape(r1 - r0, m)
-            np.multiply(a[r0:r1], a[r0:r1], out=x, dtype=np.float64)
+            if a.dtype == np.float64:
+                np.multiply(a[r0:r1], a[r0:r1], out=x)
+            else:  # widen, then square: the same numbers as a mixed-type multiply, without its buffered casts
+                np.copyto(x, a[r0:r1])
+                np.multiply(x, x, out=x)
             np.matmul(x, ones, out=out[r0:r1])
     return out
 
