@@ -376,6 +376,9 @@ def test_text_zero_and_garbage_weights_say_what_they_are(tmp_path, content):
     one_error_line(run("analyze", "--set", "model.weights=/dev/zero"), "/dev/zero")
 
 
+TINY_SETS = ["data.batch_size=2", "data.seq_len=4", "model.hidden_size=3"]
+
+
 @pytest.mark.parametrize(
     "overrides, field",
     [
@@ -383,12 +386,31 @@ def test_text_zero_and_garbage_weights_say_what_they_are(tmp_path, content):
         (["model.input_size=100000000"], "model.input_size (data)"),
         (["data.batch_size=100000", "data.seq_len=100000"], "data.batch_size x data.seq_len"),
         (["diagnostics.memory=full", "data.seq_len=10000000"], "data.seq_len"),
+        # a tiny model stacked 10^12 or 10^6 deep: priced without listing its layers (the
+        # check itself used to enumerate every layer's parameter names and ran out of memory),
+        # and the Python objects per layer counted (~110 KB a layer, beyond its arrays)
+        (["model.num_layers=1000000000000"], "model.num_layers (caches)"),
+        (TINY_SETS + ["model.num_layers=1000000"], "model.num_layers x data.seq_len (per-layer results)"),
+        (TINY_SETS + ["data.seq_len=10000000"], "model.num_layers x data.seq_len (per-layer results)"),
     ],
 )
 def test_memory_budget_before_allocation(overrides, field):
     args = [a for o in overrides for a in ("--set", o)]
     line = one_error_line(run("analyze", *args), field, "limit")
     assert "needs about" in line
+
+
+def test_parameter_count_in_closed_form_matches_every_shape():
+    from lstm_diag.setup.config import load_config
+    from lstm_diag.setup.problem import parameter_count, spec_of
+
+    projection = ["model.proj_size=2", "model.hidden_size=5"]
+    variants = ([], ["model.bidirectional=true"], projection, ["model.bias=false"])
+    for sets in variants:
+        for layers in (1, 2, 3, 7):
+            cfg, _ = load_config(None, [*sets, f"model.num_layers={layers}"])
+            shapes = spec_of(cfg).param_shapes().values()
+            assert parameter_count(cfg) == sum(int(np.prod(s)) for s in shapes), (sets, layers)
 
 
 def test_compare_and_train_totals_are_budgeted():
