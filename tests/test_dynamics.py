@@ -500,13 +500,25 @@ def test_analyze_computes_a_float64_models_jacobians_in_float32_by_default():
 
 
 def test_float32_jacobians_are_refused_where_float32_could_overflow():
-    """A float64 cache whose one-step growth bound 4H max|c| max|W_hh| reaches 1e30 stays float64."""
+    """A float64 cache whose one-step growth bound 4H max|c| max|W_hh| reaches 1e9 stays float64."""
     result = analyze({"model": {"hidden_size": 4}, "data": {"batch_size": 2, "seq_len": 12}})
     cache, W_hh = result.fwd.layers[0], result.problem.params["weight_hh_l0"]
     assert dy.layer_dynamics(cache, W_hh, dtype=np.float32)["settings"]["dtype"] == "float32"
     huge = dy.LayerCache(x=cache.x, gates=cache.gates, c=cache.c * 1e30, h=cache.h, tanh_c=cache.tanh_c)
     d = dy.layer_dynamics(huge, W_hh, dtype=np.float32, window_k=0)
     assert d["settings"]["dtype"] == "float64" and np.isfinite(d["lyapunov"]).all()
+
+
+def test_huge_recurrent_weights_give_finite_spectral_norms_not_an_internal_error():
+    """Growth bound ~1e12: below the old 1e30 guard, float32 Lanczos squared it past 3.4e38 (exit 3,
+    LinAlgError). Now float64 (bound 1e9), every norm finite and of the weights' size."""
+    sets = ["data.seq_len=4", "data.batch_size=2", "model.hidden_size=3", "model.recurrent_scale=1e12"]
+    dyn = analyze(None, sets).to_dict()["layers"][0]["dynamics"]
+    assert dyn["settings"]["dtype"] == "float64"
+    assert np.isfinite(dyn["spectral_norm"]).all() and max(dyn["spectral_norm"]) > 1e10
+    with np.errstate(invalid="ignore", over="ignore"):
+        eye = dy.top_singular_value(lambda u: u * np.inf, lambda v: v, np.ones((2, 1, 3)), 4)
+    assert np.isnan(eye).all()  # an overflowing operator: NaN, not LinAlgError
 
 
 def test_window_product_is_off_by_default_and_window_alone_is_refused():

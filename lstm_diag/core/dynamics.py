@@ -274,7 +274,8 @@ def top_singular_value(
     (..., 1, n) holds the starting vectors (any nonzero ones); returns (..., 1).
     Each of the `steps` Lanczos steps costs one A and one A^T product (three-term
     recurrence, no re-orthogonalization). The largest Ritz value is a lower bound
-    that converges from below; exact in exact arithmetic once steps >= n.
+    that converges from below; exact in exact arithmetic once steps >= n. NaN for an
+    operator whose A^T A products overflow (LAPACK cannot diagonalise inf or NaN).
     """
     lead = q.shape[:-1]
     alpha = np.empty(lead + (steps,), q.dtype)
@@ -296,7 +297,10 @@ def top_singular_value(
     Tm = np.zeros(lead + (steps, steps), q.dtype)  # (..., m, m) the tridiagonal projection of A^T A
     Tm[..., m, m] = alpha
     Tm[..., m[1:], m[:-1]] = Tm[..., m[:-1], m[1:]] = beta[..., :-1]
-    return np.sqrt(np.maximum(np.linalg.eigvalsh(Tm)[..., -1], 0.0))
+    top = np.full(lead, np.nan, q.dtype)  # (..., 1) NaN where A^T A overflowed (inf or NaN in Tm)
+    finite = np.isfinite(Tm).all(axis=(-2, -1))  # (..., 1)
+    top[finite] = np.linalg.eigvalsh(Tm[finite])[..., -1]
+    return np.sqrt(np.maximum(top, 0.0))
 
 
 def spectral_norms(jac: StateJacobians, steps: int | None = 12, seed: int = 0) -> np.ndarray:
@@ -745,7 +749,10 @@ _KEYS += ("dcdc_norm", "window_singular_values")
 AGGREGATE = "Lyapunov: mean over samples; norms and window: median over samples"
 
 
-F32_GROWTH = 1e30  # float32 Jacobians only while one step's growth bound stays this far below ~3e38
+# float32 Jacobians only while one step's growth bound g keeps g^4 below float32's ~3.4e38:
+# Lanczos (`top_singular_value`) applies A^T A (g^2) and squares the result for its norm (g^4).
+# With 1e30, --set model.recurrent_scale=1e12 (g ~ 1e12) overflowed to inf in those norms.
+F32_GROWTH = 1e9
 
 
 def _computed_in(cache: LayerCache, W_hh: np.ndarray, dtype) -> np.dtype:
