@@ -4,6 +4,7 @@
   change broke something; locally it explores new examples each run.
 - `run(*args)` (`from conftest import run`): the CLI in-process (click's CliRunner); the
   result has `.exit_code`, and `.stdout` and `.stderr` apart (`.output` interleaves them).
+- `figures_not_drawn`: figures built but not drawn, for tests that never look at them.
 - `tiny_config`: a YAML file for a model small enough that a full CLI round (analysis,
   figures at low dpi) costs little; `TINY` holds the same settings as --set overrides.
 - With several workers (pytest-xdist, `-n 2` in pyproject's addopts), the numba kernels of the
@@ -106,6 +107,22 @@ def tiny_config(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "tiny.yaml"
     path.write_text(TINY_YAML)
     return path
+
+
+@pytest.fixture
+def figures_not_drawn(monkeypatch):
+    """For tests about what a command writes around its figures (page text, file names), not
+    about the figures: they are built as always, but `figure_bytes` returns a stub PNG instead
+    of drawing them (drawing is most of a figure's cost, about a second each). Every figure kind
+    is drawn and checked elsewhere: analyze's and report's in test_plots, compare's in
+    test_compare and test_compare_grid, train's in test_train, track's in test_track."""
+    from lstm_diag.report.figures import style
+
+    def stub(fig, fmt="png", dpi=style.DPI):
+        assert fmt in style.FORMATS and fig.axes, (fmt, fig)
+        return b"\x89PNG\r\n\x1a\n not drawn: tests/conftest.py figures_not_drawn"
+
+    monkeypatch.setattr(style, "figure_bytes", stub)
 
 
 @pytest.fixture(autouse=True)

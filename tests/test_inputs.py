@@ -290,7 +290,7 @@ def test_selection_from_a_data_file_is_said_or_refused(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "markdown", "html", "png"])
-def test_what_ifs_on_loaded_weights_named_in_every_format(tmp_path, fmt):
+def test_what_ifs_on_loaded_weights_named_in_every_format(tmp_path, fmt, figures_not_drawn):
     w = tmp_path / "w.npz"
     tiny = [a for s in TINY for a in ("--set", s)]  # the what-if names do not depend on the size
     run("analyze", *tiny, "--save-weights", w, "--format", "json", "--no-dynamics")  # the weights alone

@@ -225,7 +225,7 @@ def test_pytorch_reference_losses_reproduce():
         np.testing.assert_allclose(float(loss.detach()), ref["loss"], rtol=1e-12)
 
 
-def test_train_snapshots_equal_track_of_saved_weights(tiny_config, tmp_path):
+def test_train_snapshots_equal_track_of_saved_weights(tiny_config, tmp_path, figures_not_drawn):
     """train --snapshot-every (issue 17, item 3): the snapshot at the last step equals `track` of
     the weights saved then; step 0 equals `analyze` of the config; records in the metrics stream."""
     args = ["train", tiny_config, "--steps", "3", "--clip", "none", "--snapshot-every", "2"]
