@@ -27,7 +27,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from matplotlib.transforms import blended_transform_factory
+from matplotlib.transforms import ScaledTranslation, blended_transform_factory
 
 from ...core.diagnostics import GATE_NAMES, GATE_SYMBOL
 from ...numfmt import fmt
@@ -92,8 +92,8 @@ def _header(
         fontweight="normal",
     )
     fig.text(
-        0.995,
-        0.995,
+        1.0,
+        1.0,
         f" {verdict.upper().replace('_', ' ')} "
         if layer is None
         else f" {_name(doc, layer)}: {verdict.upper().replace('_', ' ')} ",
@@ -103,6 +103,9 @@ def _header(
         fontweight="bold",
         color="white",
         bbox={"boxstyle": "round,pad=0.35", "facecolor": VERDICT_COLOR[verdict], "edgecolor": "none"},
+        # 6 pt in from the top-right corner, whatever the figure's size: the box's pad (4.2 pt)
+        # stays inside the figure (at 0.995 of the height it was cut off on figures under 12 in)
+        transform=fig.transFigure + ScaledTranslation(-6 / 72, -6 / 72, fig.dpi_scale_trans),
     )
 
 
