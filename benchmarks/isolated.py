@@ -3,6 +3,7 @@
     make bench                                         # the table of docs/performance.md
     .venv/bin/python benchmarks/isolated.py --shapes M --dtypes float32 --rounds 3
     .venv/bin/python benchmarks/isolated.py --check    # exit 1 if the fast kernels miss their budget
+                                                       # (healthy and vanishing regimes)
 
 Why: numpy's OpenBLAS threads and torch's OpenMP threads, or numba's, spin against each
 other inside one process and distort a comparison by up to several times. So each round
@@ -61,10 +62,12 @@ CONTENDERS = (
 )
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
-# Stated budget of the fused kernels (checked by --check, one-thread CPU time, healthy
-# regime): the fast engine's time beyond the matrix products (engine-fast - floor) at most
-# this fraction of the NumPy engine's (engine-numpy - floor). Lost vectorisation makes the
-# kernels' exp/tanh scalar, 5-15x slower, and the fast engine slower than the NumPy one.
+# Stated budget of the fused kernels (checked by --check, one-thread CPU time, in every
+# regime asked for: healthy and vanishing by default, since the vanishing regime's subnormal
+# guard once cost the fast engine its lead): the fast engine's time beyond the matrix
+# products (engine-fast - floor) at most this fraction of the NumPy engine's
+# (engine-numpy - floor). Lost vectorisation makes the kernels' exp/tanh scalar, 5-15x
+# slower, and the fast engine slower than the NumPy one.
 # (Not engine-fast/engine-numpy: where the GEMMs are ~85 % of the time, as at XL, that ratio
 # is near 1 however fast the kernels are.)
 FAST_BUDGET = 0.9
@@ -296,7 +299,11 @@ def main(argv=None) -> int:
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
     ap.add_argument("--rounds", type=int, default=3, help="fresh processes per contender (median of ratios)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs inside each process (median)")
-    ap.add_argument("--check", action="store_true", help="exit 1 if the fused kernels miss FAST_BUDGET")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="floor and both engines in cpu mode, every --regimes: exit 1 if the fast one misses FAST_BUDGET",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.worker:
@@ -314,7 +321,7 @@ def main(argv=None) -> int:
         pass
     if args.check:
         contenders = [c for c in contenders if c in ("floor", "engine-numpy", "engine-fast")]
-        args.modes, args.regimes = "cpu", "healthy"
+        args.modes = "cpu"  # every regime asked for (default: healthy and vanishing)
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     results = []
     for mode in args.modes.split(","):
@@ -345,7 +352,7 @@ def main(argv=None) -> int:
         bad = [r for r in results if r["ratios"].get(FAST_KEY, 0) > FAST_BUDGET]
         for r in bad:
             print(
-                f"FAIL {r['shape']} {r['dtype']}: {FAST_KEY} {r['ratios'][FAST_KEY]:.2f}"
+                f"FAIL {r['regime']} {r['shape']} {r['dtype']}: {FAST_KEY} {r['ratios'][FAST_KEY]:.2f}"
                 f" > budget {FAST_BUDGET}",
                 file=sys.stderr,
             )

@@ -80,3 +80,51 @@ def test_scale_pow2_is_ldexp_on_any_bits(dt, data):
         ref = np.ldexp(a, k)
         got = scale_pow2(a, k)
     assert not _same_bits(got, ref, it).any(), (a, k, got, ref)
+
+
+def _numpy_peak(carry, dh):
+    """The size check as engine._Guard.enter computes it on the NumPy engine."""
+    return max(carry.max(), -carry.min(), dh.max(), -dh.min())
+
+
+def _check_peak(carry, dh):
+    fused_guard = pytest.importorskip("lstm_diag.core.fused_guard", reason="the fast engine needs numba")
+    ref = _numpy_peak(carry, dh)
+    got = fused_guard.PEAK[carry.dtype](carry, dh)
+    assert type(got) is float
+    if np.isnan(ref):
+        assert np.isnan(got), (carry, dh, got)
+    else:
+        assert got == ref, (carry, dh, got, ref)
+
+
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_compiled_peak_is_the_numpy_size_check_on_edges(dt):
+    pytest.importorskip("numba", reason="the fast engine needs numba")
+    v = _edge_values(dt)
+    v = v[~np.isnan(v)]
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        carry = rng.choice(v, size=(3, 5)).astype(dt)
+        dh = rng.choice(v, size=(3, 5)).astype(dt)
+        _check_peak(carry, dh)
+        for a in (carry, dh):  # a NaN in either, and in both
+            b = a.copy()
+            b.flat[rng.integers(b.size)] = np.nan
+            _check_peak(b, dh) if a is carry else _check_peak(carry, b)
+        _check_peak(np.full((2, 2), np.nan, dt), np.full((2, 2), np.nan, dt))
+    _check_peak(np.zeros((1, 1), dt), -np.zeros((1, 1), dt))
+
+
+@pytest.mark.parametrize("dt", list(DTYPES))
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_compiled_peak_is_the_numpy_size_check_on_any_bits(dt, data):
+    pytest.importorskip("numba", reason="the fast engine needs numba")
+    it = DTYPES[dt]
+    nbits = 8 * np.dtype(dt).itemsize
+    n = data.draw(st.integers(1, 40))
+    words = st.lists(st.integers(0, 2**nbits - 1), min_size=n, max_size=n)
+    carry = np.array(data.draw(words), it).view(dt).reshape(1, n)
+    dh = np.array(data.draw(words), it).view(dt).reshape(n, 1)
+    _check_peak(carry, dh)

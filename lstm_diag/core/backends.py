@@ -91,9 +91,9 @@ def _select(name: str, dtype: str, spec) -> Selection:
     if why:
         engine.FUSED = diagnostics.FUSED = None
         return Selection(name, "numpy", dtype, f"the fast engine does not cover {why}; the NumPy engine runs")
-    from . import fused, fused_kernels
+    from . import fused, fused_guard, fused_kernels
 
-    kernels = fused_kernels.KERNELS[np.dtype(dtype)] + fused_kernels.DIAGNOSTICS
+    kernels = fused_kernels.KERNELS[np.dtype(dtype)] + fused_kernels.DIAGNOSTICS + fused_guard.KERNELS
     compile_s = None
     if dtype not in _warm:
         misses = sum(sum(k.stats.cache_misses.values()) for k in kernels)

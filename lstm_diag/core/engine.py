@@ -23,8 +23,8 @@ A "unit" is one direction of one layer. `Forward.layers` and `Backward.layers` h
 one entry per unit in `nn.LSTM` order (layer 0, layer 0 reverse, layer 1, ...); a
 reverse unit's arrays run in its own processing order: index τ is position T-1-τ.
 
-No I/O and no printing here: this module only computes. How fast, where the time goes,
-and the subnormal guard of the backward pass: docs/performance.md.
+No I/O and no printing here: this module only computes. How fast and where the time goes:
+docs/performance.md; the subnormal guard of the backward pass: docs/subnormal-guard.md.
 """
 
 from __future__ import annotations
@@ -364,7 +364,7 @@ _CHUNK = 1 << 15
 # past 2^_GUARD_BITS or when a step's direct term dL/dh_t would not fit; what a step
 # stores is scaled back by 2^-e at the end. Scaling by a power of two is exact: results
 # are bitwise those of the unscaled recursion while it stays normal, and more accurate
-# once it would not.
+# once it would not (docs/subnormal-guard.md).
 _GUARD_EVERY = 8  # steps between checks of the state's size while unscaled
 _GUARD_BITS = 64  # headroom above the subnormal range, and the largest scaled size, in binades
 
@@ -478,8 +478,11 @@ class _Guard:
     """The subnormal guard of one BPTT loop (see above) and eq. (8)'s direct term at its
     scale; the NumPy step loop and the fused one (core/fused.py) both call `enter`."""
 
-    def __init__(self, dt: np.dtype, shape: tuple[int, int]):
+    def __init__(self, dt: np.dtype, shape: tuple[int, int], peak=None):
+        """peak(carry, dh_t) -> float: a compiled stand-in for the size check's
+        max(carry.max(), -carry.min(), dh_t.max(), -dh_t.min()) (core/fused_guard.py)."""
         fi = np.finfo(dt)
+        self.peak = peak
         self.below = float(np.ldexp(fi.tiny, _GUARD_BITS))
         self.above = float(np.ldexp(1.0, _GUARD_BITS))
         self.top = fi.maxexp - 2  # the largest k of one rescale
@@ -502,7 +505,10 @@ class _Guard:
         added to dh_t at the current scale. Returns the step's exponent e."""
         e = self.e
         if e or done % _GUARD_EVERY == 0:
-            m = max(carry.max(), -carry.min(), dh_t.max(), -dh_t.min())
+            if self.peak is None:
+                m = max(carry.max(), -carry.min(), dh_t.max(), -dh_t.min())
+            else:
+                m = self.peak(carry, dh_t)  # the same value, one compiled pass
             if 0.0 < m < self.below or (e and m > self.above):
                 k = max(-int(np.frexp(m)[1]), -e)  # m 2^k in [0.5, 1), never below the true scale
                 e += _rescale(min(k, self.top), dh_t, carry)
@@ -528,9 +534,9 @@ def _rescale(k: int, *state: np.ndarray) -> int:
 
 
 def scale_pow2(a: np.ndarray, k: int, out: np.ndarray | None = None) -> np.ndarray:
-    """a 2^k rounded once to a's dtype: bitwise `np.ldexp(a, k, out)`, by one or two
+    """a 2^k rounded once to a's dtype: bitwise `np.ldexp(a, k, out)`, by one to three
     multiplications by exact powers of two (ldexp is a scalar library call per element,
-    25-50x slower here; docs/performance.md, "The subnormal guard").
+    25-50x slower here; docs/subnormal-guard.md).
 
     A product of two floats is rounded once, so a · 2^k is ldexp's result whenever 2^k is
     a float of the dtype (normal or subnormal): 2^lo <= 2^k <= 2^hi. Beyond that:

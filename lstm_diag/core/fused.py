@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .engine import LayerCache, LayerGrads, _Guard, _negated_transpose
+from .fused_guard import PEAK
 from .fused_kernels import KERNELS, gate_pass, state_pass, sum_squares
 
 
@@ -70,7 +71,7 @@ def layer_backward_scaled(
     dh0 = np.empty((B, H), dt)
     carry = np.zeros((B, H), dt) if dc_next is None else np.array(dc_next, dt)  # δc_{t+1} ⊙ f_{t+1}
     dh[T - 1] = 0.0 if dh_next is None else dh_next
-    guard = _Guard(dt, (B, H))  # the subnormal guard, as engine._layer_backward
+    guard = _Guard(dt, (B, H), PEAK[dt])  # the subnormal guard, as engine._layer_backward
     e, exps = 0, [0] * T
     dh_, dz_, dh_in_ = list(dh), list(dz), list(dh_in)
     dh_out_ = [dh0] + dh_[:-1]  # where step t's W_hh^T δz_t goes
