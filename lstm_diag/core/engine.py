@@ -479,10 +479,10 @@ class _Guard:
     scale; the NumPy step loop and the fused one (core/fused.py) both call `enter`."""
 
     def __init__(self, dt: np.dtype, shape: tuple[int, int], peak=None):
-        """peak(carry, dh_t) -> float: a compiled stand-in for the size check's
-        max(carry.max(), -carry.min(), dh_t.max(), -dh_t.min()) (core/fused_guard.py)."""
+        """peak(carry, dh_t): the state's size for the check, `_peak` or a compiled pass
+        that returns the same value (core/fused_guard.py)."""
         fi = np.finfo(dt)
-        self.peak = peak
+        self.peak = _peak if peak is None else peak
         self.below = float(np.ldexp(fi.tiny, _GUARD_BITS))
         self.above = float(np.ldexp(1.0, _GUARD_BITS))
         self.top = fi.maxexp - 2  # the largest k of one rescale
@@ -505,10 +505,7 @@ class _Guard:
         added to dh_t at the current scale. Returns the step's exponent e."""
         e = self.e
         if e or done % _GUARD_EVERY == 0:
-            if self.peak is None:
-                m = max(carry.max(), -carry.min(), dh_t.max(), -dh_t.min())
-            else:
-                m = self.peak(carry, dh_t)  # the same value, one compiled pass
+            m = self.peak(carry, dh_t)
             if 0.0 < m < self.below or (e and m > self.above):
                 k = max(-int(np.frexp(m)[1]), -e)  # m 2^k in [0.5, 1), never below the true scale
                 e += _rescale(min(k, self.top), dh_t, carry)
@@ -524,6 +521,15 @@ class _Guard:
                 dh_t += d
         self.e = e
         return e
+
+
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce  # what ndarray.max/min call, without their wrapper
+
+
+def _peak(carry: np.ndarray, dh_t: np.ndarray):
+    """The state's size max |x| for the guard's check: NaN if carry holds a NaN; a NaN in
+    dh_t alone is passed over (Python's max keeps a NaN that comes first, skips later ones)."""
+    return max(_MAX(carry, None), -_MIN(carry, None), _MAX(dh_t, None), -_MIN(dh_t, None))
 
 
 def _rescale(k: int, *state: np.ndarray) -> int:
