@@ -35,7 +35,8 @@ adversarial: $(STAMP)
 	$(BIN)/python tests/adversarial/driver.py $(ADVERSARIAL_ARGS)
 
 # Every contender in its own process, alternating; one-thread CPU time and default-threads
-# wall time (docs/performance.md). bench-check: exit 1 if the fused kernels miss their budget.
+# wall time (docs/performance.md). bench-check: exit 1 if the fused kernels miss their budget
+# (healthy and vanishing regimes).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/isolated.py $(BENCH_ARGS)
 
