@@ -118,25 +118,31 @@ def styled(fn):
 
 
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
-    """The figure encoded as png, svg or pdf: the same figure gives the same bytes."""
+    """The figure encoded as png, svg or pdf: the same figure gives the same bytes.
+
+    One draw per encoding: savefig draws a figure that has a layout engine twice (once without
+    rendering, to lay it out, then again to render); the format's own canvas lays the figure
+    out within its one draw. The figure keeps its Agg canvas and its dpi.
+    """
     import matplotlib as mpl
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
+    if fmt == "svg":
+        from matplotlib.backends.backend_svg import FigureCanvasSVG as Canvas
+    elif fmt == "pdf":
+        from matplotlib.backends.backend_pdf import FigureCanvasPdf as Canvas
+    else:
+        Canvas = FigureCanvasAgg
     buf = io.BytesIO()
-    if fmt == "png" and isinstance(fig.canvas, FigureCanvasAgg):
-        # One draw. savefig draws a figure that has a layout engine twice: once without
-        # rendering, to lay it out, then again to render; the Agg canvas lays the figure out
-        # within its one draw.
-        dpi_before = fig.dpi
-        fig.set_dpi(dpi)
-        try:
-            fig.canvas.print_png(buf, metadata=_METADATA["png"])
-        finally:
-            fig.set_dpi(dpi_before)
-        return buf.getvalue()
-    with mpl.rc_context({"svg.hashsalt": "lstm-diag"}):  # stable SVG element ids
-        fig.savefig(buf, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
+    canvas, dpi_before = fig.canvas, fig.dpi
+    fig.set_dpi(dpi)  # the png resolution; svg and pdf draw at 72 and embed images at dpi
+    try:
+        with mpl.rc_context({"svg.hashsalt": "lstm-diag"}):  # stable SVG element ids
+            printer = canvas if isinstance(canvas, Canvas) else Canvas(fig)
+            getattr(printer, f"print_{fmt}")(buf, metadata=_METADATA[fmt])
+    finally:
+        fig.set_canvas(canvas)
+        fig.set_dpi(dpi_before)
     return buf.getvalue()
