@@ -31,7 +31,7 @@ Examples:
   lstm-diag compare cfg.yaml --init pytorch,xavier_uniform:forget_bias=1,chrono:t_max=500
   lstm-diag compare cfg.yaml --seq-lens 50,200,1000 --plots figs/
   lstm-diag compare cfg.yaml --seeds 20 --scheduler local --cache runs/  # Dask; resumable
-  lstm-diag compare cfg.yaml --grid model.forget_bias=0,1,3 --grid data.seq_len=50,200,1000 \
+  lstm-diag compare cfg.yaml --grid model.forget_bias=0,1,3 --grid data.seq_len=50,200,1000 \\
       --init pytorch,chrono --seeds 5 --plots figs/     # a 2-axis sweep: heatmaps
   lstm-diag compare cfg.yaml --train-steps 100 --format markdown > compare.md
   lstm-diag compare cfg.yaml --format json | jq '.ranking'

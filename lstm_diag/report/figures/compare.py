@@ -39,6 +39,7 @@ from .style import (
     LINE_STYLES,
     OKABE_ITO,
     SEQUENTIAL_CMAP,
+    header,
     new_figure,
     series_style,
     styled,
@@ -142,15 +143,12 @@ def flow_figure(doc: dict, T: int | None = None) -> Figure:
         grid = fig.subplots(L, 1, squeeze=False)
     else:
         grid = fig.subplots(L, 2, squeeze=False, gridspec_kw={"width_ratios": [1.7, 1.0]})
-    fig.suptitle(
+    header(
+        fig,
         f"Gradient flow by init scheme at T = {T}: ‖dL/dc_t‖ relative to its value at the loss"
         + _best_of(doc, T)
         + "\n"
         + _subtitle(doc, T, flow=True),
-        x=0.01,
-        ha="left",
-        fontsize=9.5,
-        linespacing=1.5,
     )
     underflow = False
     for k in range(L):
@@ -194,16 +192,13 @@ def forget_figure(doc: dict, T: int | None = None) -> Figure:
     rows = math.ceil(n / cols)
     fig = new_figure(max(2.9 * cols + 0.6, 10.5), 1.3 + 2.5 * rows)  # room for the subtitle
     axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
-    fig.suptitle(
+    header(
+        fig,
         f"Forget-gate values f_t at init by scheme, T = {T} (pooled over seeds, steps, batch and units)"
         + _best_of(doc, T)
         + "\n"
         + _subtitle(doc, T)
         + "\nblack line: the median over seeds of the forget mean f̄; τ = 1 / (1 − e^(mean ln f)) steps",
-        x=0.01,
-        ha="left",
-        fontsize=9.5,
-        linespacing=1.5,
     )
     for ax, a in zip(axes, aggs, strict=False):
         color, _ = colors[a["label"]]
@@ -258,17 +253,14 @@ def lyapunov_figure(doc: dict, T: int | None = None) -> Figure:
     colors = scheme_style(doc)
     fig = new_figure(max(10.5, 4.6 * L + 3.2), 5.0)
     axes = fig.subplots(1, L, squeeze=False).ravel()
-    fig.suptitle(
+    header(
+        fig,
         f"Lyapunov spectrum of the state (c, h) at init by scheme, T = {T}"
         + _best_of(doc, T)
         + "\n"
         + _subtitle(doc, T)
         + "\nmedian over seeds with IQR bars; λ < 0: contracting (gradients vanish ~e^(λ k)), "
         "λ > 0: chaotic (they grow)",
-        x=0.01,
-        ha="left",
-        fontsize=9.5,
-        linespacing=1.5,
     )
     n = len(aggs)
     for k, ax in enumerate(axes):
@@ -303,14 +295,11 @@ def horizon_figure(doc: dict) -> Figure:
     ax = fig.subplots()
     c = doc["config"]
     m, d = c["model"], c["data"]
-    fig.suptitle(
+    header(
+        fig,
         "Gradient horizon against sequence length, by init scheme\n"
         f"{model_line(m)} · {d['task']} data, "
         f"B={d['batch_size']} · median and IQR over {len(doc['seed_values'])} seeds",
-        x=0.01,
-        ha="left",
-        fontsize=9.5,
-        linespacing=1.5,
     )
     ax.plot(
         lens,
@@ -414,16 +403,13 @@ def heatmap_figure(doc: dict, quantity: str = "horizon") -> Figure:
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     what = "Gradient horizon" if quantity == "horizon" else "Largest Lyapunov exponent λ₁ (bottleneck layer)"
     c = doc["config"]
-    fig.suptitle(
+    header(
+        fig,
         f"{what} over {hm.y['field']} × {hm.x['field']}"
         + (": where the gradient dies\n" if quantity == "horizon" else ": how fast the state forgets\n")
         + f"base config: {model_line(c['model'])} · {c['data']['task']} data, B={c['data']['batch_size']} · "
         f"median over {len(doc['seed_values'])} seeds per cell, IQR below"
         + ("\noutlined: the gradient reaches t = 1 (median horizon = T)" if quantity == "horizon" else ""),
-        x=0.01,
-        ha="left",
-        fontsize=9.5,
-        linespacing=1.5,
     )
     im = None
     for ax, panel, cells, v in zip(axes, hm.panels, mats, vals, strict=False):
@@ -485,14 +471,11 @@ def axis_figure(doc: dict) -> Figure:
     panels = fig.subplots(1, 2 if lyap else 1, squeeze=False).ravel()
     colors = series_style(doc["settings"]["init"])
     c = doc["config"]
-    fig.suptitle(
+    header(
+        fig,
         f"Gradient horizon{' and λ₁' if lyap else ''} against {field}, by init scheme\n"
         f"base config: {model_line(c['model'])} · {c['data']['task']} data, B={c['data']['batch_size']}, "
         f"T={doc['detail_seq_len']} · median and IQR over {len(doc['seed_values'])} seeds",
-        x=0.01,
-        ha="left",
-        fontsize=9.5,
-        linespacing=1.5,
     )
     key = {json.dumps(v): k for k, v in enumerate(axd["values"])}
     for scheme in doc["settings"]["init"]:

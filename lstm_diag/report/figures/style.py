@@ -104,6 +104,18 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def header(fig: Figure, text: str, fontsize: float = 9.5) -> None:
+    """A left-aligned multi-line title whose lines are wrapped at spaces to the figure's width
+    (DejaVu Sans averages ~0.55 em a character; 0.6 leaves a margin), so that a long field name
+    or config line never runs off the right edge."""
+    import textwrap
+
+    chars = max(30, int((fig.get_figwidth() - 0.2) * 72 / (0.6 * fontsize)))
+    wrap = functools.partial(textwrap.fill, width=chars, break_long_words=False, break_on_hyphens=False)
+    lines = [wrap(line) for line in text.split("\n")]
+    fig.suptitle("\n".join(lines), x=0.01, ha="left", fontsize=fontsize, linespacing=1.5)
+
+
 def styled(fn):
     """Build the figure under the shared rc settings (fonts and grid are fixed at creation)."""
 
