@@ -72,6 +72,19 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NU
 # is near 1 however fast the kernels are.)
 FAST_BUDGET = 0.9
 FAST_KEY = "(engine-fast-floor)/(engine-numpy-floor)"
+# ...unless the fast engine is within this factor of the matrix products alone: where both
+# engines are (vanishing M float32: floor 285 ms, NumPy 317, fast 317), FAST_KEY divides two
+# ~30 ms differences and read 0.39-1.59 in three runs of the same code. Kernels that lost
+# their vectorisation cost several times the GEMMs' share and stay far above it.
+FLOOR_SLACK = 1.15
+
+
+def misses_budget(ratios: dict) -> bool:
+    """The --check verdict for one shape, dtype and regime (FAST_BUDGET, FLOOR_SLACK)."""
+    beyond, over_floor = ratios.get(FAST_KEY), ratios.get("engine-fast/floor")
+    if beyond is None or over_floor is None:
+        return False
+    return beyond > FAST_BUDGET and over_floor > FLOOR_SLACK
 # Stated budget of the dynamics section (issue 19): at most this fraction of engine.run.
 DYNAMICS_BUDGET = 0.4
 
@@ -349,11 +362,12 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if args.check:
-        bad = [r for r in results if r["ratios"].get(FAST_KEY, 0) > FAST_BUDGET]
+        bad = [r for r in results if misses_budget(r["ratios"])]
         for r in bad:
             print(
                 f"FAIL {r['regime']} {r['shape']} {r['dtype']}: {FAST_KEY} {r['ratios'][FAST_KEY]:.2f}"
-                f" > budget {FAST_BUDGET}",
+                f" > budget {FAST_BUDGET}, engine-fast/floor {r['ratios']['engine-fast/floor']:.2f}"
+                f" > {FLOOR_SLACK}",
                 file=sys.stderr,
             )
         return 1 if bad else 0
