@@ -54,11 +54,8 @@ def _peak64(carry, dh):
     return np.array([m], np.uint64).view(np.float64)[0]
 
 
+# PEAK[dtype](carry, dh): max(carry.max(), -carry.min(), dh.max(), -dh.min()) exactly (NaN rules
+# above), as a float64; carry and dh C-contiguous of that dtype, neither empty.
 PEAK = {np.dtype(np.float32): _peak32, np.dtype(np.float64): _peak64}
 KERNELS = (_max_magnitude_bits, _peak32, _peak64)
 
-
-def peak(carry: np.ndarray, dh: np.ndarray) -> float:
-    """max(carry.max(), -carry.min(), dh.max(), -dh.min()) exactly (NaN rules above), as a
-    float64; carry and dh C-contiguous of one dtype, neither empty."""
-    return PEAK[carry.dtype](carry, dh)

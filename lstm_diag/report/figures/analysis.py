@@ -35,7 +35,7 @@ from ..describe import init_text, lyapunov_span, model_line
 from ..inert import figure
 from ..inputs_text import has_head, loss_text, what_if_line
 from ..text import layer_label, unit_key
-from .style import GATE_COLOR, GREY, NONFINITE_COLOR, OKABE_ITO, VERDICT_COLOR, new_figure, styled
+from .style import GATE_COLOR, GREY, NONFINITE_COLOR, OKABE_ITO, VERDICT_COLOR, header, new_figure, styled
 
 GATES = GATE_NAMES  # i, f, g, o: the order of docs and of the engine's cache
 SERIES_COLOR = {"c": OKABE_ITO["blue"], "h": OKABE_ITO["sky_blue"], "flow": OKABE_ITO["reddish_purple"]}
@@ -83,14 +83,7 @@ def _header(
     """Title (what + which run), a subtitle (model, data, loss) and the verdict as a coloured badge."""
     label = source_label(doc)
     lines = [title, f"config: {label}" if label else None, describe(doc), note or None]
-    fig.suptitle(
-        "\n".join(x for x in lines if x),
-        x=0.01,
-        ha="left",
-        fontsize=9.5,
-        linespacing=1.5,
-        fontweight="normal",
-    )
+    header(fig, "\n".join(x for x in lines if x))
     fig.text(
         1.0,
         1.0,

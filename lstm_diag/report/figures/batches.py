@@ -13,7 +13,7 @@ from ..describe import model_line
 from ..inert import figure
 from ..inputs_text import has_head
 from ..text import layer_label, split
-from .style import GREY, OKABE_ITO, VERDICT_COLOR, new_figure, styled
+from .style import GREY, OKABE_ITO, VERDICT_COLOR, header, new_figure, styled
 
 
 def _source(doc: dict) -> str:
@@ -40,13 +40,10 @@ def batches_flow(doc: dict) -> Figure:
     fig = new_figure(11.0, 1.4 + 3.0 * len(units))
     axes = fig.subplots(len(units), 1, sharex=True, squeeze=False)[:, 0]
     m = doc["config"]["model"]
-    fig.suptitle(
+    header(
+        fig,
         f"How much to trust one batch: ‖dL/dc_t‖ over {b['count']} batches of {b['batch_size']} sequences "
         f"({b['source']})\nconfig: {_source(doc)}\n{model_line(m, has_head(doc))} · loss {_q(b['loss'])}",
-        x=0.01,
-        ha="left",
-        fontsize=9.5,
-        linespacing=1.5,
     )
     for ax, unit, detail in zip(axes, units, doc["layers"], strict=True):
         q = {k: np.asarray(v, np.float64) for k, v in unit["flow_grad_c_norm"].items()}
