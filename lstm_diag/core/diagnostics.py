@@ -123,8 +123,9 @@ class GateAccumulator:
         self.high_per_unit += high_u.reshape(4, H).astype(np.int64)
 
     def _add_fused(self, gates: np.ndarray) -> None:
-        """`add` as one compiled pass (`fused_kernels.gate_pass`): the same chunks, counts and
-        bins; sums in another order."""
+        """`add` as one compiled pass (`fused_kernels.gate_pass`): the same chunks, counts, bins
+        and step means; sums in another order, ln f by the kernels' own log (<= 2 ulp):
+        mean ln f overall and per unit agree with the NumPy pass to 1e-13 relative in float64."""
         T, B, H4 = gates.shape
         H = H4 // 4
         a2 = np.ascontiguousarray(gates).reshape(T * B, H4)
@@ -134,32 +135,18 @@ class GateAccumulator:
         sat_rows = np.empty((T * B, 4), np.int64)
         hist = np.zeros(_HIST_BINS, np.int64)
         R = _rows_per_chunk(T * B, H4)
-        # Per-unit ln f sums in the pass, except for H = 1, where NumPy's axis-0 sum of a
-        # chunk is a pairwise sum of one column (the pass adds in order: NumPy's order for H > 1).
-        log_u = self.log_f_unit if H > 1 else np.zeros(0)  # added to in place, chunk by chunk
         step_sum = np.empty((T if self.keep_step_mean else 0, H4), gates.dtype)
-        FUSED.gate_pass(
-            a2, lo, hi, R, gates.dtype != np.float32, state, low_u, high_u, sat_rows, hist, log_u, step_sum
-        )
+        edges64 = gates.dtype != np.float32
+        log_u = self.log_f_unit  # (H,) added to in place
+        FUSED.gate_pass(a2, lo, hi, R, edges64, state, low_u, high_u, sat_rows, hist, log_u, step_sum)
         self.n, self.mean, self.m2 = int(state[0]), state[1:5].copy(), state[5:9].copy()
         self.log_f_sum = float(state[9])
         self.f_hist += hist
         self.sat_per_step.append(sat_rows.reshape(T, B, 4).sum(axis=1))
         self.low_per_unit += low_u.reshape(4, H)
         self.high_per_unit += high_u.reshape(4, H)
-        if not log_u.size:
-            self._forget_units(a2[:, H : 2 * H], R)
         if self.keep_step_mean:  # sum / B in the dtype: NumPy's mean over the batch axis
             self.step_mean = np.divide(step_sum, gates.dtype.type(B), out=step_sum)
-
-    def _forget_units(self, f: np.ndarray, R: int) -> None:
-        """Per-unit sums of ln f in NumPy, R rows at a time (the compiled pass does them for H > 1)."""
-        y = np.empty((min(R, f.shape[0]), f.shape[1]))  # float64 scratch
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for r0 in range(0, f.shape[0], R):
-                x = y[: min(R, f.shape[0] - r0)]
-                np.log(f[r0 : r0 + R], out=x, dtype=np.float64)
-                self.log_f_unit += x.sum(axis=0)
 
     def _moments(self, a: np.ndarray, x: np.ndarray, ones: np.ndarray) -> None:
         """Merge the per-gate count, mean and M2 of one chunk a (rows, 4H); x: float64 scratch."""

@@ -21,8 +21,6 @@ Equation numbers are docs/equations.md's.
 
 from __future__ import annotations
 
-import math
-
 import numba as nb
 import numpy as np
 from numba import types
@@ -320,14 +318,6 @@ def log64(x):
     return r
 
 
-@nb.njit(**_JIT)
-def _add_logs(f, acc):
-    """acc[j] += ln f[j] by the C library's log (NumPy's, so the same values), in order:
-    compiled without `reassoc`, the per-unit sums add their rows as NumPy's axis-0 sum."""
-    for j in range(f.shape[0]):
-        acc[j] += math.log(np.float64(f[j]))
-
-
 @nb.njit(**_RJIT)
 def _merge_moments(a, r0, r1, state, s):
     """Rows r0..r1 of a (N, 4H): per gate the chunk's sum, then its sum of squared deviations
@@ -412,10 +402,11 @@ def gate_pass(a, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_rows
     """`GateAccumulator.add` on a (N, 4H) [i | f | g | o] rows, a chunk of rows at a time: the
     per-gate moments merged into state = [n, mean(4), m2(4), sum ln f]; 0/1 saturation
     counts per column (low_u, high_u (4H,)) and per row and gate (sat_rows (N, 4)); the forget
-    histogram (hist, edges64) and sum of ln f (the kernels' log); log_u (H,) += the chunk's
-    per-unit sums of ln f (the C library's log, rows in order, as the NumPy pass; skipped
-    when log_u is empty); step_sum (T, 4H) in a's dtype, unless it has no rows: the sum over
-    each step's B = N / T consecutive rows, added in order (as NumPy's mean over the batch)."""
+    histogram (hist, edges64); ln f by the kernels' own log (`log64`, <= 2 ulp; the NumPy pass
+    uses the C library's), computed once per entry and added to the total (state[9]) and to
+    log_u (H,), the per-unit sums (a chunk's rows in order, then the chunk's sum into log_u);
+    step_sum (T, 4H) in a's dtype, unless it has no rows: the sum over each step's B = N / T
+    consecutive rows, added in order (as NumPy's mean over the batch)."""
     N, H4 = a.shape
     H = H4 // 4
     s = np.zeros(4)
@@ -442,17 +433,17 @@ def gate_pass(a, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_rows
             _saturation(row, lo, hi, low32, high32, sat_rows[r])
             f = row[H : 2 * H]
             acc = 0.0
-            for j in range(H):
-                acc += log64(np.float64(f[j]))
+            for j in range(H):  # ln f once (the kernels' log), into the unit's sum and the total
+                v = log64(np.float64(f[j]))
+                unit[j] += v
+                acc += v
             log_f += acc
-            if log_u.shape[0]:
-                _add_logs(f, unit)
             _forget_bins(f, hist, edges64, idx)
         state[9] += log_f
         for j in range(H4):
             low_u[j] += low32[j]
             high_u[j] += high32[j]
-        for j in range(log_u.shape[0]):
+        for j in range(H):
             log_u[j] += unit[j]
 
 
