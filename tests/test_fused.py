@@ -255,3 +255,36 @@ def test_mean_log_forget_agrees_on_both_engines_in_float64(forget_bias):
     np.testing.assert_allclose(
         lb["flow"]["forget_log_mean"], la["flow"]["forget_log_mean"], rtol=1e-13, atol=0
     )
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 64])
+def test_float32_log_pairs_keep_every_entry(rows, monkeypatch):
+    """float32 gates: ln(f_r f_{r+1}) for two rows at once (the product is exact in float64):
+    per-unit and total sums of ln f as the NumPy pass's to 1e-13 relative with subnormal,
+    tiny, near-1 and exactly 1 entries, an odd row left over in each chunk (`rows` per
+    chunk), a zero (-inf) and a NaN in their own units."""
+    from lstm_diag.core import diagnostics
+
+    H = 6
+    monkeypatch.setattr(diagnostics, "STREAM_CHUNK", rows * 4 * H)
+    rng = np.random.default_rng(7)
+    T, B = 11, 3
+    g = rng.uniform(0.01, 1, size=(T, B, 4 * H)).astype(np.float32)
+    f = g[:, :, H : 2 * H]
+    f[:, :, 0] = 1e-45  # subnormal float32: products ~1e-90, normal in float64
+    f[:, :, 1] = np.float32(1) - rng.integers(1, 4, size=(T, B)).astype(np.float32) * np.float32(2**-24)
+    f[::2, :, 2] = 1.0
+    f[4, 1, 3] = 0.0
+    f[5, 2, 4] = np.nan
+
+    def run():
+        acc = diagnostics.GateAccumulator(H, 0.1)
+        acc.add(g)
+        return acc.log_f_unit.copy(), acc.log_f_sum
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        (u0, t0), (u1, t1) = _with(False, run), _with(True, run)
+    assert u0[3] == u1[3] == -np.inf and np.isnan(u0[4]) and np.isnan(u1[4]) and np.isnan(t1)
+    keep = [0, 1, 2, 5]
+    np.testing.assert_allclose(u1[keep], u0[keep], rtol=1e-13, atol=0)
+    assert np.isnan(t0)

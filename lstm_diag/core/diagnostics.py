@@ -24,7 +24,7 @@ GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 
 # Streaming passes work on chunks of whole steps of about this many elements, so that a
 # chunk and its float64 working copy stay in the core's L2 cache (docs/performance.md).
-STREAM_CHUNK = 1 << 15
+STREAM_CHUNK = 1 << 16
 _HIST_BINS = 50  # forget-gate histogram: 50 equal bins on [0, 1]
 
 # With the fast engine selected (core/backends.py), core/fused_kernels.py: the passes below
