@@ -29,6 +29,12 @@ from hypothesis import settings
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+# Python's bytecode cache on, whatever PYTHONDONTWRITEBYTECODE says (some machines set it): the
+# test files' compiled, assert-rewritten code and the package's go to __pycache__ folders
+# (git-ignored), so the next run, each worker and each CLI process a test starts loads them
+# instead of compiling again (~3 s of CPU per worker and run for the tests' assert rewriting).
+sys.dont_write_bytecode = False
+
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
@@ -64,6 +70,48 @@ def pytest_configure(config):
     procs = [subprocess.Popen([sys.executable, "-c", code, dt], cwd=ROOT) for dt in ("float64", "float32")]
     for p in procs:
         p.wait()
+
+
+# How the two xdist workers share the files (the order changes when each worker finishes, never
+# a result):
+# - the files that import PyTorch form one unit of work, so that one worker imports torch
+#   (~4 s of CPU each time), not both;
+# - the heaviest units start first (seconds of test time at load ~1, main at f3724a1), then
+#   the rest in collection order: the run ends when the last unit ends, and a long unit
+#   started last keeps one worker busy while the other is idle.
+TORCH_FILES = frozenset(
+    f"test_{n}.py" for n in ("discover", "inputs", "keras_onnx", "layouts_vs_torch", "names", "readme_routes")
+)
+TORCH_UNIT = "tests/(the PyTorch-reference files)"
+SECONDS = {
+    "test_plots.py": 23, "TORCH": 15, "test_bad_input.py": 13, "test_properties.py": 11,
+    "test_compare_grid.py": 9, "test_compare.py": 6, "test_train.py": 5, "test_guard_scaling.py": 4,
+    "test_explain.py": 3, "test_track.py": 3, "test_executor.py": 3, "test_batches.py": 2,
+}  # fmt: skip
+
+
+def _unit_seconds(filename: str) -> int:
+    return SECONDS.get("TORCH" if filename in TORCH_FILES else filename, 0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Heaviest units first (above); a stable sort keeps each file's tests in their order."""
+    items.sort(key=lambda item: -_unit_seconds(item.path.name))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's per-file scheduling (`--dist loadfile`) with the PyTorch files as one unit and
+    the units in the order of the collection (heaviest first, above)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return TORCH_UNIT if Path(path).name in TORCH_FILES else path
+
+    config.option.loadscopereorder = False  # xdist's default orders units by their number of tests
+    return Scheduling(config, log)
+
 
 TINY = ("model.input_size=3", "model.hidden_size=4", "data.seq_len=12", "data.batch_size=2")
 TINY_YAML = """\

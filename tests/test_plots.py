@@ -381,18 +381,36 @@ def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, m
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 200
 
-    svg_dir = tmp_path / "svg"
-    r = run("plot", tiny_config, "--output", svg_dir, "--format", "svg")
+    # --only: two figures as SVG (all six were compared as PNG above)
+    svg_dir, only = tmp_path / "svg", ("--only", "gate_heatmaps_l0,grad_flow")
+    r = run("plot", tiny_config, "--output", svg_dir, "--format", "svg", *only)
     assert r.exit_code == 0, r.output
     assert r.stdout == ""  # written paths go to stderr
     listed = [Path(p.split(" to ", 1)[1]) for p in r.stderr.splitlines()]
-    assert [p.name for p in listed] == [f"{n}.svg" for n in NAMES]
-    assert all(p.is_file() and p.parent == svg_dir for p in listed)
-    figs = dict(plots.figures(analysis_document(str(saved), ())))
-    for p in listed[:2]:  # SVG: the config's figures are the same bytes as the JSON's
+    assert [p.name for p in listed] == ["grad_flow.svg", "gate_heatmaps_l0.svg"]  # in the documented order
+    assert sorted(svg_dir.iterdir()) == sorted(listed)
+    figs = dict(plots.figures(analysis_document(str(saved), ()), ["grad_flow", "gate_heatmaps_l0"]))
+    for p in listed:  # SVG: the config's figures are the same bytes as the JSON's
         svg = figure_bytes(figs[p.stem], "svg")
         assert p.read_bytes() == svg and ET.fromstring(svg).tag.endswith("svg")
         assert b"Date" not in svg and b"Matplotlib v" not in svg  # no date or version in the metadata
+
+
+def test_plot_only_refuses_a_figure_the_model_does_not_have(tmp_path, tiny_config):
+    """plot --only: a name of no figure kind is refused before anything is computed; a figure
+    this model lacks after the analysis, before anything is drawn; one line, exit 2."""
+    r = run("plot", tiny_config, "-o", tmp_path / "a", "--only", "grad_flow,gate_grad_l0")
+    assert r.exit_code == 2 and "'gate_grad_l0' is not a figure name" in r.stderr, r.output
+    saved = tmp_path / "r.json"
+    saved.write_text(run("analyze", tiny_config, "--format", "json").stdout)
+    only = ("--only", "grad_flow", "--only", "dynamics_l1,saturation_l0_reverse")
+    r = run("plot", saved, "-o", tmp_path / "b", *only)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.splitlines() == [
+        "error: --only: no figure 'dynamics_l1', 'saturation_l0_reverse' for this model; its figures: "
+        + ", ".join(NAMES)
+    ]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_plot_and_report_refuse_what_they_cannot_draw(tmp_path, tiny_config):

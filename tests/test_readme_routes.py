@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 from conftest import run
 
-torch = pytest.importorskip("torch", reason="the README's PyTorch routes need PyTorch (pip install torch)")
+from lstm_diag import analyze
 
-from lstm_diag import analyze  # noqa: E402
+# Bound by the `trained` fixture, not at import: collecting this file would otherwise import
+# torch (~4 s of CPU) in every test worker, including those that run no PyTorch test.
+torch = None
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 SECTION = README.split("### Analyse your own PyTorch model", 1)[1].split("\n### ", 1)[0]
@@ -35,25 +37,32 @@ def yaml_block(name: str) -> str:
     return next(b for b in blocks("yaml") if b.startswith(f"# {name}"))
 
 
-class CharLM(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = torch.nn.Embedding(V, I)
-        self.lstm = torch.nn.LSTM(I, H, num_layers=2, batch_first=True, dropout=0.2)
-        self.fc = torch.nn.Linear(H, O)
+def char_lm():
+    """The README's model: nn.Embedding -> 2-layer nn.LSTM(batch_first, dropout) -> nn.Linear."""
 
-    def forward(self, ids):
-        out, _ = self.lstm(self.embed(ids))
-        return self.fc(out)
+    class CharLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(V, I)
+            self.lstm = torch.nn.LSTM(I, H, num_layers=2, batch_first=True, dropout=0.2)
+            self.fc = torch.nn.Linear(H, O)
+
+        def forward(self, ids):
+            out, _ = self.lstm(self.embed(ids))
+            return self.fc(out)
+
+    return CharLM()
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The README's model, trained for a few Adam steps on a deterministic toy text, saved as
     users save it; one batch of token ids and targets (some padded with -100)."""
+    global torch
+    torch = pytest.importorskip("torch", reason="the README's PyTorch routes need PyTorch")
     d = tmp_path_factory.mktemp("routes")
     torch.manual_seed(0)
-    model = CharLM()
+    model = char_lm()
     text = torch.tensor([(7 * i * i + 3 * i) % V for i in range(4000)])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(30):
@@ -79,7 +88,7 @@ def trained(tmp_path_factory):
 def reference(model, tokens, targets, loss_fn=None):
     """Per-step ||dL/dc_t|| of each layer from an unrolled float64 LSTMCell loop, the loss,
     and the LSTM's parameter gradients (eval mode: no dropout)."""
-    m = CharLM().double()
+    m = char_lm().double()
     m.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
     m.eval()
     cells = []

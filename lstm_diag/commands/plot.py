@@ -13,6 +13,7 @@ Examples:
   lstm-diag plot cfg.yaml -o figs --format svg --set data.seq_len=1000
   lstm-diag analyze cfg.yaml --format json > result.json   # compute here,
   lstm-diag plot result.json -o plots/                     # draw anywhere
+  lstm-diag plot result.json --only grad_flow --only dynamics_l0   # two figures
   lstm-diag analyze cfg.yaml --plots plots/      # the same files, beside the report
 
 \b
@@ -59,6 +60,18 @@ def analysis_document(config, overrides) -> dict:
     return roundtrip(result.to_dict())
 
 
+def _parse_only(ctx, param, value) -> list[str]:
+    """--only NAME (repeatable, comma-separated too): names of the right form, before anything
+    is computed; whether the model has that figure is checked once its document is known."""
+    from ..report.figures.analysis import FIGURE_NAME, FIGURE_NAMES_TEXT
+
+    names = [name.strip() for item in value for name in item.split(",") if name.strip()]
+    for name in names:
+        if not FIGURE_NAME.fullmatch(name):
+            raise click.BadParameter(f"{name!r} is not a figure name; the names are {FIGURE_NAMES_TEXT}")
+    return names
+
+
 @click.command("plot", epilog=EPILOG)
 @config_argument
 @set_option
@@ -81,9 +94,19 @@ def analysis_document(config, overrides) -> dict:
     help="File format of the figures.",
 )
 @dpi_option
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    callback=_parse_only,
+    metavar="NAME",
+    help="Draw only this figure (repeatable; comma-separated lists too), by its file name "
+    "without the extension, e.g. grad_flow or gate_heatmaps_l1. An unknown name stops "
+    "before anything is drawn and lists the model's figures.",
+)
 @debug_option
 @handle_errors
-def plot_cmd(config, overrides, out_dir, fmt, dpi):
+def plot_cmd(config, overrides, out_dir, fmt, dpi, only):
     """Draw where the gradient dies through time, and why, for the LSTM of CONFIG.
 
     Runs the same analysis as `analyze` and draws it (or draws a saved `analyze
@@ -95,5 +118,5 @@ def plot_cmd(config, overrides, out_dir, fmt, dpi):
     """
     from ..report.figures.analysis import figures
 
-    for path in write_figures(figures(analysis_document(config, overrides)), out_dir, fmt, dpi):
+    for path in write_figures(figures(analysis_document(config, overrides), only), out_dir, fmt, dpi):
         click.echo(f"figure written to {path}", err=True)

@@ -20,7 +20,9 @@ backward direction):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import ScaledTranslation, blended_transform_factory
 
 from ...core.diagnostics import GATE_NAMES, GATE_SYMBOL
+from ...errors import InputError
 from ...numfmt import fmt
 from ..describe import init_text, lyapunov_span, model_line
 from ..inert import figure
@@ -885,23 +888,53 @@ def dynamics(doc: dict, layer: int = 0) -> Figure:
 # ------------------------------------------------------------------------- files
 
 
-def figures(doc: dict) -> Iterator[tuple[str, Figure]]:
-    """(file stem, Figure) for every figure of an analysis document, in the documented order.
+# The file stems figure_makers can give (per layer k, and _reverse for a backward direction).
+FIGURE_NAME = re.compile(
+    r"grad_flow|batches_flow|(gate_heatmaps|saturation|forget_gate|gate_grads|dynamics)_l\d+(_reverse)?"
+)
+FIGURE_NAMES_TEXT = (
+    "grad_flow, batches_flow, and per layer k gate_heatmaps_l<k>, saturation_l<k>, "
+    "forget_gate_l<k>, gate_grads_l<k>, dynamics_l<k> (_reverse appended for a backward direction)"
+)
+
+
+def figure_makers(doc: dict) -> list[tuple[str, Callable[[], Figure]]]:
+    """(file stem, function that builds the Figure) for every figure of an analysis document,
+    in the documented order: the names without building anything (`plot --only`)."""
+    makers: list[tuple[str, Callable[[], Figure]]] = [("grad_flow", partial(grad_flow, doc))]
+    for k, layer in enumerate(doc["layers"]):  # one per layer, or per direction of a layer
+        key = unit_key(layer)  # l0, or l0_reverse
+        if "gate_heatmap" in layer:  # absent with checkpointed BPTT (no full gate cache)
+            makers.append((f"gate_heatmaps_{key}", partial(gate_heatmaps, doc, k)))
+        makers.append((f"saturation_{key}", partial(saturation, doc, k)))
+        makers.append((f"forget_gate_{key}", partial(forget_gate, doc, k)))
+        makers.append((f"gate_grads_{key}", partial(gate_grads, doc, k)))
+        if "dynamics" in layer:
+            makers.append((f"dynamics_{key}", partial(dynamics, doc, k)))
+    if doc.get("batches"):  # data.batches > 1: the spread over batches
+        from .batches import batches_flow
+
+        makers.append(("batches_flow", partial(batches_flow, doc)))
+    return makers
+
+
+def figures(doc: dict, only: Sequence[str] = ()) -> Iterator[tuple[str, Figure]]:
+    """(file stem, Figure) for every figure of an analysis document, in the documented order;
+    with `only`, just those (names of `figure_makers`; an unknown name is an InputError that
+    lists the document's figures, raised before any figure is built).
 
     doc: `analyze --format json` as read back by `jsonout.loads` (or the same round trip of
     `AnalysisResult.to_dict()`): the figures need nothing else.
     """
-    yield "grad_flow", grad_flow(doc)
-    for k, layer in enumerate(doc["layers"]):  # one per layer, or per direction of a layer
-        key = unit_key(layer)  # l0, or l0_reverse
-        if "gate_heatmap" in layer:  # absent with checkpointed BPTT (no full gate cache)
-            yield f"gate_heatmaps_{key}", gate_heatmaps(doc, k)
-        yield f"saturation_{key}", saturation(doc, k)
-        yield f"forget_gate_{key}", forget_gate(doc, k)
-        yield f"gate_grads_{key}", gate_grads(doc, k)
-        if "dynamics" in layer:
-            yield f"dynamics_{key}", dynamics(doc, k)
-    if doc.get("batches"):  # data.batches > 1: the spread over batches
-        from .batches import batches_flow
-
-        yield "batches_flow", batches_flow(doc)
+    makers = figure_makers(doc)
+    if only:
+        names = [name for name, _ in makers]
+        unknown = [name for name in only if name not in names]
+        if unknown:
+            raise InputError(
+                f"--only: no figure {', '.join(map(repr, unknown))} for this model; "
+                f"its figures: {', '.join(names)}"
+            )
+        makers = [(name, make) for name, make in makers if name in only]
+    for name, make in makers:
+        yield name, make()
