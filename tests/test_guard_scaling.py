@@ -67,8 +67,11 @@ def test_scale_pow2_is_ldexp_on_every_exponent_edge(dt):
             assert not _same_bits(out, ref, it).any(), k
 
 
+# The edge test above runs 20,000 random bit patterns through every edge exponent: hypothesis
+# adds exploration and shrinking, at ~5 ms an example (the 20,000 examples per dtype of the
+# helper's hand run found nothing the edges missed).
 @pytest.mark.parametrize("dt", list(DTYPES))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_scale_pow2_is_ldexp_on_any_bits(dt, data):
     it = DTYPES[dt]
@@ -122,7 +125,7 @@ def test_compiled_peak_is_the_numpy_size_check_on_edges(dt):
 
 
 @pytest.mark.parametrize("dt", list(DTYPES))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(data=st.data())
 def test_compiled_peak_is_the_numpy_size_check_on_any_bits(dt, data):
     pytest.importorskip("numba", reason="the fast engine needs numba")
