@@ -53,7 +53,7 @@ def ratios(args) -> list[dict]:
 
     contenders = ["engine-numpy", "dynamics"]
     if importlib.util.find_spec("numba") is not None:
-        contenders.insert(1, "engine-fast")
+        contenders += ["engine-fast", "dynamics-fast"]
     rows = []
     for dtype in args.dtypes:
         for shape in args.shapes:
@@ -69,9 +69,9 @@ def ratios(args) -> list[dict]:
 
 def ratio_table(rows: list[dict]) -> str:
     out = [
-        "| shape | dtype | engine numpy | engine fast | dynamics | / engine numpy | / engine fast "
-        "| load (1, 5, 15 min) |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| shape | dtype | engine numpy | dynamics (NumPy) | engine fast | dynamics (kernels) "
+        "| / engine numpy | / engine fast | load (1, 5, 15 min) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         ms, q = r["ms"], r["ratios"]
@@ -79,10 +79,10 @@ def ratio_table(rows: list[dict]) -> str:
         for key in ("dynamics/engine-numpy", "dynamics/engine-fast"):
             v = q.get(key)
             cells.append("-" if v is None else f"{v:.2f}" if v <= DYNAMICS_BUDGET else f"**{v:.2f}**")
-        fast = f"{ms['engine-fast']:.1f} ms" if "engine-fast" in ms else "-"
+        fast, dyn_fast = (f"{ms[c]:.1f} ms" if c in ms else "-" for c in ("engine-fast", "dynamics-fast"))
         out.append(
-            f"| {r['shape']} | {r['dtype']} | {ms['engine-numpy']:.1f} ms | {fast} | "
-            f"{ms['dynamics']:.1f} ms | {cells[0]} | {cells[1]} | {r['load'][0][5:]} |"
+            f"| {r['shape']} | {r['dtype']} | {ms['engine-numpy']:.1f} ms | {ms['dynamics']:.1f} ms "
+            f"| {fast} | {dyn_fast} | {cells[0]} | {cells[1]} | {r['load'][0][5:]} |"
         )
     return "\n".join(out)
 

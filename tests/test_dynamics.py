@@ -10,10 +10,13 @@ References, none of them this module's own output:
 """
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lstm_diag import analyze
 from lstm_diag.core import dynamics as dy
@@ -543,3 +546,197 @@ def test_an_overflowed_frame_gives_non_finite_exponents_instead_of_an_error():
     with np.errstate(over="ignore", invalid="ignore"):
         lyap = dy.benettin(lambda t, U: U @ Js[t].T, Q, 8, warmup=2)
     assert lyap.per_sample.shape == (1, 2) and not np.isfinite(lyap.per_sample).all()
+
+
+# ------------------------------------- the compiled kernels of the fast engine (issue 19)
+#
+# With the fast engine selected, dynamics.FUSED is core/dynamics_kernels.py: the same arithmetic
+# as the NumPy code (the reference), so the same bits, except the QR factorizations and the
+# Lanczos tridiagonals' top eigenvalue of float32 Jacobians (LAPACK's, through NumPy, for float64).
+LYAPUNOV_KEYS = ("lyapunov", "lyapunov_std", "lyapunov_stderr")
+F32_LYAPUNOV_ATOL = 1e-6  # measured <= 1e-8 on non-exploding configs (docs/dynamics.md, "Cost")
+
+
+@contextmanager
+def kernels(on: bool):
+    """dynamics.FUSED as the fast engine sets it (on) or as the NumPy engine does (off)."""
+    old = dy.FUSED
+    if on:
+        pytest.importorskip("numba", reason="the compiled kernels need numba (extra `fast`)")
+    dy.FUSED = dy._kernels(True) if on else None
+    try:
+        yield
+    finally:
+        dy.FUSED = old
+
+
+def numpy_and_kernels(fn, *args, **kw):
+    """fn(*args, **kw) with the NumPy code, then with the kernels."""
+    with kernels(False):
+        ref = fn(*args, **kw)
+    with kernels(True):
+        got = fn(*args, **kw)
+    return ref, got
+
+
+def assert_kernels_match(ref: dict, got: dict):
+    """layer_dynamics through the kernels against the NumPy code: bitwise, except (float32
+    Jacobians) the Lyapunov exponents and what derives from them, within F32_LYAPUNOV_ATOL."""
+    f32 = ref["settings"]["dtype"] == "float32"
+    for key, value in ref.items():
+        if key == "gradient" and value is not None:
+            for g, v in value.items():
+                if f32 and g.startswith("predicted") or f32 and g in ("difference", "same_sign"):
+                    if isinstance(v, float):
+                        np.testing.assert_allclose(
+                            got[key][g], v, rtol=1e-5, atol=F32_LYAPUNOV_ATOL, err_msg=g
+                        )
+                    continue
+                np.testing.assert_array_equal(got[key][g], v, err_msg=g)
+        elif f32 and key in LYAPUNOV_KEYS:
+            np.testing.assert_allclose(got[key], value, rtol=0, atol=F32_LYAPUNOV_ATOL, err_msg=key)
+        else:
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def _unseen(B, T, I, H, dtype, forget_bias, seed):
+    from lstm_diag.core import engine
+    from lstm_diag.setup.config import load_config
+    from lstm_diag.setup.problem import build
+
+    sets = [f"dtype={dtype}", f"data.batch_size={B}", f"data.seq_len={T}", f"model.input_size={I}"]
+    sets += [f"model.hidden_size={H}", f"model.forget_bias={forget_bias}", f"seed={seed}"]
+    p = build(load_config(None, sets)[0])
+    fwd, bwd = engine.run(p.params, p.spec, p.x, p.y, "mse", "last")
+    return fwd.layers[0], p.params["weight_hh_l0"], bwd.layers[0].dc
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 5),
+    T=st.integers(2, 70),
+    I=st.integers(1, 5),
+    H=st.integers(1, 40),
+    dtype=st.sampled_from(["float32", "float64"]),
+    jac_dtype=st.sampled_from([None, np.float32]),
+    forget_bias=st.sampled_from([-1.0, 0.0, 2.0]),
+    k=st.integers(1, 8),
+    norm_points=st.sampled_from([None, 7, 32]),
+    lyapunov_steps=st.sampled_from([None, 30]),
+    seed=st.integers(0, 2**16),
+)
+def test_kernels_give_the_numpy_codes_numbers_on_unseen_shapes(
+    B, T, I, H, dtype, jac_dtype, forget_bias, k, norm_points, lyapunov_steps, seed
+):
+    cache, W_hh, dc = _unseen(B, T, I, H, dtype, forget_bias, seed)
+    kw = dict(k=min(k, 2 * H), norm_samples=None, norm_points=norm_points, lyapunov_steps=lyapunov_steps)
+    kw.update(window_k=0, grad_c=dc, dtype=jac_dtype, seed=seed)
+    assert_kernels_match(*numpy_and_kernels(dy.layer_dynamics, cache, W_hh, **kw))
+
+
+def test_kernels_give_the_numpy_codes_numbers_at_the_benchmark_shape_and_analyze_settings():
+    cache, W_hh, dc = _unseen(16, 100, 32, 64, "float64", 2.0, 1)
+    S = dy._samples(cache, 4)
+    for jac_dtype in (None, np.float32):
+        kw = dict(k=8, window_k=0, norm_samples=1, norm_points=32, lyapunov_steps=256, dtype=jac_dtype)
+        assert_kernels_match(*numpy_and_kernels(dy.layer_dynamics, S, W_hh, grad_c=dc[:, :4], **kw))
+
+
+def test_kernels_reproduce_torchs_spectral_norms_and_the_numpy_sweep_on_the_fixtures(case):
+    _, jacs, result, ref = case
+    for k, jac in enumerate(jacs):
+        H = jac.shape[2]
+        with kernels(True):
+            spectral, dcdc = dy.norms_pair(jac, 4 * H + 2)  # Lanczos past the dimension: exact
+            lyap = dy.lyapunov_spectrum(jac, min(4, 2 * H), jac.shape[0] // 4)
+        assert_close(spectral, np.linalg.svd(ref["J"][k], compute_uv=False)[..., 0], 1e-8, "spectral")
+        assert_close(dcdc, np.linalg.svd(ref["dcdc"][k], compute_uv=False)[..., 0], 1e-8, "dcdc")
+        with kernels(False):
+            np.testing.assert_array_equal(spectral, dy.spectral_norms(jac, 4 * H + 2))
+            np.testing.assert_array_equal(dcdc, dy.dcdc_norms(jac, 4 * H + 2))
+            np.testing.assert_array_equal(
+                lyap.per_sample, dy.lyapunov_spectrum(jac, min(4, 2 * H), jac.shape[0] // 4).per_sample
+            )
+        cache, W_hh = result.fwd.layers[k], result.problem.params[f"weight_hh_l{k}"]
+        assert_kernels_match(*numpy_and_kernels(dy.layer_dynamics, cache, W_hh, window_k=0))
+
+
+def test_kernels_float32_qr_and_top_eigenvalue_agree_with_lapack():
+    pytest.importorskip("numba", reason="the compiled kernels need numba (extra `fast`)")
+    from lstm_diag.core import dynamics_kernels as K
+
+    rng = np.random.default_rng(3)
+    B, k, H = 3, 5, 9
+    U = (rng.standard_normal((B, k, 2 * H)) * np.exp(rng.uniform(-8, 8, (B, k, 1)))).astype(np.float32)
+    # a row that vanished: R_jj = 0, log R_jj floored, a unit row orthogonal to the others (not
+    # LAPACK's: with a zero column any completion is a QR; the rows after it would differ)
+    U[1, k - 1] = 0.0
+    u_c, u_h = np.ascontiguousarray(U[..., :H]), np.ascontiguousarray(U[..., H:])
+    log_r = np.empty((B, k))
+    K.qr_frame(u_c, u_h, np.empty((k, 2 * H)), log_r)
+    Q = np.concatenate((u_c, u_h), axis=-1).astype(np.float64)
+    np.testing.assert_allclose(Q @ np.swapaxes(Q, 1, 2), np.broadcast_to(np.eye(k), (B, k, k)), atol=1e-6)
+    R = np.linalg.qr(np.swapaxes(U.astype(np.float64), 1, 2))[1]
+    with np.errstate(divide="ignore"):
+        expected = np.log(np.maximum(np.abs(np.diagonal(R, axis1=1, axis2=2)), np.finfo(np.float64).tiny))
+    finite = np.abs(expected) < 700
+    np.testing.assert_allclose(log_r[finite], expected[finite], atol=1e-9)
+    assert log_r[1, k - 1] == np.log(np.finfo(np.float64).tiny)
+    alpha, beta = (
+        rng.standard_normal((20, 6)).astype(np.float32),
+        rng.standard_normal((20, 6)).astype(np.float32),
+    )
+    alpha[4, 2] = np.inf
+    top = np.empty(20, np.float32)
+    K.top_eigenvalues(alpha, beta, top)
+    with kernels(False):
+        lapack = dy._top_ritz(alpha, beta) ** 2  # sqrt(max(top, 0)) undone for the positive ones
+    ok = np.isfinite(lapack) & (top > 0)
+    np.testing.assert_allclose(top[ok], lapack[ok], rtol=2e-6)
+    assert np.isnan(top[4]) and np.isnan(lapack[4])
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 700), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_kernels_sum_as_numpy_does(n, dtype, seed):
+    """The Lanczos sums are bitwise NumPy's: its pairwise summation, blocks of 128 and 8 lanes."""
+    pytest.importorskip("numba", reason="the compiled kernels need numba (extra `fast`)")
+    from lstm_diag.core.dynamics_kernels import _pairwise
+
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * np.exp(rng.uniform(-20, 20, n))).astype(dtype)
+    assert _pairwise(x, 0, n) == x.sum()
+
+
+def test_kernels_give_nan_for_a_nonfinite_forward_pass_as_the_numpy_code_does():
+    result = analyze({"model": {"hidden_size": 4}, "data": {"batch_size": 3, "seq_len": 40}})
+    cache, W_hh, dc = result.fwd.layers[0], result.problem.params["weight_hh_l0"], result.bwd.layers[0].dc
+    for t, where in ((30, "gates"), (5, "gates"), (12, "c"), (39, "tanh_c")):  # t = 5: before the sweep
+        broken = dy.LayerCache(
+            **{name: getattr(cache, name).copy() for name in ("x", "gates", "c", "h", "tanh_c")}
+        )
+        getattr(broken, where)[t, 1, 2] = np.inf if where == "c" else np.nan
+        ref, got = numpy_and_kernels(dy.layer_dynamics, broken, W_hh, grad_c=dc, lyapunov_steps=20)
+        assert np.all(np.isnan(got["lyapunov"])) and np.all(np.isnan(got["spectral_norm"])), where
+        assert json.loads(dumps(ref)) == json.loads(dumps(got))
+
+
+def test_analyze_with_the_fast_engine_gives_the_numpy_engines_dynamics():
+    pytest.importorskip("numba", reason="the fast engine needs numba (extra `fast`)")
+    base = {"model": {"hidden_size": 12, "num_layers": 2}, "data": {"batch_size": 5, "seq_len": 33}}
+    for jac_dtype in ("model", "float32"):
+        docs = [
+            analyze({**base, "engine": e, "diagnostics": {"dynamics_dtype": jac_dtype}}).to_dict()
+            for e in ("numpy", "fast")
+        ]
+        for ref, got in zip(docs[0]["layers"], docs[1]["layers"], strict=True):
+            if jac_dtype == "model":  # float64 throughout: the engines agree to 1e-12, the dynamics to it too
+                for key in ("lyapunov", "spectral_norm", "dcdc_norm", "cell_path_norm"):
+                    np.testing.assert_allclose(
+                        got["dynamics"][key], ref["dynamics"][key], rtol=1e-12, err_msg=key
+                    )
+            else:
+                for key in LYAPUNOV_KEYS + ("spectral_norm", "dcdc_norm", "cell_path_norm"):
+                    np.testing.assert_allclose(
+                        got["dynamics"][key], ref["dynamics"][key], rtol=1e-5, atol=1e-6, err_msg=key
+                    )
