@@ -259,8 +259,9 @@ def test_mean_log_forget_agrees_on_both_engines_in_float64(forget_bias):
 
 @pytest.mark.parametrize("rows", [1, 2, 7, 64])
 def test_float32_log_pairs_keep_every_entry(rows, monkeypatch):
-    """float32 gates: ln(f_r f_{r+1}) for two rows at once (the product is exact in float64):
-    per-unit and total sums of ln f as the NumPy pass's to 1e-13 relative with subnormal,
+    """float32 gates: ln(f_r f_{r+1}) for two rows at once (the product is exact in float64),
+    in the compiled and the NumPy pass: per-unit and total sums of ln f as a float64 log per
+    entry's, and as each other's, to 1e-13 relative with subnormal,
     tiny, near-1 and exactly 1 entries, an odd row left over in each chunk (`rows` per
     chunk), a zero (-inf) and a NaN in their own units."""
     from lstm_diag.core import diagnostics
@@ -288,3 +289,6 @@ def test_float32_log_pairs_keep_every_entry(rows, monkeypatch):
     keep = [0, 1, 2, 5]
     np.testing.assert_allclose(u1[keep], u0[keep], rtol=1e-13, atol=0)
     assert np.isnan(t0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exact = np.log(f.astype(np.float64)).sum(axis=(0, 1))  # a log per entry, in float64
+    np.testing.assert_allclose(u0[keep], exact[keep], rtol=1e-13, atol=0)

@@ -173,11 +173,22 @@ class GateAccumulator:
         self.n += cnt
 
     def _forget(self, f: np.ndarray, y: np.ndarray) -> None:
-        """Sum of ln f and the histogram of one chunk of the forget gate f (rows, H); y: scratch."""
+        """Sum of ln f and the histogram of one chunk of the forget gate f (rows, H); y: float64
+        scratch of f's shape. Float32 f: one log for two rows, ln(f_r f_{r+1}), the product of
+        two float32 numbers being exact in float64 (docs/fused-diagnostics.md)."""
+        rows = f.shape[0]
         with np.errstate(divide="ignore", invalid="ignore"):
-            np.log(f, out=y, dtype=np.float64)
-        self.log_f_unit += y.sum(axis=0)  # (H,)
-        s = float(y.sum())
+            if f.dtype == np.float32 and rows > 1:
+                np.copyto(y, f)  # widen (exact)
+                q = y[: rows - rows % 2 : 2]  # (rows // 2, H): rows 0, 2, ...
+                np.multiply(q, y[1::2][: len(q)], out=q)  # f_r f_{r+1}, exact
+                if rows % 2:
+                    q = y[::2]  # the odd row left over: its own log
+                logs = np.log(q, out=q)
+            else:
+                logs = np.log(f, out=y, dtype=np.float64)
+        self.log_f_unit += logs.sum(axis=0)  # (H,)
+        s = float(logs.sum())
         self.log_f_sum += s
         if s != s:  # NaN in the chunk: np.histogram leaves NaN out; do exactly that
             self.f_hist += np.histogram(f, bins=self.f_hist_edges)[0]
