@@ -100,7 +100,6 @@ def _select(name: str, dtype: str, spec) -> Selection:
         misses = sum(sum(k.stats.cache_misses.values()) for k in kernels)
         t0 = time.perf_counter()
         fused.warm_up(np.dtype(dtype))
-        dynamics.warm_up_kernels(np.float32)  # the Jacobians' dtype by default (diagnostics.dynamics_dtype)
         dynamics.warm_up_kernels(np.dtype(dtype))
         compiled = sum(sum(k.stats.cache_misses.values()) for k in kernels) > misses
         compile_s = time.perf_counter() - t0 if compiled else None

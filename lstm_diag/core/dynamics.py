@@ -53,25 +53,28 @@ def _kernels(kernels: bool | None):
 
 
 def warm_up_kernels(dtype) -> None:
-    """Compile (or load from numba's cache) the kernels for Jacobians of one dtype, on a tiny
-    problem (core/backends.py, when it selects the fast engine)."""
-    dt = np.dtype(dtype)
+    """Compile (or load from numba's cache) the kernels the dynamics of a model of this dtype
+    use, on a tiny problem (core/backends.py, when it selects the fast engine): float32
+    Jacobians (the default, diagnostics.dynamics_dtype) and the model's own dtype's."""
+    model = np.dtype(dtype)
     rng = np.random.default_rng(0)
-    T, B, H = 3, 1, 2
+    T, B, H = 3, 2, 2
     cache = LayerCache(
-        x=np.zeros((T, B, 1), dt),
-        gates=rng.uniform(size=(T, B, 4 * H)).astype(dt),
-        c=rng.normal(size=(T + 1, B, H)).astype(dt),
-        h=np.zeros((T + 1, B, H), dt),
-        tanh_c=rng.uniform(size=(T, B, H)).astype(dt),
+        x=np.zeros((T, B, 1), model),
+        gates=rng.uniform(size=(T, B, 4 * H)).astype(model),
+        c=rng.normal(size=(T + 1, B, H)).astype(model),
+        h=np.zeros((T + 1, B, H), model),
+        tanh_c=rng.uniform(size=(T, B, H)).astype(model),
     )
-    W_hh = rng.normal(size=(4 * H, H)).astype(dt)
-    jac = StateJacobians.from_cache(cache, W_hh, None, None, dt, kernels=True)
-    StateJacobians.from_cache(cache, W_hh, np.array([1, 2]), None, dt, kernels=True)
-    lyapunov_spectrum(jac, 2, 1, None, 0, kernels=True)
-    norms_pair(jac, 2, 0, kernels=True)
+    W_hh = rng.normal(size=(4 * H, H)).astype(model)
     K = _kernels(True)
-    K.all_finite(cache.gates[:, :1])  # a view, as the checks get them
+    for dt in dict.fromkeys((np.dtype(np.float32), model)):
+        jac = StateJacobians.from_cache(cache, W_hh, None, None, dt, kernels=True)
+        StateJacobians.from_cache(cache, W_hh, np.array([1, 2]), None, dt, kernels=True)
+        lyapunov_spectrum(jac, 2, 1, None, 0, kernels=True)
+        norms_pair(jac, 2, 0, kernels=True)
+    for x in (cache.gates, cache.gates[:, :1]):  # whole arrays and views of some samples
+        K.all_finite(x)
     K.pair_slopes(rng.normal(size=(2, 3)), np.arange(3.0), np.empty((2, 3)))
 
 
