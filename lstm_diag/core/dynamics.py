@@ -68,7 +68,9 @@ def warm_up_kernels(dtype) -> None:
     )
     W_hh = rng.normal(size=(4 * H, H)).astype(model)
     K = _kernels(True)
-    for dt in dict.fromkeys((np.dtype(np.float32), model)):
+    # the model's dtype first: a float32 model's process (tests/conftest.py compiles both dtypes in
+    # parallel) has then usually cached the float32 Jacobians' kernels before a float64 one needs them
+    for dt in dict.fromkeys((model, np.dtype(np.float32))):
         jac = StateJacobians.from_cache(cache, W_hh, None, None, dt, kernels=True)
         StateJacobians.from_cache(cache, W_hh, np.array([1, 2]), None, dt, kernels=True)
         lyapunov_spectrum(jac, 2, 1, None, 0, kernels=True)
