@@ -434,44 +434,6 @@ def test_plot_and_report_refuse_what_they_cannot_draw(tmp_path, tiny_config):
     assert r.exit_code == 2 and "--set applies to configs only" in r.stderr
 
 
-def test_ticks_located_once_per_draw_give_the_same_bytes_and_forget_after_it(monkeypatch):
-    """figure_bytes keeps each axis's ticks while its view and tick room are unchanged (one
-    locator run instead of six per draw): same bytes as locating every time, Axis restored
-    after the draw, and a figure changed after a draw gets its new ticks. (Every figure kind
-    of analyze, compare, train and track was compared byte for byte when this was built; a
-    small figure with what makes layouts move, shared and log axes, keeps this test cheap.)"""
-    import contextlib
-
-    from matplotlib.axis import Axis
-
-    @style.styled
-    def small():
-        fig = style.new_figure(4.0, 3.0)
-        top, bottom = fig.subplots(2, 1, sharex=True)
-        t = np.arange(1, 41)
-        top.plot(t, np.exp(-0.7 * t))
-        top.set_yscale("log")
-        top.set_title("log axis over 12 decades")
-        bottom.plot(t, np.sin(t) * 1e4)
-        bottom.set_xlabel("t")
-        bottom.set_ylabel("negative and large")
-        return fig
-
-    update = Axis._update_ticks
-    kept = figure_bytes(small(), "png", 30)
-    assert Axis._update_ticks is update
-    monkeypatch.setattr(style, "_ticks_located_once", contextlib.nullcontext)
-    assert figure_bytes(small(), "png", 30) == kept
-    monkeypatch.undo()
-    fig = small()
-    figure_bytes(fig, "png", 30)
-    ax = fig.axes[1]
-    ax.set_xticks([3, 7])
-    figure_bytes(fig, "png", 30)
-    drawn = ax.xaxis.get_major_ticks(2)  # as the draw left them (nothing else moves them)
-    assert [t.get_loc() for t in drawn] == [3, 7] and [t.label1.get_text() for t in drawn] == ["3", "7"]
-
-
 def test_encodings_carry_no_date_or_version(van_figs):
     fig = van_figs["forget_gate_l0"]
     pdf = figure_bytes(fig, "pdf")

@@ -13,7 +13,6 @@ by text renderers (the HTML page) without loading it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 from typing import TYPE_CHECKING
@@ -130,44 +129,6 @@ def styled(fn):
     return wrapper
 
 
-@contextlib.contextmanager
-def _ticks_located_once():
-    """While a figure is drawn: each axis locates and formats its ticks once per state.
-
-    A constrained-layout draw asks every axis for its ticks six times: twice per layout pass
-    (its tight box, then the axis-label position) and twice at the draw itself, each time
-    running the locator and formatter over every tick and setting every label's text again.
-    What they return depends on the view interval and, through the locators' 'auto' tick
-    count, on how many ticks fit (`get_tick_space`): while both are unchanged the ticks are
-    the same, so they are kept and handed back. The memory lives for this draw only, so a
-    figure changed after it (new ticks, new limits) is located afresh. With a matplotlib
-    whose Axis has no `_update_ticks` nothing changes. The bytes are the same either way
-    (every figure kind of analyze, compare, train and track, tests/test_plots.py).
-    """
-    from matplotlib.axis import Axis
-
-    update = Axis.__dict__.get("_update_ticks")
-    if update is None or getattr(update, "memo", None) is not None:  # another version, or nested
-        yield
-        return
-    memo: dict = {}
-
-    def located_once(axis):
-        key = (tuple(axis.get_view_interval()), axis.get_tick_space())
-        seen = memo.get(axis)
-        if seen is None or seen[0] != key:
-            seen = memo[axis] = (key, update(axis))
-        return list(seen[1])
-
-    located_once.memo = memo
-    Axis._update_ticks = located_once
-    try:
-        yield
-    finally:
-        Axis._update_ticks = update
-        memo.clear()
-
-
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
     """The figure encoded as png, svg or pdf: the same figure gives the same bytes.
 
@@ -190,7 +151,7 @@ def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
     canvas, dpi_before = fig.canvas, fig.dpi
     fig.set_dpi(dpi)  # the png resolution; svg and pdf draw at 72 and embed images at dpi
     try:
-        with mpl.rc_context({"svg.hashsalt": "lstm-diag"}), _ticks_located_once():  # stable SVG ids
+        with mpl.rc_context({"svg.hashsalt": "lstm-diag"}):  # stable SVG element ids
             printer = canvas if isinstance(canvas, Canvas) else Canvas(fig)
             getattr(printer, f"print_{fmt}")(buf, metadata=_METADATA[fmt])
     finally:
