@@ -13,10 +13,9 @@ the median of the per-round ratios. The load average is printed with every row.
 
 Parts (`--parts`): one process per shape and dtype, one thread, CPU time, median of
 `--repeats`: the pieces of `core.dynamics.layer_dynamics` at the section's settings
-(local derivatives, Lyapunov sweep with NumPy's QR factorizations in it, per-step norms,
-gradient fit, and the window product, which is off by default, timed at window_k = 4 for
-reference), each with the NumPy code and with the fast engine's kernels
-(core/dynamics_kernels.py), beside engine.run on both engines.
+(local derivatives, Lyapunov sweep with its QR factorizations, per-step norms, gradient
+fit, and the window product, which is off by default, timed at window_k = 4 for reference),
+beside engine.run on both engines.
 
 Exit status 1 if a ratio misses the budget (docs/dynamics.md, "Cost", says where it does).
 """
@@ -54,7 +53,7 @@ def ratios(args) -> list[dict]:
 
     contenders = ["engine-numpy", "dynamics"]
     if importlib.util.find_spec("numba") is not None:
-        contenders += ["engine-fast", "dynamics-fast"]
+        contenders.insert(1, "engine-fast")
     rows = []
     for dtype in args.dtypes:
         for shape in args.shapes:
@@ -70,9 +69,9 @@ def ratios(args) -> list[dict]:
 
 def ratio_table(rows: list[dict]) -> str:
     out = [
-        "| shape | dtype | engine numpy | dynamics (NumPy) | engine fast | dynamics (kernels) "
-        "| / engine numpy | / engine fast | load (1, 5, 15 min) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| shape | dtype | engine numpy | engine fast | dynamics | / engine numpy | / engine fast "
+        "| load (1, 5, 15 min) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         ms, q = r["ms"], r["ratios"]
@@ -80,10 +79,10 @@ def ratio_table(rows: list[dict]) -> str:
         for key in ("dynamics/engine-numpy", "dynamics/engine-fast"):
             v = q.get(key)
             cells.append("-" if v is None else f"{v:.2f}" if v <= DYNAMICS_BUDGET else f"**{v:.2f}**")
-        fast, dyn_fast = (f"{ms[c]:.1f} ms" if c in ms else "-" for c in ("engine-fast", "dynamics-fast"))
+        fast = f"{ms['engine-fast']:.1f} ms" if "engine-fast" in ms else "-"
         out.append(
-            f"| {r['shape']} | {r['dtype']} | {ms['engine-numpy']:.1f} ms | {ms['dynamics']:.1f} ms "
-            f"| {fast} | {dyn_fast} | {cells[0]} | {cells[1]} | {r['load'][0][5:]} |"
+            f"| {r['shape']} | {r['dtype']} | {ms['engine-numpy']:.1f} ms | {fast} | "
+            f"{ms['dynamics']:.1f} ms | {cells[0]} | {cells[1]} | {r['load'][0][5:]} |"
         )
     return "\n".join(out)
 
@@ -99,10 +98,8 @@ def parts_worker(shape: str, dtype: str, repeats: int) -> dict:
 
     from lstm_diag.core import backends, engine
     from lstm_diag.core import dynamics as dy
-    from lstm_diag.setup.allocator import keep_freed_memory
     from lstm_diag.setup.config import Config
 
-    keep_freed_memory()  # as analyze sets it
     d = Config().diagnostics
     p = make_problem(shape, dtype)
     B, T, I, H = p.dims
@@ -134,17 +131,12 @@ def parts_worker(shape: str, dtype: str, repeats: int) -> dict:
         dy.StateJacobians.from_cache(cache, W, slice(t0, T), W_T, dt)
         dy.StateJacobians.from_cache(one, W, steps, W_T, dt)
 
-    def on(path, fn):  # the part with the NumPy code (dynamics.FUSED None) or the fast engine's kernels
-        def run():
-            dy.FUSED = dy._kernels(path == "kernels")
-            fn()
-
-        return run if path == "numpy" or backends.fast_installed() else None
-
-    parts = {
+    fns = {
+        "engine numpy": engine_on("numpy"),
+        "engine fast": engine_on("fast") if backends.fast_installed() else None,
         "local derivatives": local,
         "Lyapunov sweep": lambda: dy.lyapunov_spectrum(jac, k, warm, None, 0),
-        "per-step norms": lambda: dy.norms_pair(sub, 12, 0),
+        "per-step norms": lambda: (dy.spectral_norms(sub, 12, 0), dy.dcdc_norms(sub, 12, 0)),
         "gradient fit": lambda: dy.gradient_growth_rates(dc, t0 + warm, T),
         "whole layer_dynamics": lambda: dy.layer_dynamics(
             cache,
@@ -159,13 +151,8 @@ def parts_worker(shape: str, dtype: str, repeats: int) -> dict:
             lyapunov_steps=d.lyapunov_steps,
             dtype=dt,
         ),  # fmt: skip
+        "window (off by default; window_k=4)": lambda: dy.window_singular_values(last, 4, d.window),
     }
-    fast = engine_on("fast") if backends.fast_installed() else None
-    fns = {"engine numpy": engine_on("numpy"), "engine fast": fast}
-    for path in ("numpy", "kernels"):
-        fns |= {f"{name} [{path}]": on(path, fn) for name, fn in parts.items()}
-    window = lambda: dy.window_singular_values(last, 4, d.window)  # noqa: E731
-    fns["window, if on (window_k=4) [numpy]"] = on("numpy", window)
     qr = {"s": 0.0}
     real_qr = np.linalg.qr
 
@@ -190,8 +177,8 @@ def parts_worker(shape: str, dtype: str, repeats: int) -> dict:
             np.linalg.qr = real_qr
             qrs.append(qr["s"])
         out["ms"][name] = 1e3 * statistics.median(times)
-        if name.startswith("Lyapunov sweep"):
-            out["ms"]["  of which NumPy's QR" + name[len("Lyapunov sweep") :]] = 1e3 * statistics.median(qrs)
+        if name == "Lyapunov sweep":
+            out["ms"]["  of which QR"] = 1e3 * statistics.median(qrs)
     return out
 
 
@@ -216,25 +203,19 @@ def parts(args) -> list[dict]:
 
 
 def parts_table(rows: list[dict]) -> str:
-    """One row per shape, dtype and path (the NumPy code; the fast engine's kernels)."""
-    names = [n[: -len(" [numpy]")] for n in rows[0]["ms"] if n.endswith(" [numpy]")]
-    head = "| shape | dtype (computed in) | path | engine numpy | engine fast | "
-    out = [head + " | ".join(names) + " | load |"]
-    out.append("|---|---|---|" + "---:|" * (2 + len(names)) + "---|")
+    names = list(rows[0]["ms"])
+    out = ["| shape | dtype (computed in) | " + " | ".join(names) + " | load |"]
+    out.append("|---|---|" + "---:|" * len(names) + "---|")
     for r in rows:
-        ms = r["ms"]
-        for path in ("numpy", "kernels"):
-            ref = ms.get("engine fast" if path == "kernels" else "engine numpy")
-            cells = [f"{ms[e]:.1f}" if e in ms else "-" for e in ("engine numpy", "engine fast")]
-            for n in names:
-                v = ms.get(f"{n} [{path}]")
-                cells.append("-" if v is None or ref is None else f"{v:.2f} ({v / ref:.2f}x)")
-            head = f"| {r['shape']} | {r['dtype']} ({r['compute_dtype']}) | {path} | "
-            out.append(head + " | ".join(cells) + f" | {r['load'][5:]} |")
-    note = (
-        "ms, one thread, CPU time, median of --repeats; (x): the part's time over its engine's "
-        "engine.run (the NumPy code's over the NumPy engine, the kernels' over the fast engine)"
-    )
+        ref = r["ms"].get("engine fast", r["ms"]["engine numpy"])
+        cells = []
+        for n in names:
+            v = r["ms"].get(n)
+            share = "" if n.startswith("engine") or v is None else f" ({v / ref:.2f}x)"
+            cells.append("-" if v is None else f"{v:.1f}{share}")
+        head = f"| {r['shape']} | {r['dtype']} ({r['compute_dtype']}) | "
+        out.append(head + " | ".join(cells) + f" | {r['load'][5:]} |")
+    note = "(x): the part's time / engine fast (engine numpy without numba); one thread, CPU time"
     return "\n".join(out) + "\n\n" + note
 
 

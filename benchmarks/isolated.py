@@ -31,10 +31,8 @@ bias 2 "healthy" or 0 "vanishing"):
   train-fast      one training step: engine.run (fast) + Adam (core.optim)
   torch-train     one training step: nn.LSTM forward, backward, torch.optim.Adam
   dynamics        features.analysis.dynamics_section at the default diagnostics settings,
-  dynamics-fast   on one engine.run's caches (what `--no-dynamics` removes from analyze),
-                  with the NumPy engine selected (NumPy code) or the fast one (the compiled
-                  kernels of core/dynamics_kernels.py); its budget: DYNAMICS_BUDGET x
-                  engine.run of the same engine (docs/dynamics.md)
+                  on one engine.run's caches (what `--no-dynamics` removes from analyze);
+                  its budget: DYNAMICS_BUDGET x engine.run (docs/dynamics.md)
 """
 
 from __future__ import annotations
@@ -61,7 +59,6 @@ CONTENDERS = (
     "train-fast",
     "torch-train",
     "dynamics",
-    "dynamics-fast",
 )
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -206,9 +203,8 @@ def worker(args) -> None:
         fn = _torch_fns(p, torch)[name]
     elif name == "floor":
         fn = floor_fn(p)
-    elif name.startswith("dynamics"):
+    elif name == "dynamics":
         keep_freed_memory()  # as analyze sets it
-        backends.select("fast" if name.endswith("fast") else "numpy", args.dtype)  # as analyze selects it
         fn = _dynamics_fn(p)
     else:
         keep_freed_memory()  # as analyze and train set it before they run the engine
@@ -264,7 +260,6 @@ def measure(contenders, shape, dtype, regime, mode, rounds, repeats) -> dict:
             return statistics.median((x[a] - x["floor"]) / (x[b] - x["floor"]) for x in per_round)
         return None
 
-    DYN_FAST = "dynamics-fast"  # the section with the fast engine selected (its kernels)
     ratios = {
         "engine-fast/engine-numpy": ratio("engine-fast", "engine-numpy"),
         FAST_KEY: beyond_floor("engine-fast", "engine-numpy"),
@@ -278,7 +273,7 @@ def measure(contenders, shape, dtype, regime, mode, rounds, repeats) -> dict:
         "torch-unrolled/analyze-numpy": ratio("torch-unrolled", "analyze-numpy"),
         "train-fast/torch-train": ratio("train-fast", "torch-train"),
         "dynamics/engine-numpy": ratio("dynamics", "engine-numpy"),
-        "dynamics/engine-fast": ratio(DYN_FAST if DYN_FAST in med else "dynamics", "engine-fast"),
+        "dynamics/engine-fast": ratio("dynamics", "engine-fast"),
     }
     return {
         "shape": shape,

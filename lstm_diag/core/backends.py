@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from . import diagnostics, dynamics, engine
+from . import diagnostics, engine
 
 ENGINES = ("numpy", "fast", "auto")
 EXTRA_HINT = "pip install 'lstm-diag[fast]'"
@@ -80,31 +80,28 @@ def _select(name: str, dtype: str, spec) -> Selection:
     if name not in ENGINES:
         raise InputError(f"engine: {name!r} is not one of {', '.join(ENGINES)}")
     if name == "numpy":
-        engine.FUSED = diagnostics.FUSED = dynamics.FUSED = None
+        engine.FUSED = diagnostics.FUSED = None
         return Selection(name, "numpy", dtype)
     if not fast_installed():
-        engine.FUSED = diagnostics.FUSED = dynamics.FUSED = None
+        engine.FUSED = diagnostics.FUSED = None
         if name == "fast":
             raise InputError(f"engine: fast needs numba, which is not installed: {EXTRA_HINT}")
         return Selection(name, "numpy", dtype, f"numba is not installed (the fast engine needs {EXTRA_HINT})")
     why = uncovered(spec) if spec is not None else None
     if why:
-        engine.FUSED = diagnostics.FUSED = dynamics.FUSED = None
+        engine.FUSED = diagnostics.FUSED = None
         return Selection(name, "numpy", dtype, f"the fast engine does not cover {why}; the NumPy engine runs")
-    from . import dynamics_kernels, fused, fused_guard, fused_kernels
+    from . import fused, fused_guard, fused_kernels
 
     kernels = fused_kernels.KERNELS[np.dtype(dtype)] + fused_kernels.DIAGNOSTICS + fused_guard.KERNELS
-    kernels += dynamics_kernels.KERNELS
     compile_s = None
     if dtype not in _warm:
         misses = sum(sum(k.stats.cache_misses.values()) for k in kernels)
         t0 = time.perf_counter()
         fused.warm_up(np.dtype(dtype))
-        dynamics.warm_up_kernels(np.dtype(dtype))
         compiled = sum(sum(k.stats.cache_misses.values()) for k in kernels) > misses
         compile_s = time.perf_counter() - t0 if compiled else None
         _warm.add(dtype)
     engine.FUSED = fused
     diagnostics.FUSED = fused_kernels
-    dynamics.FUSED = dynamics_kernels
     return Selection(name, "fast", dtype, None, compile_s, kernels[0].stats.cache_path)

@@ -22,62 +22,16 @@ logarithms and scales are kept in float64.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .diagnostics import _pairs, theil_sen_slope
+from .diagnostics import theil_sen_slope
 from .engine import LayerCache
 
 Steps = int | slice
 Frame = object  # what `benettin` steps: the rows U (B, k, n), or any form split/join convert
-
-
-# The compiled kernels of core/dynamics_kernels.py (numba), set by core/backends.py when the
-# fast engine is selected; None: the NumPy code below, the reference and the fallback.
-FUSED = None
-
-
-def _kernels(kernels: bool | None):
-    """The kernels module to use: `kernels` True forces it (importing numba), False forces the
-    NumPy code, None follows the engine selected (FUSED)."""
-    if kernels is None:
-        return FUSED
-    if kernels:
-        from . import dynamics_kernels
-
-        return dynamics_kernels
-    return None
-
-
-def warm_up_kernels(dtype) -> None:
-    """Compile (or load from numba's cache) the kernels the dynamics of a model of this dtype
-    use, on a tiny problem (core/backends.py, when it selects the fast engine): float32
-    Jacobians (the default, diagnostics.dynamics_dtype) and the model's own dtype's."""
-    model = np.dtype(dtype)
-    rng = np.random.default_rng(0)
-    T, B, H = 3, 2, 2
-    cache = LayerCache(
-        x=np.zeros((T, B, 1), model),
-        gates=rng.uniform(size=(T, B, 4 * H)).astype(model),
-        c=rng.normal(size=(T + 1, B, H)).astype(model),
-        h=np.zeros((T + 1, B, H), model),
-        tanh_c=rng.uniform(size=(T, B, H)).astype(model),
-    )
-    W_hh = rng.normal(size=(4 * H, H)).astype(model)
-    K = _kernels(True)
-    # the model's dtype first: a float32 model's process (tests/conftest.py compiles both dtypes in
-    # parallel) has then usually cached the float32 Jacobians' kernels before a float64 one needs them
-    for dt in dict.fromkeys((model, np.dtype(np.float32))):
-        jac = StateJacobians.from_cache(cache, W_hh, None, None, dt, kernels=True)
-        StateJacobians.from_cache(cache, W_hh, np.array([1, 2]), None, dt, kernels=True)
-        lyapunov_spectrum(jac, 2, 1, None, 0, kernels=True)
-        norms_pair(jac, 2, 0, kernels=True)
-    for x in (cache.gates, cache.gates[:, :1]):  # whole arrays and views of some samples
-        K.all_finite(x)
-    K.pair_slopes(rng.normal(size=(2, 3)), np.arange(3.0), np.empty((2, 3)))
 
 
 # ------------------------------------------------------------- one-step Jacobians
@@ -133,7 +87,6 @@ class StateJacobians:
         steps: np.ndarray | slice | None = None,
         W_hh_T: np.ndarray | None = None,
         dtype: np.dtype | type | None = None,
-        kernels: bool | None = None,
     ) -> StateJacobians:
         """Local derivatives of every step from a forward cache (no recomputation).
 
@@ -142,34 +95,10 @@ class StateJacobians:
         every one-step quantity equals the whole trajectory's at that step, bit for bit.
         W_hh_T: W_hh.T as a contiguous array in the dtype computed in, when the caller has it.
         dtype: compute in this dtype (float32 or float64) instead of the cache's.
-        kernels: in one compiled pass (see `_kernels`), the same values bit for bit.
         """
-        return cls._from_cache(cache, W_hh, steps, W_hh_T, dtype, kernels)[0]
-
-    @classmethod
-    def _from_cache(cls, cache, W_hh, steps, W_hh_T, dtype, kernels) -> tuple[StateJacobians, bool | None]:
-        """`from_cache`, and with the kernels whether every input they read was finite (else None)."""
         dt = np.result_type(cache.gates.dtype if dtype is None else dtype, np.float32)  # float32 stays
         T_all = cache.gates.shape[0]
         t = np.arange(T_all)[slice(None) if steps is None else steps]  # (T,) the steps kept
-        K = _kernels(kernels)
-        if K is not None:
-            _, B, H4 = cache.gates.shape
-            H = H4 // 4
-            a = np.empty((t.size, B, 4, H), dt)
-            f, d, d_prev = (np.empty((t.size, B, H), dt) for _ in range(3))
-            rows = np.union1d(t, t[t > 0] - 1)  # the steps read: t and each t - 1 (sorted)
-            if rows.size == T_all:  # every step: the cache itself, contiguous
-                parts = (cache.gates, cache.c[:-1], cache.tanh_c)
-                pos = t
-            else:  # only those rows, gathered
-                parts = (cache.gates[rows], cache.c[rows], cache.tanh_c[rows])
-                pos = np.searchsorted(rows, t)
-            gates, c, tanh_c = (np.ascontiguousarray(x) for x in parts)
-            prev = np.where(t > 0, pos - 1, -1)  # t - 1 is the row just before t's
-            a4 = a.reshape(t.size, B, H4)
-            finite = K.local_derivatives(gates, c, tanh_c, pos, prev, a4, f, d, d_prev)
-            return cls(np.asarray(W_hh, dt), f, a, d, d_prev, W_hh_T), finite
         if t.size and t[0] == 0 and np.all(np.diff(t) == 1):
             prev = None  # a run from step 0: d_prev is d shifted by one, as for every step
         else:
@@ -181,7 +110,7 @@ class StateJacobians:
         else:
             _, _, d_prev = cls._local(cache, prev, dt, only_d=True)
             d_prev[t == 0] = 0.0  # h_0 is given, not a function of c_0
-        return cls(np.asarray(W_hh, dt), np.ascontiguousarray(f), a, d, d_prev, W_hh_T), None
+        return cls(np.asarray(W_hh, dt), np.ascontiguousarray(f), a, d, d_prev, W_hh_T)
 
     @staticmethod
     def _local(cache: LayerCache, t: np.ndarray, dt, only_d: bool = False):
@@ -364,20 +293,12 @@ def top_singular_value(
         with np.errstate(divide="ignore", invalid="ignore"):
             q = w / b[..., None]
         q[b <= 1e-300] = 0.0  # the Krylov space is invariant: nothing more to add
-    return _top_ritz(alpha, beta)
-
-
-def _top_ritz(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """sqrt of the largest eigenvalue of the Lanczos tridiagonal (alpha (..., m) on the
-    diagonal, beta (..., m) beside it, its last entry unused), (...); NaN where A^T A
-    overflowed (inf or NaN in it)."""
-    lead, steps = alpha.shape[:-1], alpha.shape[-1]
     m = np.arange(steps)
-    Tm = np.zeros(lead + (steps, steps), alpha.dtype)  # (..., m, m) the tridiagonal projection of A^T A
+    Tm = np.zeros(lead + (steps, steps), q.dtype)  # (..., m, m) the tridiagonal projection of A^T A
     Tm[..., m, m] = alpha
     Tm[..., m[1:], m[:-1]] = Tm[..., m[:-1], m[1:]] = beta[..., :-1]
-    top = np.full(lead, np.nan, alpha.dtype)
-    finite = np.isfinite(Tm).all(axis=(-2, -1))
+    top = np.full(lead, np.nan, q.dtype)  # (..., 1) NaN where A^T A overflowed (inf or NaN in Tm)
+    finite = np.isfinite(Tm).all(axis=(-2, -1))  # (..., 1)
     top[finite] = np.linalg.eigvalsh(Tm[finite])[..., -1]
     return np.sqrt(np.maximum(top, 0.0))
 
@@ -406,54 +327,6 @@ def dcdc_norms(jac: StateJacobians, steps: int | None = 12, seed: int = 0) -> np
 
 
 EVERY = slice(None)  # all steps at once
-
-
-def norms_pair(
-    jac: StateJacobians, steps: int | None = 12, seed: int = 0, kernels: bool | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(`spectral_norms`, `dcdc_norms`) of the same Jacobians, each (T, B).
-
-    With the compiled kernels (`kernels`: see `_kernels`) both Lanczos iterations run
-    together, each Lanczos step as its four GEMMs (NumPy, the same operands as `jvp`, `vjp`,
-    `dcdc_jvp`, `dcdc_vjp`) and two kernel calls for everything element-wise, instead of
-    ~30 NumPy calls per operator: the same arithmetic in the same order, so the same bits.
-    """
-    K = _kernels(kernels)
-    if K is None or steps is None or steps < 1:
-        return spectral_norms(jac, steps, seed), dcdc_norms(jac, steps, seed)
-    T, B, H = jac.shape
-    dt, R = jac.dtype, T * B
-    # the start vectors of spectral_norms and dcdc_norms: each draws from a fresh generator with
-    # the same seed, so the dc/dc one is the first R H numbers of the state one's draw
-    g = np.random.default_rng(seed).standard_normal(R * 2 * H)
-    q, qM = g.astype(dt).reshape(R, 2 * H), g[: R * H].astype(dt).reshape(R, H)
-    q = q / np.sqrt(np.square(q).sum(axis=-1, keepdims=True))  # (R, 2H), as top_singular_value
-    qM = qM / np.sqrt(np.square(qM).sum(axis=-1, keepdims=True))  # (R, H)
-    qc, qh = np.ascontiguousarray(q[:, :H]), np.ascontiguousarray(q[:, H:])  # (R, H) each
-    pc, ph, pM = np.zeros((R, H), dt), np.zeros((R, H), dt), np.zeros((R, H), dt)  # q_prev
-    a = jac.a.reshape(R, 4 * H)
-    f, d, d_prev = (x.reshape(R, H) for x in (jac.f, jac.d, jac.d_prev))
-    uM = d_prev * qM  # (R, H) the dc/dc JVP's GEMM operand
-    W, W_T = jac.W_hh, jac.W_hh_T  # (4H, H), (H, 4H)
-    zJ, dzJ = np.empty((R, 4 * H), dt), np.empty((R, 4 * H), dt)
-    zM, dzM = np.empty((R, 3 * H), dt), np.empty((R, 3 * H), dt)
-    oc, oh, oM, mv = (np.empty((R, H), dt) for _ in range(4))
-    alphaJ, betaJ, alphaM, betaM = (np.empty((R, steps), dt) for _ in range(4))
-    for j in range(steps):
-        np.matmul(qh, W_T, out=zJ)  # W_hh q_h, eq. (1)
-        np.matmul(uM, W_T[:, : 3 * H], out=zM)
-        K.norms_middle(zJ, zM, qc, qM, a, f, d, dzJ, oc, mv, dzM)
-        np.matmul(dzJ, W, out=oh)  # W_hh^T δz, eq. (8)
-        np.matmul(dzM, W[: 3 * H], out=oM)
-        K.norms_update(oc, oh, oM, mv, f, d_prev, qc, qh, pc, ph, qM, pM, uM, alphaJ, betaJ, alphaM, betaM, j)
-    alpha, beta = np.concatenate((alphaJ, alphaM)), np.concatenate((betaJ, betaM))  # (2R, steps)
-    if dt == np.float64:
-        top = _top_ritz(alpha, beta)  # LAPACK's eigvalsh, as the NumPy code: the same bits
-    else:  # float32: by bisection (core/dynamics_kernels.py), within float32's rounding of LAPACK's
-        top = np.empty(2 * R, dt)
-        K.top_eigenvalues(alpha, beta, top)
-        top = np.sqrt(np.maximum(top, 0.0))
-    return top[:R].reshape(T, B), top[R:].reshape(T, B)
 
 
 def cell_path_norms(jac: StateJacobians) -> np.ndarray:
@@ -688,58 +561,8 @@ class _FrameSweep:
         return self
 
 
-def _kernel_sweep(jac: StateJacobians, G: np.ndarray, warmup: int, qr_every: int | None, K) -> Lyapunov:
-    """`benettin` with `_FrameSweep`'s steps, compiled: each step is the GEMM W_hh u_h and one
-    kernel call (bitwise `_FrameSweep.step`), the schedule of QRs and the sums S are benettin's.
-    Float32 frames are orthonormalized by the kernels' QR (Gram-Schmidt twice in float64: the
-    exponents then differ from LAPACK's QR at float32's rounding, docs/dynamics.md "Cost"),
-    the initial one too; float64 frames by NumPy's (bitwise the NumPy sweep's)."""
-    T, B, H = jac.shape
-    k = G.shape[1]
-    own_qr = jac.dtype == np.float32  # float64 frames: LAPACK's QR, as benettin
-    X, log_r = np.empty((k, 2 * H)), np.empty((B, k))  # the kernels' QR: float64 scratch, log R_jj
-    Q = G if own_qr else _orthonormal_rows(G)  # the initial frame: G's rows orthonormalized
-    u_c, u_h = np.ascontiguousarray(Q[..., :H]), np.ascontiguousarray(Q[..., H:])  # (B, k, H) each
-    if own_qr:
-        K.qr_frame(u_c, u_h, X, log_r)
-    u_h2 = u_h.reshape(B * k, H)
-    z = np.empty((B * k, 4 * H), jac.dtype)  # W_hh u_h, then its gate parts
-    z3 = z.reshape(B, k, 4 * H)
-    a, f, d, W_T = jac.a.reshape(T, B, 4 * H), jac.f, jac.d, jac.W_hh_T
-    S = np.zeros((B, k))
-    tiny = np.finfo(np.float64).tiny
-    every = 1 if qr_every is None else qr_every
-    since = 0
-    step, matmul = K.sweep_step, np.matmul
-    for t in range(T):
-        matmul(u_h2, W_T, out=z)  # W_hh u_h, eq. (1)
-        step(z3, a, f, d, u_c, u_h, t)  # eqs. (6)-(7), (10)-(13)
-        since += 1
-        if since == every or t == warmup - 1 or t == T - 1:
-            if own_qr:
-                K.qr_frame(u_c, u_h, X, log_r)
-            else:
-                Qt, R = np.linalg.qr(np.swapaxes(np.concatenate((u_c, u_h), axis=-1), -1, -2))
-                Qt = np.swapaxes(Qt, -1, -2)  # (B, k, 2H)
-                np.copyto(u_c, Qt[..., :H])
-                np.copyto(u_h, Qt[..., H:])
-                r = np.abs(np.diagonal(R, axis1=-2, axis2=-1)).astype(np.float64)
-                log_r = np.log(np.maximum(r, tiny))
-            spread, size = K.accumulate(log_r, S, t >= warmup)
-            if qr_every is None:
-                bound = max(spread / since, size / since, 1e-12)  # as benettin's
-                every = int(min(max(LOG_COND / bound, 1), MAX_QR_EVERY)) if math.isfinite(bound) else 1
-            since = 0
-    return Lyapunov(per_sample=S / (T - warmup), steps=T - warmup)
-
-
 def lyapunov_spectrum(
-    jac: StateJacobians,
-    k: int,
-    warmup: int = 0,
-    qr_every: int | None = None,
-    seed: int = 0,
-    kernels: bool | None = None,
+    jac: StateJacobians, k: int, warmup: int = 0, qr_every: int | None = None, seed: int = 0
 ) -> Lyapunov:
     """The top-k Lyapunov exponents of the layer's state dynamics, one estimate per sample.
 
@@ -747,7 +570,7 @@ def lyapunov_spectrum(
     for every sample, so that the spread across samples also covers the choice of
     the initial frame. The columns come out in Benettin's order; they are sorted by
     their mean over samples (largest first), which only matters for near-equal
-    exponents. kernels: the compiled sweep (see `_kernels`; None: with the fast engine).
+    exponents.
     """
     T, B, H = jac.shape
     n = 2 * H
@@ -755,13 +578,10 @@ def lyapunov_spectrum(
         raise ValueError(f"k: must be in 1..2H = 1..{n}, got {k}")
     if not 0 <= warmup < T:
         raise ValueError(f"warmup: must be in 0..T-1 = 0..{T - 1}, got {warmup}")
-    G = np.random.default_rng(seed).standard_normal((B, k, n)).astype(jac.dtype)  # (B, k, 2H)
-    K = _kernels(kernels)
-    if K is None:
-        sweep, Q = _FrameSweep(jac, k), _orthonormal_rows(G)  # (B, k, 2H)
-        res = benettin(sweep.step, Q, T, warmup, qr_every, split=sweep.split, join=sweep.join)
-    else:
-        res = _kernel_sweep(jac, G, warmup, qr_every, K)
+    rng = np.random.default_rng(seed)
+    Q = _orthonormal_rows(rng.standard_normal((B, k, n)).astype(jac.dtype))  # (B, k, 2H)
+    sweep = _FrameSweep(jac, k)
+    res = benettin(sweep.step, Q, T, warmup, qr_every, split=sweep.split, join=sweep.join)
     order = np.argsort(-res.per_sample.mean(axis=0), kind="stable")  # largest first
     res.per_sample = res.per_sample[:, order]
     return res
@@ -801,30 +621,7 @@ def gradient_growth_rates(grad_c: np.ndarray, start: int = 0, stop: int | None =
     gradients explode.
     """
     norms = np.sqrt(np.einsum("tbh,tbh->bt", grad_c, grad_c))  # (B, T)
-    y = np.asarray(norms[:, start:stop], np.float64)  # (B, n)
-    if y.shape[1] >= 2 and np.all(y >= np.finfo(np.float64).tiny) and np.all(np.isfinite(y)):
-        return -_theil_sen_rows(np.log(y))  # every point kept: all samples at once, the same values
     return np.array([gradient_growth_rate(n, start, stop) for n in norms])
-
-
-def _theil_sen_rows(y: np.ndarray) -> np.ndarray:
-    """`diagnostics.theil_sen_slope` of every row of y (B, n), all finite, in one pass (the
-    same pairs, thinning and median, hence the same values)."""
-    n = y.shape[1]
-    t = np.arange(n, dtype=np.float64)
-    if n > THEIL_SEN_POINTS:
-        idx = np.unique(np.linspace(0, n - 1, THEIL_SEN_POINTS).round().astype(int))
-        t, y = t[idx], y[:, idx]
-    if FUSED is not None:
-        slopes = np.empty((y.shape[0], t.size * (t.size - 1) // 2))
-        FUSED.pair_slopes(np.ascontiguousarray(y), t, slopes)  # the same slopes, without the gathers
-    else:
-        i, j = _pairs(t.size)
-        slopes = (y[:, j] - y[:, i]) / (t[j] - t[i])  # (B, pairs)
-    return np.median(slopes, axis=1)
-
-
-THEIL_SEN_POINTS = 400  # diagnostics.theil_sen_slope's max_points
 
 
 def compare_growth(lyap: Lyapunov, rates: np.ndarray) -> dict:
@@ -923,21 +720,21 @@ def layer_dynamics(
     settings.update(window_samples=SW, norm_samples=S, norm_points=norm_points, norm_stride=stride)
     dt = _computed_in(cache, W_hh, dtype)
     settings.update(lanczos_steps=lanczos_steps, aggregate=AGGREGATE, log="natural, per step", dtype=dt.name)
-    out = {key: [] for key in _KEYS} | {"norm_steps": (steps + 1).tolist(), "settings": settings}  # in order
-    W_hh_T = np.ascontiguousarray(np.asarray(W_hh, dt).T)  # (H, 4H), shared by the parts below
-    jac = _sweep_jacobians(cache, W_hh, t0, W_hh_T, dt)
-    if jac is None:  # inf or NaN in the forward pass
+    out = {key: [] for key in _KEYS}  # in this order in the JSON
+    out.update(norm_steps=(steps + 1).tolist(), settings=settings)
+    if not _finite_cache(cache):
         return _all_nan(out, k, steps.size, window_k, sweep - warmup, with_gradient=grad_c is not None)
+    W_hh_T = np.ascontiguousarray(np.asarray(W_hh, dt).T)  # (H, 4H), shared by the parts below
+    jac = StateJacobians.from_cache(cache, W_hh, slice(t0, T) if t0 else None, W_hh_T, dt)  # sweep's steps
     lyap = lyapunov_spectrum(jac, k, warmup, qr_every, seed)
     out["lyapunov"] = lyap.mean.tolist()
-    out["lyapunov_std"] = (std := lyap.std).tolist()
-    out["lyapunov_stderr"] = (std / np.sqrt(lyap.per_sample.shape[0])).tolist()  # Lyapunov.stderr
+    out["lyapunov_std"] = lyap.std.tolist()
+    out["lyapunov_stderr"] = lyap.stderr.tolist()
     if S:
         sub = StateJacobians.from_cache(_samples(cache, S), W_hh, steps, W_hh_T, dt)
-        spectral, dcdc = norms_pair(sub, lanczos_steps, seed)
-        out["spectral_norm"] = _median_samples(spectral).tolist()
-        out["cell_path_norm"] = _median_samples(cell_path_norms(sub)).tolist()
-        out["dcdc_norm"] = _median_samples(dcdc).tolist()
+        out["spectral_norm"] = np.median(spectral_norms(sub, lanczos_steps, seed), axis=1).tolist()
+        out["cell_path_norm"] = np.median(cell_path_norms(sub), axis=1).tolist()
+        out["dcdc_norm"] = np.median(dcdc_norms(sub, lanczos_steps, seed), axis=1).tolist()
     if window_k:
         last = StateJacobians.from_cache(_samples(cache, SW), W_hh, slice(T - window, T), W_hh_T, dt)
         sv = window_singular_values(last, window_k, window, seed=seed)  # (SW, window_k)
@@ -945,23 +742,6 @@ def layer_dynamics(
     if grad_c is not None:
         out["gradient"] = compare_growth(lyap, gradient_growth_rates(grad_c, t0 + warmup, T))
     return out
-
-
-def _sweep_jacobians(cache: LayerCache, W_hh, t0: int, W_hh_T, dt) -> StateJacobians | None:
-    """The Jacobians of the sweep's steps t0..T-1; None if the forward pass holds inf or NaN
-    (`_finite_cache`; with the kernels, checked as they read the sweep's steps, and
-    `_finite_cache` on the steps before them)."""
-    steps = slice(t0, cache.gates.shape[0]) if t0 else None
-    if FUSED is None:
-        return StateJacobians.from_cache(cache, W_hh, steps, W_hh_T, dt) if _finite_cache(cache) else None
-    jac, finite = StateJacobians._from_cache(cache, W_hh, steps, W_hh_T, dt, None)
-    return jac if finite and _finite_cache(_steps(cache, slice(0, t0))) else None
-
-
-def _median_samples(x: np.ndarray) -> np.ndarray:
-    """np.median(x, axis=1) of (T, S) per-step values; for one sample the values themselves
-    (what the median of one value is, bit for bit, without its cost)."""
-    return x[:, 0] if x.shape[1] == 1 else np.median(x, axis=1)
 
 
 _KEYS = ("lyapunov", "lyapunov_std", "lyapunov_stderr", "norm_steps", "spectral_norm", "cell_path_norm")
@@ -998,20 +778,11 @@ def _samples(cache: LayerCache, n: int) -> LayerCache:
     )
 
 
-def _steps(cache: LayerCache, S: slice) -> LayerCache:
-    """The forward cache of the steps S (views; c and h keep their step-0 entry and end at S.stop)."""
-    C = slice(S.start, S.stop + 1)
-    return LayerCache(x=cache.x[S], gates=cache.gates[S], c=cache.c[C], h=cache.h[C], tanh_c=cache.tanh_c[S])
-
-
 def _finite_cache(cache: LayerCache) -> bool:
     """Whether every local derivative of every step can be finite: gates, c_{t-1}, tanh c_t.
     By their extremes (NaN propagates through min and max, an infinity is one): two passes
-    without a full-size boolean array; one compiled pass each with the kernels."""
-    xs = (cache.gates, cache.c[:-1], cache.tanh_c)
-    if FUSED is not None:
-        return all(x.size == 0 or FUSED.all_finite(x) for x in xs)
-    return all(_finite_extremes(x) for x in xs)
+    without a full-size boolean array."""
+    return all(_finite_extremes(x) for x in (cache.gates, cache.c[:-1], cache.tanh_c))
 
 
 def _finite_extremes(x: np.ndarray) -> bool:
