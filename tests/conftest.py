@@ -76,17 +76,18 @@ def pytest_configure(config):
 # a result):
 # - the files that import PyTorch form one unit of work, so that one worker imports torch
 #   (~4 s of CPU each time), not both;
-# - the heaviest units start first (seconds of test time at load ~1, main at f3724a1), then
+# - the heaviest units start first (seconds of test time at load ~1, main at e29b440), then
 #   the rest in collection order: the run ends when the last unit ends, and a long unit
 #   started last keeps one worker busy while the other is idle.
 TORCH_FILES = frozenset(
-    f"test_{n}.py" for n in ("discover", "inputs", "keras_onnx", "layouts_vs_torch", "names", "readme_routes")
+    f"test_{n}.py"
+    for n in ("discover", "inputs", "keras_onnx", "layouts_vs_torch", "names", "readme_routes", "track")
 )
 TORCH_UNIT = "tests/(the PyTorch-reference files)"
 SECONDS = {
-    "test_plots.py": 23, "TORCH": 15, "test_bad_input.py": 13, "test_properties.py": 11,
-    "test_compare_grid.py": 9, "test_compare.py": 6, "test_train.py": 5, "test_guard_scaling.py": 4,
-    "test_explain.py": 3, "test_track.py": 3, "test_executor.py": 3, "test_batches.py": 2,
+    "TORCH": 22, "test_plots.py": 21, "test_bad_input.py": 12, "test_compare_grid.py": 9,
+    "test_compare.py": 5, "test_train.py": 5, "test_properties.py": 5, "test_explain.py": 4,
+    "test_batches.py": 3, "test_executor.py": 3, "test_every_field.py": 2, "test_guard_scaling.py": 2,
 }  # fmt: skip
 
 
