@@ -396,9 +396,12 @@ def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, m
         assert b"Date" not in svg and b"Matplotlib v" not in svg  # no date or version in the metadata
 
 
-def test_plot_only_refuses_a_figure_the_model_does_not_have(tmp_path, tiny_config):
+def test_plot_only_refuses_a_figure_the_model_does_not_have(tmp_path, tiny_config, stacked_doc):
     """plot --only: a name of no figure kind is refused before anything is computed; a figure
-    this model lacks after the analysis, before anything is drawn; one line, exit 2."""
+    this model lacks after the analysis, before anything is drawn; one line, exit 2. Every
+    name figure_makers gives passes the early check."""
+    names = [name for name, _ in plots.figure_makers(stacked_doc)]
+    assert "gate_grads_l1" in names and all(plots.FIGURE_NAME.fullmatch(n) for n in names), names
     r = run("plot", tiny_config, "-o", tmp_path / "a", "--only", "grad_flow,gate_grad_l0")
     assert r.exit_code == 2 and "'gate_grad_l0' is not a figure name" in r.stderr, r.output
     saved = tmp_path / "r.json"

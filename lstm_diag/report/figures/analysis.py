@@ -888,13 +888,14 @@ def dynamics(doc: dict, layer: int = 0) -> Figure:
 # ------------------------------------------------------------------------- files
 
 
-# The file stems figure_makers can give (per layer k, and _reverse for a backward direction).
-FIGURE_NAME = re.compile(
-    r"grad_flow|batches_flow|(gate_heatmaps|saturation|forget_gate|gate_grads|dynamics)_l\d+(_reverse)?"
-)
+# The file stems figure_makers can give: these once per document, and per layer k
+# <kind>_l<k> (<kind>_l<k>_reverse for a backward direction).
+DOCUMENT_FIGURES = ("grad_flow", "batches_flow")
+LAYER_FIGURES = ("gate_heatmaps", "saturation", "forget_gate", "gate_grads", "dynamics")
+FIGURE_NAME = re.compile(rf"{'|'.join(DOCUMENT_FIGURES)}|({'|'.join(LAYER_FIGURES)})_l\d+(_reverse)?")
 FIGURE_NAMES_TEXT = (
-    "grad_flow, batches_flow, and per layer k gate_heatmaps_l<k>, saturation_l<k>, "
-    "forget_gate_l<k>, gate_grads_l<k>, dynamics_l<k> (_reverse appended for a backward direction)"
+    f"{', '.join(DOCUMENT_FIGURES)}, and per layer k {', '.join(f'{k}_l<k>' for k in LAYER_FIGURES)} "
+    "(_reverse appended for a backward direction)"
 )
 
 
