@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from adversarial.driver import npz_declaring  # zero-filled members: small on disk, huge declared
-from conftest import run, start
+from conftest import NUMPY_ENGINE, run, start
 
 from lstm_diag.core.engine import Spec
 from lstm_diag.errors import InputError
@@ -154,22 +154,27 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_killed_writer_never_leaves_a_partial_file(tmp_path):
-    """A process rewriting a 20 MB weight file in a loop is killed at random moments; whatever
-    is on disk afterwards always loads completely."""
+    """A process rewriting a 20 MB weight file in a loop (~0.1 s a write here) is killed at
+    moments spread over one write; whatever is on disk afterwards always loads completely."""
     target = tmp_path / "w.npz"
     save_weights(target, {"weight_ih_l0": np.zeros(10)})
     code = (
         "import numpy as np, sys\n"
         "from lstm_diag.setup.outputs import save_weights\n"
         "big = {f'weight_ih_l{k}': np.random.rand(500, 500) for k in range(10)}\n"
+        "save_weights(sys.argv[1], big)\n"
+        "print('writing', flush=True)\n"
         "while True: save_weights(sys.argv[1], big)\n"
     )
-    for delay in (0.3, 0.55, 0.8):
-        proc = subprocess.Popen([sys.executable, "-c", code, str(target)])
+    for delay in (0.02, 0.05, 0.08):  # after the first complete write: into the loop's writes
+        proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE)
+        assert proc.stdout.readline() == b"writing\n"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         with np.load(target) as z:
+            assert len(z.files) == 10
             for k in z.files:
                 assert np.all(np.isfinite(z[k]))
 
@@ -650,7 +655,7 @@ def _children(pid: int) -> list[int]:
     [([signal.SIGINT], 130), ([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143)],
 )
 def test_compare_jobs_stops_on_signals_with_no_worker_left(tmp_path, signals, code):
-    proc = start(tmp_path, "compare", "--jobs", "2", "--seeds", "50", "--init", "pytorch",
+    proc = start(tmp_path, "compare", "--jobs", "2", "--seeds", "50", "--init", "pytorch", *NUMPY_ENGINE,
                   "--set", "data.seq_len=400", "--set", "diagnostics.dynamics=false")  # fmt: skip
     deadline = time.time() + 30
     workers: list[int] = []
@@ -683,7 +688,7 @@ def test_compare_jobs_stops_on_signals_with_no_worker_left(tmp_path, signals, co
 def test_sigterm_during_train_keeps_the_partial_metrics_and_names_them(tmp_path):
     (tmp_path / "m.jsonl").write_text("previous\n")
     proc = start(tmp_path, "train", "--steps", "100000", "--clip", "none", "--log-every", "1",
-                  "--metrics", "m.jsonl", "--set", "data.seq_len=20")  # fmt: skip
+                  "--metrics", "m.jsonl", "--set", "data.seq_len=20", *NUMPY_ENGINE)  # fmt: skip
     deadline = time.time() + 30
     while time.time() < deadline and not any(
         p.read_text().count("\n") >= 3 for p in tmp_path.glob(".m.jsonl.*.partial")

@@ -381,15 +381,15 @@ def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, m
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 200
 
-    # --only: two figures as SVG (all six were compared as PNG above)
-    svg_dir, only = tmp_path / "svg", ("--only", "gate_heatmaps_l0,grad_flow")
+    # --only: two figures as SVG (all six were compared as PNG above, the heatmaps included)
+    svg_dir, only = tmp_path / "svg", ("--only", "forget_gate_l0,grad_flow")
     r = run("plot", tiny_config, "--output", svg_dir, "--format", "svg", *only)
     assert r.exit_code == 0, r.output
     assert r.stdout == ""  # written paths go to stderr
     listed = [Path(p.split(" to ", 1)[1]) for p in r.stderr.splitlines()]
-    assert [p.name for p in listed] == ["grad_flow.svg", "gate_heatmaps_l0.svg"]  # in the documented order
+    assert [p.name for p in listed] == ["grad_flow.svg", "forget_gate_l0.svg"]  # in the documented order
     assert sorted(svg_dir.iterdir()) == sorted(listed)
-    figs = dict(plots.figures(analysis_document(str(saved), ()), ["grad_flow", "gate_heatmaps_l0"]))
+    figs = dict(plots.figures(analysis_document(str(saved), ()), ["grad_flow", "forget_gate_l0"]))
     for p in listed:  # SVG: the config's figures are the same bytes as the JSON's
         svg = figure_bytes(figs[p.stem], "svg")
         assert p.read_bytes() == svg and ET.fromstring(svg).tag.endswith("svg")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import NUMPY_ENGINE, run
 
 from lstm_diag.core.clipping import ClipSetting, parse_clip
 from lstm_diag.core.optim import SGD, Adam, make_optimizer
@@ -338,7 +338,8 @@ def test_metrics_complete_after_sigint_to_the_cli(tmp_path, suffix):
     metrics = tmp_path / f"m{suffix}"
     env = {**os.environ, "COLUMNS": "80"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lstm_diag", "train", str(cfg), "--metrics", str(metrics), "--format", "json"],
+        [sys.executable, "-m", "lstm_diag", "train", str(cfg), "--metrics", str(metrics), "--format", "json"]
+        + list(NUMPY_ENGINE),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
