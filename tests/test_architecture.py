@@ -12,6 +12,7 @@ which imports nothing, for parameter names.
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,11 @@ def all_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PKG.rglob("*.py"))}
 
 
-GRAPH = {m: _imports(p) for m, p in all_modules().items()}
+@functools.cache
+def graph() -> dict[str, list[Import]]:
+    """module -> its imports, read once, when a test first asks (not at collection: every xdist
+    worker collects this file, and parsing the package takes about a second)."""
+    return {m: _imports(p) for m, p in all_modules().items()}
 
 
 def layer(module: str) -> str:
@@ -108,17 +113,17 @@ def where(i: Import) -> str:
 
 
 def test_the_graph_is_read():
-    assert "lstm_diag.core.engine" in GRAPH and "lstm_diag.commands.analyze" in GRAPH
-    targets = {i.target for i in GRAPH["lstm_diag.commands.analyze"]}
+    assert "lstm_diag.core.engine" in graph() and "lstm_diag.commands.analyze" in graph()
+    targets = {i.target for i in graph()["lstm_diag.commands.analyze"]}
     assert "lstm_diag.features.analysis" in targets  # a function-level import
     assert "click" in targets
-    assert "lstm_diag.core.engine" in {i.target for i in GRAPH["lstm_diag.features.analysis"]}
+    assert "lstm_diag.core.engine" in {i.target for i in graph()["lstm_diag.features.analysis"]}
 
 
 def test_no_import_cycle():
     internal = {
         m: sorted({_owner(i.target) for i in imps if _owner(i.target) and _owner(i.target) != m})
-        for m, imps in GRAPH.items()
+        for m, imps in graph().items()
     }
     # the package's __init__ lazily re-exports analyze; that is an entry point, not a layer
     internal["lstm_diag"] = []
@@ -130,7 +135,7 @@ def _owner(target: str) -> str | None:
     """The lstm_diag module an import resolves to (None outside the package)."""
     if target != "lstm_diag" and not target.startswith("lstm_diag."):
         return None
-    while target not in GRAPH and "." in target:
+    while target not in graph() and "." in target:
         target = target.rpartition(".")[0]  # `from x import name`: the module x
     return target
 
@@ -173,7 +178,7 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
 @pytest.mark.parametrize("source_layer", sorted(FORBIDDEN))
 def test_no_upward_import(source_layer):
     bad = []
-    for imps in GRAPH.values():
+    for imps in graph().values():
         for i in imps:
             if layer(i.source) != source_layer or (source_layer == "formats" and i.target in VOCABULARY):
                 continue
@@ -187,14 +192,14 @@ def test_no_upward_import(source_layer):
 def test_vocabulary_modules_import_nothing():
     """formats/ may import them only because they import nothing (the stdlib aside)."""
     for m in VOCABULARY:
-        assert m in GRAPH, m
-        bad = [where(i) for i in GRAPH[m] if i.target.split(".")[0] not in STDLIB | {"__future__"}]
+        assert m in graph(), m
+        bad = [where(i) for i in graph()[m] if i.target.split(".")[0] not in STDLIB | {"__future__"}]
         assert not bad, "\n".join(bad)
 
 
 def test_formats_depend_on_numpy_errors_and_stdlib_only():
     bad = []
-    for imps in GRAPH.values():
+    for imps in graph().values():
         for i in imps:
             if layer(i.source) != "formats":
                 continue
@@ -215,7 +220,7 @@ def test_core_does_no_file_io_and_no_printing():
     for m, p in all_modules().items():
         if layer(m) != "core":
             continue
-        bad += [where(i) for i in GRAPH[m] if i.target.split(".")[0] in CORE_IO_MODULES]
+        bad += [where(i) for i in graph()[m] if i.target.split(".")[0] in CORE_IO_MODULES]
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call):
                 f = node.func
