@@ -218,18 +218,39 @@ def worker(args) -> None:
             fn = _train_fn(p)
     clock = time.process_time if args.mode == "cpu" else time.perf_counter
     fn()  # untimed: compiles/loads kernels, touches memory
-    times = []
-    for _ in range(args.repeats):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    print(json.dumps({"times": times}))
+
+    def timed(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = clock()
+            fn()
+            times.append(clock() - t0)
+        return times
+
+    if not args.serve:
+        print(json.dumps({"times": timed(args.repeats)}))
+        return
+    # Served: wait (blocked on stdin, using no CPU) for "run N" lines from the harness, which
+    # alternates the contenders' batches; "quit" (or end of input) ends the process.
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        print(json.dumps({"times": timed(int(line.split()[1]))}), flush=True)
 
 
 # ----------------------------------------------------------------------- the harness
 
 
 def run_one(contender: str, shape: str, dtype: str, regime: str, mode: str, repeats: int) -> float:
+    env, argv = _env_argv(contender, shape, dtype, regime, mode, repeats)
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{contender} {shape} {dtype} {regime} failed:\n{out.stderr[-2000:]}")
+    return statistics.median(json.loads(out.stdout.strip().splitlines()[-1])["times"])
+
+
+def _env_argv(contender: str, shape: str, dtype: str, regime: str, mode: str, repeats: int):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     if mode == "cpu":
@@ -237,17 +258,59 @@ def run_one(contender: str, shape: str, dtype: str, regime: str, mode: str, repe
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", contender]
     argv += ["--shape", shape, "--dtype", dtype, "--regime", regime]
     argv += ["--mode", mode, "--repeats", str(repeats)]
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{contender} {shape} {dtype} {regime} failed:\n{out.stderr[-2000:]}")
-    return statistics.median(json.loads(out.stdout.strip().splitlines()[-1])["times"])
+    return env, argv
 
 
-def measure(contenders, shape, dtype, regime, mode, rounds, repeats) -> dict:
+def interleaved_round(contenders, shape, dtype, regime, mode, batches, repeats) -> list[dict]:
+    """One round: a fresh process per contender, all started and warmed up first; then
+    `batches` times, each contender in turn times `repeats` calls while the others wait on a
+    pipe (idle, no CPU). Returns one {contender: median seconds} per batch: the batches of
+    one pass are seconds apart, so a pass's ratios see the same state of a shared machine."""
+    procs = {}
+    try:
+        for c in contenders:
+            env, argv = _env_argv(c, shape, dtype, regime, mode, repeats)
+            proc = subprocess.Popen(
+                [*argv, "--serve"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            procs[c] = proc
+            if proc.stdout.readline().strip() != "ready":
+                proc.wait()
+                raise RuntimeError(f"{c} {shape} {dtype} {regime} failed to start (exit {proc.returncode})")
+        passes = []
+        for b in range(batches):
+            order = contenders[b % len(contenders) :] + contenders[: b % len(contenders)]
+            one = {}
+            for c in order:
+                if mode == "wall":
+                    time.sleep(WALL_GAP)  # the previous contender's BLAS/OpenMP threads stop spinning
+                procs[c].stdin.write(f"run {repeats}\n")
+                procs[c].stdin.flush()
+                one[c] = statistics.median(json.loads(procs[c].stdout.readline())["times"])
+            passes.append(one)
+        return passes
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.stdin.write("quit\n")
+                proc.stdin.close()
+                proc.wait()
+
+
+WALL_GAP = 0.25  # s; OpenBLAS's idle threads spin up to ~0.1 s after a call, OpenMP's less
+
+
+def measure(contenders, shape, dtype, regime, mode, rounds, repeats, batches=0) -> dict:
+    """Medians of per-round ratios. batches = 0: a fresh process per contender and round that
+    times `repeats` calls; batches > 0: per round, one fresh process per contender, timed in
+    `batches` alternating passes (`interleaved_round`), a "round" of the ratios being a pass."""
     per_round = []
     for r in range(rounds):
         order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
-        per_round.append({c: run_one(c, shape, dtype, regime, mode, repeats) for c in order})
+        if batches:
+            per_round += interleaved_round(order, shape, dtype, regime, mode, batches, repeats)
+        else:
+            per_round.append({c: run_one(c, shape, dtype, regime, mode, repeats) for c in order})
     med = {c: statistics.median(x[c] for x in per_round) for c in contenders}
 
     def ratio(a, b):
@@ -315,6 +378,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="fresh processes per contender (median of ratios)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs inside each process (median)")
     ap.add_argument(
+        "--batches",
+        type=int,
+        default=0,
+        help="per round, keep the contenders' processes and alternate this many batches of --repeats"
+        " timed runs between them; each pass is a round of the ratios (0: one batch per process)",
+    )
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
         "--check",
         action="store_true",
         help="floor and both engines in cpu mode, every --regimes: exit 1 if the fast one misses FAST_BUDGET",
@@ -343,7 +414,8 @@ def main(argv=None) -> int:
         for regime in args.regimes.split(","):
             for dtype in args.dtypes.split(","):
                 for shape in args.shapes.split(","):
-                    r = measure(contenders, shape, dtype, regime, mode, args.rounds, args.repeats)
+                    how = (args.rounds, args.repeats, args.batches)
+                    r = measure(contenders, shape, dtype, regime, mode, *how)
                     results.append(r)
                     line = ", ".join(f"{c} {v:.1f}" for c, v in r["ms"].items())
                     line += "; " + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items())
