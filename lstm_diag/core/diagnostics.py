@@ -26,6 +26,8 @@ GATE_SYMBOL = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 # chunk and its float64 working copy stay in the core's L2 cache (docs/performance.md).
 STREAM_CHUNK = 1 << 16
 _HIST_BINS = 50  # forget-gate histogram: 50 equal bins on [0, 1]
+_HIST_EDGES = np.linspace(0.0, 1.0, _HIST_BINS + 1)  # np.histogram's edges for them (read-only)
+_HIST_EDGES.flags.writeable = False
 
 # With the fast engine selected (core/backends.py), core/fused_kernels.py: the passes below
 # each run as one compiled kernel over the engine's arrays (same results up to the order of
@@ -75,7 +77,7 @@ class GateAccumulator:
         self.low_per_unit = np.zeros((4, H), np.int64)
         self.high_per_unit = np.zeros((4, H), np.int64)
         self.log_f_unit = np.zeros(H)
-        self.f_hist_edges = np.linspace(0.0, 1.0, _HIST_BINS + 1)
+        self.f_hist_edges = _HIST_EDGES
         self.f_hist = np.zeros(_HIST_BINS, np.int64)
 
     def _thresholds(self, dt) -> tuple[np.ndarray, np.ndarray]:
@@ -197,28 +199,29 @@ class GateAccumulator:
 
     def result(self, stuck_fraction: float = 0.9) -> dict:
         """Plain data for `layers[k].gates` (fractions in [0, 1])."""
-        sat_t = np.concatenate(self.sat_per_step)  # (T, 4)
-        T = sat_t.shape[0]
+        sat_t = self.sat_per_step[0] if len(self.sat_per_step) == 1 else np.concatenate(self.sat_per_step)
+        T = sat_t.shape[0]  # sat_t (T, 4)
         per_step = self.batch * self.hidden_size
         per_unit = T * self.batch
-        std = np.sqrt(self.m2 / self.n)
+        std = np.sqrt(self.m2 / self.n).tolist()
         u_low, u_high = self.low_per_unit / per_unit, self.high_per_unit / per_unit  # (4, H)
         low = self.low_per_unit.sum(axis=1).tolist()  # (4,) exact ints
         high = self.high_per_unit.sum(axis=1).tolist()
-        stuck = np.count_nonzero(u_low + u_high > stuck_fraction, axis=1).tolist()
-        stuck_low = np.count_nonzero(u_low > stuck_fraction, axis=1).tolist()
-        stuck_high = np.count_nonzero(u_high > stuck_fraction, axis=1).tolist()
+        stuck = ((u_low + u_high) > stuck_fraction).sum(axis=1).tolist()  # (4,) unit counts
+        stuck_low = (u_low > stuck_fraction).sum(axis=1).tolist()
+        stuck_high = (u_high > stuck_fraction).sum(axis=1).tolist()
         sat_time = (sat_t / per_step).T.tolist()  # (4, T)
+        mean, u_low, u_high = self.mean.tolist(), u_low.tolist(), u_high.tolist()
         out = {}
         for k, name in enumerate(GATE_NAMES):
             out[name] = {
-                "mean": float(self.mean[k]),
-                "std": float(std[k]),
+                "mean": mean[k],
+                "std": std[k],
                 "saturated_low": low[k] / self.n,
                 "saturated_high": high[k] / self.n,
                 "saturation_over_time": sat_time[k],
-                "unit_saturated_low": u_low[k].tolist(),
-                "unit_saturated_high": u_high[k].tolist(),
+                "unit_saturated_low": u_low[k],
+                "unit_saturated_high": u_high[k],
                 "stuck_units": stuck[k],
                 "stuck_low": stuck_low[k],
                 "stuck_high": stuck_high[k],
@@ -336,8 +339,9 @@ def gate_heatmap(
     img, k_units = _bin_mean(mean, 2, max_rows)  # (T, 4, rows): the four gates binned at once
     img, k_steps = _bin_mean(img, 0, max_columns)  # (columns, 4, rows)
     out: dict = {"batch": B, "units_per_row": k_units, "steps_per_column": k_steps}
+    img = np.round(img.astype(np.float64), 4)  # (columns, 4, rows), each gate's image a view of it
     for j, name in enumerate(GATE_NAMES):
-        out[name] = np.round(img[:, j].T.astype(np.float64), 4)  # (rows, columns)
+        out[name] = img[:, j].T  # (rows, columns)
     return out
 
 
@@ -354,25 +358,44 @@ def theil_sen_slope(y: np.ndarray, max_points: int = 400) -> float:
 
     Non-finite entries are ignored; long series are thinned evenly to `max_points`.
     """
-    t = np.arange(len(y), dtype=np.float64)
+    y = np.asarray(y, np.float64)
     keep = np.isfinite(y)
-    t, y = t[keep], np.asarray(y, np.float64)[keep]
+    if len(y) <= max_points and keep.all():  # every index kept: t = 0, 1, ..., steps j - i
+        if len(y) < 2:
+            return float("nan")
+        i, j, steps = _pairs(len(y))
+        return _median_of(np.subtract(y[j], y[i]) / steps)
+    t = np.arange(len(y), dtype=np.float64)
+    t, y = t[keep], y[keep]
     if len(y) < 2:
         return float("nan")
     if len(y) > max_points:
         idx = np.unique(np.linspace(0, len(y) - 1, max_points).round().astype(int))
         t, y = t[idx], y[idx]
-    i, j = _pairs(len(y))
-    return float(np.median((y[j] - y[i]) / (t[j] - t[i])))
+    i, j, _ = _pairs(len(y))
+    return _median_of((y[j] - y[i]) / (t[j] - t[i]))
+
+
+def _median_of(x: np.ndarray) -> float:
+    """`np.median(x)` of a 1-D float64 temporary (partitioned in place): the middle order
+    statistic, or the mean (a + b) / 2 of the middle two, as np.median computes it; nan if x
+    has a NaN."""
+    n = len(x)
+    h = n // 2
+    x.partition([h - 1, h, n - 1] if n % 2 == 0 else [h, n - 1])  # n - 1: a NaN sorts last
+    if x[-1] != x[-1]:
+        return float("nan")
+    return float(x[h]) if n % 2 else float((x[h - 1] + x[h]) / 2)
 
 
 @functools.lru_cache(maxsize=8)
-def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """`np.triu_indices(n, k=1)`, read-only, made once per length (at 400 points building
-    them costs as much as the slopes)."""
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`np.triu_indices(n, k=1)` and the steps j - i (float64), read-only, made once per
+    length (at 400 points building them costs as much as the slopes)."""
     i, j = np.triu_indices(n, k=1)
-    i.flags.writeable = j.flags.writeable = False
-    return i, j
+    steps = (j - i).astype(np.float64)  # = t[j] - t[i] for t = 0, 1, ... (exact)
+    i.flags.writeable = j.flags.writeable = steps.flags.writeable = False
+    return i, j, steps
 
 
 def frob_over_time(a: np.ndarray) -> np.ndarray:
@@ -480,7 +503,8 @@ FIT_RATE_CHANGE = 0.25  # two segments only if their rates differ by more than t
 
 def _line_sse(k: np.ndarray, y: np.ndarray) -> tuple[float, float, float, np.ndarray]:
     """Least-squares line y ≈ a + s k: (intercept a, slope s, sum of squared residuals, residuals)."""
-    A = np.stack([np.ones_like(k), k], axis=1)  # (n, 2)
+    A = np.empty((len(k), 2))  # (n, 2) [1 | k]
+    A[:, 0], A[:, 1] = 1.0, k
     coef, *_ = np.linalg.lstsq(A, y, rcond=None)
     r = y - A @ coef
     return float(coef[0]), float(coef[1]), float(r @ r), r
@@ -488,7 +512,9 @@ def _line_sse(k: np.ndarray, y: np.ndarray) -> tuple[float, float, float, np.nda
 
 def _hinge_sse(k: np.ndarray, y: np.ndarray, b: float) -> tuple[float, float, float, float]:
     """Continuous two-piece line with its corner at k = b: (intercept, slope before, slope after, SSE)."""
-    A = np.stack([np.ones_like(k), k, np.maximum(k - b, 0.0)], axis=1)  # (n, 3)
+    A = np.empty((len(k), 3))  # (n, 3) [1 | k | max(k - b, 0)]
+    A[:, 0], A[:, 1] = 1.0, k
+    np.maximum(k - b, 0.0, out=A[:, 2])
     coef, *_ = np.linalg.lstsq(A, y, rcond=None)
     r = y - A @ coef
     return float(coef[0]), float(coef[1]), float(coef[1] + coef[2]), float(r @ r)
@@ -506,24 +532,24 @@ def _corner_candidates(k: np.ndarray, y: np.ndarray, r: np.ndarray, sse1: float)
     the solver sees every corner that can win and picks the same one as trying them all.
     """
     m = len(k)
-    kc = k - k.mean()  # centred steps: span(1, k) = span(1, kc), 1 ⊥ kc
-
-    def after(v):  # (m,) sum of v[j] over j > i, for each i
-        s = np.cumsum(v[::-1])[::-1]
-        return np.append(s[1:], 0.0)
-
+    kc = k - k.sum() / m  # centred steps (k's mean): span(1, k) = span(1, kc), 1 ⊥ kc
+    v = np.empty((m + 1, 4))  # columns kc, kc², r kc, r; row m: 0
+    v[:m, 0], v[:m, 2], v[:m, 3], v[m] = kc, r, r, 0.0
+    np.multiply(kc, kc, out=v[:m, 1])
+    v[:m, 2] *= kc
+    # sum of each column over j > i, for each i (the same additions, from the last, as a cumsum of each)
+    s1, s2, s_rkc, s_r = np.cumsum(v[:0:-1], axis=0)[::-1].T
     n_after = np.arange(m - 1, -1, -1, dtype=np.float64)  # points after b
-    s1, s2 = after(kc), after(kc * kc)
     su = s1 - kc * n_after  # Σ u
     suu = s2 - 2 * kc * s1 + kc * kc * n_after  # Σ u²
     sku = s2 - kc * s1  # Σ kc u
     den = suu - su * su / m - sku * sku / (kc @ kc)  # ||u_perp||²
-    ru = after(r * kc) - kc * after(r)  # r·u
+    ru = s_rkc - kc * s_r  # r·u
     with np.errstate(divide="ignore", invalid="ignore"):
         est = sse1 - ru * ru / den  # (m,) hinge SSE with its corner at k[i]
     idx = np.arange(FIT_MIN_POINTS - 1, m - FIT_MIN_POINTS + 1)
     e = est[idx]
-    if not np.all(np.isfinite(e)):
+    if not np.isfinite(e).all():
         return idx  # cannot rank them: try every corner
     margin = 1e-6 * abs(sse1) + 1e-9 * math.sqrt(abs(sse1)) * float(np.sqrt(y @ y)) + 1e-300
     return idx[e <= e.min() + margin]
@@ -560,14 +586,22 @@ def decay_segments(grad_c_norm: np.ndarray, horizon: int, reaches_start: bool) -
     "change_steps_back": b or None, "rms_residual": of ln ||dL/dc|| about the fit}.
     """
     n = np.asarray(grad_c_norm, np.float64)[::-1]  # index k = steps back from the loss
-    T = len(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _decay_fit(np.log(n), horizon, reaches_start)
+
+
+def _decay_fit(log_back: np.ndarray, horizon: int, reaches_start: bool) -> dict:
+    """`decay_segments` from ln ||dL/dc|| by steps back (T,), non-finite where the norm is 0,
+    inf or NaN (those points are left out)."""
+    T = len(log_back)
     K = T - 1 if reaches_start else min(int(horizon), T - 1)
     out: dict = {"window_steps_back": [0, K], "segments": [], "change_steps_back": None, "rms_residual": None}
-    k = np.arange(K + 1, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.log(n[: K + 1])
+    y = log_back[: K + 1]
     keep = np.isfinite(y)
-    k, y = k[keep], y[keep]
+    if keep.all():
+        k = np.arange(K + 1, dtype=np.float64)
+    else:
+        k, y = np.nonzero(keep)[0].astype(np.float64), y[keep]
     m = len(k)
     if m < FIT_MIN_POINTS:
         return out
@@ -607,8 +641,7 @@ def flow_summary(
     bad = ~np.isfinite(n)
     first_bad = int(np.nonzero(bad)[0].max()) + 1 if bad.any() else None
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_n = np.where(n > 0, np.log(np.where(n > 0, n, 1.0)), np.nan)
-    back = log_n[::-1]  # index k = steps back from the loss
+        back = np.log(n[::-1])  # index k = steps back from the loss; not finite where n is 0, inf or NaN
     slope = theil_sen_slope(back)
     ref = n[-1]
     if not np.isfinite(ref) or ref == 0:
@@ -632,7 +665,7 @@ def flow_summary(
         unit_h = np.where(np.isnan(unit_h), 0.0, unit_h)
         open_units, longest = int(np.sum(unit_h >= T)), float(unit_h.max()) if unit_h.size else None
     return FlowSummary(
-        decay_fit=decay_segments(n, horizon, reaches),
+        decay_fit=_decay_fit(back, horizon, reaches),
         cell_path_open_units=open_units,
         cell_path_horizon_max=longest,
         decay_rate=-slope if np.isfinite(slope) else float("nan"),

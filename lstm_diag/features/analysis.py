@@ -214,13 +214,12 @@ def _layer(lt: LayerTrace, cfg: Config) -> LayerResult:
         for g in gates.values():
             g["saturation_over_time"] = g["saturation_over_time"][::-1]
     grad_c, grad_h = time_order(lt.grad_c_norm, lt.direction), time_order(lt.grad_h_norm, lt.direction)
+    grad_z = time_order(lt.grad_z_norm, lt.direction).T.tolist()  # (4, T) by t, gates i, f, g, o
     return LayerResult(
         layer=lt.layer,
         grad_c_norm=grad_c,
         grad_h_norm=grad_h,
-        grad_z_norm={
-            name: time_order(lt.grad_z_norm[:, j], lt.direction).tolist() for j, name in enumerate(GATE_NAMES)
-        },
+        grad_z_norm=dict(zip(GATE_NAMES, grad_z, strict=True)),
         gates=gates,
         forget_histogram=lt.gates.forget_histogram(),
         cell_state={"max_abs": lt.max_abs_c, "tanh_saturated": lt.tanh_saturated / max(lt.entries, 1)},
@@ -350,7 +349,7 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     parameters = {
         name: ParamResult(
             shape=p.shape,
-            norm=clipping.global_norm({name: p}),
+            norm=float(np.sqrt(np.sum(np.square(p, dtype=np.float64)))),  # clipping.global_norm({name: p})
             grad_norm=clip["parameters"][name]["norm_before"],  # global_norm({name: grads[name]})
         )
         for name, p in problem.params.items()
