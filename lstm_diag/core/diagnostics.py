@@ -134,17 +134,17 @@ class GateAccumulator:
         lo, hi = self._thresholds(gates.dtype)
         state = np.array([self.n, *self.mean, *self.m2, self.log_f_sum], np.float64)
         low_u, high_u = np.zeros(H4, np.int64), np.zeros(H4, np.int64)
-        sat_rows = np.empty((T * B, 4), np.int64)
+        sat_steps = np.empty((T, 4), np.int64)  # low + high count of each step and gate
         hist = np.zeros(_HIST_BINS, np.int64)
         R = _rows_per_chunk(T * B, H4)
         step_sum = np.empty((T if self.keep_step_mean else 0, H4), gates.dtype)
         edges64 = gates.dtype != np.float32
         log_u = self.log_f_unit  # (H,) added to in place
-        FUSED.gate_pass(a2, lo, hi, R, edges64, state, low_u, high_u, sat_rows, hist, log_u, step_sum)
+        FUSED.gate_pass(a2, B, lo, hi, R, edges64, state, low_u, high_u, sat_steps, hist, log_u, step_sum)
         self.n, self.mean, self.m2 = int(state[0]), state[1:5].copy(), state[5:9].copy()
         self.log_f_sum = float(state[9])
         self.f_hist += hist
-        self.sat_per_step.append(sat_rows.reshape(T, B, 4).sum(axis=1))
+        self.sat_per_step.append(sat_steps)
         self.low_per_unit += low_u.reshape(4, H)
         self.high_per_unit += high_u.reshape(4, H)
         if self.keep_step_mean:  # sum / B in the dtype: NumPy's mean over the batch axis

@@ -105,9 +105,10 @@ def diagnostics_warm_up(cache: LayerCache, grads: LayerGrads) -> None:
     dt = cache.gates.dtype
     lo, hi = np.zeros(H4, dt), np.ones(H4, dt)
     state, counts = np.zeros(10), np.zeros(H4, np.int64)
-    rows, hist = np.empty((T * B, 4), np.int64), np.zeros(50, np.int64)
+    steps, hist = np.empty((T, 4), np.int64), np.zeros(50, np.int64)
     a = cache.gates.reshape(T * B, H4)
-    gate_pass(a, lo, hi, 1, dt != np.float32, state, counts, counts.copy(), rows, hist, np.zeros(H), a.copy())
+    e64, log_u = dt != np.float32, np.zeros(H)
+    gate_pass(a, B, lo, hi, 1, e64, state, counts, counts.copy(), steps, hist, log_u, a.copy())
     sum_squares(grads.dc.reshape(T * B, H), np.empty(T * B))
     c = cache.c[1:].reshape(T, B * H)
     state_pass(c, c, cache.tanh_c.reshape(T, B * H), dt.type(0.99), np.empty(T), np.empty(T, bool))

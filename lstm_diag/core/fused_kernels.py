@@ -321,21 +321,24 @@ def log64(x):
 
 
 @nb.njit(**_RJIT)
+def _add_row_sums(row, s):
+    """Per gate, the sum of one row (4H,) [i | f | g | o] of a chunk, added to s (4,)."""
+    H = row.shape[0] // 4
+    for g in range(4):
+        blk = row[g * H : (g + 1) * H]
+        acc = 0.0
+        for j in range(H):
+            acc += np.float64(blk[j])
+        s[g] += acc
+
+
+@nb.njit(**_RJIT)
 def _merge_moments(a, r0, r1, state, s):
-    """Rows r0..r1 of a (N, 4H): per gate the chunk's sum, then its sum of squared deviations
-    from the chunk's mean (two passes over the cached chunk), merged into state = [n, mean(4),
-    m2(4), ...] by Chan et al.'s update; s: (4,) scratch."""
+    """Rows r0..r1 of a (N, 4H), a chunk whose per-gate sums s (4,) were taken (`_add_row_sums`,
+    row by row): its sum of squared deviations from the chunk's mean (a second pass over the
+    cached chunk), merged into state = [n, mean(4), m2(4), ...] by Chan et al.'s update."""
     H = a.shape[1] // 4
     cnt = (r1 - r0) * H
-    s[:] = 0.0
-    for r in range(r0, r1):
-        row = a[r]
-        for g in range(4):
-            blk = row[g * H : (g + 1) * H]
-            acc = 0.0
-            for j in range(H):
-                acc += np.float64(blk[j])
-            s[g] += acc
     for g in range(4):
         mean_c = s[g] / cnt
         m2_c = 0.0
@@ -358,21 +361,15 @@ def _merge_moments(a, r0, r1, state, s):
 
 
 @nb.njit(**_RJIT)
-def _saturation(row, lo, hi, low_u, high_u, sat_row):
-    """One row's 0/1 saturation counts: per column into low_u, high_u (int32, one chunk's),
-    per gate into sat_row (4,)."""
-    H = row.shape[0] // 4
-    for g in range(4):
-        blk, lo_g, hi_g = row[g * H : (g + 1) * H], lo[g * H : (g + 1) * H], hi[g * H : (g + 1) * H]
-        lu, hu = low_u[g * H : (g + 1) * H], high_u[g * H : (g + 1) * H]
-        k = np.int32(0)
-        for j in range(H):
-            below = np.int32(blk[j] < lo_g[j])
-            above = np.int32(blk[j] > hi_g[j])
-            lu[j] += below
-            hu[j] += above
-            k += below + above
-        sat_row[g] = k
+def _saturation(row, lo, hi, low_u, high_u, step_u):
+    """One row's 0/1 saturation indicators, added per column to low_u, high_u (int32, one
+    chunk's) and their sum to step_u (int32, the current step's; summed per gate once a step)."""
+    for j in range(row.shape[0]):
+        below = np.int32(row[j] < lo[j])
+        above = np.int32(row[j] > hi[j])
+        low_u[j] += below
+        high_u[j] += above
+        step_u[j] += below + above
 
 
 @nb.njit(**_RJIT)
@@ -400,71 +397,81 @@ def _forget_bins(f, hist, edges64, idx):
 
 
 @nb.njit(**_RJIT)
-def _log_forget(a, r0, r1, unit, pairs):
-    """Sum of ln f over rows r0..r1 of a (N, 4H) [i | f | g | o]: per unit added to unit (H,),
-    the total returned; by the kernels' own log (`log64`, <= 2 ulp; the NumPy pass uses the
-    C library's). pairs (float32 a): ln(f_r f_{r+1}) for two rows at once, one log for two
+def _log_forget(f, f2, unit):
+    """Sum of ln f over one row f (H,) of the forget gate, or with f2 (float32 rows) of
+    ln(f f2) over two rows at once: added per unit to unit (H,), the total returned; by the
+    kernels' own log (`log64`, <= 2 ulp; the NumPy pass uses the C library's). One log for two
     entries: the product of two float32 numbers is exact in float64 (48 significant bits;
-    2^-298 and 1 bound it away from underflow and overflow), so ln of it is ln f_r + ln f_{r+1}
-    to the same 2 ulp. NaN propagates; 0 gives -inf, as the log of each entry would."""
-    H = unit.shape[0]
-    total = 0.0
-    r = r0
-    while pairs and r + 1 < r1:
-        f, f2 = a[r, H : 2 * H], a[r + 1, H : 2 * H]
-        acc = 0.0
-        for j in range(H):
+    2^-298 and 1 bound it away from underflow and overflow), so ln of it is ln f + ln f2 to
+    the same 2 ulp. NaN propagates; 0 gives -inf, as the log of each entry would."""
+    acc = 0.0
+    if f2.shape[0]:
+        for j in range(unit.shape[0]):
             v = log64(np.float64(f[j]) * np.float64(f2[j]))
             unit[j] += v
             acc += v
-        total += acc
-        r += 2
-    while r < r1:
-        f = a[r, H : 2 * H]
-        acc = 0.0
-        for j in range(H):
+    else:
+        for j in range(unit.shape[0]):
             v = log64(np.float64(f[j]))
             unit[j] += v
             acc += v
-        total += acc
-        r += 1
-    return total
+    return acc
 
 
 @nb.njit(**_RJIT)
-def gate_pass(a, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_rows, hist, log_u, step_sum):
-    """`GateAccumulator.add` on a (N, 4H) [i | f | g | o] rows, a chunk of rows at a time: the
-    per-gate moments merged into state = [n, mean(4), m2(4), sum ln f]; 0/1 saturation
-    counts per column (low_u, high_u (4H,)) and per row and gate (sat_rows (N, 4)); the forget
-    histogram (hist, edges64: float64 a); ln f by `_log_forget`, added to the total (state[9])
-    and to log_u (H,), the per-unit sums (a chunk's sum at a time); step_sum (T, 4H) in a's
-    dtype, unless it has no rows: the sum over each step's B = N / T consecutive rows, added
-    in order (as NumPy's mean over the batch)."""
+def gate_pass(a, B, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_steps, hist, log_u, step_sum):
+    """`GateAccumulator.add` on a (N, 4H) [i | f | g | o] rows, B consecutive rows a step, a chunk
+    of rows at a time: the per-gate moments merged into state = [n, mean(4), m2(4), sum ln f];
+    0/1 saturation counts per column (low_u, high_u (4H,)) and per step and gate (sat_steps
+    (N / B, 4)); the forget histogram (hist, edges64: float64 a); ln f by `_log_forget`, added
+    to the total (state[9]) and to log_u (H,), the per-unit sums (a chunk's sum at a time), for
+    float32 a one log per two rows of a chunk (its rows 0 and 1, 2 and 3, ...; an odd last row
+    alone); step_sum (N / B, 4H) in a's dtype, unless it has no rows: the sum over each step's
+    B rows, added in order (as NumPy's mean over the batch). Everything but the moments' second
+    pass is taken in one pass over each row."""
     N, H4 = a.shape
     H = H4 // 4
     s = np.zeros(4)
     unit = np.empty(H)  # one chunk's per-unit sums of ln f
     low32, high32 = np.empty(H4, np.int32), np.empty(H4, np.int32)  # one chunk's counts
+    step32 = np.zeros(H4, np.int32)  # the current step's low + high counts per column
     idx = np.empty(H, np.int32)
-    B = N // step_sum.shape[0] if step_sum.shape[0] else 0
+    none = a[0, :0]  # no second row: one log per entry
+    means = step_sum.shape[0] > 0
     for r0 in range(0, N, rows_per_chunk):
         r1 = min(N, r0 + rows_per_chunk)
-        _merge_moments(a, r0, r1, state, s)
+        s[:] = 0.0
         unit[:] = 0.0
         low32[:] = 0
         high32[:] = 0
+        log_total = 0.0
         for r in range(r0, r1):
             row = a[r]
-            if B:
+            _add_row_sums(row, s)
+            if means:
                 out = step_sum[r // B]
                 if r % B == 0:
                     out[:] = row
                 else:
                     for j in range(H4):
                         out[j] += row[j]
-            _saturation(row, lo, hi, low32, high32, sat_rows[r])
+            _saturation(row, lo, hi, low32, high32, step32)
+            if r % B == B - 1:  # the step's last row: its counts per gate
+                for g in range(4):
+                    k = 0
+                    for j in range(g * H, (g + 1) * H):
+                        k += step32[j]
+                    sat_steps[r // B, g] = k
+                step32[:] = 0
             _forget_bins(row[H : 2 * H], hist, edges64, idx)
-        state[9] += _log_forget(a, r0, r1, unit, not edges64)
+            if edges64:
+                log_total += _log_forget(row[H : 2 * H], none, unit)
+            elif (r - r0) % 2:  # the second row of a pair
+                log_total += _log_forget(a[r - 1, H : 2 * H], row[H : 2 * H], unit)
+            elif r == r1 - 1:  # an odd row left at the chunk's end
+                log_total += _log_forget(row[H : 2 * H], none, unit)
+        _merge_moments(a, r0, r1, state, s)
+        state[9] += log_total
         for j in range(H4):
             low_u[j] += low32[j]
             high_u[j] += high32[j]
