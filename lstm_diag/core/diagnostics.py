@@ -98,7 +98,8 @@ class GateAccumulator:
         a2 = gates.reshape(T * B, H4)  # (T*B, 4H), one row per (step, sample)
         R = _rows_per_chunk(T * B, H4)
         buf = np.empty(R * H4)  # float64 working copy of one chunk, reused
-        ind = np.empty((R, 2 * H4), np.float32)  # 0/1 indicators [low | high] of one chunk
+        ind = buf.view(np.float32).reshape(R, 2 * H4)  # 0/1 indicators [low | high] of one chunk, in buf
+        y = np.empty(R * H)  # float64 scratch for the forget gate's logarithms and bins
         ones = np.ones(R)  # float64, for column sums
         ones32 = np.ones(max(R, H), np.float32)  # for counts
         lo, hi = self._thresholds(gates.dtype)
@@ -109,7 +110,13 @@ class GateAccumulator:
             r1 = min(T * B, r0 + R)
             rows = r1 - r0
             a = a2[r0:r1]  # (rows, 4H)
-            self._moments(a, buf[: rows * H4].reshape(rows, H4), ones[:rows])
+            x = buf[: rows * H4].reshape(rows, H4)
+            w = a  # (rows, 4H) float64 values: the gates, or x holding them widened (exactly)
+            if a.dtype != np.float64:
+                np.copyto(x, a)
+                w = x
+            self._forget(a[:, H : 2 * H], w[:, H : 2 * H], y[: rows * H].reshape(rows, H))
+            self._moments(w, x, ones[:rows])  # overwrites x
             # saturation: sigmoid gates directly, the tanh candidate through (g + 1) / 2
             c = ind[:rows]
             np.less(a, lo, out=c[:, :H4])
@@ -119,7 +126,6 @@ class GateAccumulator:
             high_u += per_unit[H4:]
             per_block = c.reshape(rows * 8, H) @ ones32[:H]  # (rows*8,) exact: H < 2^24
             np.add(*per_block.reshape(rows, 2, 4).transpose(1, 0, 2), out=sat_rows[r0:r1])
-            self._forget(a[:, H : 2 * H], buf[: rows * H].reshape(rows, H))
         self.sat_per_step.append(sat_rows.reshape(T, B, 4).sum(axis=1, dtype=np.int64))
         self.low_per_unit += low_u.reshape(4, H).astype(np.int64)
         self.high_per_unit += high_u.reshape(4, H).astype(np.int64)
@@ -150,19 +156,15 @@ class GateAccumulator:
         if self.keep_step_mean:  # sum / B in the dtype: NumPy's mean over the batch axis
             self.step_mean = np.divide(step_sum, gates.dtype.type(B), out=step_sum)
 
-    def _moments(self, a: np.ndarray, x: np.ndarray, ones: np.ndarray) -> None:
-        """Merge the per-gate count, mean and M2 of one chunk a (rows, 4H); x: float64 scratch."""
-        rows, H4 = a.shape
+    def _moments(self, w: np.ndarray, x: np.ndarray, ones: np.ndarray) -> None:
+        """Merge the per-gate count, mean and M2 of one chunk w (rows, 4H), float64 (the gates,
+        or x holding them widened); x: float64 scratch of w's shape, overwritten."""
+        rows, H4 = w.shape
         H = H4 // 4
         cnt = rows * H
-        if a.dtype == np.float64:
-            col = ones @ a  # (4H,) column sums
-        else:
-            np.copyto(x, a)  # widen once; everything below reads x
-            col = ones @ x
-            a = x
+        col = ones @ w  # (4H,) column sums
         c_mean = col.reshape(4, H).sum(axis=1) / cnt  # (4,)
-        np.subtract(a, np.repeat(c_mean, H), out=x)
+        np.subtract(w, np.repeat(c_mean, H), out=x)
         np.multiply(x, x, out=x)
         c_m2 = (ones @ x).reshape(4, H).sum(axis=1)  # (4,)
         if self.n == 0:
@@ -174,28 +176,30 @@ class GateAccumulator:
             self.m2 = self.m2 + c_m2 + delta**2 * self.n * cnt / tot
         self.n += cnt
 
-    def _forget(self, f: np.ndarray, y: np.ndarray) -> None:
-        """Sum of ln f and the histogram of one chunk of the forget gate f (rows, H); y: float64
-        scratch of f's shape. Float32 f: one log for two rows, ln(f_r f_{r+1}), the product of
-        two float32 numbers being exact in float64 (docs/fused-diagnostics.md)."""
+    def _forget(self, f: np.ndarray, fw: np.ndarray, y: np.ndarray) -> None:
+        """Sum of ln f and the histogram of one chunk of the forget gate f (rows, H); fw: its
+        values in float64 (f itself, or widened); y: float64 scratch of f's shape. Float32 f:
+        one log for two rows, ln(f_r f_{r+1}), the product of two float32 numbers being exact
+        in float64 (docs/fused-diagnostics.md)."""
         rows = f.shape[0]
+        f32 = f.dtype == np.float32
         with np.errstate(divide="ignore", invalid="ignore"):
-            if f.dtype == np.float32 and rows > 1:
-                np.copyto(y, f)  # widen (exact)
-                q = y[: rows - rows % 2 : 2]  # (rows // 2, H): rows 0, 2, ...
-                np.multiply(q, y[1::2][: len(q)], out=q)  # f_r f_{r+1}, exact
+            if f32 and rows > 1:
+                q = y[: rows - rows % 2 : 2]  # (rows // 2, H): rows 0, 2, ... of y
+                np.multiply(fw[: len(q) * 2 : 2], fw[1 : len(q) * 2 : 2], out=q)  # f_r f_{r+1}, exact
                 if rows % 2:
+                    y[-1] = fw[-1]
                     q = y[::2]  # the odd row left over: its own log
                 logs = np.log(q, out=q)
             else:
-                logs = np.log(f, out=y, dtype=np.float64)
+                logs = np.log(fw, out=y)
         self.log_f_unit += logs.sum(axis=0)  # (H,)
         s = float(logs.sum())
         self.log_f_sum += s
         if s != s:  # NaN in the chunk: np.histogram leaves NaN out; do exactly that
             self.f_hist += np.histogram(f, bins=self.f_hist_edges)[0]
             return
-        self.f_hist += unit_interval_bincount(f, _HIST_BINS, y)
+        self.f_hist += unit_interval_bincount(fw, _HIST_BINS, y, exact=f32)
 
     def result(self, stuck_fraction: float = 0.9) -> dict:
         """Plain data for `layers[k].gates` (fractions in [0, 1])."""
@@ -241,10 +245,13 @@ class GateAccumulator:
         return {"edges": self.f_hist_edges.tolist(), "counts": self.f_hist.tolist()}
 
 
-def unit_interval_bincount(v: np.ndarray, nb: int, y: np.ndarray | None = None) -> np.ndarray:
+def unit_interval_bincount(
+    v: np.ndarray, nb: int, y: np.ndarray | None = None, exact: bool | None = None
+) -> np.ndarray:
     """What `np.histogram(v, np.linspace(0, 1, nb + 1))` counts, for v in [0, 1] without NaN:
     bin k = [edges[k], edges[k+1]), the last one closed, by arithmetic instead of a search.
-    y: float64 scratch of v's shape.
+    y: float64 scratch of v's shape; exact: v holds float32 values (in any dtype), default:
+    v is float32.
 
     `linspace` makes edges[k] = fl(k * step), step = fl(1 / nb) (and edges[nb] = 1). For
     float32 v, v * nb is exact in float64 (24 + 7 bits) and never lands within rounding of
@@ -256,7 +263,7 @@ def unit_interval_bincount(v: np.ndarray, nb: int, y: np.ndarray | None = None) 
     np.multiply(v, float(nb), out=y, dtype=np.float64)
     k = y.astype(np.intp)
     np.minimum(k, nb - 1, out=k)
-    if v.dtype != np.float32:
+    if not (v.dtype == np.float32 if exact is None else exact):
         step = 1.0 / nb
         np.multiply(k, step, out=y)  # edges[k]
         k -= v < y
