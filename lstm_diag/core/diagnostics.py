@@ -367,20 +367,16 @@ def theil_sen_slope(y: np.ndarray, max_points: int = 400) -> float:
     """
     y = np.asarray(y, np.float64)
     keep = np.isfinite(y)
-    if len(y) <= max_points and keep.all():  # every index kept: t = 0, 1, ..., steps j - i
-        if len(y) < 2:
-            return float("nan")
-        i, j, steps = _pairs(len(y))
-        return _median_of(np.subtract(y[j], y[i]) / steps)
-    t = np.arange(len(y), dtype=np.float64)
-    t, y = t[keep], y[keep]
+    t = None  # the points' steps; None: 0, 1, 2, ..., whose differences j - i _pairs gives
+    if not keep.all():
+        t, y = np.nonzero(keep)[0].astype(np.float64), y[keep]
     if len(y) < 2:
         return float("nan")
     if len(y) > max_points:
         idx = np.unique(np.linspace(0, len(y) - 1, max_points).round().astype(int))
-        t, y = t[idx], y[idx]
-    i, j, _ = _pairs(len(y))
-    return _median_of((y[j] - y[i]) / (t[j] - t[i]))
+        t, y = (idx.astype(np.float64) if t is None else t[idx]), y[idx]
+    i, j, steps = _pairs(len(y))
+    return _median_of(np.subtract(y[j], y[i]) / (steps if t is None else t[j] - t[i]))
 
 
 def _median_of(x: np.ndarray) -> float:
