@@ -398,23 +398,17 @@ def _forget_bins(f, hist, edges64, idx):
 
 @nb.njit(**_RJIT)
 def _log_forget(f, f2, unit):
-    """Sum of ln f over one row f (H,) of the forget gate, or with f2 (float32 rows) of
-    ln(f f2) over two rows at once: added per unit to unit (H,), the total returned; by the
-    kernels' own log (`log64`, <= 2 ulp; the NumPy pass uses the C library's). One log for two
-    entries: the product of two float32 numbers is exact in float64 (48 significant bits;
-    2^-298 and 1 bound it away from underflow and overflow), so ln of it is ln f + ln f2 to
-    the same 2 ulp. NaN propagates; 0 gives -inf, as the log of each entry would."""
+    """Sum of ln(f f2) over rows f, f2 (H,) of the forget gate: added per unit to unit (H,), the
+    total returned; by the kernels' own log (`log64`, <= 2 ulp; the NumPy pass uses the C
+    library's). f2 is the next row (float32 rows: one log for two entries) or ones (ln f
+    alone: f times 1 is f, exactly). The product of two float32 numbers is exact in float64
+    (48 significant bits; 2^-298 and 1 bound it away from underflow and overflow), so its ln
+    is ln f + ln f2 to the same 2 ulp. NaN propagates; 0 gives -inf, as each entry's log would."""
     acc = 0.0
-    if f2.shape[0]:
-        for j in range(unit.shape[0]):
-            v = log64(np.float64(f[j]) * np.float64(f2[j]))
-            unit[j] += v
-            acc += v
-    else:
-        for j in range(unit.shape[0]):
-            v = log64(np.float64(f[j]))
-            unit[j] += v
-            acc += v
+    for j in range(unit.shape[0]):
+        v = log64(np.float64(f[j]) * np.float64(f2[j]))
+        unit[j] += v
+        acc += v
     return acc
 
 
@@ -436,7 +430,7 @@ def gate_pass(a, B, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_s
     low32, high32 = np.empty(H4, np.int32), np.empty(H4, np.int32)  # one chunk's counts
     step32 = np.zeros(H4, np.int32)  # the current step's low + high counts per column
     idx = np.empty(H, np.int32)
-    none = a[0, :0]  # no second row: one log per entry
+    ones = np.ones(H, a.dtype)  # the second row of a log of one row alone (`_log_forget`)
     means = step_sum.shape[0] > 0
     for r0 in range(0, N, rows_per_chunk):
         r1 = min(N, r0 + rows_per_chunk)
@@ -465,11 +459,11 @@ def gate_pass(a, B, lo, hi, rows_per_chunk, edges64, state, low_u, high_u, sat_s
                 step32[:] = 0
             _forget_bins(row[H : 2 * H], hist, edges64, idx)
             if edges64:
-                log_total += _log_forget(row[H : 2 * H], none, unit)
+                log_total += _log_forget(row[H : 2 * H], ones, unit)
             elif (r - r0) % 2:  # the second row of a pair
                 log_total += _log_forget(a[r - 1, H : 2 * H], row[H : 2 * H], unit)
             elif r == r1 - 1:  # an odd row left at the chunk's end
-                log_total += _log_forget(row[H : 2 * H], none, unit)
+                log_total += _log_forget(row[H : 2 * H], ones, unit)
         _merge_moments(a, r0, r1, state, s)
         state[9] += log_total
         for j in range(H4):
