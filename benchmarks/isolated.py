@@ -261,6 +261,9 @@ def _env_argv(contender: str, shape: str, dtype: str, regime: str, mode: str, re
     return env, argv
 
 
+WALL_GAP = 0.25  # s; OpenBLAS's idle threads spin up to ~0.1 s after a call, OpenMP's less
+
+
 def interleaved_round(contenders, shape, dtype, regime, mode, batches, repeats) -> list[dict]:
     """One round: a fresh process per contender, all started and warmed up first; then
     `batches` times, each contender in turn times `repeats` calls while the others wait on a
@@ -286,7 +289,10 @@ def interleaved_round(contenders, shape, dtype, regime, mode, batches, repeats) 
                     time.sleep(WALL_GAP)  # the previous contender's BLAS/OpenMP threads stop spinning
                 procs[c].stdin.write(f"run {repeats}\n")
                 procs[c].stdin.flush()
-                one[c] = statistics.median(json.loads(procs[c].stdout.readline())["times"])
+                line = procs[c].stdout.readline()
+                if not line:  # the worker died mid-round; its stderr went to the terminal
+                    raise RuntimeError(f"{c} {shape} {dtype} {regime} stopped (exit {procs[c].wait()})")
+                one[c] = statistics.median(json.loads(line)["times"])
             passes.append(one)
         return passes
     finally:
@@ -295,9 +301,6 @@ def interleaved_round(contenders, shape, dtype, regime, mode, batches, repeats) 
                 proc.stdin.write("quit\n")
                 proc.stdin.close()
                 proc.wait()
-
-
-WALL_GAP = 0.25  # s; OpenBLAS's idle threads spin up to ~0.1 s after a call, OpenMP's less
 
 
 def measure(contenders, shape, dtype, regime, mode, rounds, repeats, batches=0) -> dict:
