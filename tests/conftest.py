@@ -190,3 +190,18 @@ def _signal_handlers_restored():
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config):
+    """An xdist worker ends here, without the interpreter's shutdown: by now it has sent its
+    last report and `workerfinished` to the controller (pytest_sessionfinish), and what is
+    left is tearing down a heap that holds torch, numba and matplotlib, and pytest's
+    end-of-run garbage collections. The controller waits for the worker processes to end;
+    that wait was ~3 s of every run's time, measured, and is now ~0.5 s. Nothing is written
+    after this point (bytecode, numba's cache and hypothesis's database are written as they
+    are made)."""
+    if hasattr(config, "workerinput"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

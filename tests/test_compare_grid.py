@@ -244,7 +244,7 @@ def test_grid_results_do_not_depend_on_jobs():
 
 def test_sweep_figures_heatmaps_and_one_axis(tmp_path):
     from lstm_diag.commands.common import write_figures
-    from lstm_diag.report.figures.compare import figures
+    from lstm_diag.report.figures.compare import MAX_SERIES, figures
     from lstm_diag.report.sweep import heatmap_layout
     from lstm_diag.setup.document import loads
 
@@ -260,8 +260,20 @@ def test_sweep_figures_heatmaps_and_one_axis(tmp_path):
         "pytorch, num_layers=2",
         "keras, num_layers=2",
     ]
-    names = [p.name for p in write_figures(figures(doc), tmp_path / "three", "png", 30)]
-    assert "compare_heatmap_horizon.png" in names and "compare_heatmap_lyapunov.png" in names
+    built = dict(figures(doc))
+    assert list(built) == [
+        "compare_flow", "compare_forget", "compare_lyapunov", "compare_horizon_vs_T",
+        "compare_heatmap_horizon", "compare_heatmap_lyapunov",
+    ]  # fmt: skip
+    # the per-T figures of a grid show the best MAX_SERIES cells of the 2 x 3 x 2 x 2 = 24: one
+    # panel per layer (num_layers is swept), the second for the cells that have a layer 1
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in built["compare_flow"].axes]
+    assert [len(entries) for entries in legends] == [MAX_SERIES + 1, 5], legends
+    # drawn: the heatmaps, which only a grid has (the flow, forget, Lyapunov and horizon figures
+    # are drawn from the JSON without a grid in test_compare; drawing is ~0.5 s a figure)
+    heatmaps = [(n, built[n]) for n in ("compare_heatmap_horizon", "compare_heatmap_lyapunov")]
+    names = [p.name for p in write_figures(heatmaps, tmp_path / "three", "png", 30)]
+    assert names == ["compare_heatmap_horizon.png", "compare_heatmap_lyapunov.png"]
     one = loads(dumps(C.compare(cfg, specs, 2, grid={"model.hidden_size": [4, 8]})))
     drawn = dict(figures(one))  # one axis: a horizon-against-the-axis figure, no heatmap
     assert "compare_horizon_vs_hidden_size" in drawn and "compare_heatmap_horizon" not in drawn

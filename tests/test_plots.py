@@ -389,11 +389,12 @@ def test_figures_from_the_saved_json_are_byte_identical(tiny_config, tmp_path, m
     listed = [Path(p.split(" to ", 1)[1]) for p in r.stderr.splitlines()]
     assert [p.name for p in listed] == ["grad_flow.svg", "forget_gate_l0.svg"]  # in the documented order
     assert sorted(svg_dir.iterdir()) == sorted(listed)
-    figs = dict(plots.figures(analysis_document(str(saved), ()), ["grad_flow", "forget_gate_l0"]))
-    for p in listed:  # SVG: the config's figures are the same bytes as the JSON's
-        svg = figure_bytes(figs[p.stem], "svg")
-        assert p.read_bytes() == svg and ET.fromstring(svg).tag.endswith("svg")
-        assert b"Date" not in svg and b"Matplotlib v" not in svg  # no date or version in the metadata
+    # SVG: the config's figure is the same bytes as the JSON's (one is enough for the format;
+    # every kind was compared as PNG above)
+    [(_, fig)] = plots.figures(analysis_document(str(saved), ()), ["forget_gate_l0"])
+    svg = figure_bytes(fig, "svg")
+    assert (svg_dir / "forget_gate_l0.svg").read_bytes() == svg and ET.fromstring(svg).tag.endswith("svg")
+    assert b"Date" not in svg and b"Matplotlib v" not in svg  # no date or version in the metadata
 
 
 def test_plot_only_refuses_a_figure_the_model_does_not_have(tmp_path, tiny_config, stacked_doc):
