@@ -56,7 +56,7 @@ def char_lm():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The README's model, trained for a few Adam steps on a deterministic toy text, saved as
+    """The README's model, trained for a few gradient steps on a deterministic toy text, saved as
     users save it; one batch of token ids and targets (some padded with -100)."""
     global torch
     torch = pytest.importorskip("torch", reason="the README's PyTorch routes need PyTorch")
@@ -64,15 +64,15 @@ def trained(tmp_path_factory):
     torch.manual_seed(0)
     model = char_lm()
     text = torch.tensor([(7 * i * i + 3 * i) % V for i in range(4000)])
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(30):
+    for _ in range(30):  # plain gradient descent: torch.optim's first step imports torch._dynamo (~2 s)
         starts = torch.randint(0, len(text) - T - 1, (16,))
         ids = torch.stack([text[s : s + T] for s in starts])
         tgt = torch.stack([text[s + 1 : s + T + 1] for s in starts])
-        loss = torch.nn.functional.cross_entropy(model(ids).flatten(0, 1), tgt.flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(ids).flatten(0, 1), tgt.flatten()).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.5 * p.grad
     torch.save(model.state_dict(), d / "model.pt")
     tokens = torch.stack([text[s : s + T] for s in range(100, 100 + B * 50, 50)])
     targets = torch.stack([text[s + 1 : s + T + 1] for s in range(100, 100 + B * 50, 50)])
