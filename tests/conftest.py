@@ -7,10 +7,13 @@
 - `figures_not_drawn`: figures built but not drawn, for tests that never look at them.
 - `tiny_config`: a YAML file for a model small enough that a full CLI round (analysis,
   figures at low dpi) costs little; `TINY` holds the same settings as --set overrides.
-- With several workers (pytest-xdist, `-n 2` in pyproject's addopts), the numba kernels of the
-  fast engine are compiled once, before the workers start, one process per dtype in
-  parallel, into numba's on-disk cache (lstm_diag/core/__pycache__): every worker and every
-  subprocess a test starts then loads them (~1 s) instead of compiling (~8 s a dtype).
+- With several workers (pytest-xdist, `-n 2` in pyproject's addopts), in a fresh checkout,
+  the numba kernels of the fast engine are compiled once, before the workers start, one
+  process per dtype in parallel, into numba's on-disk cache (lstm_diag/core/__pycache__):
+  every worker and every subprocess a test starts then loads them (~1 s) instead of
+  compiling (~8 s a dtype). A third process writes the package's bytecode and hypothesis's
+  cache of local constants, which each worker would otherwise make for itself
+  (tests/warm_up.py).
 """
 
 import os
@@ -58,16 +61,20 @@ def _kernels_cached() -> bool:
 
 
 def pytest_configure(config):
-    """xdist's controller, before the workers start: fill numba's cache (module docstring)."""
+    """xdist's controller, before the workers start, in a fresh checkout: fill numba's cache,
+    write the package's bytecode and hypothesis's constants cache once (tests/warm_up.py)
+    instead of in every worker."""
     import importlib.util
 
     workers = getattr(config.option, "numprocesses", None)
-    if hasattr(config, "workerinput") or not workers or importlib.util.find_spec("numba") is None:
+    if hasattr(config, "workerinput") or not workers:
         return
-    if _kernels_cached():
-        return
-    code = "import sys; from lstm_diag.core.backends import select; select('fast', sys.argv[1])"
-    procs = [subprocess.Popen([sys.executable, "-c", code, dt], cwd=ROOT) for dt in ("float64", "float32")]
+    jobs = [] if (ROOT / ".hypothesis" / "constants").is_dir() else ["package"]
+    if importlib.util.find_spec("numba") is not None and not _kernels_cached():
+        jobs += ["float64", "float32"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    script = str(ROOT / "tests" / "warm_up.py")
+    procs = [subprocess.Popen([sys.executable, script, job], cwd=ROOT, env=env) for job in jobs]
     for p in procs:
         p.wait()
 

@@ -1,0 +1,57 @@
+"""What every test worker would otherwise do for itself in a fresh checkout, done once before
+the workers start (tests/conftest.py, pytest_configure runs it):
+
+    python tests/warm_up.py float64|float32   numba's on-disk cache: the fast engine's kernels
+                                              of that dtype and the kernels' own exp, tanh and
+                                              log that test_fused checks (~8 s a dtype)
+    python tests/warm_up.py package           bytecode of every module of the package, and
+                                              hypothesis's caches: the constants it reads from
+                                              local modules and its Unicode table (.hypothesis)
+
+Nothing here changes a result: a missing or stale cache entry is made where it is needed, as
+without the warm-up.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, installed or not
+
+
+def kernels(dtype: str) -> None:
+    import numpy as np
+
+    from lstm_diag.core.backends import select
+    from lstm_diag.core.fused_kernels import elementwise
+
+    select("fast", dtype)
+    for name in ("exp", "tanh", "log") if dtype == "float64" else ("exp", "tanh"):
+        elementwise(name, np.ones(1, dtype))
+
+
+def package() -> None:
+    import importlib
+    import pkgutil
+
+    from hypothesis import find, settings
+    from hypothesis import strategies as st
+
+    import lstm_diag
+
+    skip = {"lstm_diag.__main__", "lstm_diag.capture"}  # runs the CLI; imports torch (~3 s)
+    for info in pkgutil.walk_packages(lstm_diag.__path__, "lstm_diag."):
+        if info.name not in skip:
+            importlib.import_module(info.name)
+    # The first draw reads the constants of every local module imported so far (hypothesis
+    # 6.13x+) and keeps them in .hypothesis/constants, keyed by the module's source; the first
+    # text draw builds the table of Unicode categories (.hypothesis/unicode_data).
+    find(st.text(), lambda _: True, settings=settings(database=None))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "package":
+        package()
+    else:
+        kernels(sys.argv[1])
