@@ -83,7 +83,7 @@ def pytest_configure(config):
 # a result):
 # - the files that import PyTorch form one unit of work, so that one worker imports torch
 #   (~4 s of CPU each time), not both;
-# - the heaviest units start first (seconds of test time at load ~1, main at e29b440), then
+# - the heaviest units start first (seconds of test time on a quiet machine, ninth session), then
 #   the rest in collection order: the run ends when the last unit ends, and a long unit
 #   started last keeps one worker busy while the other is idle.
 TORCH_FILES = frozenset(
@@ -92,9 +92,9 @@ TORCH_FILES = frozenset(
 )
 TORCH_UNIT = "tests/(the PyTorch-reference files)"
 SECONDS = {
-    "TORCH": 22, "test_plots.py": 18, "test_bad_input.py": 9, "test_compare_grid.py": 9,
-    "test_compare.py": 5, "test_train.py": 5, "test_properties.py": 5, "test_explain.py": 4,
-    "test_batches.py": 3, "test_executor.py": 3, "test_every_field.py": 2, "test_guard_scaling.py": 2,
+    "test_plots.py": 14, "TORCH": 11, "test_bad_input.py": 7, "test_compare_grid.py": 3,
+    "test_compare.py": 3, "test_properties.py": 3, "test_train.py": 2, "test_executor.py": 2,
+    "test_explain.py": 2, "test_guard_scaling.py": 2, "test_every_field.py": 2, "test_dynamics.py": 2,
 }  # fmt: skip
 
 
