@@ -12,14 +12,22 @@ from typing import Any
 
 import numpy as np
 
+_PLAIN = (int, str, bool, type(None))  # kept as they are
+
 
 def _clean(obj: Any, path: str, marks: dict[str, str]) -> Any:
     if isinstance(obj, dict):
         return {k: _clean(v, f"{path}.{k}" if path else k, marks) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v, f"{path}[{i}]", marks) for i, v in enumerate(obj)]
     if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist(), path, marks)
+        obj = obj.tolist()
+    if isinstance(obj, (list, tuple)):
+        # A finite float or a plain value is kept without building its path, which only a
+        # non-finite value needs (x - x is 0 for finite x, NaN for NaN and the infinities).
+        return [
+            v if (type(v) is float and v - v == 0.0) or type(v) in _PLAIN
+            else _clean(v, f"{path}[{i}]", marks)
+            for i, v in enumerate(obj)
+        ]  # fmt: skip
     if isinstance(obj, (np.bool_,)):
         return bool(obj)
     if isinstance(obj, np.integer):
