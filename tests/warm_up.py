@@ -43,7 +43,10 @@ def package() -> None:
     skip = {"lstm_diag.__main__", "lstm_diag.capture"}  # runs the CLI; imports torch (~3 s)
     for info in pkgutil.walk_packages(lstm_diag.__path__, "lstm_diag."):
         if info.name not in skip:
-            importlib.import_module(info.name)
+            try:
+                importlib.import_module(info.name)
+            except ImportError:  # an optional library (numba: the fast engine) is not installed
+                pass
     # The first draw reads the constants of every local module imported so far (hypothesis
     # 6.13x+) and keeps them in .hypothesis/constants, keyed by the module's source; the first
     # text draw builds the table of Unicode categories (.hypothesis/unicode_data).
