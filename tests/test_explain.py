@@ -22,7 +22,7 @@ from rich.console import Console
 from lstm_diag.core.engine import GATES
 from lstm_diag.features import explain as E
 from lstm_diag.features.analysis import analyze
-from lstm_diag.report.explain_render import markdown, num, render
+from lstm_diag.report.explain_render import INDENT, equation_grid, markdown, num, render
 
 FIXTURE = Path(__file__).parent / "fixtures_explain" / "toy.npz"
 RTOL = 1e-12
@@ -132,6 +132,13 @@ def printed_values(text: str) -> dict[str, list[str]]:
 def render_text(obj, width=200) -> str:
     console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
     render(obj, console)
+    return console.export_text()
+
+
+def backward_text(ex, width=200) -> str:
+    """The backward section of a step as `render` prints it (the full step costs ~0.1 s)."""
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(equation_grid(ex.step.backward, width - INDENT))
     return console.export_text()
 
 
@@ -302,11 +309,18 @@ def test_step_shares_add_up_to_the_reported_gradient(case):
 
 
 def test_printed_factors_multiply_to_the_printed_dz(case):
-    """Read back from the terminal text: a · b · c = v holds to the 4 digits printed."""
+    """Read back from the terminal text: a · b · c = v holds to the 4 digits printed. The δz
+    lines are the backward section's (eqs. 8-13): that section is printed for every step and
+    layer, and the whole step once, whose δz lines are the section's."""
     _, _, _, views = case
     checked = 0
+    last = max(views)
+    def dz_lines(text):
+        return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("δz")]
+
+    assert dz_lines(render_text(views[last])) == dz_lines(backward_text(views[last]))
     for ex in views.values():
-        for line in render_text(ex).splitlines():
+        for line in backward_text(ex).splitlines():
             line = line.rstrip()
             m = re.match(r"\s*δz\S+ = (.+) = (\S+)$", line)
             if not m:
