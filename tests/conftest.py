@@ -12,8 +12,8 @@
   process per dtype in parallel, into numba's on-disk cache (lstm_diag/core/__pycache__):
   every worker and every subprocess a test starts then loads them (~1 s) instead of
   compiling (~8 s a dtype). A third process writes the package's bytecode and hypothesis's
-  cache of local constants, which each worker would otherwise make for itself
-  (tests/warm_up.py).
+  caches (the constants it reads from local modules, its Unicode table), which each worker
+  would otherwise make for itself (tests/warm_up.py).
 """
 
 import os
@@ -62,8 +62,8 @@ def _kernels_cached() -> bool:
 
 def pytest_configure(config):
     """xdist's controller, before the workers start, in a fresh checkout: fill numba's cache,
-    write the package's bytecode and hypothesis's constants cache once (tests/warm_up.py)
-    instead of in every worker."""
+    write the package's bytecode and hypothesis's caches once (tests/warm_up.py) instead of
+    in every worker."""
     import importlib.util
 
     workers = getattr(config.option, "numprocesses", None)
@@ -82,7 +82,7 @@ def pytest_configure(config):
 # How the two xdist workers share the files (the order changes when each worker finishes, never
 # a result):
 # - the files that import PyTorch form one unit of work, so that one worker imports torch
-#   (~4 s of CPU each time), not both;
+#   (~3 s of CPU each time), not both;
 # - the heaviest units start first (seconds of test time on a quiet machine, ninth session), then
 #   the rest in collection order: the run ends when the last unit ends, and a long unit
 #   started last keeps one worker busy while the other is idle.

@@ -47,9 +47,10 @@ def package() -> None:
                 importlib.import_module(info.name)
             except ImportError:  # an optional library (numba: the fast engine) is not installed
                 pass
-    # The first draw reads the constants of every local module imported so far (hypothesis
-    # 6.13x+) and keeps them in .hypothesis/constants, keyed by the module's source; the first
-    # text draw builds the table of Unicode categories (.hypothesis/unicode_data).
+    # The first draw reads the constants of every local module imported so far and keeps them
+    # in .hypothesis/constants, keyed by the module's source (hypothesis 6.170 does; an older
+    # one skips it); the first text draw builds its table of Unicode categories
+    # (.hypothesis/unicode_data).
     find(st.text(), lambda _: True, settings=settings(database=None))
 
 
