@@ -58,11 +58,17 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+@functools.cache
+def syntax_tree(path: Path) -> ast.Module:
+    """A module's syntax tree, parsed once for every test of this file that reads it."""
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
 def _imports(path: Path) -> list[Import]:
     name = module_name(path)
     is_pkg = path.name == "__init__.py"
     package = name if is_pkg else name.rpartition(".")[0]
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = syntax_tree(path)
     found: list[Import] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
@@ -221,7 +227,7 @@ def test_core_does_no_file_io_and_no_printing():
         if layer(m) != "core":
             continue
         bad += [where(i) for i in graph()[m] if i.target.split(".")[0] in CORE_IO_MODULES]
-        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+        for node in ast.walk(syntax_tree(p)):
             if isinstance(node, ast.Call):
                 f = node.func
                 called = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
