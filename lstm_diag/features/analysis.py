@@ -349,7 +349,7 @@ def _analyze_problem(problem: Problem) -> AnalysisResult:
     parameters = {
         name: ParamResult(
             shape=p.shape,
-            norm=float(np.sqrt(np.sum(np.square(p, dtype=np.float64)))),  # clipping.global_norm({name: p})
+            norm=clipping.global_norm({name: p}),
             grad_norm=clip["parameters"][name]["norm_before"],  # global_norm({name: grads[name]})
         )
         for name, p in problem.params.items()
