@@ -154,6 +154,19 @@ def start(tmp_path, *args) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def gradient_step(model, loss, lr: float) -> None:
+    """One step of plain gradient descent on a PyTorch module, from `loss` (a scalar tensor).
+    Tests that train a reference model use this, not torch.optim: its first step imports
+    torch._dynamo (~2 s of CPU), which nothing here needs."""
+    import torch
+
+    model.zero_grad()
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * p.grad
+
+
 def run(*args, env=None):
     """The CLI, in-process: run("analyze", cfg, "--format", "json").stdout (arguments str()-ed;
     env: environment variables set while it runs)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import gradient_step
 from test_exact_vs_torch import assert_close
 
 from lstm_diag import analyze
@@ -177,12 +178,8 @@ def test_a_saved_bidirectional_projected_pytorch_model_end_to_end(tmp_path):
 
     model = Model()
     x, y = torch.randn(4, 30, 5), torch.randint(0, 3, (4, 30))
-    for _ in range(20):  # plain gradient descent: torch.optim's first step imports torch._dynamo (~2 s)
-        model.zero_grad()
-        torch.nn.functional.cross_entropy(model(x).reshape(-1, 3), y.reshape(-1)).backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= 0.1 * p.grad
+    for _ in range(20):
+        gradient_step(model, torch.nn.functional.cross_entropy(model(x).reshape(-1, 3), y.reshape(-1)), 0.1)
     torch.save(model.state_dict(), tmp_path / "model.pt")
     np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
     (tmp_path / "cfg.yaml").write_text(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import gradient_step, run
 
 from lstm_diag import analyze
 
@@ -64,15 +64,11 @@ def trained(tmp_path_factory):
     torch.manual_seed(0)
     model = char_lm()
     text = torch.tensor([(7 * i * i + 3 * i) % V for i in range(4000)])
-    for _ in range(30):  # plain gradient descent: torch.optim's first step imports torch._dynamo (~2 s)
+    for _ in range(30):
         starts = torch.randint(0, len(text) - T - 1, (16,))
         ids = torch.stack([text[s : s + T] for s in starts])
         tgt = torch.stack([text[s + 1 : s + T + 1] for s in starts])
-        model.zero_grad()
-        torch.nn.functional.cross_entropy(model(ids).flatten(0, 1), tgt.flatten()).backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= 0.5 * p.grad
+        gradient_step(model, torch.nn.functional.cross_entropy(model(ids).flatten(0, 1), tgt.flatten()), 0.5)
     torch.save(model.state_dict(), d / "model.pt")
     tokens = torch.stack([text[s : s + T] for s in range(100, 100 + B * 50, 50)])
     targets = torch.stack([text[s + 1 : s + T + 1] for s in range(100, 100 + B * 50, 50)])
