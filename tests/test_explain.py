@@ -129,17 +129,20 @@ def printed_values(text: str) -> dict[str, list[str]]:
     return out
 
 
-def render_text(obj, width=200) -> str:
+def printed(draw, width=200) -> str:
+    """The plain text draw(console) prints on a terminal `width` columns wide."""
     console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
-    render(obj, console)
+    draw(console)
     return console.export_text()
+
+
+def render_text(obj, width=200) -> str:
+    return printed(lambda console: render(obj, console), width)
 
 
 def backward_text(ex, width=200) -> str:
     """The backward section of a step as `render` prints it (the full step costs ~0.1 s)."""
-    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
-    console.print(equation_grid(ex.step.backward, width - INDENT))
-    return console.export_text()
+    return printed(lambda console: console.print(equation_grid(ex.step.backward, width - INDENT)), width)
 
 
 def test_toy_printed_numbers_equal_pytorch(toy, ref):
