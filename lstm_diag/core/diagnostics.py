@@ -245,13 +245,10 @@ class GateAccumulator:
         return {"edges": self.f_hist_edges.tolist(), "counts": self.f_hist.tolist()}
 
 
-def unit_interval_bincount(
-    v: np.ndarray, nb: int, y: np.ndarray | None = None, exact: bool | None = None
-) -> np.ndarray:
+def unit_interval_bincount(v: np.ndarray, nb: int, y: np.ndarray | None = None, *, exact: bool) -> np.ndarray:
     """What `np.histogram(v, np.linspace(0, 1, nb + 1))` counts, for v in [0, 1] without NaN:
     bin k = [edges[k], edges[k+1]), the last one closed, by arithmetic instead of a search.
-    y: float64 scratch of v's shape; exact: v holds float32 values (in any dtype), default:
-    v is float32.
+    y: float64 scratch of v's shape; exact: v holds float32 values (in any dtype).
 
     `linspace` makes edges[k] = fl(k * step), step = fl(1 / nb) (and edges[nb] = 1). For
     float32 v, v * nb is exact in float64 (24 + 7 bits) and never lands within rounding of
@@ -263,7 +260,7 @@ def unit_interval_bincount(
     np.multiply(v, float(nb), out=y, dtype=np.float64)
     k = y.astype(np.intp)
     np.minimum(k, nb - 1, out=k)
-    if not (v.dtype == np.float32 if exact is None else exact):
+    if not exact:
         step = 1.0 / nb
         np.multiply(k, step, out=y)  # edges[k]
         k -= v < y
