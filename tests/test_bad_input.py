@@ -139,41 +139,36 @@ def test_output_in_a_missing_folder_is_created_and_a_file_as_folder_refused(tmp_
     one_error_line(run("analyze", "--format", "json", "-o", out / "x.json"), "is a file, not a folder")
 
 
-def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
-    target = tmp_path / "r.json"
-    target.write_text('{"good": true}')
-
-    def interrupted(src, dst):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write_text(target, '{"half": ')
-    assert target.read_text() == '{"good": true}'
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
-
-
-@pytest.mark.parametrize("where", ["as the file is created", "as its name comes back"])
-def test_an_interrupt_at_any_moment_of_a_write_leaves_no_temporary_file(tmp_path, monkeypatch, where):
-    """Ctrl-C landing inside tempfile.mkstemp after the file exists (before its name reaches
-    the writer) used to leave `.r.json.XXXX.tmp` behind: 5 of 40 interrupted write loops did.
-    The temporary's name carries a token of the write, by which it is found and removed."""
+@pytest.mark.parametrize("moment", ["at the rename", "as the file is created", "as its name comes back"])
+def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch, moment):
+    """Ctrl-C at any moment of a write. Landing inside tempfile.mkstemp after the file exists
+    (before its name reaches the writer) used to leave `.r.json.XXXX.tmp` behind: 5 of 40
+    interrupted write loops did. The temporary's name carries a token of the write, by which
+    it is found and removed."""
     import tempfile
 
     real = tempfile.mkstemp
 
-    def interrupted(*args, **kwargs):
+    def created(*args, **kwargs):
         fd, name = real(*args, **kwargs)
         os.close(fd)
-        if where == "as the file is created":
+        if moment == "as the file is created":
             raise KeyboardInterrupt
         return _Interrupting(fd, name)
 
-    monkeypatch.setattr(tempfile, "mkstemp", interrupted)
-    (tmp_path / "r.json").write_text("old")
+    def renamed(src, dst):
+        raise KeyboardInterrupt
+
+    if moment == "at the rename":
+        monkeypatch.setattr(os, "replace", renamed)
+    else:
+        monkeypatch.setattr(tempfile, "mkstemp", created)
+    target = tmp_path / "r.json"
+    target.write_text('{"good": true}')
     with pytest.raises(KeyboardInterrupt):
-        atomic_write_text(tmp_path / "r.json", "new")
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"] and (tmp_path / "r.json").read_text() == "old"
+        atomic_write_text(target, '{"half": ')
+    assert target.read_text() == '{"good": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
 
 
 class _Interrupting(tuple):
