@@ -62,6 +62,23 @@ def test_unknown_key_did_you_mean(tmp_path):
     one_error_line(run("analyze", p), "data.seqlen: unknown key (did you mean 'seq_len'?)")
 
 
+@pytest.mark.parametrize(
+    "text, what",
+    [("", "the file is empty (or only comments)"), ("# all defaults\n---\n", "the file is empty"),
+     ("null\n", "got null")],
+)  # fmt: skip
+def test_a_config_file_with_no_settings_is_refused_not_read_as_the_default(tmp_path, text, what):
+    """`analyze cfg --format json > r.json` that failed leaves r.json empty: plot and report of
+    it must not draw the built-in default's figures. Leaving CONFIG out, or `{}`, is the default."""
+    p = write(tmp_path, "r.json", text)
+    want = f"{p}: no settings: {what}"
+    one_error_line(run("analyze", p), want, "; leave CONFIG out for the built-in default, or write {}")
+    one_error_line(run("plot", p, "-o", tmp_path / "figs"), want)
+    assert not (tmp_path / "figs").exists()
+    write(tmp_path, "r.json", "{}\n")
+    assert run("analyze", p, "--set", "data.seq_len=3", "--set", "diagnostics.dynamics=false").exit_code == 0
+
+
 def test_yaml_never_executes_code(tmp_path):
     p = write(tmp_path, "c.yaml", "seed: !!python/object/apply:os.system ['touch pwned']\n")
     one_error_line(run("analyze", p), "c.yaml")

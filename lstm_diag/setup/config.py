@@ -552,12 +552,22 @@ def yaml_load(text: str, source: str = "YAML"):
 
 def read_yaml(path: Path) -> dict:
     """Parse a YAML config file safely and within bounds; errors name the line and column."""
-    raw = load_yaml(read_text_capped(path), str(path))
-    if raw is None:
-        return {}
+    text = read_text_capped(path)
+    raw = load_yaml(text, str(path))
+    if raw is None:  # an empty file is a failed write far more often than a wish for the defaults
+        what = "got null" if _has_content(text) else "the file is empty (or only comments)"
+        raise ConfigError(
+            f"{path}: no settings: {what}; leave CONFIG out for the built-in default, or write {{}}"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     return raw
+
+
+def _has_content(text: str) -> bool:
+    """Whether YAML text holds anything but blank lines, comments and document markers."""
+    lines = (ln.split("#", 1)[0].strip() for ln in text.splitlines())
+    return any(ln not in ("", "---", "...") for ln in lines)
 
 
 KEY_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
