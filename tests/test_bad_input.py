@@ -126,6 +126,10 @@ def test_data_file_problems(tmp_path):
         "y.npz": (dict(x=np.zeros((2, 5, 3)), y=np.zeros((2, 3))), "y has shape (2, 3), expected (2, 2)"),
         "noy.npz": (dict(x=np.zeros((2, 5, 3))), "missing array 'y'"),
         "str.npz": (dict(x=np.array([["a"]]), y=np.zeros(2)), "x has dtype <U1"),
+        "ids.npz": (  # token ids saved as x: the message says where they go
+            dict(x=np.zeros((2, 5), dtype=np.int64), y=np.zeros(2)),
+            "x has shape (2, 5), expected (B, T, I); integer ids of shape (B, T) go in an array named",
+        ),
     }
     for name, (arrays, message) in cases.items():
         np.savez(tmp_path / name, **arrays)

@@ -158,7 +158,10 @@ def _inputs(arrays: dict, p: Path) -> str:
             want = 3 if key == "x" else 2
             if a.ndim != want:
                 shape = "(B, T, I)" if key == "x" else "(B, T) integer ids"
-                raise InputError(f"{p}: {key} has shape {a.shape}, expected {shape}")
+                hint = ""
+                if key == "x" and a.ndim == 2 and np.issubdtype(a.dtype, np.integer):
+                    hint = "; integer ids of shape (B, T) go in an array named 'tokens' (for the embedding)"
+                raise InputError(f"{p}: {key} has shape {a.shape}, expected {shape}{hint}")
             if 0 in a.shape[:2]:
                 raise InputError(f"{p}: {key} has shape {a.shape}, needs at least one sample and one step")
             return key
