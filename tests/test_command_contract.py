@@ -41,6 +41,20 @@ def test_every_json_document_names_its_command_and_schema(command, tiny_config, 
     assert doc["command"] == command and isinstance(doc["schema_version"], int) and doc["schema_version"] >= 1
 
 
+def test_short_o_is_output_on_every_command():
+    """-o is --output wherever a command has it (a FILE or a folder, as the command needs);
+    `track -o` was once short for --plots alone."""
+    from lstm_diag.cli import main
+
+    with_o = {}
+    for name, command in main.commands.items():
+        for param in command.params:
+            if "-o" in param.opts:
+                with_o[name] = param.opts
+    assert set(with_o) == {"analyze", "plot", "report", "track"}, with_o
+    assert all("--output" in opts for opts in with_o.values()), with_o
+
+
 def test_train_fail_on_exits_1_after_its_output(tiny_config):
     # a max_norm far below the gradient's norm clips every step: finding LD301 for that setting
     args = ["train", tiny_config, "--steps", "3", "--clip", "norm:1e-6", "--format", "json"]

@@ -83,9 +83,12 @@ def _run(configs, jobs, checkpoints):
 )
 @click.option(
     "-o",
+    "--output",
     "--plots",
+    "plots",
     type=click.Path(file_okay=False),
-    help="Write the trajectory figures (png) to this folder.",
+    help="Write the trajectory figures (png) to this folder (created if missing); --plots as in "
+    "analyze, compare and train. The table or document goes to stdout.",
 )
 @click.option("--no-dynamics", is_flag=True, help="Skip the Lyapunov spectrum (no λ₁ column); faster.")
 @engine_option
