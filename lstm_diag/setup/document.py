@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ def loads(text: str | bytes) -> Any:
     return doc
 
 
+# How every document lstm-diag writes begins (jsonout stamps schema_version first).
+_DOCUMENT_START = re.compile(rb'\A(\xef\xbb\xbf)?\s*\{\s*"schema_version')
+
+
 def _looks_like_json(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -64,7 +69,13 @@ def read_analysis_document(path: str | Path, newest: int) -> dict | None:
         return None  # the config loader names the problem
     try:
         doc = loads(text)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError) as err:
+        if _DOCUMENT_START.match(text):  # lstm-diag's own document, cut off (a run that stopped)
+            where = f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+            raise InputError(
+                f"{p}: an lstm-diag document that is not complete JSON (it breaks off{where}); "
+                "write it again with `lstm-diag analyze --format json -o FILE`"
+            ) from None
         return None  # not JSON: YAML flow style, or a broken file the config loader reports
     if not isinstance(doc, dict) or "schema_version" not in doc:
         return None
