@@ -14,8 +14,11 @@
   compiling (~8 s a dtype). A third process writes the package's bytecode and hypothesis's
   caches (the constants it reads from local modules, its Unicode table), which each worker
   would otherwise make for itself (tests/warm_up.py).
+- What lives after the test files are imported, and after each test file, is frozen out of
+  the garbage collector's full collections (`_freeze_what_lives`).
 """
 
+import gc
 import os
 import subprocess
 import sys
@@ -210,6 +213,31 @@ def _signal_handlers_restored():
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+
+
+def _freeze_what_lives() -> None:
+    """Python's cyclic garbage collector walks, at each full collection, every object that
+    lives: in a worker that has imported numba, matplotlib, hypothesis and torch, about half
+    a million, ~0.27 s a collection on a quiet host. What lives once the test files are
+    imported, and again once a test file's tests and module fixtures are done, is mostly
+    modules and their caches: it is collected first (no garbage is kept), then frozen
+    (gc.freeze: left out of later collections). Objects the tests make are collected as
+    always. The workers' time in the collector went from 8.0-9.0 s to 4.5-5.8 s of CPU a run
+    (alternating runs, same phases of the host)."""
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    _freeze_what_lives()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield  # the test's fixtures are finalized, and its file's too when the next test is elsewhere
+    if nextitem is None or nextitem.path != item.path:
+        _freeze_what_lives()
 
 
 @pytest.hookimpl(tryfirst=True)
