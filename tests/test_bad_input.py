@@ -65,7 +65,7 @@ def test_unknown_key_did_you_mean(tmp_path):
 @pytest.mark.parametrize(
     "text, what",
     [("", "the file is empty (or only comments)"), ("# all defaults\n---\n", "the file is empty"),
-     ("null\n", "got null")],
+     ("null\n", "its top level is null")],
 )  # fmt: skip
 def test_a_config_file_with_no_settings_is_refused_not_read_as_the_default(tmp_path, text, what):
     """`analyze cfg --format json > r.json` that failed leaves r.json empty: plot and report of

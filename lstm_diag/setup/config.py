@@ -555,7 +555,7 @@ def read_yaml(path: Path) -> dict:
     text = read_text_capped(path)
     raw = load_yaml(text, str(path))
     if raw is None:  # an empty file is a failed write far more often than a wish for the defaults
-        what = "got null" if _has_content(text) else "the file is empty (or only comments)"
+        what = "its top level is null" if _has_content(text) else "the file is empty (or only comments)"
         raise ConfigError(
             f"{path}: no settings: {what}; leave CONFIG out for the built-in default, or write {{}}"
         )
