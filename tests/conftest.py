@@ -14,8 +14,8 @@
   compiling (~8 s a dtype). A third process writes the package's bytecode and hypothesis's
   caches (the constants it reads from local modules, its Unicode table), which each worker
   would otherwise make for itself (tests/warm_up.py).
-- What lives after the test files are imported, and after each test file, is frozen out of
-  the garbage collector's full collections (`_freeze_what_lives`).
+- What lives after the test files are imported, and after a test that imported a library, is
+  frozen out of the garbage collector's full collections (`_freeze_what_lives`).
 """
 
 import gc
@@ -215,17 +215,23 @@ def _signal_handlers_restored():
         signal.signal(s, handler)
 
 
+_FROZEN_AT_MODULES = [0]  # len(sys.modules) at the last freeze
+
+
 def _freeze_what_lives() -> None:
     """Python's cyclic garbage collector walks, at each full collection, every object that
     lives: in a worker that has imported numba, matplotlib, hypothesis and torch, about half
-    a million, ~0.27 s a collection on a quiet host. What lives once the test files are
-    imported, and again once a test file's tests and module fixtures are done, is mostly
-    modules and their caches: it is collected first (no garbage is kept), then frozen
+    a million, ~0.27 s a collection on a quiet host. Most of them come with the modules:
+    what lives once the test files are imported, and again after a test that imported a
+    library (torch, keras, onnx...), is collected first (no garbage is kept), then frozen
     (gc.freeze: left out of later collections). Objects the tests make are collected as
-    always. The workers' time in the collector went from 8.0-9.0 s to 4.5-5.8 s of CPU a run
-    (alternating runs, same phases of the host)."""
+    always (a module fixture alive at a freeze is freed when released, unless it sits in a
+    reference cycle: then it stays until the worker ends). The workers' time in the
+    collector went from 8.0-9.0 s to 3.6-4.8 s of CPU a run (alternating runs, same phases
+    of the host)."""
     gc.collect()
     gc.freeze()
+    _FROZEN_AT_MODULES[0] = len(sys.modules)
 
 
 @pytest.hookimpl(trylast=True)
@@ -235,8 +241,8 @@ def pytest_collection_finish(session):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item, nextitem):
-    yield  # the test's fixtures are finalized, and its file's too when the next test is elsewhere
-    if nextitem is None or nextitem.path != item.path:
+    yield
+    if len(sys.modules) > _FROZEN_AT_MODULES[0] + 50:  # a library imported by a test (torch...)
         _freeze_what_lives()
 
 
