@@ -6,7 +6,8 @@ the workers start (tests/conftest.py, pytest_configure runs it):
                                               log that test_fused checks (~8 s a dtype)
     python tests/warm_up.py package           bytecode of every module of the package and of
                                               the test files (assert-rewritten, as pytest
-                                              imports them), and hypothesis's caches: the
+                                              imports them), matplotlib's font list on a new
+                                              machine, and hypothesis's caches: the
                                               constants it reads from local modules and its
                                               Unicode table (.hypothesis)
 
@@ -50,6 +51,10 @@ def package() -> None:
             except ImportError:  # an optional library (numba: the fast engine) is not installed
                 pass
     _test_bytecode()
+    try:  # matplotlib's font list (its config folder): made at its first import on a new machine
+        import matplotlib.font_manager  # noqa: F401
+    except ImportError:
+        pass
     # The first draw reads the constants of every local module imported so far and keeps them
     # in .hypothesis/constants, keyed by the module's source (hypothesis 6.170 does; an older
     # one skips it); the first text draw builds its table of Unicode categories
