@@ -426,23 +426,23 @@ def test_plot_only_refuses_a_figure_the_model_does_not_have(tmp_path, tiny_confi
 def test_plot_and_report_refuse_what_they_cannot_draw(tmp_path, tiny_config):
     printed = run("analyze", tiny_config, "--format", "json").stdout
     doc = json.loads(printed)
-    cases = {
+    documents = {
         "compare.json": ({**doc, "command": "compare"}, "a compare document; plot and report draw"),
         "old.json": ({**doc, "schema_version": 1, "command": None}, "schema_version 1, which lacks the"),
         "new.json": ({**doc, "schema_version": 99}, "schema_version 99; this lstm-diag draws"),
         "cut.json": ({k: v for k, v in doc.items() if k != "layers"}, "missing layers"),
     }
-    texts = {name: json.dumps({k: v for k, v in c.items() if v is not None})
-             for name, (c, _) in cases.items()}  # fmt: skip
+    cases = {  # name: (the file's text, the message)
+        name: (json.dumps({k: v for k, v in content.items() if v is not None}), message)
+        for name, (content, message) in documents.items()
+    }
     # a document as analyze prints it, cut off (a run that stopped): not read as a YAML config
     cut_off = "an lstm-diag document that is not complete JSON (it breaks off"
-    texts["stopped.json"] = "\n".join(printed.splitlines()[:60])
-    cases["stopped.json"] = (None, f"{cut_off} at line 60")
-    texts["header.json"] = '{\n  "schema_version'
-    cases["header.json"] = (None, cut_off)
-    for name, (_, message) in cases.items():
+    cases["stopped.json"] = ("\n".join(printed.splitlines()[:60]), f"{cut_off} at line 60")
+    cases["header.json"] = ('{\n  "schema_version', cut_off)
+    for name, (text, message) in cases.items():
         path = tmp_path / name
-        path.write_text(texts[name])
+        path.write_text(text)
         for cmd in ("plot", "report"):
             r = run(cmd, path, "-o", tmp_path / "out")
             assert r.exit_code == 2 and message in r.stderr, (name, r.output)
