@@ -239,10 +239,9 @@ def pytest_collection_finish(session):
     _freeze_what_lives()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    yield
-    if len(sys.modules) > _FROZEN_AT_MODULES[0] + 50:  # a library imported by a test (torch...)
+def pytest_runtest_logfinish(nodeid, location):
+    """After a test and its teardown: freeze again if it imported a library (torch...)."""
+    if len(sys.modules) > _FROZEN_AT_MODULES[0] + 50:
         _freeze_what_lives()
 
 
